@@ -1,0 +1,43 @@
+# classifier-service: `make serve` serves the default catalog, `make test` runs every test.
+PORT ?= 3000
+HOST ?= 127.0.0.1
+export BENTOML_HOME ?= $(CURDIR)/.bentoml
+export BENTOML_DO_NOT_TRACK ?= True
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install serve catalog test lint fmt type build clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV) && $(PY) -m pip install -q --upgrade pip && $(PY) -m pip install -q -e '.[dev]' && touch $@
+
+install: $(STAMP) ## create .venv and install the project with its dev tools
+
+catalog: $(STAMP) ## register the default catalog models that the store lacks
+	$(PY) -m models ensure
+
+serve: catalog ## serve the configured models on $(HOST):$(PORT)
+	$(VENV)/bin/bentoml serve service.app:ClassifierService --host $(HOST) --port $(PORT)
+
+test: $(STAMP) ## run the whole test suite
+	$(PY) -m pytest
+
+lint: $(STAMP) ## ruff lint and format check
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+fmt: $(STAMP) ## format the code
+	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
+
+type: $(STAMP) ## mypy, strict on service/
+	$(VENV)/bin/mypy service models
+
+build: catalog ## build the bento (needs no Docker engine)
+	$(VENV)/bin/bentoml build
+
+clean: ## remove the venv and the project-local BentoML store
+	rm -rf $(VENV) .bentoml

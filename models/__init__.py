@@ -1,0 +1,1 @@
+"""The default catalog: recipes that train and register the models CONTRACT.md lists."""

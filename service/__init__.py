@@ -1,0 +1,1 @@
+"""classifier-service: binary, multiclass, multilabel and hierarchical scikit-learn classifiers behind one API."""

@@ -1,0 +1,27 @@
+"""The classifier core: task kinds, decision policies, input validation. Pure numpy + scikit-learn."""
+
+from __future__ import annotations
+
+from . import binary, hierarchical, multiclass, multilabel  # noqa: F401  (registers the task kinds)
+from .base import Description, Options, Prediction, Task, get_task, register_task, registered_tasks
+from .errors import ClassifierError, InvalidInputError, InvalidModelError
+from .features import FeatureSchema
+from .hierarchical import ROOT, fit_hierarchy
+from .profile import profile_features
+
+__all__ = [
+    "ROOT",
+    "ClassifierError",
+    "Description",
+    "FeatureSchema",
+    "InvalidInputError",
+    "InvalidModelError",
+    "Options",
+    "Prediction",
+    "Task",
+    "fit_hierarchy",
+    "get_task",
+    "profile_features",
+    "register_task",
+    "registered_tasks",
+]

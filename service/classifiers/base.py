@@ -1,0 +1,180 @@
+"""The extension seam: a task kind is a `Task` subclass registered under its name.
+
+A task turns validated rows into a `Prediction` in two steps, `score` (the model call, one per batch of
+rows) and `decide` (the decision policy, per request), so rows of several requests can share one model call.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+
+from .errors import InvalidInputError, InvalidModelError
+from .features import FeatureSchema
+
+OPTION_NAMES = ("top_k", "threshold", "min_confidence", "return_probabilities")
+
+
+@dataclass(frozen=True)
+class Options:
+    """Per-request decision options; `None` means the model's default."""
+
+    top_k: int | None = None
+    threshold: float | None = None
+    min_confidence: float | None = None
+    return_probabilities: bool = False
+
+    def given(self) -> set[str]:
+        """Names of the options the request set."""
+        given = {name for name in ("top_k", "threshold", "min_confidence") if getattr(self, name) is not None}
+        if self.return_probabilities:
+            given.add("return_probabilities")
+        return given
+
+
+@dataclass(frozen=True)
+class Description:
+    """What registration learns about a model on its validation set, stored in its metadata."""
+
+    classes: list[str]
+    decision: dict[str, Any]
+    metrics: dict[str, Any]
+    prediction_distribution: dict[str, Any]
+
+
+class Prediction(ABC):
+    """Decisions for a batch of rows, columns in `classes` order."""
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @abstractmethod
+    def records(self) -> Iterator[dict[str, Any]]:
+        """One JSON-ready dict per row, the per-task fields of CONTRACT.md (without `id`)."""
+
+    @property
+    @abstractmethod
+    def decided_labels(self) -> list[str | None]:
+        """The decided label per row (the first/most confident one for multilabel), for monitoring."""
+
+    @property
+    @abstractmethod
+    def confidence(self) -> np.ndarray:
+        """Top-1 probability per row, as CONTRACT.md's `classifier_prediction_confidence` defines it."""
+
+
+class Task(ABC):
+    """A task kind: wraps fitted estimators and applies its decision policy.
+
+    Subclasses set `name` and `options` (the request options that apply) and implement `score`,
+    `decide` and `describe`. Estimators are keyed: `"model"` for a single estimator, a label or
+    node name otherwise.
+    """
+
+    name: ClassVar[str]
+    options: ClassVar[frozenset[str]]
+
+    def __init__(self, estimators: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
+        self.classes: list[str] = [str(c) for c in metadata["classes"]]
+        self.features = FeatureSchema.from_metadata(metadata["features"])
+        self.decision: dict[str, Any] = dict(metadata.get("decision", {}))
+
+    def validate(self, rows: Sequence[Any]) -> Any:
+        """Turn request rows into the estimator's input, or raise `InvalidInputError`."""
+        return self.features.validate(rows)
+
+    def check_options(self, options: Options) -> None:
+        """Reject options that do not apply to this task."""
+        unsupported = sorted(options.given() - self.options)
+        if unsupported:
+            raise InvalidInputError(
+                f"option '{unsupported[0]}' does not apply to a {self.name} model; "
+                f"it takes {', '.join(sorted(self.options))}",
+                field=f"options.{unsupported[0]}",
+            )
+
+    @abstractmethod
+    def score(self, X: Any) -> Any:
+        """Run the estimators once over every row of `X`; the result is sliceable by rows."""
+
+    @abstractmethod
+    def decide(self, scores: Any, options: Options) -> Prediction:
+        """Apply the decision policy to scores of one request's rows."""
+
+    def predict(self, X: Any, options: Options) -> Prediction:
+        """Score and decide one request."""
+        self.check_options(options)
+        return self.decide(self.score(X), options)
+
+    @classmethod
+    @abstractmethod
+    def describe(
+        cls, estimators: Mapping[str, Any], X_val: Any, y_val: Any, params: Mapping[str, Any]
+    ) -> Description:
+        """Tune the decision defaults and measure the model on a labelled validation set."""
+
+    @classmethod
+    @abstractmethod
+    def label_distribution(cls, y: Any, classes: Sequence[str]) -> dict[str, float]:
+        """Share of each class among labels `y` (the training prior)."""
+
+
+_TASKS: dict[str, type[Task]] = {}
+T = TypeVar("T", bound=type[Task])
+
+
+def register_task(cls: T) -> T:
+    """Class decorator: make a task kind available under `cls.name`. Raises on a duplicate name."""
+    if cls.name in _TASKS:
+        raise InvalidModelError(f"task '{cls.name}' is already registered by {_TASKS[cls.name].__qualname__}")
+    _TASKS[cls.name] = cls
+    return cls
+
+
+def get_task(name: str) -> type[Task]:
+    """The task class registered under `name`."""
+    try:
+        return _TASKS[name]
+    except KeyError:
+        raise InvalidModelError(f"unknown task '{name}'; known tasks: {', '.join(sorted(_TASKS))}") from None
+
+
+def registered_tasks() -> dict[str, type[Task]]:
+    """Every registered task kind by name."""
+    return dict(_TASKS)
+
+
+def positive_column(estimator: Any, proba: np.ndarray | list[np.ndarray], column: int | None = None) -> np.ndarray:
+    """P(class 1) of a binary estimator's `predict_proba` output (or of output `column` of a multi-output one)."""
+    classes = estimator.classes_ if column is None else estimator.classes_[column]
+    block = proba if column is None else proba[column]
+    matches = np.flatnonzero(np.asarray(classes) == 1)
+    if len(matches) == 1:
+        return np.asarray(block)[:, matches[0]]
+    if len(classes) == 1:  # trained on one value only: the label is constant
+        return np.full(len(block), float(classes[0] == 1))
+    raise InvalidModelError(f"expected binary classes [0, 1], got {list(classes)}")
+
+
+def check_probabilities(estimator: Any, what: str) -> None:
+    """Fail at load, not at the first request, when an estimator cannot give probabilities."""
+    from sklearn.utils.validation import check_is_fitted
+
+    if not hasattr(estimator, "predict_proba"):
+        raise InvalidModelError(f"{what}: {type(estimator).__name__} has no predict_proba")
+    try:
+        check_is_fitted(estimator)
+    except Exception as exc:  # NotFittedError and TypeError for non-estimators
+        raise InvalidModelError(f"{what}: {exc}") from exc
+
+
+def class_names(estimator: Any) -> list[str]:
+    """The estimator's `classes_` as strings, in its column order."""
+    return [str(c) for c in estimator.classes_]
+
+
+Scorer = Callable[[Any], np.ndarray]

@@ -1,0 +1,106 @@
+"""Binary classification: P(positive) against a threshold tuned on validation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .base import Description, Options, Prediction, Task, check_probabilities, class_names, register_task
+from .errors import InvalidModelError
+from .evaluation import shares, single_label_metrics, tune_threshold
+
+
+@dataclass(frozen=True)
+class BinaryPrediction(Prediction):
+    labels: np.ndarray  # decided class name per row (object)
+    score: np.ndarray  # P(positive) per row
+    threshold: float
+    proba: np.ndarray | None  # rows x classes, when probabilities were asked
+    classes: list[str]
+
+    def __len__(self) -> int:
+        return len(self.score)
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        for i, (label, score) in enumerate(zip(self.labels.tolist(), self.score.tolist(), strict=True)):
+            record: dict[str, Any] = {"label": label, "score": score, "threshold": self.threshold}
+            if self.proba is not None:
+                record["probabilities"] = dict(zip(self.classes, self.proba[i].tolist(), strict=True))
+            yield record
+
+    @property
+    def decided_labels(self) -> list[str | None]:
+        return list(self.labels.tolist())
+
+    @property
+    def confidence(self) -> np.ndarray:
+        positive = self.score >= self.threshold
+        return np.where(positive, self.score, 1.0 - self.score)
+
+
+@register_task
+class BinaryTask(Task):
+    """`label` is the positive class when P(positive) >= threshold, the other class otherwise."""
+
+    name = "binary"
+    options = frozenset({"threshold", "return_probabilities"})
+
+    def __init__(self, estimators: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
+        super().__init__(estimators, metadata)
+        self.estimator = estimators["model"]
+        check_probabilities(self.estimator, "binary model")
+        if class_names(self.estimator) != self.classes or len(self.classes) != 2:
+            raise InvalidModelError(
+                f"binary model: estimator classes {class_names(self.estimator)} differ from metadata {self.classes}"
+            )
+        positive = str(self.decision["positive_class"])
+        self.positive_index = self.classes.index(positive)
+        self.threshold = float(self.decision["threshold"])
+        self._labels = np.array([self.classes[1 - self.positive_index], positive], dtype=object)
+
+    def score(self, X: Any) -> np.ndarray:
+        return np.asarray(self.estimator.predict_proba(X))
+
+    def decide(self, scores: np.ndarray, options: Options) -> BinaryPrediction:
+        threshold = self.threshold if options.threshold is None else options.threshold
+        p_positive = scores[:, self.positive_index]
+        return BinaryPrediction(
+            labels=self._labels[(p_positive >= threshold).astype(np.intp)],
+            score=p_positive,
+            threshold=threshold,
+            proba=scores if options.return_probabilities else None,
+            classes=self.classes,
+        )
+
+    @classmethod
+    def describe(
+        cls, estimators: Mapping[str, Any], X_val: Any, y_val: Any, params: Mapping[str, Any]
+    ) -> Description:
+        estimator = estimators["model"]
+        check_probabilities(estimator, "binary model")
+        classes = class_names(estimator)
+        if len(classes) != 2:
+            raise InvalidModelError(f"binary model: expected 2 classes, the estimator has {classes}")
+        positive = str(params.get("positive_class", classes[1]))
+        if positive not in classes:
+            raise InvalidModelError(f"binary model: positive_class '{positive}' is not one of {classes}")
+        proba = np.asarray(estimator.predict_proba(X_val))
+        y = np.asarray([str(v) for v in y_val], dtype=object)
+        pos = classes.index(positive)
+        threshold = tune_threshold(y == positive, proba[:, pos])
+        labels = np.where(proba[:, pos] >= threshold, positive, classes[1 - pos])
+        metrics = single_label_metrics(y, labels, proba, classes)
+        metrics["threshold"] = threshold
+        return Description(
+            classes=classes,
+            decision={"positive_class": positive, "threshold": threshold},
+            metrics=metrics,
+            prediction_distribution=shares(list(labels), classes),
+        )
+
+    @classmethod
+    def label_distribution(cls, y: Any, classes: Sequence[str]) -> dict[str, float]:
+        return shares([str(v) for v in y], classes)

@@ -1,0 +1,185 @@
+"""Input validation: request rows (lists or objects) to the estimator's input matrix."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from numbers import Real
+from operator import itemgetter
+from typing import Any
+
+import numpy as np
+
+from .errors import InvalidInputError
+
+
+@dataclass(frozen=True)
+class FeatureSchema:
+    """What a model's rows must look like.
+
+    Attributes:
+        names: feature names in the estimator's column order.
+        categorical: names of the features that take strings (a pipeline encodes them).
+        allows_missing: whether the estimator handles NaN, so `null` is accepted.
+        as_frame: the estimator was fitted on a DataFrame and wants one (needs pandas).
+    """
+
+    names: tuple[str, ...]
+    categorical: frozenset[str] = frozenset()
+    allows_missing: bool = False
+    as_frame: bool = False
+
+    @classmethod
+    def from_metadata(cls, meta: Mapping[str, Any]) -> FeatureSchema:
+        return cls(
+            names=tuple(meta["names"]),
+            categorical=frozenset(meta.get("categorical", ())),
+            allows_missing=bool(meta.get("allows_missing", False)),
+            as_frame=bool(meta.get("as_frame", False)),
+        )
+
+    def to_metadata(self) -> dict[str, Any]:
+        return {
+            "names": list(self.names),
+            "categorical": sorted(self.categorical),
+            "allows_missing": self.allows_missing,
+            "as_frame": self.as_frame,
+        }
+
+    def validate(self, rows: Sequence[Any]) -> Any:
+        """Return the estimator input for `rows`, or raise `InvalidInputError` naming row and feature."""
+        if not rows:
+            raise InvalidInputError("'instances' is empty; send at least one row", field="instances")
+        values = self._as_lists(rows)
+        if not self.categorical:
+            matrix = _numeric_matrix(values, len(self.names))
+            if matrix is not None:
+                self._check_numeric(matrix, values)
+                return self._frame(matrix) if self.as_frame else matrix
+        return self._validate_cells(values)
+
+    def _as_lists(self, rows: Sequence[Any]) -> Sequence[Sequence[Any]]:
+        """Rows as value sequences in feature order; object rows are reordered by name."""
+        first = rows[0]
+        if isinstance(first, list) and all(type(row) is list for row in rows):
+            return rows
+        if isinstance(first, dict) and all(type(row) is dict for row in rows):
+            n = len(self.names)
+            getter = itemgetter(*self.names)
+            if set(map(len, rows)) == {n}:
+                try:
+                    picked = list(map(getter, rows))
+                    return picked if n > 1 else [[v] for v in picked]
+                except KeyError:
+                    pass
+            for i, row in enumerate(rows):
+                self._check_keys(i, row)
+        for i, row in enumerate(rows):
+            if not isinstance(row, list | dict):
+                raise InvalidInputError(
+                    f"row {i} is a {_json_type(row)}; expected a list of {len(self.names)} values "
+                    "or an object keyed by feature name",
+                    field=f"instances[{i}]",
+                )
+        raise InvalidInputError(
+            "rows mix lists and objects; send every row in the same form", field="instances"
+        )
+
+    def _check_keys(self, i: int, row: Mapping[str, Any]) -> None:
+        missing = [name for name in self.names if name not in row]
+        if missing:
+            raise InvalidInputError(
+                f"row {i} lacks feature '{missing[0]}' ({len(missing)} missing); "
+                f"expected every one of the model's {len(self.names)} features",
+                field=f"instances[{i}].{missing[0]}",
+            )
+        known = set(self.names)
+        extra = [key for key in row if key not in known]
+        raise InvalidInputError(
+            f"row {i} has unknown feature '{extra[0]}'; expected only the model's features",
+            field=f"instances[{i}].{extra[0]}",
+        )
+
+    def _check_numeric(self, matrix: np.ndarray, values: Sequence[Sequence[Any]]) -> None:
+        finite = np.isfinite(matrix)
+        if not finite.all():
+            bad_rows, bad_cols = np.nonzero(~finite)
+            i, j = int(bad_rows[0]), int(bad_cols[0])
+            self._reject_value(i, j, values[i][j])
+
+    def _validate_cells(self, values: Sequence[Sequence[Any]]) -> Any:
+        """The slow path for rows with nulls, strings or faults: checks each cell."""
+        n = len(self.names)
+        categorical = [name in self.categorical for name in self.names]
+        out = np.empty((len(values), n), dtype=object if self.categorical else np.float64)
+        for i, row in enumerate(values):
+            if len(row) != n:
+                raise InvalidInputError(
+                    f"row {i} has {len(row)} values; the model expects {n}", field=f"instances[{i}]"
+                )
+            for j, value in enumerate(row):
+                if value is None:
+                    if not self.allows_missing:
+                        self._reject_value(i, j, value)
+                    out[i, j] = np.nan
+                elif isinstance(value, str):
+                    if not categorical[j]:
+                        self._reject_value(i, j, value)
+                    out[i, j] = value
+                elif isinstance(value, Real) and not isinstance(value, bool):
+                    if not math.isfinite(value):
+                        self._reject_value(i, j, value)
+                    out[i, j] = float(value)
+                else:
+                    self._reject_value(i, j, value)
+        return self._frame(out) if self.as_frame else out
+
+    def _reject_value(self, i: int, j: int, value: Any) -> None:
+        name = self.names[j]
+        field = f"instances[{i}].{name}"
+        kind = "a category (string)" if name in self.categorical else "a finite number"
+        if value is None:
+            raise InvalidInputError(
+                f"row {i} feature '{name}' is null; this model takes no missing values, expected {kind}",
+                field=field,
+            )
+        if isinstance(value, str) and name not in self.categorical:
+            raise InvalidInputError(
+                f"row {i} feature '{name}' is the string {value!r}; expected a number", field=field
+            )
+        raise InvalidInputError(f"row {i} feature '{name}' is {_describe(value)}; expected {kind}", field=field)
+
+    def _frame(self, matrix: np.ndarray) -> Any:
+        import pandas as pd  # only models fitted on DataFrames need it
+
+        frame = pd.DataFrame(matrix, columns=list(self.names))
+        numeric = [name for name in self.names if name not in self.categorical]
+        if matrix.dtype == object and numeric:
+            frame[numeric] = frame[numeric].astype(np.float64)
+        return frame
+
+
+def _numeric_matrix(values: Sequence[Sequence[Any]], n_features: int) -> np.ndarray | None:
+    """The rows as a float matrix when they are all numbers of the right count; None otherwise."""
+    try:
+        array = np.array(values)
+    except (ValueError, TypeError):
+        return None
+    if array.ndim != 2 or array.shape[1] != n_features:
+        return None
+    if array.dtype.kind in "fiu":
+        return array.astype(np.float64, copy=False)
+    return None  # nulls, strings, booleans: the cell-by-cell path says what is wrong
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "object", list: "list", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(value), "number"
+    )
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, float | int) and not isinstance(value, bool):
+        return f"{value!r} (not finite)"
+    return f"a {_json_type(value)} ({value!r})"

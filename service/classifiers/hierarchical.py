@@ -1,0 +1,362 @@
+"""Hierarchical classification: one classifier per parent node, a consistent path from the top level down.
+
+The hierarchy maps each parent to its children; `ROOT` is the parent of the top level. A parent with one
+child needs no classifier (its child has score 1). Rows are grouped by the node they reached, so each
+node's classifier runs once per batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import f1_score
+
+from .base import Description, Options, Prediction, Task, check_probabilities, class_names, register_task
+from .errors import InvalidModelError
+from .evaluation import expected_calibration_error, shares
+
+ROOT = "__root__"
+
+
+class Tree:
+    """A validated hierarchy with integer node ids; node 0 is the root."""
+
+    def __init__(self, hierarchy: Mapping[str, Sequence[str]]) -> None:
+        if ROOT not in hierarchy:
+            raise InvalidModelError(f"hierarchy has no '{ROOT}' entry (the parent of the top level)")
+        self.names: list[str] = [ROOT]
+        self.index: dict[str, int] = {ROOT: 0}
+        parent_of: dict[str, str] = {}
+        queue = [ROOT]
+        while queue:
+            parent = queue.pop(0)
+            for child in map(str, hierarchy.get(parent, ())):
+                if child in parent_of or child == ROOT:
+                    raise InvalidModelError(f"hierarchy node '{child}' has more than one parent")
+                parent_of[child] = parent
+                self.index[child] = len(self.names)
+                self.names.append(child)
+                queue.append(child)
+        unreachable = sorted(set(map(str, hierarchy)) - set(self.index))
+        if unreachable:
+            raise InvalidModelError(f"hierarchy nodes {unreachable} are not reachable from '{ROOT}'")
+        self.children: list[np.ndarray] = [
+            np.array([self.index[str(c)] for c in hierarchy.get(name, ())], dtype=np.intp) for name in self.names
+        ]
+        self.is_leaf = np.array([len(c) == 0 for c in self.children])
+        self.parent = np.full(len(self.names), -1, dtype=np.intp)
+        for child, parent in parent_of.items():
+            self.parent[self.index[child]] = self.index[parent]
+        self.depth = np.zeros(len(self.names), dtype=np.intp)
+        for node in range(1, len(self.names)):  # breadth-first order: a parent precedes its children
+            self.depth[node] = self.depth[self.parent[node]] + 1
+        self.max_depth = int(self.depth.max())
+        self.leaves = [self.names[i] for i in np.flatnonzero(self.is_leaf)]
+
+    def path_to(self, node: int) -> list[int]:
+        """Node ids from the top level down to `node`."""
+        path = []
+        while node > 0:
+            path.append(node)
+            node = int(self.parent[node])
+        return path[::-1]
+
+
+class NodeClassifiers:
+    """The classifier of each parent node, its columns mapped to child node ids."""
+
+    def __init__(self, tree: Tree, estimators: Mapping[str, Any]) -> None:
+        self.tree = tree
+        self.estimators: dict[int, Any] = {}
+        self.columns: dict[int, np.ndarray] = {}
+        for node, name in enumerate(tree.names):
+            children = [tree.names[c] for c in tree.children[node]]
+            if len(children) < 2:
+                continue
+            if name not in estimators:
+                raise InvalidModelError(f"hierarchical model: node '{name}' has {len(children)} children, no classifier")
+            estimator = estimators[name]
+            check_probabilities(estimator, f"hierarchical model, node '{name}'")
+            classes = class_names(estimator)
+            if sorted(classes) != sorted(children):
+                raise InvalidModelError(
+                    f"hierarchical model: node '{name}' classifier has classes {classes}, children are {children}"
+                )
+            self.estimators[node] = estimator
+            self.columns[node] = np.array([tree.index[c] for c in classes], dtype=np.intp)
+
+    def proba(self, node: int, X: Any, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(child node ids, P(child | node) for each of `rows`), columns in the same order."""
+        if node not in self.estimators:
+            return self.tree.children[node], np.ones((len(rows), 1))
+        return self.columns[node], np.asarray(self.estimators[node].predict_proba(_take(X, rows)))
+
+
+@dataclass(frozen=True)
+class HierarchicalScores:
+    """Greedy paths for a batch: node id and conditional score per row and level (-1 / NaN past the end)."""
+
+    X: Any
+    nodes: np.ndarray  # rows x levels
+    scores: np.ndarray  # rows x levels
+    level_proba: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]]  # per level: (rows, child ids, P)
+
+
+@dataclass(frozen=True)
+class HierarchicalPrediction(Prediction):
+    names: list[str]
+    nodes: np.ndarray  # rows x levels, -1 past the decided depth
+    scores: np.ndarray
+    confidences: np.ndarray
+    complete: np.ndarray  # bool per row
+    top_k: list[list[tuple[list[str], float]]] | None
+    probabilities: list[list[dict[str, float]]] | None  # per row, per decided level
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        names = self.names
+        for i, (nodes, scores, confs) in enumerate(
+            zip(self.nodes.tolist(), self.scores.tolist(), self.confidences.tolist(), strict=True)
+        ):
+            path = [
+                {"level": level, "label": names[node], "score": scores[level], "confidence": confs[level]}
+                for level, node in enumerate(nodes)
+                if node >= 0
+            ]
+            record: dict[str, Any] = {
+                "label": path[-1]["label"] if path else None,
+                "path": path,
+                "complete": bool(self.complete[i]),
+            }
+            if self.top_k is not None:
+                record["top_k"] = [{"path": labels, "confidence": conf} for labels, conf in self.top_k[i]]
+            if self.probabilities is not None:
+                record["probabilities"] = self.probabilities[i]
+            yield record
+
+    @property
+    def decided_labels(self) -> list[str | None]:
+        depth = (self.nodes >= 0).sum(axis=1)
+        last = self.nodes[np.arange(len(self.nodes)), np.maximum(depth - 1, 0)]
+        return [self.names[node] if d > 0 else None for node, d in zip(last.tolist(), depth.tolist(), strict=True)]
+
+    @property
+    def confidence(self) -> np.ndarray:
+        depth = (self.nodes >= 0).sum(axis=1)
+        conf = self.confidences[np.arange(len(self.nodes)), np.maximum(depth - 1, 0)]
+        return np.where(depth > 0, conf, 0.0)
+
+
+@register_task
+class HierarchicalTask(Task):
+    """Top-down greedy path; `min_confidence` stops it early; `top_k` returns the k best full paths by beam search."""
+
+    name = "hierarchical"
+    options = frozenset({"top_k", "min_confidence", "return_probabilities"})
+
+    def __init__(self, estimators: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
+        super().__init__(estimators, metadata)
+        self.tree = Tree(self.decision["hierarchy"])
+        if sorted(self.tree.leaves) != sorted(self.classes):
+            raise InvalidModelError("hierarchical model: metadata classes differ from the hierarchy's leaves")
+        self.nodes = NodeClassifiers(self.tree, estimators)
+
+    def score(self, X: Any) -> HierarchicalScores:
+        return greedy_paths(self.nodes, X)
+
+    def decide(self, scores: HierarchicalScores, options: Options) -> HierarchicalPrediction:
+        tree = self.tree
+        nodes = scores.nodes.copy()
+        confidences = np.cumprod(np.where(nodes >= 0, scores.scores, 1.0), axis=1)
+        if options.min_confidence is not None:
+            nodes[confidences < options.min_confidence] = -1  # confidence never rises down a path: a prefix stays
+        depth = (nodes >= 0).sum(axis=1)
+        last = nodes[np.arange(len(nodes)), np.maximum(depth - 1, 0)]
+        complete = (depth > 0) & tree.is_leaf[last]
+        return HierarchicalPrediction(
+            names=tree.names,
+            nodes=nodes,
+            scores=scores.scores,
+            confidences=confidences,
+            complete=complete,
+            top_k=None if options.top_k is None else beam_search(self.nodes, scores.X, options.top_k),
+            probabilities=_level_probabilities(tree, scores, depth) if options.return_probabilities else None,
+        )
+
+    @classmethod
+    def describe(
+        cls, estimators: Mapping[str, Any], X_val: Any, y_val: Any, params: Mapping[str, Any]
+    ) -> Description:
+        tree = Tree(params["hierarchy"])
+        nodes = NodeClassifiers(tree, estimators)
+        y = [str(v) for v in y_val]
+        unknown = sorted(set(y) - set(tree.leaves))
+        if unknown:
+            raise InvalidModelError(f"hierarchical y_val holds labels that are not leaves: {unknown[:5]}")
+        greedy = greedy_paths(nodes, X_val)
+        true_paths = np.full((len(y), tree.max_depth), -1, dtype=np.intp)
+        for i, label in enumerate(y):
+            path = tree.path_to(tree.index[label])
+            true_paths[i, : len(path)] = path
+        level_accuracy = [
+            float((greedy.nodes[:, level] == true_paths[:, level])[true_paths[:, level] >= 0].mean())
+            for level in range(tree.max_depth)
+        ]
+        depth = (greedy.nodes >= 0).sum(axis=1)
+        predicted = [tree.names[n] for n in greedy.nodes[np.arange(len(y)), depth - 1].tolist()]
+        confidence = np.prod(np.where(greedy.nodes >= 0, greedy.scores, 1.0), axis=1)
+        correct = np.asarray(predicted, dtype=object) == np.asarray(y, dtype=object)
+        true_path_proba = _path_probability(nodes, X_val, true_paths)
+        passed = np.zeros(len(tree.names))
+        np.add.at(passed, greedy.nodes[greedy.nodes >= 0], 1.0)
+        metrics = {
+            "accuracy": float(correct.mean()),
+            "macro_f1": float(f1_score(y, predicted, average="macro", labels=tree.leaves, zero_division=0)),
+            "log_loss": float(-np.mean(np.log(np.clip(true_path_proba, 1e-15, 1.0)))),
+            "per_level_accuracy": level_accuracy,
+            "mean_confidence": float(confidence.mean()),
+            "ece": expected_calibration_error(confidence, correct),
+        }
+        return Description(
+            classes=tree.leaves,
+            decision={"hierarchy": {k: [str(c) for c in v] for k, v in params["hierarchy"].items()}},
+            metrics=metrics,
+            prediction_distribution={name: float(passed[i] / len(y)) for i, name in enumerate(tree.names) if i},
+        )
+
+    @classmethod
+    def label_distribution(cls, y: Any, classes: Sequence[str]) -> dict[str, float]:
+        return shares([str(v) for v in y], classes)
+
+
+def greedy_paths(nodes: NodeClassifiers, X: Any) -> HierarchicalScores:
+    """Follow the most probable child from the root down, one classifier call per node per level."""
+    tree = nodes.tree
+    n = _len(X)
+    path_nodes = np.full((n, max(tree.max_depth, 1)), -1, dtype=np.intp)
+    path_scores = np.full(path_nodes.shape, np.nan)
+    level_proba: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = []
+    current = np.zeros(n, dtype=np.intp)
+    for level in range(tree.max_depth):
+        expanding = ~tree.is_leaf[current] & ((current > 0) | (level == 0))
+        blocks = []
+        for node in np.unique(current[expanding]).tolist():
+            rows = np.flatnonzero(expanding & (current == node))
+            children, proba = nodes.proba(node, X, rows)
+            best = proba.argmax(axis=1)
+            path_nodes[rows, level] = children[best]
+            path_scores[rows, level] = proba[np.arange(len(rows)), best]
+            blocks.append((rows, children, proba))
+        if not blocks:
+            break
+        level_proba.append(blocks)
+        current = np.where(path_nodes[:, level] >= 0, path_nodes[:, level], -1)
+    return HierarchicalScores(X, path_nodes, path_scores, level_proba)
+
+
+def beam_search(nodes: NodeClassifiers, X: Any, k: int) -> list[list[tuple[list[str], float]]]:
+    """The k most confident complete paths per row; per level only the k best partial paths per row survive."""
+    tree = nodes.tree
+    n = _len(X)
+    row = np.arange(n)
+    paths = np.full((n, max(tree.max_depth, 1)), -1, dtype=np.intp)
+    last = np.zeros(n, dtype=np.intp)
+    conf = np.ones(n)
+    for level in range(tree.max_depth):
+        open_ = ~tree.is_leaf[last]
+        if not open_.any():
+            break
+        keep = [np.flatnonzero(~open_)]
+        new_row, new_paths, new_last, new_conf = [row[keep[0]]], [paths[keep[0]]], [last[keep[0]]], [conf[keep[0]]]
+        for node in np.unique(last[open_]).tolist():
+            cands = np.flatnonzero(open_ & (last == node))
+            children, proba = nodes.proba(node, X, row[cands])
+            n_children = len(children)
+            expanded = np.repeat(cands, n_children)
+            child_ids = np.tile(children, len(cands))
+            block = paths[expanded].copy()
+            block[:, level] = child_ids
+            new_row.append(row[expanded])
+            new_paths.append(block)
+            new_last.append(child_ids)
+            new_conf.append(conf[expanded] * proba.ravel())
+        row, paths = np.concatenate(new_row), np.concatenate(new_paths)
+        last, conf = np.concatenate(new_last), np.concatenate(new_conf)
+        row, paths, last, conf = _best_per_row(row, paths, last, conf, k)
+    result: list[list[tuple[list[str], float]]] = [[] for _ in range(n)]
+    for r, path, c in zip(row.tolist(), paths.tolist(), conf.tolist(), strict=True):
+        result[r].append(([tree.names[p] for p in path if p >= 0], c))
+    return result
+
+
+def _best_per_row(
+    row: np.ndarray, paths: np.ndarray, last: np.ndarray, conf: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    order = np.lexsort((-conf, row))
+    row, paths, last, conf = row[order], paths[order], last[order], conf[order]
+    first_of_row = np.searchsorted(row, row, side="left")
+    keep = (np.arange(len(row)) - first_of_row) < k
+    return row[keep], paths[keep], last[keep], conf[keep]
+
+
+def _path_probability(nodes: NodeClassifiers, X: Any, paths: np.ndarray) -> np.ndarray:
+    """Probability of each row's given path: the product of its conditional scores."""
+    probability = np.ones(len(paths))
+    parents = np.zeros(len(paths), dtype=np.intp)
+    for level in range(paths.shape[1]):
+        target = paths[:, level]
+        for node in np.unique(parents[target >= 0]).tolist():
+            rows = np.flatnonzero((target >= 0) & (parents == node))
+            children, proba = nodes.proba(node, X, rows)
+            column = (children[None, :] == target[rows, None]).argmax(axis=1)
+            probability[rows] *= proba[np.arange(len(rows)), column]
+        parents = np.where(target >= 0, target, parents)
+    return probability
+
+
+def _level_probabilities(tree: Tree, scores: HierarchicalScores, depth: np.ndarray) -> list[list[dict[str, float]]]:
+    """Per row, per decided level: P(child | parent) for every child of the parent at that level."""
+    result: list[list[dict[str, float]]] = [[] for _ in range(len(depth))]
+    for level, blocks in enumerate(scores.level_proba):
+        for rows, children, proba in blocks:
+            names = [tree.names[c] for c in children.tolist()]
+            for r, p in zip(rows.tolist(), proba.tolist(), strict=True):
+                if level < depth[r]:
+                    result[r].append(dict(zip(names, p, strict=True)))
+    return result
+
+
+def fit_hierarchy(
+    make_estimator: Callable[[str], Any], X: Any, y_leaf: Sequence[Any], hierarchy: Mapping[str, Sequence[str]]
+) -> dict[str, Any]:
+    """Train one classifier per parent node with two or more children on the rows beneath it.
+
+    `make_estimator(node_name)` returns an unfitted estimator; the result maps node name to fitted estimator.
+    """
+    tree = Tree(hierarchy)
+    y = [str(v) for v in y_leaf]
+    paths = [tree.path_to(tree.index[label]) for label in y]
+    fitted: dict[str, Any] = {}
+    for node, name in enumerate(tree.names):
+        if len(tree.children[node]) < 2:
+            continue
+        depth = int(tree.depth[node])
+        rows = np.array([i for i, p in enumerate(paths) if (p[depth - 1] if depth else 0) == node and len(p) > depth])
+        if len(rows) == 0:
+            raise InvalidModelError(f"no training rows reach node '{name}'")
+        targets = [tree.names[paths[i][depth]] for i in rows.tolist()]
+        fitted[name] = make_estimator(name).fit(_take(X, rows), targets)
+    return fitted
+
+
+def _take(X: Any, rows: np.ndarray) -> Any:
+    return X.iloc[rows] if hasattr(X, "iloc") else X[rows]
+
+
+def _len(X: Any) -> int:
+    return int(X.shape[0])

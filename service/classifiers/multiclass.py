@@ -1,0 +1,119 @@
+"""Multiclass classification: top-1 label, optional top-k, abstention below `min_confidence`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .base import Description, Options, Prediction, Task, check_probabilities, class_names, register_task
+from .errors import InvalidModelError
+from .evaluation import shares, single_label_metrics
+
+
+def top_k_indices(proba: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of the k highest scores per row, best first; ties go to the lower column."""
+    k = min(k, proba.shape[1])
+    if k < proba.shape[1]:
+        candidates = np.argpartition(-proba, k - 1, axis=1)[:, :k]
+    else:
+        candidates = np.broadcast_to(np.arange(k), proba.shape).copy()
+    scores = np.take_along_axis(proba, candidates, axis=1)
+    order = np.lexsort((candidates, -scores), axis=-1)
+    return np.take_along_axis(candidates, order, axis=1)
+
+
+@dataclass(frozen=True)
+class MulticlassPrediction(Prediction):
+    classes: np.ndarray  # class names (object)
+    best: np.ndarray  # column of the top-1 class per row
+    top1: np.ndarray  # top-1 probability per row
+    abstained: np.ndarray  # bool per row
+    top_k: np.ndarray | None  # rows x k columns, best first
+    proba: np.ndarray  # rows x classes
+    with_probabilities: bool
+
+    def __len__(self) -> int:
+        return len(self.best)
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        names = self.classes.tolist()
+        labels = self.decided_labels
+        confidences = self.top1.tolist()
+        abstained = self.abstained.tolist()
+        for i in range(len(self)):
+            record: dict[str, Any] = {"label": labels[i], "confidence": confidences[i], "abstained": abstained[i]}
+            if self.top_k is not None:
+                row = self.proba[i]
+                record["top_k"] = [{"label": names[j], "score": float(row[j])} for j in self.top_k[i].tolist()]
+            if self.with_probabilities:
+                record["probabilities"] = dict(zip(names, self.proba[i].tolist(), strict=True))
+            yield record
+
+    @property
+    def decided_labels(self) -> list[str | None]:
+        labels = self.classes[self.best]
+        labels[self.abstained] = None
+        return list(labels.tolist())
+
+    @property
+    def confidence(self) -> np.ndarray:
+        return self.top1
+
+
+@register_task
+class MulticlassTask(Task):
+    """One label per row: the most probable class, unless its probability is below `min_confidence`."""
+
+    name = "multiclass"
+    options = frozenset({"top_k", "min_confidence", "return_probabilities"})
+
+    def __init__(self, estimators: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
+        super().__init__(estimators, metadata)
+        self.estimator = estimators["model"]
+        check_probabilities(self.estimator, "multiclass model")
+        if class_names(self.estimator) != self.classes:
+            raise InvalidModelError(
+                f"multiclass model: estimator classes {class_names(self.estimator)} differ from metadata"
+            )
+        self._names = np.array(self.classes, dtype=object)
+
+    def score(self, X: Any) -> np.ndarray:
+        return np.asarray(self.estimator.predict_proba(X))
+
+    def decide(self, scores: np.ndarray, options: Options) -> MulticlassPrediction:
+        best = scores.argmax(axis=1)
+        top1 = scores[np.arange(len(scores)), best]
+        min_confidence = options.min_confidence or 0.0
+        return MulticlassPrediction(
+            classes=self._names,
+            best=best,
+            top1=top1,
+            abstained=top1 < min_confidence,
+            top_k=None if options.top_k is None else top_k_indices(scores, options.top_k),
+            proba=scores,
+            with_probabilities=options.return_probabilities,
+        )
+
+    @classmethod
+    def describe(
+        cls, estimators: Mapping[str, Any], X_val: Any, y_val: Any, params: Mapping[str, Any]
+    ) -> Description:
+        estimator = estimators["model"]
+        check_probabilities(estimator, "multiclass model")
+        classes = class_names(estimator)
+        proba = np.asarray(estimator.predict_proba(X_val))
+        predicted = np.asarray(classes, dtype=object)[proba.argmax(axis=1)]
+        y = [str(v) for v in y_val]
+        return Description(
+            classes=classes,
+            decision={},
+            metrics=single_label_metrics(y, predicted, proba, classes),
+            prediction_distribution=shares(list(predicted), classes),
+        )
+
+    @classmethod
+    def label_distribution(cls, y: Any, classes: Sequence[str]) -> dict[str, float]:
+        return shares([str(v) for v in y], classes)

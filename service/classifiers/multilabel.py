@@ -1,0 +1,163 @@
+"""Multilabel classification: any number of labels per row, by per-label thresholds, one threshold, or top-k.
+
+Two layouts: `joint`, one estimator that scores every label (native multi-output models return a list of
+per-output probability arrays; MLP or ClassifierChain return one rows x labels matrix), and `per_label`,
+one binary estimator per label.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import f1_score, log_loss
+
+from .base import Description, Options, Prediction, Task, check_probabilities, positive_column, register_task
+from .errors import InvalidInputError, InvalidModelError
+from .evaluation import expected_calibration_error, tune_threshold
+from .multiclass import top_k_indices
+
+SCORES_SHOWN_FOR_LARGE_SETS = 10
+LARGE_LABEL_SET = 100
+
+
+def joint_scores(estimator: Any, X: Any, n_labels: int) -> np.ndarray:
+    """P(label) for every label from one multi-output estimator, rows x labels."""
+    proba = estimator.predict_proba(X)
+    if isinstance(proba, list):
+        if len(proba) != n_labels:
+            raise InvalidModelError(f"multilabel model scores {len(proba)} outputs; expected {n_labels}")
+        return np.column_stack([positive_column(estimator, proba, j) for j in range(n_labels)])
+    matrix = np.asarray(proba)
+    if matrix.ndim != 2 or matrix.shape[1] != n_labels:
+        raise InvalidModelError(f"multilabel model scores shape {matrix.shape}; expected (rows, {n_labels})")
+    return matrix
+
+
+@dataclass(frozen=True)
+class MultilabelPrediction(Prediction):
+    labels: list[str]
+    proba: np.ndarray  # rows x labels
+    decided: np.ndarray  # bool, rows x labels
+    with_probabilities: bool
+
+    def __len__(self) -> int:
+        return len(self.proba)
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        names = self.labels
+        order = np.argsort(-self.proba, axis=1, kind="stable")
+        decided_sorted = np.take_along_axis(self.decided, order, axis=1)
+        large = len(names) > LARGE_LABEL_SET
+        for i in range(len(self)):
+            row = self.proba[i]
+            ranked = order[i].tolist()
+            chosen = [ranked[j] for j in np.flatnonzero(decided_sorted[i]).tolist()]
+            shown = sorted(set(chosen) | set(ranked[:SCORES_SHOWN_FOR_LARGE_SETS])) if large else range(len(names))
+            record: dict[str, Any] = {
+                "labels": [names[j] for j in chosen],
+                "scores": {names[j]: float(row[j]) for j in shown},
+            }
+            if self.with_probabilities:
+                record["probabilities"] = dict(zip(names, row.tolist(), strict=True))
+            yield record
+
+    @property
+    def decided_labels(self) -> list[str | None]:
+        rows, cols = np.nonzero(self.decided)
+        return [self.labels[j] for j in cols.tolist()]
+
+    @property
+    def confidence(self) -> np.ndarray:
+        return self.proba[self.decided]
+
+
+@register_task
+class MultilabelTask(Task):
+    """Decides each label independently; `top_k` returns exactly the k highest-scoring labels instead."""
+
+    name = "multilabel"
+    options = frozenset({"top_k", "threshold", "return_probabilities"})
+
+    def __init__(self, estimators: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
+        super().__init__(estimators, metadata)
+        self.layout = self.decision["layout"]
+        self.thresholds = np.asarray(self.decision["thresholds"], dtype=np.float64)
+        if len(self.thresholds) != len(self.classes):
+            raise InvalidModelError("multilabel model: one threshold per label expected")
+        self.estimators = _check_layout(self.layout, estimators, self.classes)
+
+    def score(self, X: Any) -> np.ndarray:
+        if self.layout == "joint":
+            return joint_scores(self.estimators[0], X, len(self.classes))
+        return np.column_stack([positive_column(e, e.predict_proba(X)) for e in self.estimators])
+
+    def decide(self, scores: np.ndarray, options: Options) -> MultilabelPrediction:
+        if options.top_k is not None and options.threshold is not None:
+            raise InvalidInputError(
+                "options 'top_k' and 'threshold' exclude each other for a multilabel model; send one",
+                field="options.top_k",
+            )
+        if options.top_k is not None:
+            decided = np.zeros(scores.shape, dtype=bool)
+            np.put_along_axis(decided, top_k_indices(scores, options.top_k), True, axis=1)
+        else:
+            threshold = self.thresholds if options.threshold is None else options.threshold
+            decided = scores >= threshold
+        return MultilabelPrediction(self.classes, scores, decided, options.return_probabilities)
+
+    @classmethod
+    def describe(
+        cls, estimators: Mapping[str, Any], X_val: Any, y_val: Any, params: Mapping[str, Any]
+    ) -> Description:
+        labels = [str(label) for label in params["labels"]]
+        layout = "joint" if set(estimators) == {"model"} and "model" not in labels else "per_label"
+        checked = _check_layout(layout, estimators, labels)
+        y = np.asarray(y_val, dtype=bool)
+        if y.ndim != 2 or y.shape[1] != len(labels):
+            raise InvalidModelError(f"multilabel y_val must be rows x {len(labels)} indicators, got {y.shape}")
+        if layout == "joint":
+            proba = joint_scores(checked[0], X_val, len(labels))
+        else:
+            proba = np.column_stack([positive_column(e, e.predict_proba(X_val)) for e in checked])
+        thresholds = [tune_threshold(y[:, j], proba[:, j]) for j in range(len(labels))]
+        decided = proba >= np.asarray(thresholds)
+        per_label_f1 = f1_score(y, decided, average=None, zero_division=0)
+        clipped = np.clip(proba, 1e-15, 1 - 1e-15)
+        confidence = np.where(proba >= 0.5, proba, 1 - proba)
+        metrics = {
+            "accuracy": float((decided == y).all(axis=1).mean()),
+            "macro_f1": float(np.mean(per_label_f1)),
+            "log_loss": float(np.mean([log_loss(y[:, j], clipped[:, j], labels=[False, True])
+                                       for j in range(len(labels))])),
+            "per_label_f1": dict(zip(labels, map(float, per_label_f1), strict=True)),
+            "mean_confidence": float(confidence.mean()),
+            "ece": expected_calibration_error(confidence.ravel(), ((proba >= 0.5) == y).ravel()),
+        }
+        return Description(
+            classes=labels,
+            decision={"layout": layout, "thresholds": thresholds},
+            metrics=metrics,
+            prediction_distribution=dict(zip(labels, map(float, decided.mean(axis=0)), strict=True)),
+        )
+
+    @classmethod
+    def label_distribution(cls, y: Any, classes: Sequence[str]) -> dict[str, float]:
+        return dict(zip(classes, map(float, np.asarray(y, dtype=bool).mean(axis=0)), strict=True))
+
+
+def _check_layout(layout: str, estimators: Mapping[str, Any], labels: Sequence[str]) -> list[Any]:
+    """The estimators in label order: one for `joint`, one per label for `per_label`."""
+    if layout == "joint":
+        check_probabilities(estimators["model"], "multilabel model")
+        return [estimators["model"]]
+    if layout != "per_label":
+        raise InvalidModelError(f"multilabel layout '{layout}' is neither 'joint' nor 'per_label'")
+    missing = [label for label in labels if label not in estimators]
+    if missing:
+        raise InvalidModelError(f"multilabel model: no estimator for label(s) {missing}")
+    for label in labels:
+        check_probabilities(estimators[label], f"multilabel model, label '{label}'")
+    return [estimators[label] for label in labels]

@@ -1,0 +1,68 @@
+"""Service errors and the one table that maps every error to an HTTP status and CONTRACT.md error code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .classifiers import InvalidInputError
+
+
+class ServiceError(Exception):
+    """An expected failure of a request, outside the classifier core."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class UnknownModelError(ServiceError):
+    """The request names a model (or version) that is not served."""
+
+
+class ModelUnavailableError(ServiceError):
+    """The model is configured but failed to load."""
+
+
+class PayloadTooLargeError(ServiceError):
+    """The request body is over the configured limit."""
+
+
+@dataclass(frozen=True)
+class ErrorKind:
+    status: int
+    code: str
+
+
+ERROR_TABLE: dict[type[Exception], ErrorKind] = {
+    InvalidInputError: ErrorKind(400, "invalid_input"),
+    UnknownModelError: ErrorKind(404, "unknown_model"),
+    PayloadTooLargeError: ErrorKind(413, "payload_too_large"),
+    ModelUnavailableError: ErrorKind(503, "model_unavailable"),
+}
+INTERNAL = ErrorKind(500, "internal")
+
+# Codes for error responses that BentoML or Starlette produce before our handlers run.
+CODE_BY_STATUS: dict[int, str] = {
+    400: "invalid_input",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    503: "unavailable",
+}
+
+
+def classify(exc: Exception) -> ErrorKind:
+    """The status and code of an exception: its most specific entry in `ERROR_TABLE`, else `internal`."""
+    for cls in type(exc).__mro__:
+        if cls in ERROR_TABLE:
+            return ERROR_TABLE[cls]
+    return INTERNAL
+
+
+def error_body(code: str, message: str, field: str | None = None) -> dict[str, dict[str, str]]:
+    """The JSON error object of CONTRACT.md."""
+    error = {"code": code, "message": message}
+    if field is not None:
+        error["field"] = field
+    return {"error": error}

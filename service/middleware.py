@@ -1,0 +1,81 @@
+"""ASGI middleware that gives every non-2xx response CONTRACT.md's JSON error object.
+
+BentoML and Starlette answer some requests before our handlers run (unknown route, wrong method, `/readyz`
+503, BentoML's own 4xx as a JSON *array*); this rewrites those bodies, and passes ours through untouched.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .errors import CODE_BY_STATUS, error_body
+
+
+class ErrorBodyMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start: Message | None = None
+        body = bytearray()
+
+        async def capture(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                if message["status"] < 400:
+                    await send(message)
+                else:
+                    start = message
+                return
+            if start is None:
+                await send(message)
+                return
+            body.extend(message.get("body", b""))
+            if not message.get("more_body", False):
+                await _send_error(send, start, bytes(body), scope)
+
+        await self.app(scope, receive, capture)
+
+
+async def _send_error(send: Send, start: Message, body: bytes, scope: Scope) -> None:
+    status = int(start["status"])
+    if not _is_error_object(body):
+        code = CODE_BY_STATUS.get(status, "internal" if status >= 500 else "invalid_input")
+        body = orjson.dumps(error_body(code, _message(status, body, scope)))
+    headers = [(k, v) for k, v in start.get("headers", []) if k.lower() not in (b"content-length", b"content-type")]
+    headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _is_error_object(body: bytes) -> bool:
+    try:
+        decoded = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(decoded, dict) and isinstance(decoded.get("error"), dict)
+
+
+def _message(status: int, body: bytes, scope: Scope) -> str:
+    """What the original body said, unwrapped from BentoML's array or detail forms."""
+    text: Any = body.decode("utf-8", "replace").strip()
+    try:
+        text = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    while isinstance(text, list) and text:
+        text = text[0]
+    if isinstance(text, dict):
+        text = text.get("error") or text.get("detail") or text
+    text = str(text) if text else ""
+    if status == 404:
+        return f"no endpoint {scope.get('method')} {scope.get('path')}; see the README for the API"
+    if status == 405:
+        return f"{scope.get('method')} is not allowed on {scope.get('path')}"
+    return text or f"HTTP {status}"

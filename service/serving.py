@@ -1,0 +1,125 @@
+"""The served models of one worker: loading, name resolution, and the predict path."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from .classifiers import InvalidInputError, InvalidModelError
+from .errors import ModelUnavailableError, UnknownModelError
+from .schemas import PredictRequest
+from .settings import Settings
+from .store import LoadedModel, load_model
+
+logger = logging.getLogger(__name__)
+
+MAX_CLASS_NAMES_LISTED = 100
+
+
+def prediction_ids(count: int) -> list[str]:
+    """Unique ids for a request's predictions: one random request part, then the row index."""
+    prefix = os.urandom(12).hex()
+    return [f"{prefix}-{i}" for i in range(count)]
+
+
+@dataclass
+class ModelRegistry:
+    """Models configured for this worker: the loaded ones and, for the others, why they failed."""
+
+    settings: Settings
+    loaded: dict[str, LoadedModel] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, settings: Settings) -> ModelRegistry:
+        registry = cls(settings)
+        for entry in settings.models:
+            name, _, version = entry.partition(":")
+            try:
+                model = load_model(f"{name}:{version or 'latest'}", settings.trusted_types)
+            except InvalidModelError as exc:
+                logger.error("model %s failed to load: %s", entry, exc)
+                registry.failed[name] = str(exc)
+            else:
+                registry.loaded[name] = model
+                logger.info("serving %s (%s)", model.tag, model.metadata["task"])
+        return registry
+
+    @property
+    def ready(self) -> bool:
+        return not self.failed
+
+    @property
+    def names(self) -> list[str]:
+        return sorted([*self.loaded, *self.failed])
+
+    def resolve(self, ref: str) -> LoadedModel:
+        """The served model for `name` or `name:version`."""
+        name, _, version = ref.partition(":")
+        if name in self.failed:
+            raise ModelUnavailableError(
+                f"model '{name}' is configured but failed to load; the log says why", field="model"
+            )
+        model = self.loaded.get(name)
+        if model is None or version not in ("", "latest", model.version):
+            served = ", ".join(f"{m.name} ({m.version})" for m in self.loaded.values()) or "none"
+            what = f"model '{ref}'" if model is None else f"version '{version}' of model '{name}'"
+            raise UnknownModelError(f"{what} is not served; served models: {served}", field="model")
+        return model
+
+    def predict(self, request: PredictRequest) -> dict[str, Any]:
+        """Answer one predict request (CONTRACT.md's response body)."""
+        model = self.resolve(request.model)
+        if len(request.instances) > self.settings.max_batch_rows:
+            raise InvalidInputError(
+                f"'instances' has {len(request.instances)} rows; at most {self.settings.max_batch_rows} are accepted",
+                field="instances",
+            )
+        options = request.options.to_options()
+        task = model.task
+        prediction = task.predict(task.validate(request.instances), options)
+        predictions = []
+        for prediction_id, record in zip(prediction_ids(len(prediction)), prediction.records(), strict=True):
+            record["id"] = prediction_id
+            predictions.append(record)
+        return {
+            "model": model.name,
+            "version": model.version,
+            "task": task.name,
+            "request_id": request.request_id,
+            "predictions": predictions,
+        }
+
+    def describe(self, name: str) -> dict[str, Any]:
+        """One model's card for `GET /models/{name}`."""
+        model = self.resolve(name)
+        return describe_model(model)
+
+    def describe_all(self) -> list[dict[str, Any]]:
+        return [describe_model(self.loaded[name]) for name in sorted(self.loaded)]
+
+
+def describe_model(model: LoadedModel) -> dict[str, Any]:
+    meta = model.metadata
+    classes = list(meta["classes"])
+    features = meta["features"]
+    card: dict[str, Any] = {
+        "name": model.name,
+        "version": model.version,
+        "task": meta["task"],
+        "classes": {"count": len(classes), "names": classes[:MAX_CLASS_NAMES_LISTED]},
+        "features": {
+            "count": len(features["names"]),
+            "names": features["names"],
+            "categorical": features["categorical"],
+            "allows_missing": features["allows_missing"],
+        },
+        "trained_at": meta["trained_at"],
+        "sklearn_version": meta["sklearn_version"],
+        "metrics": meta["metrics"],
+        "decision": meta["decision"],
+        "options": sorted(model.task.options),
+    }
+    return card

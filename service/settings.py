@@ -1,0 +1,43 @@
+"""Service settings, read once per worker from `CLF_*` environment variables."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_CATALOG = ("breast_cancer", "digits", "digit_attributes", "digit_attributes_ovr", "digit_groups")
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Lists are comma-separated in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="CLF_", frozen=True)
+
+    models: Annotated[tuple[str, ...], NoDecode] = Field(
+        DEFAULT_CATALOG, description="served models: `name` (latest version) or `name:version`"
+    )
+    max_batch_rows: int = Field(1000, ge=1, description="most instances in one request")
+    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="largest accepted request body")
+    trusted_types: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="extra fully-qualified types trusted when loading skops files"
+    )
+
+    @field_validator("models", "trusted_types", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(item.strip() for item in value.split(",") if item.strip())
+        return value
+
+    @field_validator("models")
+    @classmethod
+    def _check_models(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("CLF_MODELS names no model")
+        names = [entry.split(":", 1)[0] for entry in value]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"CLF_MODELS lists {duplicates} more than once; serve one version per name")
+        return value

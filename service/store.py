@@ -1,0 +1,200 @@
+"""The model store: classifiers saved to and loaded from the BentoML model store.
+
+Estimators are written with `skops.io` and read back trusting only scikit-learn's own types plus the
+explicit `TRUSTED_TYPES` list: no code path unpickles an arbitrary object. Everything the service and its
+monitoring need (task, classes, thresholds, metrics, training profile) lives in the model's metadata.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import bentoml
+import numpy as np
+import skops.io
+import sklearn
+
+from .classifiers import FeatureSchema, InvalidModelError, Task, get_task, profile_features
+from .classifiers.base import Description
+
+logger = logging.getLogger(__name__)
+
+METADATA_SCHEMA = 1
+OWNER_LABEL = "classifier-service"
+
+# scikit-learn's internal helper types that skops does not trust by default. Each is plain data
+# (tree arrays, optimiser state, distance metrics), never a callable chosen by the file.
+TRUSTED_TYPES: tuple[str, ...] = (
+    "sklearn.tree._tree.Tree",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.neighbors._kd_tree.KDTree",
+    "sklearn.neighbors._ball_tree.BallTree",
+    "sklearn.metrics._dist_metrics.EuclideanDistance64",
+    "sklearn.metrics._dist_metrics.ManhattanDistance64",
+    "sklearn.metrics._dist_metrics.MinkowskiDistance64",
+    "sklearn.metrics._dist_metrics.ChebyshevDistance64",
+    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+    "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A served model: its store identity, its task object and its metadata."""
+
+    name: str
+    version: str
+    task: Task
+    metadata: Mapping[str, Any]
+
+    @property
+    def tag(self) -> str:
+        return f"{self.name}:{self.version}"
+
+
+def save_model(
+    name: str, task: str, estimators: Mapping[str, Any], metadata: Mapping[str, Any]
+) -> str:
+    """Write estimators (skops) and metadata as a new version of `name`; returns the tag."""
+    files = {key: f"estimator-{i}.skops" for i, key in enumerate(estimators)}
+    full_metadata = {**metadata, "schema": METADATA_SCHEMA, "task": task, "estimators": files}
+    with bentoml.models.create(
+        name, labels={"owner": OWNER_LABEL, "task": task}, metadata=full_metadata
+    ) as model:
+        for key, estimator in estimators.items():
+            skops.io.dump(estimator, model.path_of(files[key]))
+    logger.info("registered %s (%s)", model.tag, task)
+    return str(model.tag)
+
+
+def load_model(tag: str, trusted_types: Sequence[str] = ()) -> LoadedModel:
+    """Load a model from the store and build its task; raises `InvalidModelError` on any fault."""
+    try:
+        model = bentoml.models.get(tag)
+    except bentoml.exceptions.NotFound as exc:
+        raise InvalidModelError(f"model '{tag}' is not in the BentoML store") from exc
+    metadata = dict(model.info.metadata)
+    if metadata.get("schema") != METADATA_SCHEMA:
+        raise InvalidModelError(f"model '{tag}' was not registered by classifier-service (no metadata schema)")
+    check_sklearn_version(str(metadata.get("sklearn_version", "")))
+    trusted = set(TRUSTED_TYPES) | set(trusted_types)
+    estimators = {
+        key: _load_estimator(Path(model.path_of(file)), trusted) for key, file in metadata["estimators"].items()
+    }
+    task = get_task(metadata["task"])(estimators, metadata)
+    return LoadedModel(name=model.tag.name, version=str(model.tag.version), task=task, metadata=metadata)
+
+
+def check_sklearn_version(trained_with: str) -> None:
+    """Refuse estimators pickled by another scikit-learn minor release: their internals may differ."""
+    if trained_with.split(".")[:2] != sklearn.__version__.split(".")[:2]:
+        raise InvalidModelError(
+            f"model was trained with scikit-learn {trained_with or 'unknown'}, "
+            f"this service runs {sklearn.__version__}; re-register it"
+        )
+
+
+def _load_estimator(path: Path, trusted: set[str]) -> Any:
+    untrusted = skops.io.get_untrusted_types(file=path)
+    refused = sorted(set(untrusted) - trusted)
+    if refused:
+        raise InvalidModelError(f"{path.name} holds types outside the trusted list: {refused}")
+    return skops.io.load(path, trusted=untrusted)
+
+
+def register_model(
+    name: str,
+    task: str,
+    estimator: Any | Mapping[str, Any],
+    X_val: Any,
+    y_val: Any,
+    *,
+    X_train: Any | None = None,
+    y_train: Any | None = None,
+    feature_names: Sequence[str] | None = None,
+    categorical_features: Sequence[str] = (),
+    allows_missing: bool | None = None,
+    trained_at: datetime | None = None,
+    **task_params: Any,
+) -> str:
+    """Register a fitted estimator as a servable model; returns its `name:version` tag.
+
+    Measures the model on the labelled validation set: tuned thresholds, accuracy, macro-F1, log-loss,
+    calibration, and the prediction distribution; profiles the training inputs for drift monitoring.
+
+    Args:
+        name: the served name.
+        task: `binary`, `multiclass`, `multilabel`, `hierarchical` or another registered task kind.
+        estimator: a fitted estimator with `predict_proba`; for `multilabel` with one binary estimator per
+            label, a mapping label -> estimator; for `hierarchical`, a mapping parent node -> estimator
+            (`service.classifiers.fit_hierarchy` trains one).
+        X_val, y_val: validation rows and labels (multilabel: a rows x labels 0/1 matrix).
+        X_train, y_train: training rows and labels for the reference profile and class prior
+            (default: the validation set).
+        feature_names: the features' names in column order; default `feature_names_in_` or `x0..`.
+        categorical_features: features that take strings (the estimator's pipeline encodes them).
+        allows_missing: whether `null` inputs are accepted; default the estimator's `allow_nan` tag.
+        trained_at: when the estimator was trained (default now).
+        **task_params: `positive_class` (binary), `labels` (multilabel), `hierarchy` (hierarchical:
+            parent -> children, `service.classifiers.ROOT` as the top level's parent).
+    """
+    estimators = dict(estimator) if isinstance(estimator, Mapping) else {"model": estimator}
+    task_cls = get_task(task)
+    description: Description = task_cls.describe(estimators, X_val, y_val, task_params)
+    first = next(iter(estimators.values()))
+    names = _feature_names(first, X_val, feature_names)
+    features = FeatureSchema(
+        names=tuple(names),
+        categorical=frozenset(categorical_features),
+        allows_missing=_allows_missing(estimators) if allows_missing is None else allows_missing,
+        as_frame=hasattr(first, "feature_names_in_") and hasattr(X_val, "columns"),
+    )
+    reference_X = X_val if X_train is None else X_train
+    reference_y = y_val if y_train is None else y_train
+    metadata = {
+        "classes": description.classes,
+        "features": features.to_metadata(),
+        "decision": description.decision,
+        "metrics": description.metrics,
+        "class_prior": task_cls.label_distribution(reference_y, description.classes),
+        "prediction_distribution": description.prediction_distribution,
+        "reference_profile": profile_features(reference_X, names, features.categorical),
+        "trained_at": (trained_at or datetime.now(UTC)).isoformat(),
+        "sklearn_version": sklearn.__version__,
+    }
+    tag = save_model(name, task, estimators, metadata)
+    load_model(tag)  # a model that cannot be served fails here, at registration, not at start-up
+    return tag
+
+
+def _feature_names(estimator: Any, X: Any, given: Sequence[str] | None) -> list[str]:
+    n_features = int(np.shape(X)[1])
+    if given is not None:
+        names = [str(n) for n in given]
+    elif hasattr(estimator, "feature_names_in_"):
+        names = [str(n) for n in estimator.feature_names_in_]
+    elif hasattr(X, "columns"):
+        names = [str(c) for c in X.columns]
+    else:
+        names = [f"x{i}" for i in range(n_features)]
+    if len(names) != n_features or len(set(names)) != len(names):
+        raise InvalidModelError(f"expected {n_features} distinct feature names, got {len(names)}")
+    return names
+
+
+def _allows_missing(estimators: Mapping[str, Any]) -> bool:
+    from sklearn.utils import get_tags
+
+    return all(get_tags(e).input_tags.allow_nan for e in estimators.values())
+
+
+def served_tags(names: Sequence[str]) -> list[str]:
+    """Store tags for configured model names: `name` means its latest version, `name:version` pins one."""
+    return [entry if ":" in entry else f"{entry}:latest" for entry in names]
