@@ -28,7 +28,7 @@ DIGIT_GROUPS = {
     "straight": ["1", "4", "7"],
     "curvy": ["2", "3", "5"],
 }
-DIGIT_ATTRIBUTES = {
+DIGIT_ATTRIBUTES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "even": lambda d: d % 2 == 0,
     "prime": lambda d: np.isin(d, [2, 3, 5, 7]),
     "large": lambda d: d >= 5,
@@ -56,8 +56,15 @@ def breast_cancer() -> str:
     X_train, X_val, y_train, y_val = _split(data.data, y, y)
     model = _linear().fit(X_train, y_train)
     return register_model(
-        "breast_cancer", "binary", model, X_val, y_val, X_train=X_train, y_train=y_train,
-        feature_names=list(data.feature_names), positive_class="malignant",
+        "breast_cancer",
+        "binary",
+        model,
+        X_val,
+        y_val,
+        X_train=X_train,
+        y_train=y_train,
+        feature_names=list(data.feature_names),
+        positive_class="malignant",
     )
 
 
@@ -80,8 +87,15 @@ def digit_attributes() -> str:
     (X_train, X_val, Y_train, Y_val), labels = _attributes()
     model = RandomForestClassifier(n_estimators=100, random_state=SEED).fit(X_train, Y_train)
     return register_model(
-        "digit_attributes", "multilabel", model, X_val, Y_val, X_train=X_train, y_train=Y_train,
-        feature_names=DIGIT_FEATURES, labels=labels,
+        "digit_attributes",
+        "multilabel",
+        model,
+        X_val,
+        Y_val,
+        X_train=X_train,
+        y_train=Y_train,
+        feature_names=DIGIT_FEATURES,
+        labels=labels,
     )
 
 
@@ -89,8 +103,15 @@ def digit_attributes_ovr() -> str:
     (X_train, X_val, Y_train, Y_val), labels = _attributes()
     per_label = {label: _linear().fit(X_train, Y_train[:, j]) for j, label in enumerate(labels)}
     return register_model(
-        "digit_attributes_ovr", "multilabel", per_label, X_val, Y_val, X_train=X_train, y_train=Y_train,
-        feature_names=DIGIT_FEATURES, labels=labels,
+        "digit_attributes_ovr",
+        "multilabel",
+        per_label,
+        X_val,
+        Y_val,
+        X_train=X_train,
+        y_train=Y_train,
+        feature_names=DIGIT_FEATURES,
+        labels=labels,
     )
 
 
@@ -99,8 +120,15 @@ def digit_groups() -> str:
     X_train, X_val, y_train, y_val = _split(X, y.astype(str), y)
     nodes = fit_hierarchy(lambda _node: _linear(), X_train, y_train, DIGIT_GROUPS)
     return register_model(
-        "digit_groups", "hierarchical", nodes, X_val, y_val, X_train=X_train, y_train=y_train,
-        feature_names=DIGIT_FEATURES, hierarchy=DIGIT_GROUPS,
+        "digit_groups",
+        "hierarchical",
+        nodes,
+        X_val,
+        y_val,
+        X_train=X_train,
+        y_train=y_train,
+        feature_names=DIGIT_FEATURES,
+        hierarchy=DIGIT_GROUPS,
     )
 
 

@@ -72,7 +72,9 @@ async def read_json(request: Request, max_bytes: int) -> Any:
     try:
         return orjson.loads(b"".join(chunks))
     except orjson.JSONDecodeError as exc:
-        raise InvalidInputError(f"the body is not valid JSON: {exc}") from None
+        raise InvalidInputError(
+            f"the body is not valid JSON ({exc}); expected a JSON object, numbers finite (null marks a missing value)"
+        ) from None
 
 
 async def predict(request: Request, service: ClassifierService) -> Any:
@@ -110,4 +112,4 @@ class ClassifierService:
         return self.registry.ready
 
 
-ClassifierService.add_asgi_middleware(ErrorBodyMiddleware)
+ClassifierService.add_asgi_middleware(ErrorBodyMiddleware)  # type: ignore[attr-defined]

@@ -6,6 +6,7 @@ BentoML and Starlette answer some requests before our handlers run (unknown rout
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import orjson
@@ -65,10 +66,8 @@ def _is_error_object(body: bytes) -> bool:
 def _message(status: int, body: bytes, scope: Scope) -> str:
     """What the original body said, unwrapped from BentoML's array or detail forms."""
     text: Any = body.decode("utf-8", "replace").strip()
-    try:
+    with contextlib.suppress(orjson.JSONDecodeError):
         text = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        pass
     while isinstance(text, list) and text:
         text = text[0]
     if isinstance(text, dict):

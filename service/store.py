@@ -16,8 +16,8 @@ from typing import Any
 
 import bentoml
 import numpy as np
-import skops.io
 import sklearn
+import skops.io
 
 from .classifiers import FeatureSchema, InvalidModelError, Task, get_task, profile_features
 from .classifiers.base import Description
@@ -59,15 +59,11 @@ class LoadedModel:
         return f"{self.name}:{self.version}"
 
 
-def save_model(
-    name: str, task: str, estimators: Mapping[str, Any], metadata: Mapping[str, Any]
-) -> str:
+def save_model(name: str, task: str, estimators: Mapping[str, Any], metadata: Mapping[str, Any]) -> str:
     """Write estimators (skops) and metadata as a new version of `name`; returns the tag."""
     files = {key: f"estimator-{i}.skops" for i, key in enumerate(estimators)}
     full_metadata = {**metadata, "schema": METADATA_SCHEMA, "task": task, "estimators": files}
-    with bentoml.models.create(
-        name, labels={"owner": OWNER_LABEL, "task": task}, metadata=full_metadata
-    ) as model:
+    with bentoml.models.create(name, labels={"owner": OWNER_LABEL, "task": task}, metadata=full_metadata) as model:
         for key, estimator in estimators.items():
             skops.io.dump(estimator, model.path_of(files[key]))
     logger.info("registered %s (%s)", model.tag, task)
@@ -76,6 +72,20 @@ def save_model(
 
 def load_model(tag: str, trusted_types: Sequence[str] = ()) -> LoadedModel:
     """Load a model from the store and build its task; raises `InvalidModelError` on any fault."""
+    model, metadata = _stored(tag)
+    estimators = read_estimators(tag, trusted_types)
+    task = get_task(metadata["task"])(estimators, metadata)
+    return LoadedModel(name=model.tag.name, version=str(model.tag.version), task=task, metadata=metadata)
+
+
+def read_estimators(tag: str, trusted_types: Sequence[str] = ()) -> dict[str, Any]:
+    """The fitted estimators of a stored model by key, read with skops and the trusted-type list."""
+    model, metadata = _stored(tag)
+    trusted = set(TRUSTED_TYPES) | set(trusted_types)
+    return {key: _load_estimator(Path(model.path_of(file)), trusted) for key, file in metadata["estimators"].items()}
+
+
+def _stored(tag: str) -> tuple[bentoml.Model, dict[str, Any]]:
     try:
         model = bentoml.models.get(tag)
     except bentoml.exceptions.NotFound as exc:
@@ -84,12 +94,7 @@ def load_model(tag: str, trusted_types: Sequence[str] = ()) -> LoadedModel:
     if metadata.get("schema") != METADATA_SCHEMA:
         raise InvalidModelError(f"model '{tag}' was not registered by classifier-service (no metadata schema)")
     check_sklearn_version(str(metadata.get("sklearn_version", "")))
-    trusted = set(TRUSTED_TYPES) | set(trusted_types)
-    estimators = {
-        key: _load_estimator(Path(model.path_of(file)), trusted) for key, file in metadata["estimators"].items()
-    }
-    task = get_task(metadata["task"])(estimators, metadata)
-    return LoadedModel(name=model.tag.name, version=str(model.tag.version), task=task, metadata=metadata)
+    return model, metadata
 
 
 def check_sklearn_version(trained_with: str) -> None:

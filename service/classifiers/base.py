@@ -112,9 +112,7 @@ class Task(ABC):
 
     @classmethod
     @abstractmethod
-    def describe(
-        cls, estimators: Mapping[str, Any], X_val: Any, y_val: Any, params: Mapping[str, Any]
-    ) -> Description:
+    def describe(cls, estimators: Mapping[str, Any], X_val: Any, y_val: Any, params: Mapping[str, Any]) -> Description:
         """Tune the decision defaults and measure the model on a labelled validation set."""
 
     @classmethod

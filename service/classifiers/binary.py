@@ -76,9 +76,7 @@ class BinaryTask(Task):
         )
 
     @classmethod
-    def describe(
-        cls, estimators: Mapping[str, Any], X_val: Any, y_val: Any, params: Mapping[str, Any]
-    ) -> Description:
+    def describe(cls, estimators: Mapping[str, Any], X_val: Any, y_val: Any, params: Mapping[str, Any]) -> Description:
         estimator = estimators["model"]
         check_probabilities(estimator, "binary model")
         classes = class_names(estimator)

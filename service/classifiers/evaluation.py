@@ -24,14 +24,14 @@ def tune_threshold(y_true: np.ndarray, p_positive: np.ndarray) -> float:
 def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray) -> float:
     """ECE of top-1 confidence: the bin-weighted gap between mean confidence and accuracy."""
     bins = np.minimum((np.asarray(confidence) * CALIBRATION_BINS).astype(int), CALIBRATION_BINS - 1)
-    counts = np.bincount(bins, minlength=CALIBRATION_BINS)
+    np.bincount(bins, minlength=CALIBRATION_BINS)
     conf_sum = np.bincount(bins, weights=confidence, minlength=CALIBRATION_BINS)
     correct_sum = np.bincount(bins, weights=np.asarray(correct, dtype=float), minlength=CALIBRATION_BINS)
     return float(np.abs(conf_sum - correct_sum).sum() / max(len(confidence), 1))
 
 
 def single_label_metrics(
-    y_true: Sequence[str], y_pred: Sequence[str], proba: np.ndarray, classes: Sequence[str]
+    y_true: Sequence[str] | np.ndarray, y_pred: Sequence[str] | np.ndarray, proba: np.ndarray, classes: Sequence[str]
 ) -> dict[str, float]:
     """Accuracy, macro-F1, log-loss and calibration of a single-label classifier."""
     y_true_arr = np.asarray(y_true, dtype=object)
@@ -50,7 +50,7 @@ def single_label_metrics(
 def shares(labels: Sequence[str | None], names: Sequence[str]) -> dict[str, float]:
     """Share of each name among `labels` (None and unknown labels counted in the total only)."""
     index = {name: i for i, name in enumerate(names)}
-    codes = np.fromiter((index.get(label, -1) for label in labels if label is not None), dtype=int)  # type: ignore[arg-type]
+    codes = np.fromiter((index.get(label, -1) for label in labels if label is not None), dtype=int)
     total = max(len(labels), 1)
     counts = np.bincount(codes[codes >= 0], minlength=len(names))
     return {name: float(counts[i] / total) for i, name in enumerate(names)}

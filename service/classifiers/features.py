@@ -61,30 +61,30 @@ class FeatureSchema:
 
     def _as_lists(self, rows: Sequence[Any]) -> Sequence[Sequence[Any]]:
         """Rows as value sequences in feature order; object rows are reordered by name."""
-        first = rows[0]
-        if isinstance(first, list) and all(type(row) is list for row in rows):
+        if all(type(row) is list for row in rows):
             return rows
-        if isinstance(first, dict) and all(type(row) is dict for row in rows):
-            n = len(self.names)
-            getter = itemgetter(*self.names)
-            if set(map(len, rows)) == {n}:
-                try:
-                    picked = list(map(getter, rows))
-                    return picked if n > 1 else [[v] for v in picked]
-                except KeyError:
-                    pass
-            for i, row in enumerate(rows):
-                self._check_keys(i, row)
+        n = len(self.names)
+        getter = itemgetter(*self.names)
+        if all(type(row) is dict for row in rows) and set(map(len, rows)) == {n}:
+            try:
+                picked = list(map(getter, rows))
+                return picked if n > 1 else [[value] for value in picked]
+            except KeyError:
+                pass
+        values: list[Sequence[Any]] = []
         for i, row in enumerate(rows):
-            if not isinstance(row, list | dict):
+            if type(row) is list:
+                values.append(row)
+            elif type(row) is dict:
+                if len(row) != n or not all(name in row for name in self.names):
+                    self._check_keys(i, row)
+                values.append(getter(row) if n > 1 else [row[self.names[0]]])
+            else:
                 raise InvalidInputError(
-                    f"row {i} is a {_json_type(row)}; expected a list of {len(self.names)} values "
-                    "or an object keyed by feature name",
+                    f"row {i} is a {_json_type(row)}; expected a list of {n} values or an object keyed by feature name",
                     field=f"instances[{i}]",
                 )
-        raise InvalidInputError(
-            "rows mix lists and objects; send every row in the same form", field="instances"
-        )
+        return values
 
     def _check_keys(self, i: int, row: Mapping[str, Any]) -> None:
         missing = [name for name in self.names if name not in row]
@@ -128,7 +128,7 @@ class FeatureSchema:
                         self._reject_value(i, j, value)
                     out[i, j] = value
                 elif isinstance(value, Real) and not isinstance(value, bool):
-                    if not math.isfinite(value):
+                    if categorical[j] or not math.isfinite(value):
                         self._reject_value(i, j, value)
                     out[i, j] = float(value)
                 else:
@@ -145,9 +145,7 @@ class FeatureSchema:
                 field=field,
             )
         if isinstance(value, str) and name not in self.categorical:
-            raise InvalidInputError(
-                f"row {i} feature '{name}' is the string {value!r}; expected a number", field=field
-            )
+            raise InvalidInputError(f"row {i} feature '{name}' is the string {value!r}; expected a number", field=field)
         raise InvalidInputError(f"row {i} feature '{name}' is {_describe(value)}; expected {kind}", field=field)
 
     def _frame(self, matrix: np.ndarray) -> Any:
@@ -174,12 +172,10 @@ def _numeric_matrix(values: Sequence[Sequence[Any]], n_features: int) -> np.ndar
 
 
 def _json_type(value: Any) -> str:
-    return {dict: "object", list: "list", str: "string", bool: "boolean", type(None): "null"}.get(
-        type(value), "number"
-    )
+    return {dict: "object", list: "list", str: "string", bool: "boolean", type(None): "null"}.get(type(value), "number")
 
 
 def _describe(value: Any) -> str:
-    if isinstance(value, float | int) and not isinstance(value, bool):
-        return f"{value!r} (not finite)"
+    if isinstance(value, Real) and not isinstance(value, bool):
+        return repr(value) if math.isfinite(value) else f"{value!r} (not finite)"
     return f"a {_json_type(value)} ({value!r})"

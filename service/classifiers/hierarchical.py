@@ -77,7 +77,9 @@ class NodeClassifiers:
             if len(children) < 2:
                 continue
             if name not in estimators:
-                raise InvalidModelError(f"hierarchical model: node '{name}' has {len(children)} children, no classifier")
+                raise InvalidModelError(
+                    f"hierarchical model: node '{name}' has {len(children)} children, no classifier"
+                )
             estimator = estimators[name]
             check_probabilities(estimator, f"hierarchical model, node '{name}'")
             classes = class_names(estimator)
@@ -189,9 +191,7 @@ class HierarchicalTask(Task):
         )
 
     @classmethod
-    def describe(
-        cls, estimators: Mapping[str, Any], X_val: Any, y_val: Any, params: Mapping[str, Any]
-    ) -> Description:
+    def describe(cls, estimators: Mapping[str, Any], X_val: Any, y_val: Any, params: Mapping[str, Any]) -> Description:
         tree = Tree(params["hierarchy"])
         nodes = NodeClassifiers(tree, estimators)
         y = [str(v) for v in y_val]
@@ -332,7 +332,7 @@ def _level_probabilities(tree: Tree, scores: HierarchicalScores, depth: np.ndarr
 
 
 def fit_hierarchy(
-    make_estimator: Callable[[str], Any], X: Any, y_leaf: Sequence[Any], hierarchy: Mapping[str, Sequence[str]]
+    make_estimator: Callable[[str], Any], X: Any, y_leaf: Any, hierarchy: Mapping[str, Sequence[str]]
 ) -> dict[str, Any]:
     """Train one classifier per parent node with two or more children on the rows beneath it.
 

@@ -98,9 +98,7 @@ class MulticlassTask(Task):
         )
 
     @classmethod
-    def describe(
-        cls, estimators: Mapping[str, Any], X_val: Any, y_val: Any, params: Mapping[str, Any]
-    ) -> Description:
+    def describe(cls, estimators: Mapping[str, Any], X_val: Any, y_val: Any, params: Mapping[str, Any]) -> Description:
         estimator = estimators["model"]
         check_probabilities(estimator, "multiclass model")
         classes = class_names(estimator)

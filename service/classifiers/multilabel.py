@@ -30,7 +30,7 @@ def joint_scores(estimator: Any, X: Any, n_labels: int) -> np.ndarray:
         if len(proba) != n_labels:
             raise InvalidModelError(f"multilabel model scores {len(proba)} outputs; expected {n_labels}")
         return np.column_stack([positive_column(estimator, proba, j) for j in range(n_labels)])
-    matrix = np.asarray(proba)
+    matrix: np.ndarray = np.asarray(proba)
     if matrix.ndim != 2 or matrix.shape[1] != n_labels:
         raise InvalidModelError(f"multilabel model scores shape {matrix.shape}; expected (rows, {n_labels})")
     return matrix
@@ -71,7 +71,8 @@ class MultilabelPrediction(Prediction):
 
     @property
     def confidence(self) -> np.ndarray:
-        return self.proba[self.decided]
+        chosen: np.ndarray = self.proba[self.decided]
+        return chosen
 
 
 @register_task
@@ -109,9 +110,7 @@ class MultilabelTask(Task):
         return MultilabelPrediction(self.classes, scores, decided, options.return_probabilities)
 
     @classmethod
-    def describe(
-        cls, estimators: Mapping[str, Any], X_val: Any, y_val: Any, params: Mapping[str, Any]
-    ) -> Description:
+    def describe(cls, estimators: Mapping[str, Any], X_val: Any, y_val: Any, params: Mapping[str, Any]) -> Description:
         labels = [str(label) for label in params["labels"]]
         layout = "joint" if set(estimators) == {"model"} and "model" not in labels else "per_label"
         checked = _check_layout(layout, estimators, labels)
@@ -130,8 +129,9 @@ class MultilabelTask(Task):
         metrics = {
             "accuracy": float((decided == y).all(axis=1).mean()),
             "macro_f1": float(np.mean(per_label_f1)),
-            "log_loss": float(np.mean([log_loss(y[:, j], clipped[:, j], labels=[False, True])
-                                       for j in range(len(labels))])),
+            "log_loss": float(
+                np.mean([log_loss(y[:, j], clipped[:, j], labels=[False, True]) for j in range(len(labels))])
+            ),
             "per_label_f1": dict(zip(labels, map(float, per_label_f1), strict=True)),
             "mean_confidence": float(confidence.mean()),
             "ece": expected_calibration_error(confidence.ravel(), ((proba >= 0.5) == y).ravel()),

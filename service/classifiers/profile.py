@@ -30,8 +30,14 @@ def profile_features(X: Any, names: Sequence[str], categorical: frozenset[str]) 
         numeric = np.asarray(column, dtype=np.float64)
         present = numeric[~np.isnan(numeric)]
         if len(present) == 0:
-            profile[name] = {"kind": "numeric", "edges": [], "proportions": [1.0], "min": None, "max": None,
-                             "missing_rate": 1.0}
+            profile[name] = {
+                "kind": "numeric",
+                "edges": [],
+                "proportions": [1.0],
+                "min": None,
+                "max": None,
+                "missing_rate": 1.0,
+            }
             continue
         edges = np.unique(np.quantile(present, np.linspace(0, 1, PROFILE_BINS + 1)[1:-1]))
         counts = np.bincount(np.searchsorted(edges, present, side="right"), minlength=len(edges) + 1)

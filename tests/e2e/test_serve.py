@@ -1,0 +1,65 @@
+"""A real `bentoml serve`: every catalog model answers per CONTRACT.md, errors are objects, metrics scrape."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from service.settings import DEFAULT_CATALOG
+from tests.helpers import catalog_rows, digits_rows
+
+pytestmark = pytest.mark.e2e
+
+FIELDS = {
+    "binary": {"id", "label", "score", "threshold"},
+    "multiclass": {"id", "label", "confidence", "abstained"},
+    "multilabel": {"id", "labels", "scores"},
+    "hierarchical": {"id", "label", "path", "complete"},
+}
+
+
+def test_every_catalog_model_answers(server: str) -> None:
+    models = httpx.get(f"{server}/models").json()["models"]
+    assert sorted(m["name"] for m in models) == sorted(DEFAULT_CATALOG)
+    for model in models:
+        rows = catalog_rows(model["name"], 5).tolist()
+        response = httpx.post(
+            f"{server}/predict", json={"model": model["name"], "instances": rows, "request_id": "e2e"}
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert (body["model"], body["version"], body["request_id"]) == (model["name"], model["version"], "e2e")
+        assert len(body["predictions"]) == 5
+        assert all(set(p) == FIELDS[model["task"]] for p in body["predictions"])
+
+
+def test_digits_classifies_through_the_server(server: str) -> None:
+    X, y = digits_rows(500)
+    body = httpx.post(f"{server}/predict", json={"model": "digits", "instances": X.tolist()}, timeout=30).json()
+    correct = sum(p["label"] == str(t) for p, t in zip(body["predictions"], y.tolist(), strict=True))
+    assert correct / len(y) >= 0.95
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "code"),
+    [
+        ("POST", "/predict", b"{oops", 400, "invalid_input"),
+        ("POST", "/predict", b'{"model": "nope", "instances": [[1]]}', 404, "unknown_model"),
+        ("GET", "/predict", None, 405, "method_not_allowed"),
+        ("GET", "/nowhere", None, 404, "not_found"),
+    ],
+)
+def test_errors_are_one_json_object(
+    server: str, method: str, path: str, body: bytes | None, status: int, code: str
+) -> None:
+    response = httpx.request(method, f"{server}{path}", content=body)
+    assert response.status_code == status
+    assert response.json()["error"]["code"] == code
+
+
+def test_metrics_scrape_parses(server: str) -> None:
+    httpx.post(f"{server}/predict", json={"model": "digits", "instances": digits_rows(1)[0].tolist()})
+    text = httpx.get(f"{server}/metrics").text
+    families = {family.name for family in text_string_to_metric_families(text)}
+    assert "bentoml_service_request" in families or "bentoml_service_request_total" in families

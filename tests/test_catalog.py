@@ -1,0 +1,111 @@
+"""The default catalog through the API: served probabilities are the estimators' own, digits is accurate."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import bentoml
+import numpy as np
+import pytest
+from starlette.testclient import TestClient
+
+from models.__main__ import main as models_main
+from models.__main__ import servable
+from models.catalog import CATALOG
+from service.app import ClassifierService
+from service.settings import DEFAULT_CATALOG
+from service.store import read_estimators
+from tests.helpers import catalog_rows, digits_rows
+
+ROWS = 60
+
+
+@pytest.fixture(scope="module")
+def api(catalog: dict[str, str]) -> Iterator[TestClient]:
+    with TestClient(ClassifierService.to_asgi()) as test_client:
+        yield test_client
+
+
+def predict(api: TestClient, model: str, X: np.ndarray, **options: Any) -> list[dict[str, Any]]:
+    response = api.post("/predict", json={"model": model, "instances": X.tolist(), "options": options})
+    assert response.status_code == 200, response.text
+    return list(response.json()["predictions"])
+
+
+def test_catalog_recipes_are_the_served_default() -> None:
+    assert tuple(CATALOG) == DEFAULT_CATALOG
+
+
+def test_binary_probabilities_are_the_estimators(api: TestClient, catalog: dict[str, str]) -> None:
+    X = catalog_rows("breast_cancer", ROWS)
+    estimator = read_estimators(catalog["breast_cancer"])["model"]
+    expected = estimator.predict_proba(X)
+    served = predict(api, "breast_cancer", X, return_probabilities=True)
+    classes = list(estimator.classes_)
+    got = np.array([[p["probabilities"][c] for c in classes] for p in served])
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal([p["score"] for p in served], expected[:, classes.index("malignant")])
+
+
+def test_multiclass_probabilities_are_the_estimators(api: TestClient, catalog: dict[str, str]) -> None:
+    X = catalog_rows("digits", ROWS)
+    estimator = read_estimators(catalog["digits"])["model"]
+    expected = estimator.predict_proba(X)
+    served = predict(api, "digits", X, return_probabilities=True)
+    got = np.array([[p["probabilities"][str(c)] for c in estimator.classes_] for p in served])
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_joint_multilabel_probabilities_are_the_estimators(api: TestClient, catalog: dict[str, str]) -> None:
+    X = catalog_rows("digit_attributes", ROWS)
+    estimator = read_estimators(catalog["digit_attributes"])["model"]
+    outputs = estimator.predict_proba(X)  # scikit-learn's list of (rows, 2) arrays, one per label
+    expected = np.column_stack(
+        [out[:, list(cls).index(1)] for out, cls in zip(outputs, estimator.classes_, strict=True)]
+    )
+    served = predict(api, "digit_attributes", X, return_probabilities=True)
+    got = np.array([[p["probabilities"][label] for label in ("even", "prime", "large", "loop")] for p in served])
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_per_label_multilabel_probabilities_are_the_estimators(api: TestClient, catalog: dict[str, str]) -> None:
+    X = catalog_rows("digit_attributes_ovr", ROWS)
+    estimators = read_estimators(catalog["digit_attributes_ovr"])
+    served = predict(api, "digit_attributes_ovr", X, return_probabilities=True)
+    for label, estimator in estimators.items():
+        expected = estimator.predict_proba(X)[:, list(estimator.classes_).index(1)]
+        np.testing.assert_array_equal([p["probabilities"][label] for p in served], expected)
+
+
+def test_hierarchical_probabilities_are_the_node_estimators(api: TestClient, catalog: dict[str, str]) -> None:
+    X = catalog_rows("digit_groups", ROWS)
+    nodes = read_estimators(catalog["digit_groups"])
+    served = predict(api, "digit_groups", X, return_probabilities=True)
+    root = nodes["__root__"]
+    top = root.predict_proba(X)
+    groups = np.array([str(root.classes_[k]) for k in top.argmax(axis=1)])
+    assert [p["path"][0]["label"] for p in served] == groups.tolist()
+    for i, p in enumerate(served):
+        assert p["probabilities"][0] == dict(zip(map(str, root.classes_), top[i].tolist(), strict=True))
+    for group in set(groups.tolist()):
+        rows = np.flatnonzero(groups == group)  # the service asks each node once, for the rows that reached it
+        child = nodes[group]
+        below = child.predict_proba(X[rows])
+        for k, i in enumerate(rows.tolist()):
+            expected = dict(zip(map(str, child.classes_), below[k].tolist(), strict=True))
+            assert served[i]["probabilities"][1] == expected
+            assert served[i]["path"][1]["confidence"] == top[i].max() * below[k].max()
+
+
+def test_digits_accuracy_through_the_api(api: TestClient) -> None:
+    X, y = digits_rows()
+    labels = [p["label"] for start in range(0, len(X), 1000) for p in predict(api, "digits", X[start : start + 1000])]
+    accuracy = float(np.mean(np.array(labels) == y.astype(str)))
+    assert accuracy >= 0.95
+
+
+def test_ensure_registers_only_missing_models(catalog: dict[str, str]) -> None:
+    assert models_main(["ensure"]) == 0
+    assert {name: str(bentoml.models.get(f"{name}:latest").tag) for name in CATALOG} == catalog
+    assert not servable("no_such_model")

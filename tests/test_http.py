@@ -1,0 +1,255 @@
+"""In-process HTTP tests: every endpoint and every error row of CONTRACT.md, through the real service."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import bentoml
+import orjson
+import pytest
+from starlette.testclient import TestClient
+
+from service.app import ClassifierService
+from service.serving import ModelRegistry
+from service.settings import Settings
+from tests.helpers import cancer_rows, digits_rows
+
+ERROR_KEYS = {"code", "message"}
+
+
+@pytest.fixture(scope="module")
+def api(catalog: dict[str, str]) -> Iterator[TestClient]:
+    with TestClient(ClassifierService.to_asgi()) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def reconfigure(api: TestClient) -> Iterator[Callable[..., None]]:
+    """Swap the running service's settings (and the models they load); restored after the test.
+
+    BentoML registers its own metrics once per process, so tests reconfigure the one app instead of
+    building a second one.
+    """
+    service = bentoml.get_current_service()
+    saved = service.settings, service.registry
+
+    def apply(**overrides: Any) -> None:
+        service.settings = Settings(**overrides)
+        service.registry = ModelRegistry.load(service.settings)
+
+    yield apply
+    service.settings, service.registry = saved
+
+
+def assert_error(response: Any, status: int, code: str, field: str | None = None) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert isinstance(body, dict) and set(body) == {"error"}, body
+    error = body["error"]
+    assert ERROR_KEYS <= set(error) <= ERROR_KEYS | {"field"}
+    assert error["code"] == code
+    assert error["message"]
+    if field is not None:
+        assert error.get("field") == field
+    return error
+
+
+def digits_body(n: int = 2, **extra: Any) -> dict[str, Any]:
+    return {"model": "digits", "instances": digits_rows(n)[0].tolist(), **extra}
+
+
+# --- endpoints ---------------------------------------------------------------------------------------
+
+
+def test_probes_answer_when_every_model_loaded(api: TestClient) -> None:
+    assert api.get("/livez").status_code == 200
+    assert api.get("/readyz").status_code == 200
+
+
+def test_predict_echoes_request_id_and_gives_unique_ids(api: TestClient) -> None:
+    first = api.post("/predict", json=digits_body(3, request_id="req-42")).json()
+    second = api.post("/predict", json=digits_body(3)).json()
+    assert first["request_id"] == "req-42" and second["request_id"] is None
+    assert (first["model"], first["task"]) == ("digits", "multiclass")
+    ids = [p["id"] for p in first["predictions"] + second["predictions"]]
+    assert len(set(ids)) == 6
+
+
+def test_binary_prediction_fields(api: TestClient) -> None:
+    X, _ = cancer_rows(4)
+    body = api.post("/predict", json={"model": "breast_cancer", "instances": X.tolist()}).json()
+    default = body["predictions"][0]["threshold"]
+    assert 0 < default < 1
+    for p in body["predictions"]:
+        assert set(p) == {"id", "label", "score", "threshold"}
+        assert p["label"] == ("malignant" if p["score"] >= default else "benign")
+    low = api.post("/predict", json={"model": "breast_cancer", "instances": X.tolist(), "options": {"threshold": 0.0}})
+    assert {p["label"] for p in low.json()["predictions"]} == {"malignant"}
+
+
+def test_binary_rows_by_feature_name(api: TestClient) -> None:
+    X, names = cancer_rows(2)
+    as_lists = api.post("/predict", json={"model": "breast_cancer", "instances": X.tolist()}).json()
+    as_objects = [dict(reversed(list(zip(names, row, strict=True)))) for row in X.tolist()]
+    by_name = api.post("/predict", json={"model": "breast_cancer", "instances": as_objects}).json()
+    assert [p["score"] for p in by_name["predictions"]] == [p["score"] for p in as_lists["predictions"]]
+
+
+def test_multiclass_top_k_and_abstention(api: TestClient) -> None:
+    body = api.post("/predict", json=digits_body(3, options={"top_k": 3, "min_confidence": 1.0})).json()
+    for p in body["predictions"]:
+        assert set(p) == {"id", "label", "confidence", "abstained", "top_k"}
+        scores = [item["score"] for item in p["top_k"]]
+        assert scores == sorted(scores, reverse=True) and len(scores) == 3
+        assert p["confidence"] == scores[0]
+        assert p["abstained"] == (p["confidence"] < 1.0)
+        assert (p["label"] is None) == p["abstained"]
+
+
+def test_multilabel_fields(api: TestClient) -> None:
+    for model in ("digit_attributes", "digit_attributes_ovr"):
+        body = api.post("/predict", json={**digits_body(5), "model": model, "options": {"top_k": 2}}).json()
+        assert body["task"] == "multilabel"
+        for p in body["predictions"]:
+            assert set(p) == {"id", "labels", "scores"}
+            assert set(p["scores"]) == {"even", "prime", "large", "loop"}
+            assert len(p["labels"]) == 2
+            assert [p["scores"][label] for label in p["labels"]] == sorted(
+                (p["scores"][label] for label in p["labels"]), reverse=True
+            )
+
+
+def test_hierarchical_fields(api: TestClient) -> None:
+    body = api.post("/predict", json={**digits_body(4), "model": "digit_groups", "options": {"top_k": 2}}).json()
+    for p in body["predictions"]:
+        assert set(p) == {"id", "label", "path", "complete", "top_k"}
+        assert [step["level"] for step in p["path"]] == [0, 1] and p["complete"]
+        assert p["path"][0]["label"] in {"round", "straight", "curvy"}
+        assert p["label"] == p["path"][-1]["label"]
+        assert p["path"][1]["confidence"] == pytest.approx(p["path"][0]["score"] * p["path"][1]["score"])
+        assert len(p["top_k"]) == 2 and p["top_k"][0]["confidence"] >= p["top_k"][1]["confidence"]
+
+
+def test_models_lists_every_served_model(api: TestClient, catalog: dict[str, str]) -> None:
+    models = {m["name"]: m for m in api.get("/models").json()["models"]}
+    assert set(models) == set(catalog)
+    digits = models["digits"]
+    assert digits["task"] == "multiclass" and f"digits:{digits['version']}" == catalog["digits"]
+    assert digits["classes"] == {"count": 10, "names": [str(d) for d in range(10)]}
+    assert digits["features"]["count"] == 64 and digits["features"]["names"][0] == "pixel_0"
+    assert {"accuracy", "macro_f1", "log_loss"} <= set(digits["metrics"])
+    assert models["breast_cancer"]["decision"]["positive_class"] == "malignant"
+    assert api.get("/models/digits").json() == digits
+
+
+def test_pinned_version_is_served(api: TestClient, catalog: dict[str, str]) -> None:
+    response = api.post("/predict", json={**digits_body(1), "model": catalog["digits"]})
+    assert response.status_code == 200 and response.json()["model"] == "digits"
+
+
+# --- the error table ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"model": "digits", "instances": "rows"}, "instances"),
+        ({"model": 7, "instances": [[0] * 64]}, "model"),
+        ({"model": "digits", "instances": [[0] * 64], "extra": 1}, "extra"),
+        ({"model": "digits", "instances": [[0] * 64], "options": {"topk": 1}}, "options.topk"),
+        ({"model": "digits", "instances": [[0] * 64], "options": {"top_k": 0}}, "options.top_k"),
+        ({"model": "digits", "instances": [[0] * 64], "options": {"top_k": "3"}}, "options.top_k"),
+        ({"model": "breast_cancer", "instances": [[0] * 30], "options": {"threshold": 1.5}}, "options.threshold"),
+        ({"model": "digits", "instances": [[0] * 64], "options": {"min_confidence": -0.1}}, "options.min_confidence"),
+        ({"model": "digits", "instances": [[0] * 64], "options": {"threshold": 0.5}}, "options.threshold"),
+        ({"model": "digits", "instances": []}, "instances"),
+        ({"instances": [[0] * 64]}, "model"),
+        ({"model": "digits", "instances": [[0] * 64, [0] * 63]}, "instances[1]"),
+        ({"model": "digits", "instances": [[0] * 64, [0] * 63 + ["x"]]}, "instances[1].pixel_63"),
+        ({"model": "breast_cancer", "instances": [[None] + [0] * 29]}, "instances[0].mean radius"),
+        ({"model": "breast_cancer", "instances": [{"mean radius": 1}]}, "instances[0].mean texture"),
+    ],
+)
+def test_invalid_input(api: TestClient, body: dict[str, Any], field: str) -> None:
+    assert_error(api.post("/predict", json=body), 400, "invalid_input", field)
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"", b"[1, 2]", b'{"model": "digits", "instances": [[1e999]]}'])
+def test_malformed_body(api: TestClient, raw: bytes) -> None:
+    assert_error(api.post("/predict", content=raw), 400, "invalid_input")
+
+
+def test_error_message_says_expected_and_arrived(api: TestClient) -> None:
+    error = assert_error(api.post("/predict", json={"model": "digits", "instances": [[0] * 63]}), 400, "invalid_input")
+    assert "63" in error["message"] and "64" in error["message"]
+
+
+def test_too_many_instances(api: TestClient, reconfigure: Callable[..., None]) -> None:
+    reconfigure(max_batch_rows=3)
+    assert api.post("/predict", json=digits_body(3)).status_code == 200
+    error = assert_error(api.post("/predict", json=digits_body(4)), 400, "invalid_input", "instances")
+    assert "4 rows" in error["message"] and "at most 3" in error["message"]
+
+
+@pytest.mark.parametrize("ref", ["nope", "digits:no-such-version"])
+def test_unknown_model(api: TestClient, ref: str) -> None:
+    error = assert_error(api.post("/predict", json={**digits_body(1), "model": ref}), 404, "unknown_model", "model")
+    assert "digits" in error["message"] and "breast_cancer" in error["message"]
+
+
+def test_unknown_model_card(api: TestClient) -> None:
+    assert_error(api.get("/models/nope"), 404, "unknown_model")
+
+
+def test_payload_too_large(api: TestClient, reconfigure: Callable[..., None]) -> None:
+    reconfigure(max_body_bytes=2048)
+    body = orjson.dumps(digits_body(10))
+    assert len(body) > 2048
+    assert_error(api.post("/predict", content=body), 413, "payload_too_large")
+    chunked = api.post("/predict", content=iter([body[:1500], body[1500:]]))  # no Content-Length
+    assert_error(chunked, 413, "payload_too_large")
+    assert api.post("/predict", json=digits_body(1)).status_code == 200
+
+
+def test_model_that_fails_to_load_is_unavailable_and_others_serve(
+    api: TestClient, reconfigure: Callable[..., None]
+) -> None:
+    reconfigure(models=("digits", "ghost"))
+    assert_error(api.post("/predict", json={**digits_body(1), "model": "ghost"}), 503, "model_unavailable", "model")
+    assert api.post("/predict", json=digits_body(1)).status_code == 200
+    assert_error(api.get("/readyz"), 503, "unavailable")
+    assert api.get("/livez").status_code == 200
+
+
+def test_internal_error_hides_details_and_logs_them(
+    api: TestClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(self: ModelRegistry, request: Any) -> Any:
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(ModelRegistry, "predict", broken)
+    with caplog.at_level(logging.ERROR, logger="service.app"):
+        error = assert_error(api.post("/predict", json=digits_body(1)), 500, "internal")
+    assert "secret" not in error["message"]
+    error_id = error["message"].split()[2].rstrip(";")
+    logged = [r for r in caplog.records if error_id in r.getMessage()]
+    assert logged and logged[0].exc_info is not None
+
+
+def test_client_errors_log_no_traceback(api: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO):
+        api.post("/predict", json={"model": "digits", "instances": [[0] * 3]})
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "code"),
+    [
+        ("GET", "/no/such/path", 404, "not_found"),
+        ("GET", "/predict", 405, "method_not_allowed"),
+    ],
+)
+def test_framework_errors_are_error_objects(api: TestClient, method: str, path: str, status: int, code: str) -> None:
+    assert_error(api.request(method, path), status, code)

@@ -1,0 +1,161 @@
+"""The model store: registering a user's estimator, what its metadata holds, and safe loading."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sklearn
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder
+
+from service.classifiers import InvalidInputError, InvalidModelError, Options
+from service.store import TRUSTED_TYPES, load_model, register_model, save_model
+from tests.helpers import cancer_rows
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+class Memorised(ClassifierMixin, BaseEstimator):
+    """A classifier type of this test module: not in the trusted list, so the store must refuse it."""
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> Memorised:
+        self.classes_ = np.unique(y)
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return np.full((len(X), len(self.classes_)), 1 / len(self.classes_))
+
+
+def cancer_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    X, _ = cancer_rows()
+    from sklearn.datasets import load_breast_cancer
+
+    y = load_breast_cancer().target_names[load_breast_cancer().target]
+    return X[:400], X[400:], y[:400], y[400:]
+
+
+def test_register_user_estimator_records_everything_monitoring_needs() -> None:
+    X_train, X_val, y_train, y_val = cancer_split()
+    estimator = HistGradientBoostingClassifier(max_iter=20, random_state=0).fit(X_train, y_train)
+    tag = register_model(
+        "user_hgb", "binary", estimator, X_val, y_val, X_train=X_train, y_train=y_train, positive_class="malignant"
+    )
+    model = load_model(tag)
+    meta = model.metadata
+    assert meta["task"] == "binary" and meta["classes"] == ["benign", "malignant"]
+    assert meta["sklearn_version"] == sklearn.__version__
+    assert 0 < meta["decision"]["threshold"] < 1 and meta["decision"]["positive_class"] == "malignant"
+    assert {"accuracy", "macro_f1", "log_loss", "ece", "mean_confidence"} <= set(meta["metrics"])
+    assert meta["class_prior"]["malignant"] == pytest.approx(np.mean(y_train == "malignant"))
+    assert sum(meta["prediction_distribution"].values()) == pytest.approx(1.0)
+    assert meta["features"]["names"] == [f"x{i}" for i in range(30)]
+    profile = meta["reference_profile"]["x0"]
+    assert profile["min"] == X_train[:, 0].min() and profile["max"] == X_train[:, 0].max()
+    assert sum(profile["proportions"]) == pytest.approx(1.0) and profile["missing_rate"] == 0.0
+    # HistGradientBoosting handles missing values, so null is accepted and reaches the model as NaN
+    assert meta["features"]["allows_missing"] is True
+    X = model.task.validate([[None] + X_val[0, 1:].tolist()])
+    assert np.isnan(X[0, 0])
+    assert model.task.predict(X, Options()).decided_labels[0] in ("benign", "malignant")
+
+
+def test_model_without_missing_value_support_rejects_null() -> None:
+    X_train, X_val, y_train, y_val = cancer_split()
+    estimator = LogisticRegression(max_iter=5000).fit(X_train, y_train)
+    model = load_model(register_model("user_lr", "binary", estimator, X_val, y_val))
+    with pytest.raises(InvalidInputError, match="x3"):
+        model.task.validate([[1.0, 2.0, 3.0, None] + [0.0] * 26])
+
+
+def test_categorical_pipeline_takes_strings_only_where_encoded() -> None:
+    rng = np.random.default_rng(0)
+    colors = rng.choice(["red", "green", "blue"], 200)
+    size = rng.normal(size=200)
+    X = np.column_stack([colors, size]).astype(object)
+    X[:, 1] = X[:, 1].astype(float)
+    y = np.where((colors == "red") | (size > 1), "yes", "no")
+    pipeline = make_pipeline(
+        ColumnTransformer([("color", OneHotEncoder(handle_unknown="ignore"), [0])], remainder="passthrough"),
+        LogisticRegression(),
+    ).fit(X[:150], y[:150])
+    tag = register_model(
+        "user_categorical",
+        "binary",
+        pipeline,
+        X[150:],
+        y[150:],
+        feature_names=["color", "size"],
+        categorical_features=["color"],
+        positive_class="yes",
+    )
+    model = load_model(tag)
+    assert model.metadata["reference_profile"]["color"]["kind"] == "categorical"
+    rows = model.task.validate([["red", 0.0], {"size": 2.0, "color": "purple"}])
+    assert model.task.predict(rows, Options()).decided_labels[0] == "yes"
+    with pytest.raises(InvalidInputError, match="size"):
+        model.task.validate([["red", "big"]])
+    with pytest.raises(InvalidInputError, match="color"):
+        model.task.validate([[3.0, 1.0]])
+
+
+def test_dataframe_fitted_model_gets_a_dataframe() -> None:
+    pd = pytest.importorskip("pandas")
+    X_train, X_val, y_train, y_val = cancer_split()
+    columns = [f"f{i}" for i in range(30)]
+    estimator = LogisticRegression(max_iter=5000).fit(pd.DataFrame(X_train, columns=columns), y_train)
+    model = load_model(register_model("user_frame", "binary", estimator, pd.DataFrame(X_val, columns=columns), y_val))
+    assert model.metadata["features"]["names"] == columns and model.metadata["features"]["as_frame"]
+    frame = model.task.validate(X_val[:3].tolist())
+    assert list(frame.columns) == columns
+    np.testing.assert_array_equal(
+        model.task.score(frame), estimator.predict_proba(pd.DataFrame(X_val[:3], columns=columns))
+    )
+
+
+def test_untrusted_types_are_refused_unless_listed() -> None:
+    X_train, X_val, y_train, _ = cancer_split()
+    estimator = Memorised().fit(X_train, y_train)
+    metadata = {
+        "classes": ["benign", "malignant"],
+        "features": {"names": [f"x{i}" for i in range(30)]},
+        "decision": {"positive_class": "malignant", "threshold": 0.5},
+        "sklearn_version": sklearn.__version__,
+    }
+    tag = save_model("user_untrusted", "binary", {"model": estimator}, metadata)
+    with pytest.raises(InvalidModelError, match=re.escape(f"{__name__}.Memorised")):
+        load_model(tag)
+    assert load_model(tag, trusted_types=[f"{__name__}.Memorised"]).task.name == "binary"
+
+
+def test_other_sklearn_minor_release_is_refused() -> None:
+    X_train, _, y_train, _ = cancer_split()
+    metadata = {
+        "classes": ["benign", "malignant"],
+        "features": {"names": [f"x{i}" for i in range(30)]},
+        "decision": {"positive_class": "malignant", "threshold": 0.5},
+        "sklearn_version": "1.0.2",
+    }
+    tag = save_model("user_old", "binary", {"model": LogisticRegression().fit(X_train, y_train)}, metadata)
+    with pytest.raises(InvalidModelError, match="1.0.2"):
+        load_model(tag)
+
+
+def test_unknown_task_fails_at_registration() -> None:
+    X_train, X_val, y_train, y_val = cancer_split()
+    with pytest.raises(InvalidModelError, match="unknown task 'ranking'"):
+        register_model("user_rank", "ranking", LogisticRegression().fit(X_train, y_train), X_val, y_val)
+
+
+def test_no_code_path_unpickles_without_a_trusted_list() -> None:
+    sources = [p for folder in ("service", "models") for p in (PROJECT / folder).rglob("*.py")]
+    text = "\n".join(p.read_text() for p in sources)
+    assert not re.search(r"pickle\.loads?\(|joblib\.load\(|cloudpickle|trusted=True", text)
+    assert "skops.io.load(path, trusted=untrusted)" in text
+    assert all(name.startswith("sklearn.") for name in TRUSTED_TYPES)
