@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import bentoml
 import numpy as np
-import pytest
 from starlette.testclient import TestClient
 
 from models.__main__ import main as models_main
 from models.__main__ import servable
 from models.catalog import CATALOG
-from service.app import ClassifierService
 from service.settings import DEFAULT_CATALOG
 from service.store import read_estimators
 from tests.helpers import catalog_rows, digits_rows
 
 ROWS = 60
-
-
-@pytest.fixture(scope="module")
-def api(catalog: dict[str, str]) -> Iterator[TestClient]:
-    with TestClient(ClassifierService.to_asgi()) as test_client:
-        yield test_client
 
 
 def predict(api: TestClient, model: str, X: np.ndarray, **options: Any) -> list[dict[str, Any]]:

@@ -3,44 +3,17 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import bentoml
 import orjson
 import pytest
 from starlette.testclient import TestClient
 
-from service.app import ClassifierService
 from service.serving import ModelRegistry
-from service.settings import Settings
 from tests.helpers import cancer_rows, digits_rows
 
 ERROR_KEYS = {"code", "message"}
-
-
-@pytest.fixture(scope="module")
-def api(catalog: dict[str, str]) -> Iterator[TestClient]:
-    with TestClient(ClassifierService.to_asgi()) as test_client:
-        yield test_client
-
-
-@pytest.fixture
-def reconfigure(api: TestClient) -> Iterator[Callable[..., None]]:
-    """Swap the running service's settings (and the models they load); restored after the test.
-
-    BentoML registers its own metrics once per process, so tests reconfigure the one app instead of
-    building a second one.
-    """
-    service = bentoml.get_current_service()
-    saved = service.settings, service.registry
-
-    def apply(**overrides: Any) -> None:
-        service.settings = Settings(**overrides)
-        service.registry = ModelRegistry.load(service.settings)
-
-    yield apply
-    service.settings, service.registry = saved
 
 
 def assert_error(response: Any, status: int, code: str, field: str | None = None) -> dict[str, Any]:
