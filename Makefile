@@ -24,7 +24,7 @@ catalog: $(STAMP) ## register the default catalog models that the store lacks
 serve: catalog ## serve the configured models on $(HOST):$(PORT)
 	$(VENV)/bin/bentoml serve service.app:ClassifierService --host $(HOST) --port $(PORT)
 
-test: $(STAMP) ## run the whole test suite
+test: lint type ## lint, type check, then run the whole test suite
 	$(PY) -m pytest
 
 lint: $(STAMP) ## ruff lint and format check

@@ -142,7 +142,7 @@ def test_other_sklearn_minor_release_is_refused() -> None:
         "decision": {"positive_class": "malignant", "threshold": 0.5},
         "sklearn_version": "1.0.2",
     }
-    tag = save_model("user_old", "binary", {"model": LogisticRegression().fit(X_train, y_train)}, metadata)
+    tag = save_model("user_old", "binary", {"model": LogisticRegression(max_iter=5000).fit(X_train, y_train)}, metadata)
     with pytest.raises(InvalidModelError, match="1.0.2"):
         load_model(tag)
 
@@ -150,7 +150,7 @@ def test_other_sklearn_minor_release_is_refused() -> None:
 def test_unknown_task_fails_at_registration() -> None:
     X_train, X_val, y_train, y_val = cancer_split()
     with pytest.raises(InvalidModelError, match="unknown task 'ranking'"):
-        register_model("user_rank", "ranking", LogisticRegression().fit(X_train, y_train), X_val, y_val)
+        register_model("user_rank", "ranking", LogisticRegression(max_iter=5000).fit(X_train, y_train), X_val, y_val)
 
 
 def test_no_code_path_unpickles_without_a_trusted_list() -> None:

@@ -59,12 +59,13 @@ class Prediction(ABC):
     @property
     @abstractmethod
     def decided_labels(self) -> list[str | None]:
-        """The decided label per row (the first/most confident one for multilabel), for monitoring."""
+        """Every decided label, for monitoring: one per row (None: abstained); multilabel: one per decided label."""
 
     @property
     @abstractmethod
     def confidence(self) -> np.ndarray:
-        """Top-1 probability per row, as CONTRACT.md's `classifier_prediction_confidence` defines it."""
+        """The confidences CONTRACT.md's `classifier_prediction_confidence` observes: top-1 probability per row
+        (binary: of the decided class; hierarchical: path confidence); multilabel: one per decided label."""
 
 
 class Task(ABC):

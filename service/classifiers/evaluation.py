@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.metrics import accuracy_score, f1_score, log_loss, precision_recall_curve
+from sklearn.metrics import accuracy_score, f1_score, precision_recall_curve
 
 CALIBRATION_BINS = 10
+LOG_LOSS_EPS = 1e-15
 
 
 def tune_threshold(y_true: np.ndarray, p_positive: np.ndarray) -> float:
@@ -38,10 +39,13 @@ def single_label_metrics(
     y_pred_arr = np.asarray(y_pred, dtype=object)
     confidence = proba.max(axis=1)
     correct = y_true_arr == np.asarray(classes, dtype=object)[proba.argmax(axis=1)]
+    column = {name: j for j, name in enumerate(classes)}
+    # by column index: scikit-learn's log_loss assumes columns in sorted label order, and "10" sorts before "2"
+    p_true = proba[np.arange(len(proba)), [column[label] for label in y_true_arr.tolist()]]
     return {
         "accuracy": float(accuracy_score(y_true_arr, y_pred_arr)),
         "macro_f1": float(f1_score(y_true_arr, y_pred_arr, average="macro", labels=list(classes), zero_division=0)),
-        "log_loss": float(log_loss(y_true_arr, proba, labels=list(classes))),
+        "log_loss": float(-np.mean(np.log(np.clip(p_true, LOG_LOSS_EPS, 1.0)))),
         "mean_confidence": float(confidence.mean()),
         "ece": expected_calibration_error(confidence, correct),
     }

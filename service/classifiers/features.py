@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from numbers import Real
 from operator import itemgetter
 from typing import Any
@@ -166,7 +167,7 @@ def _numeric_matrix(values: Sequence[Sequence[Any]], n_features: int) -> np.ndar
         return None
     if array.ndim != 2 or array.shape[1] != n_features:
         return None
-    if array.dtype.kind in "fiu":
+    if array.dtype.kind in "fiu" and bool not in set(map(type, chain.from_iterable(values))):
         return array.astype(np.float64, copy=False)
     return None  # nulls, strings, booleans: the cell-by-cell path says what is wrong
 

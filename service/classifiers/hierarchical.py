@@ -156,7 +156,7 @@ class HierarchicalPrediction(Prediction):
 
 @register_task
 class HierarchicalTask(Task):
-    """Top-down greedy path; `min_confidence` stops it early; `top_k` returns the k best full paths by beam search."""
+    """Top-down greedy path; `min_confidence` stops it early; `top_k` returns the k most confident complete paths."""
 
     name = "hierarchical"
     options = frozenset({"top_k", "min_confidence", "return_probabilities"})
@@ -186,7 +186,7 @@ class HierarchicalTask(Task):
             scores=scores.scores,
             confidences=confidences,
             complete=complete,
-            top_k=None if options.top_k is None else beam_search(self.nodes, scores.X, options.top_k),
+            top_k=None if options.top_k is None else best_paths(self.nodes, scores.X, options.top_k),
             probabilities=_level_probabilities(tree, scores, depth) if options.return_probabilities else None,
         )
 
@@ -259,8 +259,30 @@ def greedy_paths(nodes: NodeClassifiers, X: Any) -> HierarchicalScores:
     return HierarchicalScores(X, path_nodes, path_scores, level_proba)
 
 
-def beam_search(nodes: NodeClassifiers, X: Any, k: int) -> list[list[tuple[list[str], float]]]:
-    """The k most confident complete paths per row; per level only the k best partial paths per row survive."""
+Candidates = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # row, path (candidates x levels), last node, conf
+
+
+def best_paths(nodes: NodeClassifiers, X: Any, k: int) -> list[list[tuple[list[str], float]]]:
+    """The k most confident complete paths per row, exactly.
+
+    A beam of width k finds k complete paths cheaply; the k-th one's confidence is a lower bound on the answer.
+    Confidence never rises down a path, so a second pass that keeps every partial path at or above that bound
+    cannot miss a better one (a plain beam can: a likely leaf under a less likely group).
+    """
+    n = _len(X)
+    row, _, _, conf = _search(nodes, X, lambda found: _best_per_row(found, k))
+    counts = np.bincount(row, minlength=n)
+    kth = conf[np.maximum(np.searchsorted(row, np.arange(n), side="right") - 1, 0)]
+    bound = np.where(counts >= k, kth, 0.0)  # fewer than k paths: the beam saw every path already
+    found = _best_per_row(_search(nodes, X, lambda found: _at_least(found, bound)), k)
+    result: list[list[tuple[list[str], float]]] = [[] for _ in range(n)]
+    for r, path, c in zip(found[0].tolist(), found[1].tolist(), found[3].tolist(), strict=True):
+        result[r].append(([nodes.tree.names[p] for p in path if p >= 0], c))
+    return result
+
+
+def _search(nodes: NodeClassifiers, X: Any, prune: Callable[[Candidates], Candidates]) -> Candidates:
+    """Expand paths level by level from the root, pruning after each level; returns the complete paths."""
     tree = nodes.tree
     n = _len(X)
     row = np.arange(n)
@@ -271,36 +293,36 @@ def beam_search(nodes: NodeClassifiers, X: Any, k: int) -> list[list[tuple[list[
         open_ = ~tree.is_leaf[last]
         if not open_.any():
             break
-        keep = [np.flatnonzero(~open_)]
-        new_row, new_paths, new_last, new_conf = [row[keep[0]]], [paths[keep[0]]], [last[keep[0]]], [conf[keep[0]]]
+        done = np.flatnonzero(~open_)
+        rows, new_paths, lasts, confs = [row[done]], [paths[done]], [last[done]], [conf[done]]
         for node in np.unique(last[open_]).tolist():
-            cands = np.flatnonzero(open_ & (last == node))
-            children, proba = nodes.proba(node, X, row[cands])
-            n_children = len(children)
-            expanded = np.repeat(cands, n_children)
-            child_ids = np.tile(children, len(cands))
+            candidates = np.flatnonzero(open_ & (last == node))
+            children, proba = nodes.proba(node, X, row[candidates])
+            expanded = np.repeat(candidates, len(children))
+            child_ids = np.tile(children, len(candidates))
             block = paths[expanded].copy()
             block[:, level] = child_ids
-            new_row.append(row[expanded])
+            rows.append(row[expanded])
             new_paths.append(block)
-            new_last.append(child_ids)
-            new_conf.append(conf[expanded] * proba.ravel())
-        row, paths = np.concatenate(new_row), np.concatenate(new_paths)
-        last, conf = np.concatenate(new_last), np.concatenate(new_conf)
-        row, paths, last, conf = _best_per_row(row, paths, last, conf, k)
-    result: list[list[tuple[list[str], float]]] = [[] for _ in range(n)]
-    for r, path, c in zip(row.tolist(), paths.tolist(), conf.tolist(), strict=True):
-        result[r].append(([tree.names[p] for p in path if p >= 0], c))
-    return result
+            lasts.append(child_ids)
+            confs.append(conf[expanded] * proba.ravel())
+        found = (np.concatenate(rows), np.concatenate(new_paths), np.concatenate(lasts), np.concatenate(confs))
+        row, paths, last, conf = prune(found)
+    return row, paths, last, conf
 
 
-def _best_per_row(
-    row: np.ndarray, paths: np.ndarray, last: np.ndarray, conf: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _best_per_row(found: Candidates, k: int) -> Candidates:
+    """The k most confident candidates of each row, sorted by row, then confidence descending."""
+    row, paths, last, conf = found
     order = np.lexsort((-conf, row))
     row, paths, last, conf = row[order], paths[order], last[order], conf[order]
-    first_of_row = np.searchsorted(row, row, side="left")
-    keep = (np.arange(len(row)) - first_of_row) < k
+    keep = (np.arange(len(row)) - np.searchsorted(row, row, side="left")) < k
+    return row[keep], paths[keep], last[keep], conf[keep]
+
+
+def _at_least(found: Candidates, bound: np.ndarray) -> Candidates:
+    row, paths, last, conf = found
+    keep = conf >= bound[row]
     return row[keep], paths[keep], last[keep], conf[keep]
 
 
@@ -346,7 +368,7 @@ def fit_hierarchy(
         if len(tree.children[node]) < 2:
             continue
         depth = int(tree.depth[node])
-        rows = np.array([i for i, p in enumerate(paths) if (p[depth - 1] if depth else 0) == node and len(p) > depth])
+        rows = np.array([i for i, p in enumerate(paths) if len(p) > depth and (p[depth - 1] if depth else 0) == node])
         if len(rows) == 0:
             raise InvalidModelError(f"no training rows reach node '{name}'")
         targets = [tree.names[paths[i][depth]] for i in rows.tolist()]

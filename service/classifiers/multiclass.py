@@ -14,15 +14,21 @@ from .evaluation import shares, single_label_metrics
 
 
 def top_k_indices(proba: np.ndarray, k: int) -> np.ndarray:
-    """Column indices of the k highest scores per row, best first; ties go to the lower column."""
-    k = min(k, proba.shape[1])
-    if k < proba.shape[1]:
-        candidates = np.argpartition(-proba, k - 1, axis=1)[:, :k]
-    else:
-        candidates = np.broadcast_to(np.arange(k), proba.shape).copy()
-    scores = np.take_along_axis(proba, candidates, axis=1)
-    order = np.lexsort((candidates, -scores), axis=-1)
-    return np.take_along_axis(candidates, order, axis=1)
+    """Column indices of the k highest scores per row, best first; ties go to the lower column.
+
+    A partition finds each row's k-th score in linear time; of the columns tied at that score, the lowest
+    ones fill the remaining places, so the choice never depends on the partition's arbitrary tie order.
+    """
+    n_rows, n_columns = proba.shape
+    k = min(k, n_columns)
+    kth = -np.partition(-proba, k - 1, axis=1)[:, k - 1 : k]
+    above = proba > kth
+    tied = proba == kth
+    places_left = k - above.sum(axis=1, keepdims=True)
+    chosen = above | (tied & (np.cumsum(tied, axis=1) <= places_left))
+    columns = np.nonzero(chosen)[1].reshape(n_rows, k)  # ascending column order within each row
+    order = np.argsort(-np.take_along_axis(proba, columns, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(columns, order, axis=1)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,138 @@
+"""Fitted scikit-learn-compatible fakes whose probabilities are read from the input itself.
+
+Tests put the exact probabilities they want into `X` and hand-compute the decision the task must take.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.validation import check_is_fitted
+
+from service.classifiers import FeatureSchema
+
+
+class FixedProba(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
+    """`predict_proba(X)` is `X[:, offset : offset + n_classes]`, columns in `classes_` order.
+
+    `classes` fixes `classes_` (and so the column order); without it `fit` takes `np.unique(y)`.
+    """
+
+    def __init__(self, classes: Sequence[Any] | None = None, offset: int = 0) -> None:
+        self.classes = classes
+        self.offset = offset
+
+    def fit(self, X: Any, y: Any) -> FixedProba:
+        self.classes_ = np.asarray(self.classes if self.classes is not None else np.unique(np.asarray(y)))
+        self.n_features_in_ = np.asarray(X).shape[1]
+        return self
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        check_is_fitted(self)
+        matrix = np.asarray(X, dtype=np.float64)
+        return matrix[:, self.offset : self.offset + len(self.classes_)]
+
+    def predict(self, X: Any) -> np.ndarray:
+        return np.asarray(self.classes_[self.predict_proba(X).argmax(axis=1)])
+
+
+class CountingProba(FixedProba):
+    """A `FixedProba` that records the number of rows of every `predict_proba` call in `calls_`."""
+
+    def fit(self, X: Any, y: Any) -> CountingProba:
+        super().fit(X, y)
+        self.calls_: list[int] = []
+        return self
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        self.calls_.append(len(X))
+        return super().predict_proba(X)
+
+
+class OneColumnBinary(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
+    """A binary estimator with `classes_ == [0, 1]` whose P(1) is column `column` of `X`."""
+
+    def __init__(self, column: int = 0) -> None:
+        self.column = column
+
+    def fit(self, X: Any, y: Any) -> OneColumnBinary:
+        self.classes_ = np.array([0, 1])
+        self.n_features_in_ = np.asarray(X).shape[1]
+        return self
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        check_is_fitted(self)
+        p = np.asarray(X, dtype=np.float64)[:, self.column]
+        return np.column_stack([1.0 - p, p])
+
+
+class FixedMultiOutput(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
+    """A multi-output estimator in scikit-learn's form: `classes_` is one `[0, 1]` array per output and
+    `predict_proba` a list of (rows, 2) arrays whose P(1) for output j is column `offset + j` of `X`."""
+
+    def __init__(self, n_outputs: int = 2, offset: int = 0) -> None:
+        self.n_outputs = n_outputs
+        self.offset = offset
+
+    def fit(self, X: Any, y: Any) -> FixedMultiOutput:
+        self.classes_ = [np.array([0, 1]) for _ in range(self.n_outputs)]
+        self.n_features_in_ = np.asarray(X).shape[1]
+        return self
+
+    def predict_proba(self, X: Any) -> list[np.ndarray]:
+        check_is_fitted(self)
+        matrix = np.asarray(X, dtype=np.float64)
+        return [
+            np.column_stack([1.0 - matrix[:, self.offset + j], matrix[:, self.offset + j]])
+            for j in range(self.n_outputs)
+        ]
+
+
+class RecordingFit(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
+    """Remembers what it was fitted on (`X_`, `y_`); for checking which rows a trainer hands each node."""
+
+    def fit(self, X: Any, y: Any) -> RecordingFit:
+        self.X_ = np.asarray(X)
+        self.y_ = [str(v) for v in y]
+        self.classes_ = np.unique(np.asarray(self.y_))
+        return self
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        return np.full((len(X), len(self.classes_)), 1.0 / len(self.classes_))
+
+
+_DUMMY_X = np.zeros((1, 1))
+
+
+def fixed_proba(classes: Sequence[Any], offset: int = 0) -> FixedProba:
+    """A fitted `FixedProba` with `classes_ == classes`."""
+    return FixedProba(classes=list(classes), offset=offset).fit(_DUMMY_X, [classes[0]])
+
+
+def counting_proba(classes: Sequence[Any], offset: int = 0) -> CountingProba:
+    """A fitted `CountingProba` with `classes_ == classes`."""
+    return CountingProba(classes=list(classes), offset=offset).fit(_DUMMY_X, [classes[0]])
+
+
+def one_column_binary(column: int) -> OneColumnBinary:
+    """A fitted `OneColumnBinary` reading P(1) from `column`."""
+    return OneColumnBinary(column).fit(_DUMMY_X, [0])
+
+
+def multi_output(n_outputs: int, offset: int = 0) -> FixedMultiOutput:
+    """A fitted `FixedMultiOutput` with `n_outputs` outputs."""
+    return FixedMultiOutput(n_outputs, offset).fit(_DUMMY_X, np.zeros((1, n_outputs)))
+
+
+def features(n: int, prefix: str = "f") -> dict[str, Any]:
+    """Feature metadata for `n` numeric features named `f0`, `f1`, ..."""
+    return FeatureSchema(names=tuple(f"{prefix}{i}" for i in range(n))).to_metadata()
+
+
+def binary_rows(p_positive: Sequence[float], positive_column: int = 1) -> np.ndarray:
+    """Rows `[1 - p, p]` (or `[p, 1 - p]` when the positive class is column 0) for a binary `FixedProba`."""
+    p = np.asarray(p_positive, dtype=np.float64)
+    return np.column_stack([1.0 - p, p] if positive_column == 1 else [p, 1.0 - p])
