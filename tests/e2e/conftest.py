@@ -40,12 +40,20 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Base URL of a served default catalog; the catalog is registered by `python -m models ensure`."""
+def e2e_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Environment of a fresh BentoML home holding the catalog, registered by `python -m models ensure`."""
     home = tmp_path_factory.mktemp("e2e-bentoml")
     env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "True"}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # bentoml serve sets its own per server
     subprocess.run([sys.executable, "-m", "models", "ensure"], cwd=PROJECT, env=env, check=True)
+    return env
+
+
+@pytest.fixture(scope="session")
+def server(e2e_env: dict[str, str]) -> Iterator[str]:
+    """Base URL of a `bentoml serve` of the default catalog."""
+    env = e2e_env
+    home = Path(env["BENTOML_HOME"])
     port = free_port()
     log = home / "serve.log"
     with log.open("wb") as out:
