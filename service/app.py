@@ -7,8 +7,10 @@ its request parsing (strict, orjson) and every error body; BentoML provides the 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,6 +24,8 @@ from starlette.routing import Route
 from .classifiers import InvalidInputError
 from .errors import PayloadTooLargeError, classify, error_body
 from .middleware import ErrorBodyMiddleware
+from .monitoring.metrics import NO_MODEL, shared_metrics
+from .monitoring.monitor import Heartbeat
 from .schemas import parse_predict_request
 from .serving import ModelRegistry
 from .settings import Settings
@@ -46,16 +50,33 @@ def error_response(exc: Exception, request: Request) -> Response:
     return json_response(error_body(kind.code, message, getattr(exc, "field", None)), kind.status)
 
 
-def endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-    """A Starlette endpoint that answers JSON and turns every exception into CONTRACT.md's error body."""
+def endpoint(verb: str, route: str, handler: Handler) -> Route:
+    """A route that answers JSON, turns every exception into CONTRACT.md's error body, and is measured.
+
+    Handlers set `request.state.model` once they know which served model the request is for.
+    """
 
     async def run(request: Request) -> Response:
+        service: ClassifierService = bentoml.get_current_service()
+        metrics = service.metrics
+        request.state.model = NO_MODEL
+        in_flight = metrics.in_flight.labels(endpoint=route)
+        in_flight.inc()
+        started = time.perf_counter()
         try:
-            return json_response(await handler(request, bentoml.get_current_service()))
+            response = json_response(await handler(request, service))
+            code = "ok"
         except Exception as exc:  # noqa: BLE001 -- the error table decides; unknown errors become `internal`
-            return error_response(exc, request)
+            response = error_response(exc, request)
+            code = classify(exc).code
+        finally:
+            in_flight.dec()
+        model = request.state.model
+        metrics.requests.labels(model=model, endpoint=route, code=code).inc()
+        metrics.request_duration.labels(model=model, endpoint=route).observe(time.perf_counter() - started)
+        return response
 
-    return run
+    return Route(route, run, methods=[verb])
 
 
 async def read_json(request: Request, max_bytes: int) -> Any:
@@ -69,16 +90,22 @@ async def read_json(request: Request, max_bytes: int) -> Any:
         if size > max_bytes:
             raise PayloadTooLargeError(f"the body is over {max_bytes} bytes; at most {max_bytes} are accepted")
         chunks.append(chunk)
+    body = b"".join(chunks)
     try:
-        return orjson.loads(b"".join(chunks))
+        return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise InvalidInputError(
-            f"the body is not valid JSON ({exc}); expected a JSON object, numbers finite (null marks a missing value)"
-        ) from None
+        error = exc
+    try:
+        # Python's json writes NaN and Infinity, a common client bug: parse them so that validation names the
+        # row and feature, and monitoring counts them as non-finite inputs
+        return json.loads(body)
+    except ValueError:
+        raise InvalidInputError(f"the body is not valid JSON ({error}); expected a JSON object") from None
 
 
 async def predict(request: Request, service: ClassifierService) -> Any:
     body = parse_predict_request(await read_json(request, service.settings.max_body_bytes))
+    request.state.model = service.registry.model_label(body.model)
     return service.registry.predict(body)
 
 
@@ -87,14 +114,16 @@ async def list_models(request: Request, service: ClassifierService) -> Any:
 
 
 async def get_model(request: Request, service: ClassifierService) -> Any:
-    return service.registry.describe(request.path_params["name"])
+    name = request.path_params["name"]
+    request.state.model = service.registry.model_label(name)
+    return service.registry.describe(name)
 
 
 api = Starlette(
     routes=[
-        Route("/predict", endpoint(predict), methods=["POST"]),
-        Route("/models", endpoint(list_models), methods=["GET"]),
-        Route("/models/{name:path}", endpoint(get_model), methods=["GET"]),
+        endpoint("POST", "/predict", predict),
+        endpoint("GET", "/models", list_models),
+        endpoint("GET", "/models/{name}", get_model),
     ]
 )
 
@@ -106,10 +135,16 @@ class ClassifierService:
 
     def __init__(self) -> None:
         self.settings = Settings()
-        self.registry = ModelRegistry.load(self.settings)
+        self.metrics = shared_metrics()
+        self.registry = ModelRegistry.load(self.settings, self.metrics)
+        self.heartbeat = Heartbeat(self.metrics, self.settings.heartbeat_seconds)
 
     def __is_ready__(self) -> bool:
         return self.registry.ready
+
+    def __metrics__(self, text: str) -> str:
+        """BentoML's `/metrics` text (every worker's counters, summed) plus the drift gauges, computed now."""
+        return text + self.registry.drift_exposition()
 
 
 ClassifierService.add_asgi_middleware(ErrorBodyMiddleware)  # type: ignore[attr-defined]

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from .classifiers import InvalidInputError, InvalidModelError
 from .errors import ModelUnavailableError, UnknownModelError
+from .monitoring.metrics import NO_MODEL, Metrics
+from .monitoring.monitor import ModelMonitor, MonitoringConfig, render_drift, window_directory
 from .schemas import PredictRequest
 from .settings import Settings
 from .store import LoadedModel, load_model
@@ -24,17 +27,31 @@ def prediction_ids(count: int) -> list[str]:
     return [f"{prefix}-{i}" for i in range(count)]
 
 
+def monitoring_config(settings: Settings) -> MonitoringConfig:
+    return MonitoringConfig(
+        monitored_features=settings.monitored_features,
+        monitored_labels=settings.monitored_labels,
+        drift_window_seconds=settings.drift_window_seconds,
+        drift_slots=settings.drift_slots,
+        drift_min_rows=settings.drift_min_rows,
+    )
+
+
 @dataclass
 class ModelRegistry:
-    """Models configured for this worker: the loaded ones and, for the others, why they failed."""
+    """Models configured for this worker: the loaded ones with their monitors and, for the others, why they failed."""
 
     settings: Settings
+    metrics: Metrics
     loaded: dict[str, LoadedModel] = field(default_factory=dict)
+    monitors: dict[str, ModelMonitor] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, settings: Settings) -> ModelRegistry:
-        registry = cls(settings)
+    def load(cls, settings: Settings, metrics: Metrics) -> ModelRegistry:
+        registry = cls(settings, metrics)
+        config = monitoring_config(settings)
+        directory = window_directory()
         for entry in settings.models:
             name, _, version = entry.partition(":")
             try:
@@ -42,18 +59,20 @@ class ModelRegistry:
             except InvalidModelError as exc:
                 logger.error("model %s failed to load: %s", entry, exc)
                 registry.failed[name] = str(exc)
-            else:
-                registry.loaded[name] = model
-                logger.info("serving %s (%s)", model.tag, model.metadata["task"])
+                continue
+            registry.loaded[name] = model
+            registry.monitors[name] = ModelMonitor(name, model.version, model.metadata, metrics, config, directory)
+            logger.info("serving %s (%s)", model.tag, model.metadata["task"])
         return registry
 
     @property
     def ready(self) -> bool:
         return not self.failed
 
-    @property
-    def names(self) -> list[str]:
-        return sorted([*self.loaded, *self.failed])
+    def model_label(self, ref: str) -> str:
+        """The `model` metric label for a requested name: the configured name, or `none` (label values stay bounded)."""
+        name = ref.partition(":")[0]
+        return name if name in self.loaded or name in self.failed else NO_MODEL
 
     def resolve(self, ref: str) -> LoadedModel:
         """The served model for `name` or `name:version`."""
@@ -70,16 +89,29 @@ class ModelRegistry:
         return model
 
     def predict(self, request: PredictRequest) -> dict[str, Any]:
-        """Answer one predict request (CONTRACT.md's response body)."""
+        """Answer one predict request (CONTRACT.md's response body), monitoring inputs and decisions."""
         model = self.resolve(request.model)
-        if len(request.instances) > self.settings.max_batch_rows:
-            raise InvalidInputError(
-                f"'instances' has {len(request.instances)} rows; at most {self.settings.max_batch_rows} are accepted",
-                field="instances",
-            )
-        options = request.options.to_options()
+        monitor = self.monitors[model.name]
         task = model.task
-        prediction = task.predict(task.validate(request.instances), options)
+        try:
+            if len(request.instances) > self.settings.max_batch_rows:
+                raise InvalidInputError(
+                    f"'instances' has {len(request.instances)} rows; "
+                    f"at most {self.settings.max_batch_rows} are accepted",
+                    field="instances",
+                )
+            options = request.options.to_options()
+            task.check_options(options)
+            X = task.validate(request.instances)
+        except InvalidInputError as exc:
+            monitor.observe_rejected(len(request.instances), exc.issues)
+            raise
+        monitor.observe_accepted(X)
+        started = time.perf_counter()
+        scores = task.score(X)
+        monitor.observe_inference(time.perf_counter() - started, len(request.instances))
+        prediction = task.decide(scores, options)
+        monitor.observe_prediction(prediction.observations())
         predictions = []
         for prediction_id, record in zip(prediction_ids(len(prediction)), prediction.records(), strict=True):
             record["id"] = prediction_id
@@ -94,18 +126,21 @@ class ModelRegistry:
 
     def describe(self, name: str) -> dict[str, Any]:
         """One model's card for `GET /models/{name}`."""
-        model = self.resolve(name)
-        return describe_model(model)
+        return describe_model(self.resolve(name))
 
     def describe_all(self) -> list[dict[str, Any]]:
         return [describe_model(self.loaded[name]) for name in sorted(self.loaded)]
+
+    def drift_exposition(self) -> str:
+        """Scrape-time drift gauges of every served model."""
+        return render_drift(self.monitors.values())
 
 
 def describe_model(model: LoadedModel) -> dict[str, Any]:
     meta = model.metadata
     classes = list(meta["classes"])
     features = meta["features"]
-    card: dict[str, Any] = {
+    return {
         "name": model.name,
         "version": model.version,
         "task": meta["task"],
@@ -122,4 +157,3 @@ def describe_model(model: LoadedModel) -> dict[str, Any]:
         "decision": meta["decision"],
         "options": sorted(model.task.options),
     }
-    return card

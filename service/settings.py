@@ -23,6 +23,12 @@ class Settings(BaseSettings):
     trusted_types: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="extra fully-qualified types trusted when loading skops files"
     )
+    monitored_features: int = Field(20, ge=1, description="features per model tracked for drift (most important first)")
+    monitored_labels: int = Field(20, ge=1, description="labels per model and level with their own series; rest: other")
+    drift_window_seconds: float = Field(1800.0, gt=0, description="the drift window: PSI of the last this many seconds")
+    drift_slots: int = Field(30, ge=1, le=3600, description="time slots the drift window slides by")
+    drift_min_rows: int = Field(100, ge=1, description="fewer rows in the window: PSI is NaN (too noisy to alert on)")
+    heartbeat_seconds: float = Field(5.0, gt=0, description="how often each worker sets its heartbeat gauge")
 
     @field_validator("models", "trusted_types", mode="before")
     @classmethod

@@ -21,6 +21,7 @@ import skops.io
 
 from .classifiers import FeatureSchema, InvalidModelError, Task, get_task, profile_features
 from .classifiers.base import Description
+from .classifiers.evaluation import feature_sensitivity
 
 logger = logging.getLogger(__name__)
 
@@ -163,17 +164,20 @@ def register_model(
     )
     reference_X = X_val if X_train is None else X_train
     reference_y = y_val if y_train is None else y_train
-    metadata = {
+    metadata: dict[str, Any] = {
         "classes": description.classes,
         "features": features.to_metadata(),
         "decision": description.decision,
         "metrics": description.metrics,
         "class_prior": task_cls.label_distribution(reference_y, description.classes),
         "prediction_distribution": description.prediction_distribution,
+        "level_distribution": description.level_distribution,
         "reference_profile": profile_features(reference_X, names, features.categorical),
         "trained_at": (trained_at or datetime.now(UTC)).isoformat(),
         "sklearn_version": sklearn.__version__,
     }
+    sensitivity = feature_sensitivity(task_cls(estimators, metadata), X_val)
+    metadata["monitored_features"] = [names[j] for j in np.argsort(-sensitivity, kind="stable").tolist()]
     tag = save_model(name, task, estimators, metadata)
     load_model(tag)  # a model that cannot be served fails here, at registration, not at start-up
     return tag

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -38,12 +38,44 @@ class Options:
 
 @dataclass(frozen=True)
 class Description:
-    """What registration learns about a model on its validation set, stored in its metadata."""
+    """What registration learns about a model on its validation set, stored in its metadata.
+
+    `prediction_distribution` is the share of each class among validation decisions (multilabel: the rate of
+    each label); `level_distribution` the same per level of a hierarchy, empty for flat tasks.
+    """
 
     classes: list[str]
     decision: dict[str, Any]
     metrics: dict[str, Any]
-    prediction_distribution: dict[str, Any]
+    prediction_distribution: dict[str, float]
+    level_distribution: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Observations:
+    """What monitoring observes of a batch of decisions: plain arrays and label strings, no classifier objects.
+
+    Attributes:
+        labels: decided labels by level: `""` for flat tasks (multilabel: every decided label), `"0"`, `"1"`, …
+            for the levels of a hierarchical path.
+        drift_labels: the decisions whose distribution is compared with `prediction_distribution`
+            (None where there is no decision: abstained, or a path that stopped early).
+        confidence: see `Prediction.confidence`.
+        margin: top-1 minus top-2 probability per row, where the task has one.
+        abstentions: rows with no label.
+        labels_per_instance: multilabel: labels decided per row.
+        path_depth: hierarchical: levels decided per row.
+        incomplete_paths: hierarchical: paths that stopped before a leaf.
+    """
+
+    labels: Mapping[str, Sequence[str | None]]
+    drift_labels: Sequence[str | None]
+    confidence: np.ndarray
+    margin: np.ndarray | None = None
+    abstentions: int = 0
+    labels_per_instance: np.ndarray | None = None
+    path_depth: np.ndarray | None = None
+    incomplete_paths: int = 0
 
 
 class Prediction(ABC):
@@ -66,6 +98,16 @@ class Prediction(ABC):
     def confidence(self) -> np.ndarray:
         """The confidences CONTRACT.md's `classifier_prediction_confidence` observes: top-1 probability per row
         (binary: of the decided class; hierarchical: path confidence); multilabel: one per decided label."""
+
+    def observations(self) -> Observations:
+        """The batch as monitoring sees it; tasks with more to say (margin, depth) override this."""
+        labels = self.decided_labels
+        return Observations(
+            labels={"": labels},
+            drift_labels=labels,
+            confidence=self.confidence,
+            abstentions=sum(label is None for label in labels),
+        )
 
 
 class Task(ABC):
@@ -110,6 +152,10 @@ class Task(ABC):
         """Score and decide one request."""
         self.check_options(options)
         return self.decide(self.score(X), options)
+
+    def score_matrix(self, X: Any) -> np.ndarray:
+        """The scores of `X` as a rows x k float matrix, for sensitivity analysis at registration."""
+        return np.asarray(self.score(X), dtype=np.float64)
 
     @classmethod
     @abstractmethod

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Description, Options, Prediction, Task, check_probabilities, class_names, register_task
+from .base import Description, Observations, Options, Prediction, Task, check_probabilities, class_names, register_task
 from .errors import InvalidModelError
 from .evaluation import shares, single_label_metrics, tune_threshold
 
@@ -39,6 +39,12 @@ class BinaryPrediction(Prediction):
     def confidence(self) -> np.ndarray:
         positive = self.score >= self.threshold
         return np.where(positive, self.score, 1.0 - self.score)
+
+    def observations(self) -> Observations:
+        labels = self.decided_labels
+        return Observations(
+            labels={"": labels}, drift_labels=labels, confidence=self.confidence, margin=np.abs(2 * self.score - 1)
+        )
 
 
 @register_task

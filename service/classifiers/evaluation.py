@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_curve
+
+if TYPE_CHECKING:
+    from .base import Task
 
 CALIBRATION_BINS = 10
 LOG_LOSS_EPS = 1e-15
@@ -49,6 +53,26 @@ def single_label_metrics(
         "mean_confidence": float(confidence.mean()),
         "ece": expected_calibration_error(confidence, correct),
     }
+
+
+def feature_sensitivity(task: Task, X: Any, seed: int = 0) -> np.ndarray:
+    """Per feature, the mean absolute change of the model's scores when that column is shuffled.
+
+    A label-free, task-agnostic importance: it ranks the features that drift monitoring tracks first.
+    """
+    rng = np.random.default_rng(seed)
+    base = task.score_matrix(X)
+    n_rows, n_features = np.shape(X)
+    order = rng.permutation(n_rows)
+    sensitivity = np.zeros(n_features)
+    for j in range(n_features):
+        shuffled = X.copy()
+        if hasattr(shuffled, "iloc"):  # a DataFrame
+            shuffled.iloc[:, j] = X.iloc[order, j].to_numpy()
+        else:
+            shuffled[:, j] = X[order, j]
+        sensitivity[j] = np.abs(task.score_matrix(shuffled) - base).mean()
+    return sensitivity
 
 
 def shares(labels: Sequence[str | None], names: Sequence[str]) -> dict[str, float]:

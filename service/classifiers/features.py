@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
@@ -13,6 +14,10 @@ from typing import Any
 import numpy as np
 
 from .errors import InvalidInputError
+
+# Data-quality fault kinds found while validating (monitoring adds out_of_range and unseen_category).
+MISSING = "missing"
+NON_FINITE = "non_finite"
 
 
 @dataclass(frozen=True)
@@ -106,48 +111,62 @@ class FeatureSchema:
         finite = np.isfinite(matrix)
         if not finite.all():
             bad_rows, bad_cols = np.nonzero(~finite)
+            counts = np.bincount(bad_cols, minlength=len(self.names))
+            issues = {(self.names[j], NON_FINITE): int(counts[j]) for j in np.flatnonzero(counts).tolist()}
             i, j = int(bad_rows[0]), int(bad_cols[0])
-            self._reject_value(i, j, values[i][j])
+            raise self._rejection(i, j, values[i][j], issues)
 
     def _validate_cells(self, values: Sequence[Sequence[Any]]) -> Any:
-        """The slow path for rows with nulls, strings or faults: checks each cell."""
+        """The slow path for rows with nulls, strings or faults: checks every cell, counting data-quality faults."""
         n = len(self.names)
         categorical = [name in self.categorical for name in self.names]
         out = np.empty((len(values), n), dtype=object if self.categorical else np.float64)
+        first: InvalidInputError | None = None
+        issues: Counter[tuple[str, str]] = Counter()
         for i, row in enumerate(values):
             if len(row) != n:
-                raise InvalidInputError(
+                first = first or InvalidInputError(
                     f"row {i} has {len(row)} values; the model expects {n}", field=f"instances[{i}]"
                 )
+                continue
             for j, value in enumerate(row):
                 if value is None:
                     if not self.allows_missing:
-                        self._reject_value(i, j, value)
+                        issues[self.names[j], MISSING] += 1
+                        first = first or self._rejection(i, j, value)
                     out[i, j] = np.nan
                 elif isinstance(value, str):
-                    if not categorical[j]:
-                        self._reject_value(i, j, value)
-                    out[i, j] = value
+                    if categorical[j]:
+                        out[i, j] = value
+                    else:
+                        first = first or self._rejection(i, j, value)
                 elif isinstance(value, Real) and not isinstance(value, bool):
-                    if categorical[j] or not math.isfinite(value):
-                        self._reject_value(i, j, value)
+                    if not math.isfinite(value):
+                        issues[self.names[j], NON_FINITE] += 1
+                        first = first or self._rejection(i, j, value)
+                    elif categorical[j]:
+                        first = first or self._rejection(i, j, value)
                     out[i, j] = float(value)
                 else:
-                    self._reject_value(i, j, value)
+                    first = first or self._rejection(i, j, value)
+        if first is not None:
+            raise InvalidInputError(first.message, first.field, dict(issues))
         return self._frame(out) if self.as_frame else out
 
-    def _reject_value(self, i: int, j: int, value: Any) -> None:
+    def _rejection(
+        self, i: int, j: int, value: Any, issues: Mapping[tuple[str, str], int] | None = None
+    ) -> InvalidInputError:
+        """The error for cell (i, j): it names the row and the feature and says what was expected."""
         name = self.names[j]
         field = f"instances[{i}].{name}"
         kind = "a category (string)" if name in self.categorical else "a finite number"
         if value is None:
-            raise InvalidInputError(
-                f"row {i} feature '{name}' is null; this model takes no missing values, expected {kind}",
-                field=field,
-            )
-        if isinstance(value, str) and name not in self.categorical:
-            raise InvalidInputError(f"row {i} feature '{name}' is the string {value!r}; expected a number", field=field)
-        raise InvalidInputError(f"row {i} feature '{name}' is {_describe(value)}; expected {kind}", field=field)
+            message = f"row {i} feature '{name}' is null; this model takes no missing values, expected {kind}"
+        elif isinstance(value, str) and name not in self.categorical:
+            message = f"row {i} feature '{name}' is the string {value!r}; expected a number"
+        else:
+            message = f"row {i} feature '{name}' is {_describe(value)}; expected {kind}"
+        return InvalidInputError(message, field=field, issues=issues)
 
     def _frame(self, matrix: np.ndarray) -> Any:
         import pandas as pd  # only models fitted on DataFrames need it

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import f1_score
 
-from .base import Description, Options, Prediction, Task, check_probabilities, class_names, register_task
+from .base import Description, Observations, Options, Prediction, Task, check_probabilities, class_names, register_task
 from .errors import InvalidModelError
 from .evaluation import expected_calibration_error, shares
 
@@ -153,6 +153,21 @@ class HierarchicalPrediction(Prediction):
         conf = self.confidences[np.arange(len(self.nodes)), np.maximum(depth - 1, 0)]
         return np.where(depth > 0, conf, 0.0)
 
+    def observations(self) -> Observations:
+        names = np.array([*self.names, None], dtype=object)  # node -1 (past the decided depth) maps to None
+        by_level = {str(level): names[self.nodes[:, level]].tolist() for level in range(self.nodes.shape[1])}
+        depth = (self.nodes >= 0).sum(axis=1)
+        leaves = np.array(self.decided_labels, dtype=object)
+        leaves[~self.complete] = None
+        return Observations(
+            labels=by_level,
+            drift_labels=leaves.tolist(),
+            confidence=self.confidence,
+            abstentions=int((depth == 0).sum()),
+            path_depth=depth,
+            incomplete_paths=int((~self.complete).sum()),
+        )
+
 
 @register_task
 class HierarchicalTask(Task):
@@ -170,6 +185,10 @@ class HierarchicalTask(Task):
 
     def score(self, X: Any) -> HierarchicalScores:
         return greedy_paths(self.nodes, X)
+
+    def score_matrix(self, X: Any) -> np.ndarray:
+        matrix: np.ndarray = np.nan_to_num(self.score(X).scores)
+        return matrix
 
     def decide(self, scores: HierarchicalScores, options: Options) -> HierarchicalPrediction:
         tree = self.tree
@@ -213,7 +232,7 @@ class HierarchicalTask(Task):
         correct = np.asarray(predicted, dtype=object) == np.asarray(y, dtype=object)
         true_path_proba = _path_probability(nodes, X_val, true_paths)
         passed = np.zeros(len(tree.names))
-        np.add.at(passed, greedy.nodes[greedy.nodes >= 0], 1.0)
+        np.add.at(passed, greedy.nodes[greedy.nodes >= 0], 1.0 / len(y))  # share of rows passing each node
         metrics = {
             "accuracy": float(correct.mean()),
             "macro_f1": float(f1_score(y, predicted, average="macro", labels=tree.leaves, zero_division=0)),
@@ -226,7 +245,11 @@ class HierarchicalTask(Task):
             classes=tree.leaves,
             decision={"hierarchy": {k: [str(c) for c in v] for k, v in params["hierarchy"].items()}},
             metrics=metrics,
-            prediction_distribution={name: float(passed[i] / len(y)) for i, name in enumerate(tree.names) if i},
+            prediction_distribution=shares(predicted, tree.leaves),
+            level_distribution=[
+                {tree.names[node]: float(passed[node]) for node in np.flatnonzero(tree.depth == level + 1).tolist()}
+                for level in range(tree.max_depth)
+            ],
         )
 
     @classmethod

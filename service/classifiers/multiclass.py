@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Description, Options, Prediction, Task, check_probabilities, class_names, register_task
+from .base import Description, Observations, Options, Prediction, Task, check_probabilities, class_names, register_task
 from .errors import InvalidModelError
 from .evaluation import shares, single_label_metrics
 
@@ -67,6 +67,18 @@ class MulticlassPrediction(Prediction):
     @property
     def confidence(self) -> np.ndarray:
         return self.top1
+
+    def observations(self) -> Observations:
+        labels = self.decided_labels
+        one_class = self.proba.shape[1] < 2
+        second = np.zeros(len(self)) if one_class else -np.partition(-self.proba, 1, axis=1)[:, 1]
+        return Observations(
+            labels={"": labels},
+            drift_labels=labels,
+            confidence=self.top1,
+            margin=self.top1 - second,
+            abstentions=int(self.abstained.sum()),
+        )
 
 
 @register_task

@@ -14,7 +14,16 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import f1_score, log_loss
 
-from .base import Description, Options, Prediction, Task, check_probabilities, positive_column, register_task
+from .base import (
+    Description,
+    Observations,
+    Options,
+    Prediction,
+    Task,
+    check_probabilities,
+    positive_column,
+    register_task,
+)
 from .errors import InvalidInputError, InvalidModelError
 from .evaluation import expected_calibration_error, tune_threshold
 from .multiclass import top_k_indices
@@ -73,6 +82,15 @@ class MultilabelPrediction(Prediction):
     def confidence(self) -> np.ndarray:
         chosen: np.ndarray = self.proba[self.decided]
         return chosen
+
+    def observations(self) -> Observations:
+        labels = self.decided_labels
+        return Observations(
+            labels={"": labels},
+            drift_labels=labels,
+            confidence=self.confidence,
+            labels_per_instance=self.decided.sum(axis=1),
+        )
 
 
 @register_task

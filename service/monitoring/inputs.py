@@ -1,0 +1,128 @@
+"""Input monitoring against the training reference profile: drift bins and data-quality faults."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+OTHER_FEATURE = "other"
+MISSING = "missing"
+OUT_OF_RANGE = "out_of_range"
+UNSEEN_CATEGORY = "unseen_category"
+
+
+@dataclass(frozen=True)
+class InputReport:
+    """One batch of accepted rows: drift bin counts (the window's input columns) and faults by (feature, kind)."""
+
+    bins: np.ndarray
+    issues: dict[tuple[str, str], int]
+
+
+class InputProfile:
+    """The monitored features of a model and the reference each is compared with.
+
+    Drift is tracked for `tracked` features (bounded, so a wide model cannot explode the series count); faults
+    are checked on every feature and reported under the feature's name if tracked, `other` if not.
+
+    Each tracked numeric feature has the reference's quantile bins plus a missing bin; a categorical one has
+    its training categories plus an unseen bin and a missing bin.
+    """
+
+    def __init__(
+        self,
+        names: Sequence[str],
+        categorical: Sequence[str],
+        profile: Mapping[str, Mapping[str, Any]],
+        tracked: Sequence[str],
+    ) -> None:
+        self.names = list(names)
+        self.tracked = list(tracked)
+        position = {name: j for j, name in enumerate(self.names)}
+        categorical_set = set(categorical)
+        self.numeric_columns = np.array(
+            [j for j, n in enumerate(self.names) if n not in categorical_set], dtype=np.intp
+        )
+        numeric_names = [self.names[j] for j in self.numeric_columns.tolist()]
+        self.minimum = np.array([_bound(profile[n]["min"], -np.inf) for n in numeric_names])
+        self.maximum = np.array([_bound(profile[n]["max"], np.inf) for n in numeric_names])
+        self._fault_label = np.array(
+            [n if n in set(self.tracked) else OTHER_FEATURE for n in numeric_names], dtype=object
+        )
+
+        self.tracked_numeric = [n for n in self.tracked if n not in categorical_set]
+        self.tracked_categorical = [n for n in self.tracked if n in categorical_set]
+        self._numeric_positions = np.array([position[n] for n in self.tracked_numeric], dtype=np.intp)
+        width = max((len(profile[n]["edges"]) for n in self.tracked_numeric), default=0)
+        self._edges = np.full((len(self.tracked_numeric), max(width, 1)), np.inf)
+        for f, name in enumerate(self.tracked_numeric):
+            edges = profile[name]["edges"]
+            self._edges[f, : len(edges)] = edges
+        self._categories = {n: sorted(profile[n]["categories"]) for n in self.tracked_categorical}
+
+        # the window's input columns: per tracked feature, its bins (missing last); `offsets` says where each starts
+        self.sizes: list[int] = []
+        self.expected: list[np.ndarray] = []
+        for name in self.tracked_numeric:
+            reference = profile[name]
+            missing = float(reference["missing_rate"])
+            proportions = np.asarray(reference["proportions"], dtype=np.float64) * (1 - missing)
+            self.expected.append(np.append(proportions, missing))
+            self.sizes.append(len(reference["edges"]) + 2)
+        for name in self.tracked_categorical:
+            reference = profile[name]
+            shares = [float(reference["categories"][c]) for c in self._categories[name]]
+            self.expected.append(np.array([*shares, 0.0, float(reference["missing_rate"])]))
+            self.sizes.append(len(shares) + 2)
+        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.intp)
+        self.width = int(self.offsets[-1])
+        self.feature_order = self.tracked_numeric + self.tracked_categorical
+
+    def observe(self, X: Any) -> InputReport:
+        """Drift bins and faults of an accepted batch (float matrix, object matrix or DataFrame)."""
+        matrix = X.to_numpy(dtype=object) if hasattr(X, "to_numpy") else np.asarray(X)
+        numeric = matrix[:, self.numeric_columns].astype(np.float64, copy=False)
+        issues: dict[tuple[str, str], int] = {}
+        missing = np.isnan(numeric)
+        self._count(issues, missing.sum(axis=0), MISSING)
+        outside = (numeric < self.minimum) | (numeric > self.maximum)
+        self._count(issues, outside.sum(axis=0), OUT_OF_RANGE)
+
+        bins = np.zeros(self.width)
+        if self.tracked_numeric:
+            values = matrix[:, self._numeric_positions].astype(np.float64, copy=False)
+            index = (values[:, :, None] >= self._edges[None, :, :]).sum(axis=2)
+            sizes = np.asarray(self.sizes[: len(self.tracked_numeric)])
+            index = np.where(np.isnan(values), sizes - 1, index)
+            flat = (index + self.offsets[: len(self.tracked_numeric)]).ravel()
+            bins += np.bincount(flat, minlength=self.width)[: self.width]
+        for f, name in enumerate(self.tracked_categorical, start=len(self.tracked_numeric)):
+            column = matrix[:, self.names.index(name)]
+            known = np.asarray(self._categories[name], dtype=object)
+            absent = np.asarray((column == None) | (column != column), dtype=bool)  # noqa: E711 -- None or NaN, elementwise
+            seen = np.isin(column.astype(str), known.astype(str)) & ~absent
+            codes = np.searchsorted(known.astype(str), column.astype(str))
+            codes = np.where(seen, codes, len(known))
+            codes = np.where(absent, len(known) + 1, codes)
+            bins[self.offsets[f] : self.offsets[f + 1]] += np.bincount(codes, minlength=self.sizes[f])
+            if (unseen := int((~seen & ~absent).sum())) > 0:
+                issues[(name, UNSEEN_CATEGORY)] = issues.get((name, UNSEEN_CATEGORY), 0) + unseen
+            if (gone := int(absent.sum())) > 0:
+                issues[(name, MISSING)] = issues.get((name, MISSING), 0) + gone
+        return InputReport(bins=bins, issues=issues)
+
+    def _count(self, issues: dict[tuple[str, str], int], per_column: np.ndarray, kind: str) -> None:
+        for column in np.flatnonzero(per_column).tolist():
+            key = (str(self._fault_label[column]), kind)
+            issues[key] = issues.get(key, 0) + int(per_column[column])
+
+    def fold_feature(self, name: str) -> str:
+        """The `feature` label of a fault on `name`."""
+        return name if name in self.tracked else OTHER_FEATURE
+
+
+def _bound(value: float | None, default: float) -> float:
+    return default if value is None else float(value)

@@ -1,0 +1,231 @@
+"""Per-model monitoring: what each request and decision adds to the metrics and to the drift window."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from .drift import LabelFolder, psi
+from .inputs import InputProfile
+from .metrics import GaugeFamily, Metrics, observe_many, render_gauges
+from .window import SlidingCounts
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MonitoringConfig:
+    """Bounds and windows (see `service.settings.Settings` for the meaning and defaults)."""
+
+    monitored_features: int = 20
+    monitored_labels: int = 20
+    drift_window_seconds: float = 1800.0
+    drift_slots: int = 30
+    drift_min_rows: int = 100
+
+
+class PredictionSummary(Protocol):
+    """What a batch of decisions offers monitoring (the classifier core's `Observations` has this shape)."""
+
+    @property
+    def labels(self) -> Mapping[str, Sequence[str | None]]: ...
+    @property
+    def drift_labels(self) -> Sequence[str | None]: ...
+    @property
+    def confidence(self) -> np.ndarray: ...
+    @property
+    def margin(self) -> np.ndarray | None: ...
+    @property
+    def abstentions(self) -> int: ...
+    @property
+    def labels_per_instance(self) -> np.ndarray | None: ...
+    @property
+    def path_depth(self) -> np.ndarray | None: ...
+    @property
+    def incomplete_paths(self) -> int: ...
+
+
+def window_directory() -> Path:
+    """Where drift windows are shared between workers: BentoML's Prometheus multiprocess folder."""
+    configured = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    return Path(configured) if configured else Path(tempfile.gettempdir()) / f"classifier-windows-{os.getpid()}"
+
+
+class ModelMonitor:
+    """Silent-failure signals of one served model."""
+
+    def __init__(
+        self,
+        name: str,
+        version: str,
+        metadata: Mapping[str, Any],
+        metrics: Metrics,
+        config: MonitoringConfig,
+        directory: Path,
+    ) -> None:
+        self.name = name
+        self.metrics = metrics
+        self.config = config
+        features = metadata["features"]
+        ranked = metadata.get("monitored_features") or features["names"]
+        self.inputs = InputProfile(
+            features["names"],
+            features.get("categorical", ()),
+            metadata["reference_profile"],
+            tracked=ranked[: config.monitored_features],
+        )
+        prior = metadata.get("class_prior") or {c: 1.0 for c in metadata["classes"]}
+        self.drift_labels = LabelFolder(prior, config.monitored_labels)
+        self.level_labels: dict[str, LabelFolder] = {"": self.drift_labels}
+        validation_shares: dict[str, Mapping[str, float]] = {"": metadata["prediction_distribution"]}
+        for depth, shares in enumerate(metadata.get("level_distribution") or []):
+            self.level_labels[str(depth)] = LabelFolder(shares, config.monitored_labels)
+            validation_shares[str(depth)] = shares
+        self.expected_labels = self.drift_labels.fold(metadata["prediction_distribution"])
+        # window columns: input bins, decided-label bins, then rows and decisions seen
+        self._labels_at = self.inputs.width
+        self._rows_at = self._labels_at + len(self.drift_labels.names)
+        self.window = SlidingCounts(
+            directory,
+            f"{name}-{version}",
+            self._rows_at + 1,
+            config.drift_window_seconds / config.drift_slots,
+            config.drift_slots,
+        )
+
+        m = metrics
+        self._confidence = m.confidence.labels(model=name)
+        self._margin = m.margin.labels(model=name)
+        self._labels_per_instance = m.labels_per_instance.labels(model=name)
+        self._path_depth = m.path_depth.labels(model=name)
+        self._inference = m.inference_duration.labels(model=name)
+        self._batch_rows = m.batch_rows.labels(model=name)
+        validation = metadata.get("metrics", {})
+        m.validation_accuracy.labels(model=name).set(float(validation.get("accuracy", float("nan"))))
+        m.validation_mean_confidence.labels(model=name).set(float(validation.get("mean_confidence", float("nan"))))
+        m.validation_ece.labels(model=name).set(float(validation.get("ece", float("nan"))))
+        for level, folder in self.level_labels.items():
+            if level == "" and len(self.level_labels) > 1:
+                continue  # hierarchical: shares are per level
+            for label, share in zip(folder.names, folder.fold(validation_shares[level]).tolist(), strict=True):
+                m.validation_prediction_share.labels(model=name, label=label, level=level).set(share)
+        m.model_info.labels(model=name, version=version, task=str(metadata["task"])).set(1)
+        m.trained_timestamp.labels(model=name).set(datetime.fromisoformat(str(metadata["trained_at"])).timestamp())
+        m.loaded_timestamp.labels(model=name).set(time.time())
+
+    def observe_accepted(self, X: Any) -> None:
+        """Rows that passed validation: drift bins into the window, faults into the counters."""
+        report = self.inputs.observe(X)
+        counts = np.zeros(self.window.width)
+        counts[: self.inputs.width] = report.bins
+        counts[self._rows_at] = len(X)
+        self.window.add(counts)
+        self.metrics.rows.labels(model=self.name, outcome="accepted").inc(len(X))
+        self._count_issues(report.issues)
+
+    def observe_rejected(self, rows: int, issues: Mapping[tuple[str, str], int]) -> None:
+        """Rows of a rejected request, and the faults validation found in them (by feature name and kind)."""
+        self.metrics.rows.labels(model=self.name, outcome="rejected").inc(rows)
+        self._count_issues({(self.inputs.fold_feature(f), kind): n for (f, kind), n in issues.items()})
+
+    def observe_inference(self, seconds: float, rows: int) -> None:
+        self._inference.observe(seconds)
+        self._batch_rows.observe(rows)
+
+    def observe_prediction(self, summary: PredictionSummary) -> None:
+        """Decided labels, confidence, margin, abstentions, and the label bins of the drift window."""
+        m = self.metrics
+        for level, labels in summary.labels.items():
+            folder = self.level_labels.get(level, self.drift_labels)
+            for label, count in zip(folder.names, folder.counts(labels).tolist(), strict=True):
+                if count:
+                    m.predictions.labels(model=self.name, label=label, level=level).inc(count)
+        observe_many(self._confidence, summary.confidence)
+        if summary.margin is not None:
+            observe_many(self._margin, summary.margin)
+        if summary.labels_per_instance is not None:
+            observe_many(self._labels_per_instance, summary.labels_per_instance)
+        if summary.path_depth is not None:
+            observe_many(self._path_depth, summary.path_depth)
+        if summary.abstentions:
+            m.abstentions.labels(model=self.name).inc(summary.abstentions)
+        if summary.incomplete_paths:
+            m.incomplete_paths.labels(model=self.name).inc(summary.incomplete_paths)
+        counts = np.zeros(self.window.width)
+        counts[self._labels_at : self._rows_at] = self.drift_labels.counts(summary.drift_labels)
+        self.window.add(counts)
+
+    def drift(self) -> tuple[int, dict[str, float], float]:
+        """(rows in the window, PSI per tracked feature, PSI of decided labels); NaN below the minimum rows."""
+        total = self.window.total()
+        rows = int(total[self._rows_at])
+        enough = rows >= self.config.drift_min_rows
+        features = {}
+        for f, name in enumerate(self.inputs.feature_order):
+            observed = total[self.inputs.offsets[f] : self.inputs.offsets[f + 1]]
+            features[name] = psi(observed, self.inputs.expected[f]) if enough else float("nan")
+        labels = total[self._labels_at : self._rows_at]
+        prediction = psi(labels, self.expected_labels) if enough else float("nan")
+        return rows, features, prediction
+
+    def _count_issues(self, issues: Mapping[tuple[str, str], int]) -> None:
+        for (feature, kind), count in issues.items():
+            self.metrics.input_issues.labels(model=self.name, feature=feature, kind=kind).inc(count)
+
+
+def render_drift(monitors: Iterable[ModelMonitor]) -> str:
+    """The scrape-time drift gauges of every model, in exposition format."""
+    feature_psi: list[tuple[tuple[str, ...], float]] = []
+    prediction_psi: list[tuple[tuple[str, ...], float]] = []
+    window_rows: list[tuple[tuple[str, ...], float]] = []
+    for monitor in monitors:
+        rows, features, prediction = monitor.drift()
+        window_rows.append(((monitor.name,), float(rows)))
+        prediction_psi.append(((monitor.name,), prediction))
+        feature_psi.extend(((monitor.name, feature), value) for feature, value in features.items())
+    return render_gauges(
+        [
+            GaugeFamily(
+                "classifier_feature_drift_psi",
+                "PSI of the drift window's inputs against the training profile.",
+                ("model", "feature"),
+                feature_psi,
+            ),
+            GaugeFamily(
+                "classifier_prediction_drift_psi",
+                "PSI of the drift window's decided labels against the validation prediction distribution.",
+                ("model",),
+                prediction_psi,
+            ),
+            GaugeFamily("classifier_drift_window_rows", "Rows in the drift window.", ("model",), window_rows),
+        ]
+    )
+
+
+class Heartbeat:
+    """Sets the worker's heartbeat gauge every `interval` seconds from a daemon thread."""
+
+    def __init__(self, metrics: Metrics, interval: float) -> None:
+        self._gauge = metrics.heartbeat
+        self._interval = interval
+        self._stopped = threading.Event()
+        self._gauge.set(time.time())
+        self._thread = threading.Thread(target=self._run, name="classifier-heartbeat", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self._interval):
+            self._gauge.set(time.time())
+
+    def stop(self) -> None:
+        self._stopped.set()

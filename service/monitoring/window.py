@@ -1,0 +1,56 @@
+"""Counts over a sliding time window, shared by every worker of a server.
+
+Each worker adds its counts to its own memory-mapped file (one row per time slot, a ring); a reader sums the
+recent slots of every worker's file. The files live in `PROMETHEUS_MULTIPROC_DIR`, which BentoML wipes at each
+start, so the window shares the metrics' lifetime. A dead worker's rows stay valid: they are rows it served.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+class SlidingCounts:
+    """`width` counters over the last `slots` x `slot_seconds` seconds, summed over workers."""
+
+    def __init__(
+        self, directory: Path, key: str, width: int, slot_seconds: float, slots: int, owner: str | None = None
+    ) -> None:
+        """`owner` names this writer's file (default: the worker's pid)."""
+        self.width = width
+        self.slot_seconds = slot_seconds
+        self.slots = slots
+        safe_key = re.sub(r"[^A-Za-z0-9_.-]", "_", key)
+        self._pattern = f"clf_window_{safe_key}_*.bin"
+        path = directory / f"clf_window_{safe_key}_{owner or os.getpid()}.bin"
+        directory.mkdir(parents=True, exist_ok=True)
+        # column 0 holds the slot number a row counts for; the rest are the counters
+        self._ring = np.memmap(path, dtype=np.float64, mode="w+", shape=(slots, width + 1))
+        self._ring[:, 0] = -1
+        self._directory = directory
+
+    def add(self, counts: np.ndarray, now: float | None = None) -> None:
+        slot = int((time.time() if now is None else now) // self.slot_seconds)
+        row = self._ring[slot % self.slots]
+        if row[0] != slot:
+            row[1:] = 0
+            row[0] = slot
+        row[1:] += counts
+
+    def total(self, now: float | None = None) -> np.ndarray:
+        """The counts of the window ending now, summed over every worker's file."""
+        current = int((time.time() if now is None else now) // self.slot_seconds)
+        total = np.zeros(self.width)
+        for path in self._directory.glob(self._pattern):
+            try:
+                ring = np.fromfile(path, dtype=np.float64).reshape(self.slots, self.width + 1)
+            except (OSError, ValueError):  # another layout (an older model version) or a file being created
+                continue
+            recent = (ring[:, 0] > current - self.slots) & (ring[:, 0] <= current)
+            total += ring[recent, 1:].sum(axis=0)
+        return total
