@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install serve catalog test lint fmt type build clean
+.PHONY: help install system-deps serve catalog test lint fmt type build clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -18,13 +18,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install the project with its dev tools
 
+system-deps: ## install the Debian packages the tests need (prometheus, promtool), when missing
+	scripts/install-system-deps.sh
+
 catalog: $(STAMP) ## register the default catalog models that the store lacks
 	$(PY) -m models ensure
 
 serve: catalog ## serve the configured models on $(HOST):$(PORT)
 	$(VENV)/bin/bentoml serve service.app:ClassifierService --host $(HOST) --port $(PORT)
 
-test: lint type ## lint, type check, then run the whole test suite
+test: system-deps lint type ## lint, type check, then run the whole test suite
 	$(PY) -m pytest
 
 lint: $(STAMP) ## ruff lint and format check

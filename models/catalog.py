@@ -132,6 +132,16 @@ def digit_groups() -> str:
     )
 
 
+def held_out_rows(name: str) -> np.ndarray:
+    """The validation rows a catalog model was measured on: rows it never trained on."""
+    if name == "breast_cancer":
+        data = load_breast_cancer()
+        y = data.target_names[data.target]
+        return _split(data.data, y, y)[1]
+    X, y = _digits()
+    return _split(X, y, y)[1]
+
+
 CATALOG: dict[str, Callable[[], str]] = {
     "breast_cancer": breast_cancer,
     "digits": digits,

@@ -128,7 +128,7 @@ api = Starlette(
 )
 
 
-@bentoml.service(name="classifier-service", traffic={"timeout": 30})
+@bentoml.service(name="classifier-service", workers=Settings().workers, traffic={"timeout": 30})
 @bentoml.asgi_app(api, path="/")
 class ClassifierService:
     """Serves the configured classifiers; `/readyz` is 503 until every one of them has loaded."""

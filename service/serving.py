@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,17 +127,19 @@ class ModelRegistry:
 
     def describe(self, name: str) -> dict[str, Any]:
         """One model's card for `GET /models/{name}`."""
-        return describe_model(self.resolve(name))
+        model = self.resolve(name)
+        return describe_model(model, self.monitors[model.name].inputs.tracked)
 
     def describe_all(self) -> list[dict[str, Any]]:
-        return [describe_model(self.loaded[name]) for name in sorted(self.loaded)]
+        return [self.describe(name) for name in sorted(self.loaded)]
 
     def drift_exposition(self) -> str:
         """Scrape-time drift gauges of every served model."""
         return render_drift(self.monitors.values())
 
 
-def describe_model(model: LoadedModel) -> dict[str, Any]:
+def describe_model(model: LoadedModel, monitored_features: Sequence[str]) -> dict[str, Any]:
+    """The model card of `GET /models`: identity, classes, features, validation metrics, decision defaults."""
     meta = model.metadata
     classes = list(meta["classes"])
     features = meta["features"]
@@ -156,4 +159,5 @@ def describe_model(model: LoadedModel) -> dict[str, Any]:
         "metrics": meta["metrics"],
         "decision": meta["decision"],
         "options": sorted(model.task.options),
+        "monitored_features": list(monitored_features),
     }

@@ -15,6 +15,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CLF_", frozen=True)
 
+    workers: int = Field(1, ge=1, description="worker processes of `bentoml serve` (read when the service is defined)")
     models: Annotated[tuple[str, ...], NoDecode] = Field(
         DEFAULT_CATALOG, description="served models: `name` (latest version) or `name:version`"
     )

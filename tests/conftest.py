@@ -49,7 +49,7 @@ def reconfigure(api: TestClient) -> Iterator[Callable[..., None]]:
 
     def apply(**overrides: Any) -> None:
         service.settings = Settings(**overrides)
-        service.registry = ModelRegistry.load(service.settings)
+        service.registry = ModelRegistry.load(service.settings, service.metrics)
 
     yield apply
     service.settings, service.registry = saved

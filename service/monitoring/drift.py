@@ -33,7 +33,7 @@ class LabelFolder:
         self.kept = ranked[:limit]
         self.names = self.kept + ([OTHER] if len(ranked) > limit else [])
         self._index = {label: i for i, label in enumerate(self.kept)}
-        self._other = len(self.kept)
+        self._other = len(self.kept) if len(ranked) > limit else None  # no `other` slot: unknown labels are dropped
 
     def counts(self, labels: Sequence[str | None]) -> np.ndarray:
         """Count per folded label (None is skipped), without a Python loop over the labels."""
@@ -43,13 +43,19 @@ class LabelFolder:
         if values.size == 0:
             return counts
         unique, occurrences = np.unique(values.astype(str), return_counts=True)
-        codes = np.array([self._index.get(label, self._other) for label in unique.tolist()], dtype=np.intp)
-        np.add.at(counts, codes, occurrences)
+        codes = np.array([self._code(label) for label in unique.tolist()], dtype=np.intp)
+        known = codes >= 0
+        np.add.at(counts, codes[known], occurrences[known])
         return counts
+
+    def _code(self, label: str) -> int:
+        code = self._index.get(label, self._other)
+        return -1 if code is None else code
 
     def fold(self, shares: Mapping[str, float]) -> np.ndarray:
         """`shares` summed into the folded labels."""
         folded = np.zeros(len(self.names))
         for label, share in shares.items():
-            folded[self._index.get(label, self._other)] += share
+            if (code := self._code(label)) >= 0:
+                folded[code] += share
         return folded

@@ -61,7 +61,7 @@ class InputProfile:
         for f, name in enumerate(self.tracked_numeric):
             edges = profile[name]["edges"]
             self._edges[f, : len(edges)] = edges
-        self._categories = {n: sorted(profile[n]["categories"]) for n in self.tracked_categorical}
+        self._categories = {n: sorted(profile[n]["categories"]) for n in self.names if n in categorical_set}
 
         # the window's input columns: per tracked feature, its bins (missing last); `offsets` says where each starts
         self.sizes: list[int] = []
@@ -80,6 +80,7 @@ class InputProfile:
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.intp)
         self.width = int(self.offsets[-1])
         self.feature_order = self.tracked_numeric + self.tracked_categorical
+        self._categorical_slot = {n: len(self.tracked_numeric) + k for k, n in enumerate(self.tracked_categorical)}
 
     def observe(self, X: Any) -> InputReport:
         """Drift bins and faults of an accepted batch (float matrix, object matrix or DataFrame)."""
@@ -99,19 +100,21 @@ class InputProfile:
             index = np.where(np.isnan(values), sizes - 1, index)
             flat = (index + self.offsets[: len(self.tracked_numeric)]).ravel()
             bins += np.bincount(flat, minlength=self.width)[: self.width]
-        for f, name in enumerate(self.tracked_categorical, start=len(self.tracked_numeric)):
+        for name, categories in self._categories.items():
             column = matrix[:, self.names.index(name)]
-            known = np.asarray(self._categories[name], dtype=object)
+            known = np.asarray(categories, dtype=str)
             absent = np.asarray((column == None) | (column != column), dtype=bool)  # noqa: E711 -- None or NaN, elementwise
-            seen = np.isin(column.astype(str), known.astype(str)) & ~absent
-            codes = np.searchsorted(known.astype(str), column.astype(str))
-            codes = np.where(seen, codes, len(known))
-            codes = np.where(absent, len(known) + 1, codes)
-            bins[self.offsets[f] : self.offsets[f + 1]] += np.bincount(codes, minlength=self.sizes[f])
-            if (unseen := int((~seen & ~absent).sum())) > 0:
-                issues[(name, UNSEEN_CATEGORY)] = issues.get((name, UNSEEN_CATEGORY), 0) + unseen
-            if (gone := int(absent.sum())) > 0:
-                issues[(name, MISSING)] = issues.get((name, MISSING), 0) + gone
+            values = column.astype(str)
+            seen = np.isin(values, known) & ~absent
+            label = self.fold_feature(name)
+            for kind, count in ((UNSEEN_CATEGORY, int((~seen & ~absent).sum())), (MISSING, int(absent.sum()))):
+                if count:
+                    issues[(label, kind)] = issues.get((label, kind), 0) + count
+            if name in self._categorical_slot:
+                f = self._categorical_slot[name]
+                codes = np.where(seen, np.searchsorted(known, values), len(known))
+                codes = np.where(absent, len(known) + 1, codes)
+                bins[self.offsets[f] : self.offsets[f + 1]] += np.bincount(codes, minlength=self.sizes[f])
         return InputReport(bins=bins, issues=issues)
 
     def _count(self, issues: dict[tuple[str, str], int], per_column: np.ndarray, kind: str) -> None:

@@ -221,7 +221,8 @@ def observe_many(histogram: Any, values: np.ndarray) -> None:
     if values.size == 0:
         return
     bounds = np.asarray(histogram._upper_bounds)
-    counts = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds))
+    observed = values[~np.isnan(values)]  # like observe(): NaN joins the sum, no bucket
+    counts = np.bincount(np.searchsorted(bounds, observed, side="left"), minlength=len(bounds))
     for i in np.flatnonzero(counts).tolist():
         histogram._buckets[i].inc(float(counts[i]))
     histogram._sum.inc(float(values.sum()))

@@ -117,7 +117,9 @@ class ModelMonitor:
         for level, folder in self.level_labels.items():
             if level == "" and len(self.level_labels) > 1:
                 continue  # hierarchical: shares are per level
-            for label, share in zip(folder.names, folder.fold(validation_shares[level]).tolist(), strict=True):
+            shares = folder.fold(validation_shares[level])
+            shares = shares / max(shares.sum(), 1e-12)  # share of decided labels (multilabel stores label rates)
+            for label, share in zip(folder.names, shares.tolist(), strict=True):
                 m.validation_prediction_share.labels(model=name, label=label, level=level).set(share)
         m.model_info.labels(model=name, version=version, task=str(metadata["task"])).set(1)
         m.trained_timestamp.labels(model=name).set(datetime.fromisoformat(str(metadata["trained_at"])).timestamp())
@@ -136,7 +138,11 @@ class ModelMonitor:
     def observe_rejected(self, rows: int, issues: Mapping[tuple[str, str], int]) -> None:
         """Rows of a rejected request, and the faults validation found in them (by feature name and kind)."""
         self.metrics.rows.labels(model=self.name, outcome="rejected").inc(rows)
-        self._count_issues({(self.inputs.fold_feature(f), kind): n for (f, kind), n in issues.items()})
+        folded: dict[tuple[str, str], int] = {}
+        for (feature, kind), count in issues.items():
+            key = (self.inputs.fold_feature(feature), kind)
+            folded[key] = folded.get(key, 0) + count
+        self._count_issues(folded)
 
     def observe_inference(self, seconds: float, rows: int) -> None:
         self._inference.observe(seconds)

@@ -26,8 +26,8 @@ class SlidingCounts:
         self.slot_seconds = slot_seconds
         self.slots = slots
         safe_key = re.sub(r"[^A-Za-z0-9_.-]", "_", key)
-        self._pattern = f"clf_window_{safe_key}_*.bin"
-        path = directory / f"clf_window_{safe_key}_{owner or os.getpid()}.bin"
+        self._pattern = f"clf_window_{safe_key}@*.bin"  # '@' cannot occur in safe_key: no key matches another's files
+        path = directory / f"clf_window_{safe_key}@{owner or os.getpid()}.bin"
         directory.mkdir(parents=True, exist_ok=True)
         # column 0 holds the slot number a row counts for; the rest are the counters
         self._ring = np.memmap(path, dtype=np.float64, mode="w+", shape=(slots, width + 1))

@@ -400,6 +400,13 @@ def test_describe_measures_paths_by_hand() -> None:
     assert description.metrics["per_level_accuracy"] == [0.75, 0.5, 1.0]
     assert description.metrics["log_loss"] == pytest.approx(-np.mean(np.log([0.28125, 0.125, 0.5, 0.0625])))
     assert description.metrics["mean_confidence"] == pytest.approx((0.28125 + 0.375 + 0.5 + 0.5) / 4)
-    assert description.prediction_distribution["A"] == 0.25
-    assert description.prediction_distribution["B2"] == 0.25
-    assert description.prediction_distribution["B1"] == 0.0
+    # decided leaves: A1x, B2, C1, D, one row each
+    assert description.prediction_distribution == {
+        leaf: (0.25 if leaf in {"A1x", "B2", "C1", "D"} else 0.0) for leaf in LEAVES
+    }
+    # rows passing each node, per level: level 0 A, B, C, D one each; level 1 A1, B2, C1; level 2 A1x
+    assert description.level_distribution == [
+        {"A": 0.25, "B": 0.25, "C": 0.25, "D": 0.25},
+        {"A1": 0.25, "A2": 0.0, "B1": 0.0, "B2": 0.25, "C1": 0.25},
+        {"A1x": 0.25, "A1y": 0.0},
+    ]

@@ -1,21 +1,30 @@
-"""E2E fixtures: a real `bentoml serve` of the default catalog, on a free loopback port, with its own store."""
+"""E2E fixtures: real `bentoml serve` processes of the default catalog, on free loopback ports.
+
+The catalog is registered once (`python -m models ensure`) into a session store; each server gets its own
+BentoML home with a copy of it, because a server wipes its home's Prometheus folder at start.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 PROJECT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 120
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 def free_port() -> int:
@@ -24,24 +33,39 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    """Poll `/readyz` until 200; fail with the server's log if it exits or the deadline passes."""
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"bentoml serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"bentoml serve not ready after {READY_TIMEOUT_S}s:\n{log.read_text()[-3000:]}")
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    """Poll `condition` until it holds; fail naming `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.1)
+
+
+def scrape(url: str) -> Samples:
+    """Every sample of `/metrics`, keyed by (sample name, labels)."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    """One sample's value; 0 when the series does not exist yet (a counter never incremented)."""
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def matching(samples: Samples, name: str, **labels: str) -> dict[frozenset[tuple[str, str]], float]:
+    """Every series of `name` whose labels include `labels`."""
+    wanted = set(labels.items())
+    return {key: v for (sample, key), v in samples.items() if sample == name and wanted <= key}
 
 
 @pytest.fixture(scope="session")
 def e2e_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Environment of a fresh BentoML home holding the catalog, registered by `python -m models ensure`."""
+    """Environment of a session BentoML home holding the catalog, registered by `python -m models ensure`."""
     home = tmp_path_factory.mktemp("e2e-bentoml")
     env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "True"}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # bentoml serve sets its own per server
@@ -49,35 +73,31 @@ def e2e_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="session")
-def server(e2e_env: dict[str, str]) -> Iterator[str]:
-    """Base URL of a `bentoml serve` of the default catalog."""
-    env = e2e_env
-    home = Path(env["BENTOML_HOME"])
+@contextlib.contextmanager
+def serving(e2e_env: dict[str, str], home: Path, **settings: str) -> Iterator[str]:
+    """A `bentoml serve` of the catalog with `CLF_*` settings, in its own home; yields its base URL."""
+    shutil.copytree(Path(e2e_env["BENTOML_HOME"]) / "models", home / "models")
+    env = {**e2e_env, "BENTOML_HOME": str(home), **{f"CLF_{k.upper()}": v for k, v in settings.items()}}
     port = free_port()
     log = home / "serve.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bentoml",
-                "serve",
-                "service.app:ClassifierService",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            cwd=PROJECT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+            [sys.executable, "-m", "bentoml", "serve", "service.app:ClassifierService",
+             "--host", "127.0.0.1", "--port", str(port)],
+            cwd=PROJECT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            pytest.fail(f"bentoml serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
     try:
-        wait_ready(url, process, log)
+        wait_until(ready, f"bentoml serve on {url} (log: {log})", READY_TIMEOUT_S)
         yield url
     finally:
         os.killpg(process.pid, signal.SIGTERM)
@@ -86,3 +106,17 @@ def server(e2e_env: dict[str, str]) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+@pytest.fixture(scope="session")
+def server(e2e_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The catalog served as `make serve` does (default settings, one worker)."""
+    with serving(e2e_env, tmp_path_factory.mktemp("serve-default")) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def monitored_server(e2e_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The catalog served by two workers, for monitoring scenarios and the Prometheus test."""
+    with serving(e2e_env, tmp_path_factory.mktemp("serve-monitored"), workers="2") as url:
+        yield url

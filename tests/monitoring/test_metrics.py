@@ -1,0 +1,246 @@
+"""The metric catalogue of `Metrics.create`, the vectorised histogram update, and scrape-time gauge rendering."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import fields
+from uuid import uuid4
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.parser import text_string_to_metric_families
+
+from service.monitoring.metrics import (
+    CONFIDENCE_BUCKETS,
+    COUNT_BUCKETS,
+    LATENCY_BUCKETS,
+    MARGIN_BUCKETS,
+    ROW_BUCKETS,
+    GaugeFamily,
+    Metrics,
+    observe_many,
+    render_gauges,
+)
+
+# /tmp/spec/metrics.md's table: exposition name -> (type, label names). `pid` of the heartbeat is added by the
+# gauge's multiprocess mode, not declared.
+SPEC: dict[str, tuple[str, tuple[str, ...]]] = {
+    "classifier_requests_total": ("counter", ("model", "endpoint", "code")),
+    "classifier_request_duration_seconds": ("histogram", ("model", "endpoint")),
+    "classifier_requests_in_flight": ("gauge", ("endpoint",)),
+    "classifier_inference_duration_seconds": ("histogram", ("model",)),
+    "classifier_batch_rows": ("histogram", ("model",)),
+    "classifier_rows_total": ("counter", ("model", "outcome")),
+    "classifier_predictions_total": ("counter", ("model", "label", "level")),
+    "classifier_prediction_confidence": ("histogram", ("model",)),
+    "classifier_prediction_margin": ("histogram", ("model",)),
+    "classifier_abstentions_total": ("counter", ("model",)),
+    "classifier_labels_per_instance": ("histogram", ("model",)),
+    "classifier_path_depth": ("histogram", ("model",)),
+    "classifier_incomplete_paths_total": ("counter", ("model",)),
+    "classifier_input_issues_total": ("counter", ("model", "feature", "kind")),
+    "classifier_validation_accuracy": ("gauge", ("model",)),
+    "classifier_validation_mean_confidence": ("gauge", ("model",)),
+    "classifier_validation_ece": ("gauge", ("model",)),
+    "classifier_validation_prediction_share": ("gauge", ("model", "label", "level")),
+    "classifier_model_info": ("gauge", ("model", "version", "task")),
+    "classifier_model_trained_timestamp_seconds": ("gauge", ("model",)),
+    "classifier_model_loaded_timestamp_seconds": ("gauge", ("model",)),
+    "classifier_worker_heartbeat_timestamp_seconds": ("gauge", ()),
+}
+SCRAPE_TIME = ("classifier_feature_drift_psi", "classifier_prediction_drift_psi", "classifier_drift_window_rows")
+
+
+def unique(prefix: str = "unit") -> str:
+    """A name no other test (nor the in-process service) uses: metric values share per-process files."""
+    return f"{prefix}_{uuid4().hex[:8]}"
+
+
+def family_name(exposed: str, kind: str) -> str:
+    """prometheus_client names a counter family without its `_total` suffix."""
+    return exposed.removesuffix("_total") if kind == "counter" else exposed
+
+
+def histogram_samples(registry: CollectorRegistry, name: str) -> dict[tuple[str, str], float]:
+    """(sample suffix, le) -> value of one histogram, `_created` left out (a timestamp)."""
+    samples = {}
+    for family in registry.collect():
+        if family.name != name:
+            continue
+        for sample in family.samples:
+            suffix = sample.name.removeprefix(name)
+            if suffix != "_created":
+                samples[(suffix, sample.labels.get("le", ""))] = sample.value
+    return samples
+
+
+def per_value_and_vectorised(buckets: tuple[float, ...], values: list[float]) -> tuple[dict, dict]:  # type: ignore[type-arg]
+    """The samples of `.observe(v)` for each v, and of `observe_many(values)`, on two fresh histograms."""
+    registry = CollectorRegistry()
+    prefix = unique()
+    one_by_one = Histogram(f"{prefix}_per_value", "per value", buckets=buckets, registry=registry)
+    vectorised = Histogram(f"{prefix}_vectorised", "vectorised", buckets=buckets, registry=registry)
+    for value in values:
+        one_by_one.observe(value)
+    observe_many(vectorised, np.asarray(values, dtype=np.float64))
+    return (
+        histogram_samples(registry, f"{prefix}_per_value"),
+        histogram_samples(registry, f"{prefix}_vectorised"),
+    )
+
+
+@pytest.mark.parametrize(
+    "buckets",
+    [LATENCY_BUCKETS, ROW_BUCKETS, CONFIDENCE_BUCKETS, MARGIN_BUCKETS, COUNT_BUCKETS],
+    ids=["latency", "rows", "confidence", "margin", "count"],
+)
+def test_observe_many_matches_observe_per_value(buckets: tuple[float, ...]) -> None:
+    """Every boundary, values below the first and above the last bucket, and between: same buckets and sum."""
+    bounds = [float(b) for b in buckets]
+    between = [(a + b) / 2 for a, b in zip(bounds, bounds[1:], strict=False)]
+    values = [
+        *bounds,
+        *bounds[:3],
+        bounds[0] - 1.0,
+        bounds[0] - 1e-9,
+        -5.0,
+        bounds[-1] + 1e-9,
+        bounds[-1] * 7,
+        *between,
+    ]
+    per_value, vectorised = per_value_and_vectorised(buckets, values)
+    assert vectorised == per_value
+    # and the expectation holds on its own: each boundary value lands in its own bucket (cumulative le)
+    assert per_value[("_count", "")] == len(values)
+    assert per_value[("_bucket", "+Inf")] == len(values)
+    assert per_value[("_sum", "")] == pytest.approx(sum(values))
+
+
+def test_observe_many_hand_counted() -> None:
+    """A small case counted by hand: le is inclusive, above the last bucket counts only in +Inf."""
+    per_value, vectorised = per_value_and_vectorised((1.0, 2.0), [0.5, 1.0, 1.5, 2.0, 3.0, -1.0])
+    expected = {
+        ("_bucket", "1.0"): 3.0,  # 0.5, 1.0, -1.0
+        ("_bucket", "2.0"): 5.0,  # + 1.5, 2.0
+        ("_bucket", "+Inf"): 6.0,  # + 3.0
+        ("_count", ""): 6.0,
+        ("_sum", ""): 7.0,
+    }
+    assert per_value == expected
+    assert vectorised == expected
+
+
+def test_observe_many_of_an_empty_array_changes_nothing() -> None:
+    """No value: zero in every bucket, count and sum, as with no `.observe` call."""
+    per_value, vectorised = per_value_and_vectorised((0.1, 1.0), [])
+    assert vectorised == per_value
+    assert set(vectorised.values()) == {0.0}
+
+
+def test_observe_many_nan_matches_observe() -> None:
+    """`.observe(nan)` adds NaN to the sum and to no bucket; the vectorised path must do the same, not raise.
+
+    BUG (service/monitoring/metrics.py, observe_many): `np.searchsorted` puts NaN after +Inf, at index
+    len(bounds), so `histogram._buckets[len(bounds)]` raises IndexError (after nothing was added to the sum).
+    """
+    per_value, vectorised = per_value_and_vectorised((0.5, 1.0), [0.2, float("nan"), 0.7])
+    assert per_value[("_count", "")] == 2.0 and math.isnan(per_value[("_sum", "")])
+    assert vectorised.keys() == per_value.keys()
+    assert {k: v for k, v in vectorised.items() if k != ("_sum", "")} == {
+        k: v for k, v in per_value.items() if k != ("_sum", "")
+    }
+    assert math.isnan(vectorised[("_sum", "")])
+
+
+def test_create_names_every_spec_metric_but_the_scrape_time_gauges() -> None:
+    """The families of a fresh registry are exactly the spec's table, with its types, less the three drift gauges."""
+    registry = CollectorRegistry()
+    Metrics.create(registry)
+    created = {family.name: family.type for family in registry.collect()}
+    expected = {family_name(name, kind): kind for name, (kind, _) in SPEC.items()}
+    assert created == expected
+    assert not set(SCRAPE_TIME) & set(created)
+
+
+def test_create_uses_the_spec_label_names() -> None:
+    """Each metric takes exactly the spec's labels and exposes the spec's sample name."""
+    registry = CollectorRegistry()
+    metrics = Metrics.create(registry)
+    seen = set()
+    for field in fields(Metrics):
+        metric = getattr(metrics, field.name)
+        family = metric.describe()[0]
+        exposed = next(n for n, (kind, _) in SPEC.items() if family_name(n, kind) == family.name)
+        kind, labelnames = SPEC[exposed]
+        seen.add(exposed)
+        if not labelnames:  # the heartbeat: no labels (touching it would move the in-process service's value)
+            assert registry.get_sample_value(exposed) is not None
+            continue
+        labels = {name: unique() for name in labelnames}
+        child = metric.labels(**labels)  # ValueError if the label names differ from the spec's
+        if kind == "histogram":
+            child.observe(0.5)
+            assert registry.get_sample_value(f"{exposed}_count", labels) == 1.0
+        else:
+            child.inc(2) if kind == "counter" else child.set(2)
+            assert registry.get_sample_value(exposed, labels) == 2.0
+    assert seen == set(SPEC)
+
+
+def test_gauges_combine_workers_as_the_spec_says() -> None:
+    """In-flight requests are summed over live workers; the heartbeat keeps one series per worker (pid)."""
+    metrics = Metrics.create(CollectorRegistry())
+    assert metrics.in_flight._multiprocess_mode == "livesum"
+    assert metrics.heartbeat._multiprocess_mode == "all"
+
+
+def test_latency_and_confidence_buckets_span_the_spec_range() -> None:
+    """Request latency buckets run 0.0001 … 10 s, confidence buckets 0.1 … 1.0."""
+    assert (LATENCY_BUCKETS[0], LATENCY_BUCKETS[-1]) == (0.0001, 10.0)
+    assert (CONFIDENCE_BUCKETS[0], CONFIDENCE_BUCKETS[-1]) == (0.1, 1.0)
+    registry = CollectorRegistry()
+    metrics = Metrics.create(registry)
+    model = unique()
+    metrics.confidence.labels(model=model).observe(0.1)
+    metrics.request_duration.labels(model=model, endpoint="/predict").observe(10.0)
+    assert registry.get_sample_value("classifier_prediction_confidence_bucket", {"model": model, "le": "0.1"}) == 1
+    duration = {"model": model, "endpoint": "/predict", "le": "10.0"}
+    assert registry.get_sample_value("classifier_request_duration_seconds_bucket", duration) == 1
+
+
+def test_render_gauges_round_trips_through_the_parser() -> None:
+    """The text parses back to the same families, values and label values, awkward characters included."""
+    awkward = 'quote " backslash \\ newline \n end'
+    text = render_gauges(
+        [
+            GaugeFamily("unit_psi", "A PSI.", ("model", "feature"), [(("m", awkward), 0.25), (("m", "plain"), 1.5)]),
+            GaugeFamily("unit_rows", "Rows.", ("model",), [(("m",), 42.0)]),
+        ]
+    )
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    assert set(families) == {"unit_psi", "unit_rows"}
+    assert families["unit_psi"].type == "gauge"
+    assert families["unit_psi"].documentation == "A PSI."
+    psi = {sample.labels["feature"]: sample.value for sample in families["unit_psi"].samples}
+    assert psi == {awkward: 0.25, "plain": 1.5}
+    assert [(s.labels, s.value) for s in families["unit_rows"].samples] == [({"model": "m"}, 42.0)]
+    # the escaping itself: \" \\ and \n inside the quoted label value, one sample per line
+    assert 'feature="quote \\" backslash \\\\ newline \\n end"' in text
+    assert len([line for line in text.splitlines() if line.startswith("unit_psi{")]) == 2
+
+
+def test_render_gauges_writes_nan_as_nan() -> None:
+    """A NaN gauge (too few rows for a PSI) is exposed as `NaN` and parses back to NaN."""
+    text = render_gauges([GaugeFamily("unit_nan", "NaN.", ("model",), [(("m",), float("nan"))])])
+    assert 'unit_nan{model="m"} NaN' in text.splitlines()
+    (family,) = text_string_to_metric_families(text)
+    (sample,) = family.samples
+    assert math.isnan(sample.value)
+
+
+def test_render_gauges_of_a_family_without_samples() -> None:
+    """No model served: the family is still declared (HELP and TYPE) with no sample line."""
+    text = render_gauges([GaugeFamily("unit_empty", "Empty.", ("model",), [])])
+    assert "# TYPE unit_empty gauge" in text
+    assert not [line for line in text.splitlines() if line.startswith("unit_empty")]

@@ -1,0 +1,339 @@
+"""A `ModelMonitor` built from the metadata of a model registered through the project's own store."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+from sklearn.datasets import load_breast_cancer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from service.monitoring.metrics import Metrics
+from service.monitoring.monitor import ModelMonitor, MonitoringConfig, render_drift
+from service.store import load_model, register_model
+
+TRAINED_AT = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
+TRAINED_AT_UNIX = 1_704_164_645.0  # 2024-01-01T00:00Z is 1704067200, + 1 d 3 h 4 min 5 s
+MIN_ROWS = 50
+TRACKED = 5
+
+
+@dataclass(frozen=True)
+class Registered:
+    """The registered model's name, version and metadata, and its training rows."""
+
+    name: str
+    version: str
+    metadata: Mapping[str, Any]
+    X_train: np.ndarray
+    feature_names: list[str]
+
+
+@dataclass(frozen=True)
+class Summary:
+    """A hand-made batch of decisions with the attributes of `PredictionSummary`."""
+
+    labels: Mapping[str, Sequence[str | None]]
+    drift_labels: Sequence[str | None]
+    confidence: np.ndarray
+    margin: np.ndarray | None = None
+    abstentions: int = 0
+    labels_per_instance: np.ndarray | None = None
+    path_depth: np.ndarray | None = None
+    incomplete_paths: int = 0
+
+
+@pytest.fixture(scope="module")
+def registered() -> Registered:
+    """A scaled LogisticRegression on breast cancer, registered under a name unique to this module."""
+    data = load_breast_cancer()
+    y = data.target_names[data.target]
+    X_train, X_val, y_train, y_val = data.data[:400], data.data[400:], y[:400], y[400:]
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(X_train, y_train)
+    name = f"unit-{uuid4().hex[:8]}"
+    tag = register_model(
+        name,
+        "binary",
+        model,
+        X_val,
+        y_val,
+        X_train=X_train,
+        y_train=y_train,
+        feature_names=list(data.feature_names),
+        trained_at=TRAINED_AT,
+        positive_class="malignant",
+    )
+    loaded = load_model(tag)
+    return Registered(loaded.name, loaded.version, loaded.metadata, X_train, list(data.feature_names))
+
+
+@dataclass(frozen=True)
+class Built:
+    monitor: ModelMonitor
+    registry: CollectorRegistry
+    name: str
+
+
+def build(registered: Registered, tmp_path: Path, **config: Any) -> Built:
+    """A monitor in a fresh registry, under a model label unique to the test, with its window in `tmp_path`."""
+    registry = CollectorRegistry()
+    name = f"unit-{uuid4().hex[:8]}"
+    settings = {"monitored_features": TRACKED, "drift_min_rows": MIN_ROWS, **config}
+    monitor = ModelMonitor(
+        name, registered.version, registered.metadata, Metrics.create(registry), MonitoringConfig(**settings), tmp_path
+    )
+    return Built(monitor, registry, name)
+
+
+@pytest.fixture
+def built(registered: Registered, tmp_path: Path) -> Built:
+    return build(registered, tmp_path)
+
+
+def value(built: Built, name: str, **labels: str) -> float | None:
+    return built.registry.get_sample_value(name, {"model": built.name, **labels})
+
+
+def test_construction_sets_the_model_gauges(registered: Registered, built: Built) -> None:
+    """Validation metrics, model info (=1 with version and task) and the training time, from the metadata."""
+    metrics = registered.metadata["metrics"]
+    assert value(built, "classifier_validation_accuracy") == metrics["accuracy"]
+    assert value(built, "classifier_validation_mean_confidence") == metrics["mean_confidence"]
+    assert value(built, "classifier_validation_ece") == metrics["ece"]
+    assert value(built, "classifier_model_info", version=registered.version, task="binary") == 1.0
+    assert value(built, "classifier_model_trained_timestamp_seconds") == TRAINED_AT_UNIX
+    loaded = value(built, "classifier_model_loaded_timestamp_seconds")
+    assert loaded is not None and loaded > TRAINED_AT_UNIX
+
+
+def test_construction_sets_the_validation_prediction_shares(registered: Registered, tmp_path: Path) -> None:
+    """One share per class (flat task: level ""), folded into `other` beyond monitored_labels."""
+    shares = registered.metadata["prediction_distribution"]
+    full = build(registered, tmp_path / "full")
+    for label in ("benign", "malignant"):
+        assert value(full, "classifier_validation_prediction_share", label=label, level="") == pytest.approx(
+            shares[label]
+        )
+    top = max(shares, key=lambda label: shares[label])
+    folded = build(registered, tmp_path / "folded", monitored_labels=1)
+    assert value(folded, "classifier_validation_prediction_share", label=top, level="") == pytest.approx(shares[top])
+    rest = sum(share for label, share in shares.items() if label != top)
+    assert value(folded, "classifier_validation_prediction_share", label="other", level="") == pytest.approx(rest)
+
+
+def test_tracked_features_follow_the_sensitivity_ranking(registered: Registered, built: Built) -> None:
+    """The monitored features are the registration's ranking cut at monitored_features."""
+    assert built.monitor.inputs.tracked == registered.metadata["monitored_features"][:TRACKED]
+    assert built.monitor.inputs.feature_order == built.monitor.inputs.tracked  # all numeric
+
+
+def test_observe_accepted_counts_rows_and_fills_the_window(registered: Registered, built: Built) -> None:
+    """Accepted rows add to rows_total{outcome=accepted} and to the window's row count."""
+    built.monitor.observe_accepted(registered.X_train[:7])
+    built.monitor.observe_accepted(registered.X_train[7:10])
+    assert value(built, "classifier_rows_total", outcome="accepted") == 10.0
+    assert value(built, "classifier_rows_total", outcome="rejected") is None
+    assert built.monitor.drift()[0] == 10
+
+
+def test_observe_accepted_counts_out_of_range_faults(registered: Registered, built: Built) -> None:
+    """A tracked feature above its training max counts under its name; an untracked one under `other`."""
+    tracked = built.monitor.inputs.tracked[0]
+    untracked = next(n for n in registered.feature_names if n not in built.monitor.inputs.tracked)
+    X = registered.X_train[:4].copy()
+    X[:2, registered.feature_names.index(tracked)] = 1e9
+    X[:3, registered.feature_names.index(untracked)] = -1e9
+    built.monitor.observe_accepted(X)
+    assert value(built, "classifier_input_issues_total", feature=tracked, kind="out_of_range") == 2.0
+    assert value(built, "classifier_input_issues_total", feature="other", kind="out_of_range") == 3.0
+
+
+def test_observe_rejected_counts_rows_and_folds_issues(registered: Registered, built: Built) -> None:
+    """Rejected rows count with outcome=rejected (not in the window); faults of untracked features become `other`."""
+    tracked = built.monitor.inputs.tracked
+    untracked = [n for n in registered.feature_names if n not in tracked]
+    built.monitor.observe_rejected(
+        3,
+        {
+            (tracked[0], "missing"): 2,
+            (untracked[0], "non_finite"): 4,
+            (tracked[1], "non_finite"): 1,
+        },
+    )
+    assert value(built, "classifier_rows_total", outcome="rejected") == 3.0
+    assert value(built, "classifier_rows_total", outcome="accepted") is None
+    assert value(built, "classifier_input_issues_total", feature=tracked[0], kind="missing") == 2.0
+    assert value(built, "classifier_input_issues_total", feature=tracked[1], kind="non_finite") == 1.0
+    assert value(built, "classifier_input_issues_total", feature="other", kind="non_finite") == 4.0
+    assert value(built, "classifier_input_issues_total", feature=untracked[0], kind="non_finite") is None
+    assert built.monitor.drift()[0] == 0
+
+
+def test_observe_rejected_sums_the_faults_folded_into_other(registered: Registered, built: Built) -> None:
+    """Two untracked features with faults of one kind: `other` gets the sum of both counts.
+
+    BUG (service/monitoring/monitor.py:141, `observe_rejected`): the dict comprehension
+    `{(self.inputs.fold_feature(f), kind): n for (f, kind), n in issues.items()}` maps both features to the key
+    ("other", kind), so the later count overwrites the earlier one instead of adding to it (4 instead of 5).
+    """
+    tracked = built.monitor.inputs.tracked
+    untracked = [n for n in registered.feature_names if n not in tracked]
+    built.monitor.observe_rejected(
+        2, {(untracked[0], "non_finite"): 1, (untracked[1], "non_finite"): 4, ("no-such-feature", "missing"): 1}
+    )
+    assert value(built, "classifier_input_issues_total", feature="other", kind="non_finite") == 5.0
+    assert value(built, "classifier_input_issues_total", feature="other", kind="missing") == 1.0
+
+
+def test_observe_prediction_counts_labels_confidence_and_abstentions(registered: Registered, tmp_path: Path) -> None:
+    """Decided labels per (folded) label, confidence and margin histograms, abstentions; None is no decision."""
+    shares = registered.metadata["prediction_distribution"]
+    top = max(shares, key=lambda label: shares[label])
+    rest = next(label for label in shares if label != top)
+    built = build(registered, tmp_path, monitored_labels=1)
+    decided = [top, rest, top, None, top]
+    built.monitor.observe_prediction(
+        Summary(
+            labels={"": decided},
+            drift_labels=decided,
+            confidence=np.array([0.95, 0.6, 0.99, 0.5, 0.8]),
+            margin=np.array([0.9, 0.2, 0.98, 0.0, 0.6]),
+            abstentions=1,
+        )
+    )
+    assert value(built, "classifier_predictions_total", label=top, level="") == 3.0
+    assert value(built, "classifier_predictions_total", label="other", level="") == 1.0
+    assert value(built, "classifier_predictions_total", label=rest, level="") is None
+    assert value(built, "classifier_prediction_confidence_count") == 5.0
+    assert value(built, "classifier_prediction_confidence_sum") == pytest.approx(3.84)
+    assert value(built, "classifier_prediction_confidence_bucket", le="0.5") == 1.0
+    assert value(built, "classifier_prediction_confidence_bucket", le="0.8") == 3.0  # 0.5, 0.6, 0.8
+    assert value(built, "classifier_prediction_margin_count") == 5.0
+    assert value(built, "classifier_prediction_margin_sum") == pytest.approx(2.68)
+    assert value(built, "classifier_abstentions_total") == 1.0
+    assert value(built, "classifier_labels_per_instance_count") == 0.0
+    assert value(built, "classifier_incomplete_paths_total") is None
+
+
+def test_observe_prediction_without_folding_and_optional_fields(registered: Registered, built: Built) -> None:
+    """Enough label slots: every class by name; per-instance counts, path depths and incomplete paths when given."""
+    built.monitor.observe_prediction(
+        Summary(
+            labels={"": ["malignant", "benign", "benign"]},
+            drift_labels=["malignant", "benign", "benign"],
+            confidence=np.array([0.7, 0.8, 0.9]),
+            labels_per_instance=np.array([0, 1, 3]),
+            path_depth=np.array([1, 2, 2]),
+            incomplete_paths=2,
+        )
+    )
+    assert value(built, "classifier_predictions_total", label="benign", level="") == 2.0
+    assert value(built, "classifier_predictions_total", label="malignant", level="") == 1.0
+    assert value(built, "classifier_predictions_total", label="other", level="") is None
+    assert value(built, "classifier_prediction_margin_count") == 0.0
+    assert value(built, "classifier_labels_per_instance_count") == 3.0
+    assert value(built, "classifier_labels_per_instance_sum") == 4.0
+    assert value(built, "classifier_labels_per_instance_bucket", le="0.0") == 1.0
+    assert value(built, "classifier_path_depth_sum") == 5.0
+    assert value(built, "classifier_incomplete_paths_total") == 2.0
+    assert value(built, "classifier_abstentions_total") is None
+
+
+def test_drift_is_nan_below_the_minimum_rows(registered: Registered, built: Built) -> None:
+    """MIN_ROWS - 1 rows: every PSI NaN; one more row: all finite."""
+    built.monitor.observe_accepted(registered.X_train[: MIN_ROWS - 1])
+    rows, features, prediction = built.monitor.drift()
+    assert rows == MIN_ROWS - 1
+    assert set(features) == set(built.monitor.inputs.tracked)
+    assert all(math.isnan(v) for v in features.values()) and math.isnan(prediction)
+
+    built.monitor.observe_accepted(registered.X_train[MIN_ROWS - 1 : MIN_ROWS])
+    built.monitor.observe_prediction(
+        Summary(labels={"": ["benign"] * 5}, drift_labels=["benign"] * 5, confidence=np.full(5, 0.9))
+    )
+    rows, features, prediction = built.monitor.drift()
+    assert rows == MIN_ROWS
+    assert all(math.isfinite(v) for v in features.values()) and math.isfinite(prediction)
+
+
+def test_replaying_training_rows_shows_no_feature_drift(registered: Registered, built: Built) -> None:
+    """The reference rows themselves: every tracked feature's PSI stays small."""
+    built.monitor.observe_accepted(registered.X_train)
+    rows, features, _ = built.monitor.drift()
+    assert rows == len(registered.X_train)
+    assert max(features.values()) < 0.1, features
+
+
+def test_shifting_one_feature_drifts_only_that_feature(registered: Registered, built: Built) -> None:
+    """+5 standard deviations on one tracked feature: its PSI > 0.25, the others stay small."""
+    shifted = built.monitor.inputs.tracked[1]
+    column = registered.feature_names.index(shifted)
+    X = registered.X_train.copy()
+    X[:, column] += 5 * X[:, column].std()
+    built.monitor.observe_accepted(X)
+    _, features, _ = built.monitor.drift()
+    assert features[shifted] > 0.25
+    assert max(v for name, v in features.items() if name != shifted) < 0.1, features
+
+
+def test_one_label_only_gives_a_large_prediction_drift(registered: Registered, built: Built) -> None:
+    """Class collapse: 200 decisions of the rarer validation class against the validation shares."""
+    shares = registered.metadata["prediction_distribution"]
+    rare = min(shares, key=lambda label: shares[label])
+    built.monitor.observe_accepted(registered.X_train[:200])
+    built.monitor.observe_prediction(
+        Summary(labels={"": [rare] * 200}, drift_labels=[rare] * 200, confidence=np.full(200, 0.9))
+    )
+    _, _, prediction = built.monitor.drift()
+    assert prediction > 0.25
+
+
+def test_decisions_in_validation_proportions_give_a_small_prediction_drift(
+    registered: Registered, built: Built
+) -> None:
+    """Decisions in the validation shares (the counterpart of class collapse): prediction PSI small."""
+    shares = registered.metadata["prediction_distribution"]
+    labels = [label for label, share in shares.items() for _ in range(round(share * 1000))]
+    built.monitor.observe_accepted(registered.X_train[:MIN_ROWS])
+    built.monitor.observe_prediction(
+        Summary(labels={"": labels}, drift_labels=labels, confidence=np.full(len(labels), 0.9))
+    )
+    _, _, prediction = built.monitor.drift()
+    assert prediction < 0.01
+
+
+def test_render_drift_exposes_one_feature_sample_per_tracked_feature(registered: Registered, built: Built) -> None:
+    """The scrape-time text parses; one feature PSI per tracked feature, one prediction PSI, the window rows."""
+    built.monitor.observe_accepted(registered.X_train[:60])
+    families = {f.name: f for f in text_string_to_metric_families(render_drift([built.monitor]))}
+    features = {s.labels["feature"]: s.value for s in families["classifier_feature_drift_psi"].samples}
+    assert sorted(features) == sorted(built.monitor.inputs.tracked)
+    assert all(s.labels["model"] == built.name for s in families["classifier_feature_drift_psi"].samples)
+    _, expected, _ = built.monitor.drift()
+    assert features == pytest.approx(expected)
+    (prediction,) = families["classifier_prediction_drift_psi"].samples
+    assert prediction.labels == {"model": built.name}
+    (rows,) = families["classifier_drift_window_rows"].samples
+    assert (rows.labels, rows.value) == ({"model": built.name}, 60.0)
+
+
+def test_render_drift_of_no_monitor_declares_the_families() -> None:
+    """No served model: the three families are declared, with no sample."""
+    families = list(text_string_to_metric_families(render_drift([])))
+    assert sorted(f.name for f in families) == [
+        "classifier_drift_window_rows",
+        "classifier_feature_drift_psi",
+        "classifier_prediction_drift_psi",
+    ]
+    assert all(not f.samples for f in families)
