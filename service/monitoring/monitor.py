@@ -105,9 +105,6 @@ class ModelMonitor:
 
         m = metrics
         self._confidence = m.confidence.labels(model=name)
-        self._margin = m.margin.labels(model=name)
-        self._labels_per_instance = m.labels_per_instance.labels(model=name)
-        self._path_depth = m.path_depth.labels(model=name)
         self._inference = m.inference_duration.labels(model=name)
         self._batch_rows = m.batch_rows.labels(model=name)
         validation = metadata.get("metrics", {})
@@ -157,12 +154,13 @@ class ModelMonitor:
                 if count:
                     m.predictions.labels(model=self.name, label=label, level=level).inc(count)
         observe_many(self._confidence, summary.confidence)
+        # task-specific histograms get a series only for the tasks that have the value
         if summary.margin is not None:
-            observe_many(self._margin, summary.margin)
+            observe_many(m.margin.labels(model=self.name), summary.margin)
         if summary.labels_per_instance is not None:
-            observe_many(self._labels_per_instance, summary.labels_per_instance)
+            observe_many(m.labels_per_instance.labels(model=self.name), summary.labels_per_instance)
         if summary.path_depth is not None:
-            observe_many(self._path_depth, summary.path_depth)
+            observe_many(m.path_depth.labels(model=self.name), summary.path_depth)
         if summary.abstentions:
             m.abstentions.labels(model=self.name).inc(summary.abstentions)
         if summary.incomplete_paths:

@@ -222,7 +222,7 @@ def test_observe_prediction_counts_labels_confidence_and_abstentions(registered:
     assert value(built, "classifier_prediction_margin_count") == 5.0
     assert value(built, "classifier_prediction_margin_sum") == pytest.approx(2.68)
     assert value(built, "classifier_abstentions_total") == 1.0
-    assert value(built, "classifier_labels_per_instance_count") == 0.0
+    assert value(built, "classifier_labels_per_instance_count") is None  # no series for a task without the value
     assert value(built, "classifier_incomplete_paths_total") is None
 
 
@@ -241,7 +241,7 @@ def test_observe_prediction_without_folding_and_optional_fields(registered: Regi
     assert value(built, "classifier_predictions_total", label="benign", level="") == 2.0
     assert value(built, "classifier_predictions_total", label="malignant", level="") == 1.0
     assert value(built, "classifier_predictions_total", label="other", level="") is None
-    assert value(built, "classifier_prediction_margin_count") == 0.0
+    assert value(built, "classifier_prediction_margin_count") is None  # no series for a task without the value
     assert value(built, "classifier_labels_per_instance_count") == 3.0
     assert value(built, "classifier_labels_per_instance_sum") == 4.0
     assert value(built, "classifier_labels_per_instance_bucket", le="0.0") == 1.0
