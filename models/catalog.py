@@ -7,6 +7,7 @@ through `service.store.register_model`, so the catalog takes the same path as a 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from sklearn.datasets import load_breast_cancer, load_digits
@@ -83,35 +84,27 @@ def _attributes() -> tuple[list[np.ndarray], list[str]]:
     return _split(X, Y, y), list(DIGIT_ATTRIBUTES)
 
 
-def digit_attributes() -> str:
+def _register_attributes(name: str, estimator: Any) -> str:
     (X_train, X_val, Y_train, Y_val), labels = _attributes()
-    model = RandomForestClassifier(n_estimators=100, random_state=SEED).fit(X_train, Y_train)
+    fitted = estimator(X_train, Y_train, labels)
     return register_model(
-        "digit_attributes",
-        "multilabel",
-        model,
-        X_val,
-        Y_val,
-        X_train=X_train,
-        y_train=Y_train,
-        feature_names=DIGIT_FEATURES,
-        labels=labels,
+        name, "multilabel", fitted, X_val, Y_val, X_train=X_train, y_train=Y_train,
+        feature_names=DIGIT_FEATURES, labels=labels,
+    )  # fmt: skip
+
+
+def digit_attributes() -> str:
+    """One multi-output forest scores every label."""
+    return _register_attributes(
+        "digit_attributes", lambda X, Y, _labels: RandomForestClassifier(n_estimators=100, random_state=SEED).fit(X, Y)
     )
 
 
 def digit_attributes_ovr() -> str:
-    (X_train, X_val, Y_train, Y_val), labels = _attributes()
-    per_label = {label: _linear().fit(X_train, Y_train[:, j]) for j, label in enumerate(labels)}
-    return register_model(
+    """One logistic regression per label."""
+    return _register_attributes(
         "digit_attributes_ovr",
-        "multilabel",
-        per_label,
-        X_val,
-        Y_val,
-        X_train=X_train,
-        y_train=Y_train,
-        feature_names=DIGIT_FEATURES,
-        labels=labels,
+        lambda X, Y, labels: {label: _linear().fit(X, Y[:, j]) for j, label in enumerate(labels)},
     )
 
 

@@ -77,6 +77,12 @@ class Observations:
     path_depth: np.ndarray | None = None
     incomplete_paths: int = 0
 
+    @classmethod
+    def flat(cls, labels: Sequence[str | None], confidence: np.ndarray, **extra: Any) -> Observations:
+        """Observations of a flat task: one level, whose labels are also the ones drift compares."""
+        abstentions = sum(label is None for label in labels)
+        return cls(labels={"": labels}, drift_labels=labels, confidence=confidence, abstentions=abstentions, **extra)
+
 
 class Prediction(ABC):
     """Decisions for a batch of rows, columns in `classes` order."""
@@ -101,13 +107,7 @@ class Prediction(ABC):
 
     def observations(self) -> Observations:
         """The batch as monitoring sees it; tasks with more to say (margin, depth) override this."""
-        labels = self.decided_labels
-        return Observations(
-            labels={"": labels},
-            drift_labels=labels,
-            confidence=self.confidence,
-            abstentions=sum(label is None for label in labels),
-        )
+        return Observations.flat(self.decided_labels, self.confidence)
 
 
 class Task(ABC):

@@ -41,10 +41,7 @@ class BinaryPrediction(Prediction):
         return np.where(positive, self.score, 1.0 - self.score)
 
     def observations(self) -> Observations:
-        labels = self.decided_labels
-        return Observations(
-            labels={"": labels}, drift_labels=labels, confidence=self.confidence, margin=np.abs(2 * self.score - 1)
-        )
+        return Observations.flat(self.decided_labels, self.confidence, margin=np.abs(2 * self.score - 1))
 
 
 @register_task

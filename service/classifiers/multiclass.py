@@ -46,9 +46,9 @@ class MulticlassPrediction(Prediction):
 
     def records(self) -> Iterator[dict[str, Any]]:
         names = self.classes.tolist()
-        labels = self.decided_labels
         confidences = self.top1.tolist()
         abstained = self.abstained.tolist()
+        labels = self.decided_labels
         for i in range(len(self)):
             record: dict[str, Any] = {"label": labels[i], "confidence": confidences[i], "abstained": abstained[i]}
             if self.top_k is not None:
@@ -69,16 +69,9 @@ class MulticlassPrediction(Prediction):
         return self.top1
 
     def observations(self) -> Observations:
-        labels = self.decided_labels
         one_class = self.proba.shape[1] < 2
         second = np.zeros(len(self)) if one_class else -np.partition(-self.proba, 1, axis=1)[:, 1]
-        return Observations(
-            labels={"": labels},
-            drift_labels=labels,
-            confidence=self.top1,
-            margin=self.top1 - second,
-            abstentions=int(self.abstained.sum()),
-        )
+        return Observations.flat(self.decided_labels, self.top1, margin=self.top1 - second)
 
 
 @register_task

@@ -84,13 +84,7 @@ class MultilabelPrediction(Prediction):
         return chosen
 
     def observations(self) -> Observations:
-        labels = self.decided_labels
-        return Observations(
-            labels={"": labels},
-            drift_labels=labels,
-            confidence=self.confidence,
-            labels_per_instance=self.decided.sum(axis=1),
-        )
+        return Observations.flat(self.decided_labels, self.confidence, labels_per_instance=self.decided.sum(axis=1))
 
 
 @register_task
