@@ -106,7 +106,7 @@ async def read_json(request: Request, max_bytes: int) -> Any:
 async def predict(request: Request, service: ClassifierService) -> Any:
     body = parse_predict_request(await read_json(request, service.settings.max_body_bytes))
     request.state.model = service.registry.model_label(body.model)
-    return service.registry.predict(body)
+    return await service.registry.predict(body)
 
 
 async def list_models(request: Request, service: ClassifierService) -> Any:
@@ -128,7 +128,16 @@ api = Starlette(
 )
 
 
-@bentoml.service(name="classifier-service", workers=Settings().workers, traffic={"timeout": 30})
+# Server-level settings: BentoML reads them when the service class is defined, before any worker starts.
+SERVER_SETTINGS = Settings()
+
+
+@bentoml.service(
+    name="classifier-service",
+    workers=SERVER_SETTINGS.workers,
+    traffic={"timeout": 30},
+    logging={"access": {"enabled": SERVER_SETTINGS.access_log}},
+)
 @bentoml.asgi_app(api, path="/")
 class ClassifierService:
     """Serves the configured classifiers; `/readyz` is 503 until every one of them has loaded."""

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from .batching import Batcher
 from .classifiers import InvalidInputError, InvalidModelError
 from .errors import ModelUnavailableError, UnknownModelError
 from .monitoring.metrics import NO_MODEL, Metrics
@@ -38,14 +39,20 @@ def monitoring_config(settings: Settings) -> MonitoringConfig:
     )
 
 
+def _ignore(seconds: float, rows: int) -> None:
+    """The model-call observer when monitoring is off."""
+
+
 @dataclass
 class ModelRegistry:
-    """Models configured for this worker: the loaded ones with their monitors and, for the others, why they failed."""
+    """Models configured for this worker: the loaded ones with their monitors and batchers and, for the others,
+    why they failed."""
 
     settings: Settings
     metrics: Metrics
     loaded: dict[str, LoadedModel] = field(default_factory=dict)
     monitors: dict[str, ModelMonitor] = field(default_factory=dict)
+    batchers: dict[str, Batcher] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -53,6 +60,8 @@ class ModelRegistry:
         registry = cls(settings, metrics)
         config = monitoring_config(settings)
         directory = window_directory()
+        # one inference thread per worker: model calls overlap request parsing, not each other
+        inference = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         for entry in settings.models:
             name, _, version = entry.partition(":")
             try:
@@ -62,7 +71,14 @@ class ModelRegistry:
                 registry.failed[name] = str(exc)
                 continue
             registry.loaded[name] = model
-            registry.monitors[name] = ModelMonitor(name, model.version, model.metadata, metrics, config, directory)
+            if settings.monitoring:
+                monitor = ModelMonitor(name, model.version, model.metadata, metrics, config, directory)
+                registry.monitors[name] = monitor
+            if settings.batching:
+                observe = registry.monitors[name].observe_inference if settings.monitoring else _ignore
+                registry.batchers[name] = Batcher(
+                    model.task, inference, settings.batch_max_rows, settings.batch_max_wait_ms / 1000, observe
+                )
             logger.info("serving %s (%s)", model.tag, model.metadata["task"])
         return registry
 
@@ -89,30 +105,38 @@ class ModelRegistry:
             raise UnknownModelError(f"{what} is not served; served models: {served}", field="model")
         return model
 
-    def predict(self, request: PredictRequest) -> dict[str, Any]:
+    async def predict(self, request: PredictRequest) -> dict[str, Any]:
         """Answer one predict request (CONTRACT.md's response body), monitoring inputs and decisions."""
         model = self.resolve(request.model)
-        monitor = self.monitors[model.name]
+        monitor = self.monitors.get(model.name)
         task = model.task
+        rows = len(request.instances)
         try:
-            if len(request.instances) > self.settings.max_batch_rows:
+            if rows > self.settings.max_batch_rows:
                 raise InvalidInputError(
-                    f"'instances' has {len(request.instances)} rows; "
-                    f"at most {self.settings.max_batch_rows} are accepted",
+                    f"'instances' has {rows} rows; at most {self.settings.max_batch_rows} are accepted",
                     field="instances",
                 )
             options = request.options.to_options()
             task.check_options(options)
             X = task.validate(request.instances)
         except InvalidInputError as exc:
-            monitor.observe_rejected(len(request.instances), exc.issues)
+            if monitor:
+                monitor.observe_rejected(rows, exc.issues)
             raise
-        monitor.observe_accepted(X)
-        started = time.perf_counter()
-        scores = task.score(X)
-        monitor.observe_inference(time.perf_counter() - started, len(request.instances))
+        if monitor:
+            monitor.observe_accepted(X)
+        batcher = self.batchers.get(model.name)
+        if batcher:
+            scores = await batcher.score(X, rows)
+        else:
+            started = time.perf_counter()
+            scores = task.score(X)
+            if monitor:
+                monitor.observe_inference(time.perf_counter() - started, rows)
         prediction = task.decide(scores, options)
-        monitor.observe_prediction(prediction.observations())
+        if monitor:
+            monitor.observe_prediction(prediction.observations())
         predictions = []
         for prediction_id, record in zip(prediction_ids(len(prediction)), prediction.records(), strict=True):
             record["id"] = prediction_id
@@ -127,8 +151,7 @@ class ModelRegistry:
 
     def describe(self, name: str) -> dict[str, Any]:
         """One model's card for `GET /models/{name}`."""
-        model = self.resolve(name)
-        return describe_model(model, self.monitors[model.name].inputs.tracked)
+        return describe_model(self.resolve(name), self.settings.monitored_features)
 
     def describe_all(self) -> list[dict[str, Any]]:
         return [self.describe(name) for name in sorted(self.loaded)]
@@ -138,7 +161,7 @@ class ModelRegistry:
         return render_drift(self.monitors.values())
 
 
-def describe_model(model: LoadedModel, monitored_features: Sequence[str]) -> dict[str, Any]:
+def describe_model(model: LoadedModel, monitored_features: int) -> dict[str, Any]:
     """The model card of `GET /models`: identity, classes, features, validation metrics, decision defaults."""
     meta = model.metadata
     classes = list(meta["classes"])
@@ -159,5 +182,5 @@ def describe_model(model: LoadedModel, monitored_features: Sequence[str]) -> dic
         "metrics": meta["metrics"],
         "decision": meta["decision"],
         "options": sorted(model.task.options),
-        "monitored_features": list(monitored_features),
+        "monitored_features": list(meta.get("monitored_features", features["names"]))[:monitored_features],
     }

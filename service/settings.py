@@ -30,6 +30,11 @@ class Settings(BaseSettings):
     drift_slots: int = Field(30, ge=1, le=3600, description="time slots the drift window slides by")
     drift_min_rows: int = Field(100, ge=1, description="fewer rows in the window: PSI is NaN (too noisy to alert on)")
     heartbeat_seconds: float = Field(5.0, gt=0, description="how often each worker sets its heartbeat gauge")
+    monitoring: bool = Field(True, description="silent-failure signals per model (inputs, decisions, drift)")
+    batching: bool = Field(True, description="coalesce concurrent requests' rows into one model call")
+    batch_max_rows: int = Field(1000, ge=1, description="most rows in one coalesced model call")
+    batch_max_wait_ms: float = Field(0.0, ge=0, description="wait this long for more rows before a model call")
+    access_log: bool = Field(False, description="BentoML's per-request access log lines")
 
     @field_validator("models", "trusted_types", mode="before")
     @classmethod

@@ -199,7 +199,7 @@ def test_model_that_fails_to_load_is_unavailable_and_others_serve(
 def test_internal_error_hides_details_and_logs_them(
     api: TestClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def broken(self: ModelRegistry, request: Any) -> Any:
+    async def broken(self: ModelRegistry, request: Any) -> Any:
         raise RuntimeError("secret internals")
 
     monkeypatch.setattr(ModelRegistry, "predict", broken)
@@ -208,7 +208,7 @@ def test_internal_error_hides_details_and_logs_them(
     assert "secret" not in error["message"]
     error_id = error["message"].split()[2].rstrip(";")
     logged = [r for r in caplog.records if error_id in r.getMessage()]
-    assert logged and logged[0].exc_info is not None
+    assert logged and logged[0].exc_info is not None and logged[0].exc_info[0] is RuntimeError
 
 
 def test_client_errors_log_no_traceback(api: TestClient, caplog: pytest.LogCaptureFixture) -> None:

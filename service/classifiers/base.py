@@ -142,7 +142,19 @@ class Task(ABC):
 
     @abstractmethod
     def score(self, X: Any) -> Any:
-        """Run the estimators once over every row of `X`; the result is sliceable by rows."""
+        """Run the estimators once over every row of `X`."""
+
+    def join_inputs(self, parts: Sequence[Any]) -> Any:
+        """One estimator input holding the validated rows of several requests, in order."""
+        if hasattr(parts[0], "iloc"):  # DataFrames
+            import pandas as pd
+
+            return pd.concat(parts, ignore_index=True)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def slice_scores(self, scores: Any, start: int, stop: int) -> Any:
+        """The scores of rows [start, stop) of a joined batch."""
+        return scores[start:stop]
 
     @abstractmethod
     def decide(self, scores: Any, options: Options) -> Prediction:

@@ -106,6 +106,19 @@ class HierarchicalScores:
     scores: np.ndarray  # rows x levels
     level_proba: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]]  # per level: (rows, child ids, P)
 
+    def rows(self, start: int, stop: int) -> HierarchicalScores:
+        """The paths of rows [start, stop), renumbered from 0."""
+        levels = []
+        for blocks in self.level_proba:
+            kept = []
+            for rows, children, proba in blocks:
+                inside = (rows >= start) & (rows < stop)
+                if inside.any():
+                    kept.append((rows[inside] - start, children, proba[inside]))
+            levels.append(kept)
+        return HierarchicalScores(_take(self.X, np.arange(start, stop)), self.nodes[start:stop],
+                                  self.scores[start:stop], levels)  # fmt: skip
+
 
 @dataclass(frozen=True)
 class HierarchicalPrediction(Prediction):
@@ -185,6 +198,9 @@ class HierarchicalTask(Task):
 
     def score(self, X: Any) -> HierarchicalScores:
         return greedy_paths(self.nodes, X)
+
+    def slice_scores(self, scores: HierarchicalScores, start: int, stop: int) -> HierarchicalScores:
+        return scores.rows(start, stop)
 
     def score_matrix(self, X: Any) -> np.ndarray:
         matrix: np.ndarray = np.nan_to_num(self.score(X).scores)

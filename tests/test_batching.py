@@ -1,0 +1,128 @@
+"""Adaptive batching: concurrent requests share model calls, each gets its own rows, options and failures."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pytest
+from starlette.testclient import TestClient
+
+from service.batching import Batcher
+from service.classifiers import Options, Task
+from service.store import load_model
+from tests.helpers import catalog_rows
+
+
+class Recording:
+    """Wraps a task's `score`: records each call's row count and fails calls that hold a poisoned row."""
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        self.calls: list[int] = []
+
+    def __call__(self, X: Any) -> Any:
+        self.calls.append(len(X))
+        if (np.asarray(X)[:, 0] < 0).any():
+            raise ValueError("poisoned row")
+        return type(self.task).score(self.task, X)
+
+
+@pytest.fixture
+def executor() -> Iterator[ThreadPoolExecutor]:
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        yield pool
+
+
+def batcher_for(tag: str, executor: ThreadPoolExecutor, max_rows: int = 1000) -> tuple[Batcher, Recording, Task]:
+    task = load_model(tag).task
+    recording = Recording(task)
+    task.score = recording  # type: ignore[method-assign]
+    observed: list[tuple[float, int]] = []
+    return Batcher(task, executor, max_rows, 0.0, lambda s, n: observed.append((s, n))), recording, task
+
+
+def assert_same(got: Any, expected: Any) -> None:
+    """Equal structure and labels; floats equal up to rounding (BLAS may sum a bigger batch in another order)."""
+    if isinstance(expected, dict):
+        assert got.keys() == expected.keys()
+        for key in expected:
+            assert_same(got[key], expected[key])
+    elif isinstance(expected, list):
+        assert len(got) == len(expected)
+        for g, e in zip(got, expected, strict=True):
+            assert_same(g, e)
+    elif isinstance(expected, float):
+        assert got == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    else:
+        assert got == expected
+
+
+def requests_of(X: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
+    bounds = np.cumsum([0, *sizes])
+    return [X[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+async def score_all(batcher: Batcher, parts: list[np.ndarray]) -> list[Any]:
+    return list(await asyncio.gather(*(batcher.score(p, len(p)) for p in parts), return_exceptions=True))
+
+
+@pytest.mark.parametrize("model", ["digits", "digit_groups", "digit_attributes"])
+def test_concurrent_requests_share_one_call_and_get_their_own_rows(
+    catalog: dict[str, str], executor: ThreadPoolExecutor, model: str
+) -> None:
+    batcher, recording, task = batcher_for(catalog[model], executor)
+    parts = requests_of(catalog_rows(model, 20), [1, 5, 3, 1, 10])
+    options = [Options(), Options(top_k=2), Options(return_probabilities=True), Options(), Options(top_k=3)]
+    if model == "digit_attributes":
+        options = [Options(), Options(top_k=2), Options(threshold=0.2), Options(), Options(threshold=0.9)]
+    results = asyncio.run(score_all(batcher, parts))
+    assert recording.calls == [20]  # one model call for five requests
+    for part, scores, option in zip(parts, results, options, strict=True):
+        alone = task.decide(type(task).score(task, part), option)
+        batched = task.decide(scores, option)
+        assert_same(list(batched.records()), list(alone.records()))
+
+
+def test_a_batch_never_exceeds_max_rows_and_keeps_requests_whole(
+    catalog: dict[str, str], executor: ThreadPoolExecutor
+) -> None:
+    batcher, recording, _ = batcher_for(catalog["digits"], executor, max_rows=8)
+    parts = requests_of(catalog_rows("digits", 23), [3, 4, 2, 5, 9])  # 9 > max_rows: scored alone
+    results = asyncio.run(score_all(batcher, parts))
+    assert recording.calls == [7, 7, 9]  # [3, 4], [2, 5], [9]
+    assert [len(r) for r in results] == [3, 4, 2, 5, 9]
+
+
+def test_a_failing_request_does_not_fail_the_others(catalog: dict[str, str], executor: ThreadPoolExecutor) -> None:
+    batcher, recording, task = batcher_for(catalog["breast_cancer"], executor)
+    parts = requests_of(catalog_rows("breast_cancer", 6), [2, 2, 2])
+    parts[1] = parts[1].copy()
+    parts[1][0, 0] = -1.0  # the model raises on this request's rows
+    results = asyncio.run(score_all(batcher, parts))
+    assert isinstance(results[1], ValueError)
+    for part, scores in ((parts[0], results[0]), (parts[2], results[2])):
+        np.testing.assert_array_equal(scores, type(task).score(task, part))
+    assert recording.calls == [6, 2, 2, 2]  # the batch failed, then each request alone
+
+
+def test_concurrent_http_requests_with_mixed_options(api: TestClient) -> None:
+    """Through the service: requests sent at once answer exactly as the same requests sent one by one."""
+    X = catalog_rows("digits", 12)
+    bodies = [
+        {"model": "digits", "instances": X[i : i + 3].tolist(), "options": options}
+        for i, options in zip(
+            range(0, 12, 3), [{}, {"top_k": 2}, {"min_confidence": 0.99}, {"return_probabilities": True}], strict=True
+        )
+    ]
+
+    def strip_ids(response: Any) -> list[dict[str, Any]]:
+        return [{k: v for k, v in p.items() if k != "id"} for p in response.json()["predictions"]]
+
+    one_by_one = [strip_ids(api.post("/predict", json=body)) for body in bodies]
+    with ThreadPoolExecutor(max_workers=len(bodies)) as pool:
+        at_once = list(pool.map(lambda body: strip_ids(api.post("/predict", json=body)), bodies))
+    assert_same(at_once, one_by_one)
