@@ -7,6 +7,7 @@ its request parsing (strict, orjson) and every error body; BentoML provides the 
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -14,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import anyio
 import bentoml
 import orjson
 from starlette.applications import Starlette
@@ -21,10 +23,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from . import bentoml_fixes
 from .classifiers import InvalidInputError
 from .errors import PayloadTooLargeError, classify, error_body
 from .middleware import ErrorBodyMiddleware
-from .monitoring.metrics import NO_MODEL, shared_metrics
+from .monitoring.metrics import CONTENT_TYPE, NO_MODEL, exposition, shared_metrics
 from .monitoring.monitor import Heartbeat
 from .schemas import parse_predict_request
 from .serving import ModelRegistry
@@ -119,17 +122,26 @@ async def get_model(request: Request, service: ClassifierService) -> Any:
     return service.registry.describe(name)
 
 
+async def metrics(request: Request) -> Response:
+    """Every worker's metrics, summed, plus the drift gauges computed now from the shared windows."""
+    service: ClassifierService = bentoml.get_current_service()
+    text = await anyio.to_thread.run_sync(lambda: exposition() + service.registry.drift_exposition().encode())
+    return Response(text, media_type=CONTENT_TYPE)
+
+
 api = Starlette(
     routes=[
         endpoint("POST", "/predict", predict),
         endpoint("GET", "/models", list_models),
         endpoint("GET", "/models/{name}", get_model),
+        Route("/metrics", metrics, methods=["GET"]),
     ]
 )
 
 
 # Server-level settings: BentoML reads them when the service class is defined, before any worker starts.
 SERVER_SETTINGS = Settings()
+bentoml_fixes.apply()
 
 
 @bentoml.service(
@@ -137,6 +149,9 @@ SERVER_SETTINGS = Settings()
     workers=SERVER_SETTINGS.workers,
     traffic={"timeout": 30},
     logging={"access": {"enabled": SERVER_SETTINGS.access_log}},
+    tracing={"excluded_urls": [] if SERVER_SETTINGS.trace_requests else [".*"]},
+    # `/metrics` is ours (service/monitoring): BentoML's own request metrics, labelled by raw path, are off
+    metrics={"enabled": False},
 )
 @bentoml.asgi_app(api, path="/")
 class ClassifierService:
@@ -147,13 +162,13 @@ class ClassifierService:
         self.metrics = shared_metrics()
         self.registry = ModelRegistry.load(self.settings, self.metrics)
         self.heartbeat = Heartbeat(self.metrics, self.settings.heartbeat_seconds)
+        # Everything allocated so far (models, libraries) lives as long as the worker: moved out of the
+        # collector's reach, full collections walk only what requests allocate.
+        gc.collect()
+        gc.freeze()
 
     def __is_ready__(self) -> bool:
         return self.registry.ready
-
-    def __metrics__(self, text: str) -> str:
-        """BentoML's `/metrics` text (every worker's counters, summed) plus the drift gauges, computed now."""
-        return text + self.registry.drift_exposition()
 
 
 ClassifierService.add_asgi_middleware(ErrorBodyMiddleware)  # type: ignore[attr-defined]

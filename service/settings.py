@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     batch_max_rows: int = Field(1000, ge=1, description="most rows in one coalesced model call")
     batch_max_wait_ms: float = Field(0.0, ge=0, description="wait this long for more rows before a model call")
     access_log: bool = Field(False, description="BentoML's per-request access log lines")
+    trace_requests: bool = Field(False, description="OpenTelemetry spans per request (configure an exporter too)")
 
     @field_validator("models", "trusted_types", mode="before")
     @classmethod

@@ -11,7 +11,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 from prometheus_client.core import GaugeMetricFamily
 
 LATENCY_BUCKETS = (
@@ -38,6 +47,7 @@ MARGIN_BUCKETS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
 COUNT_BUCKETS = (0, 1, 2, 3, 4, 5, 6, 8, 10, 20, 50)
 
 NO_MODEL = "none"  # the `model` label of requests that name no served model
+CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
 @dataclass(frozen=True)
@@ -252,3 +262,33 @@ def render_gauges(families: Sequence[GaugeFamily]) -> str:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Collector())
     return generate_latest(registry).decode("utf-8")
+
+
+def exposition() -> bytes:
+    """The text exposition of every worker's metrics, summed from the multiprocess folder."""
+    registry = CollectorRegistry(auto_describe=False)
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return generate_latest(_HistogramOrder(registry))
+
+
+class _HistogramOrder:
+    """Histogram samples as the exposition format orders them: buckets by `le`, then `_count` and `_sum`.
+
+    MultiProcessCollector emits `_sum` and `_count` before the buckets.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterable[Any]:
+        for metric in self._registry.collect():
+            if metric.type == "histogram":
+                metric.samples.sort(key=_histogram_sample_order)
+            yield metric
+
+
+def _histogram_sample_order(sample: Any) -> tuple[tuple[tuple[str, str], ...], int, float]:
+    labels = tuple(sorted((k, v) for k, v in sample.labels.items() if k != "le"))
+    if sample.name.endswith("_bucket"):
+        return labels, 0, float(sample.labels["le"])
+    return labels, 1 if sample.name.endswith("_count") else 2, 0.0
