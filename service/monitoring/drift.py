@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -35,17 +36,19 @@ class LabelFolder:
         self._index = {label: i for i, label in enumerate(self.kept)}
         self._other = len(self.kept) if len(ranked) > limit else None  # no `other` slot: unknown labels are dropped
 
+    def tally(self, labels: Sequence[str | None]) -> dict[int, int]:
+        """Count per folded label index (None skipped); the counting runs in C, the loop is over distinct labels."""
+        folded: dict[int, int] = {}
+        for label, count in Counter(labels).items():
+            if label is not None and (code := self._code(label)) >= 0:
+                folded[code] = folded.get(code, 0) + count
+        return folded
+
     def counts(self, labels: Sequence[str | None]) -> np.ndarray:
-        """Count per folded label (None is skipped), without a Python loop over the labels."""
-        values = np.asarray(labels, dtype=object)
-        values = values[values != None]  # noqa: E711 -- elementwise comparison on an object array
+        """Count per folded label (None is skipped), as a vector over `names`."""
         counts = np.zeros(len(self.names), dtype=np.int64)
-        if values.size == 0:
-            return counts
-        unique, occurrences = np.unique(values.astype(str), return_counts=True)
-        codes = np.array([self._code(label) for label in unique.tolist()], dtype=np.intp)
-        known = codes >= 0
-        np.add.at(counts, codes[known], occurrences[known])
+        for code, count in self.tally(labels).items():
+            counts[code] = count
         return counts
 
     def _code(self, label: str) -> int:

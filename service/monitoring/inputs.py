@@ -41,7 +41,6 @@ class InputProfile:
     ) -> None:
         self.names = list(names)
         self.tracked = list(tracked)
-        position = {name: j for j, name in enumerate(self.names)}
         categorical_set = set(categorical)
         self.numeric_columns = np.array(
             [j for j, n in enumerate(self.names) if n not in categorical_set], dtype=np.intp
@@ -55,7 +54,6 @@ class InputProfile:
 
         self.tracked_numeric = [n for n in self.tracked if n not in categorical_set]
         self.tracked_categorical = [n for n in self.tracked if n in categorical_set]
-        self._numeric_positions = np.array([position[n] for n in self.tracked_numeric], dtype=np.intp)
         width = max((len(profile[n]["edges"]) for n in self.tracked_numeric), default=0)
         self._edges = np.full((len(self.tracked_numeric), max(width, 1)), np.inf)
         for f, name in enumerate(self.tracked_numeric):
@@ -81,25 +79,37 @@ class InputProfile:
         self.width = int(self.offsets[-1])
         self.feature_order = self.tracked_numeric + self.tracked_categorical
         self._categorical_slot = {n: len(self.tracked_numeric) + k for k, n in enumerate(self.tracked_categorical)}
+        self._all_numeric = not categorical_set
+        # tracked numeric features as columns of the numeric matrix; their bins come first in the window
+        self._tracked_numeric_columns = np.array([numeric_names.index(n) for n in self.tracked_numeric], dtype=np.intp)
+        self._numeric_offsets = self.offsets[: len(self.tracked_numeric)]
+        self._missing_bin = np.asarray(self.sizes[: len(self.tracked_numeric)], dtype=np.intp) - 1
+        self._numeric_width = int(self.offsets[len(self.tracked_numeric)])
 
     def observe(self, X: Any) -> InputReport:
         """Drift bins and faults of an accepted batch (float matrix, object matrix or DataFrame)."""
         matrix = X.to_numpy(dtype=object) if hasattr(X, "to_numpy") else np.asarray(X)
-        numeric = matrix[:, self.numeric_columns].astype(np.float64, copy=False)
+        if self._all_numeric and matrix.dtype == np.float64:
+            numeric = matrix
+        else:
+            numeric = matrix[:, self.numeric_columns].astype(np.float64)
         issues: dict[tuple[str, str], int] = {}
         missing = np.isnan(numeric)
-        self._count(issues, missing.sum(axis=0), MISSING)
+        any_missing = bool(missing.any())
+        if any_missing:
+            self._count(issues, missing.sum(axis=0), MISSING)
         outside = (numeric < self.minimum) | (numeric > self.maximum)
-        self._count(issues, outside.sum(axis=0), OUT_OF_RANGE)
+        if outside.any():
+            self._count(issues, outside.sum(axis=0), OUT_OF_RANGE)
 
         bins = np.zeros(self.width)
         if self.tracked_numeric:
-            values = matrix[:, self._numeric_positions].astype(np.float64, copy=False)
+            values = numeric[:, self._tracked_numeric_columns]
             index = (values[:, :, None] >= self._edges[None, :, :]).sum(axis=2)
-            sizes = np.asarray(self.sizes[: len(self.tracked_numeric)])
-            index = np.where(np.isnan(values), sizes - 1, index)
-            flat = (index + self.offsets[: len(self.tracked_numeric)]).ravel()
-            bins += np.bincount(flat, minlength=self.width)[: self.width]
+            if any_missing:
+                index = np.where(np.isnan(values), self._missing_bin, index)
+            flat = (index + self._numeric_offsets).ravel()
+            bins[: self._numeric_width] = np.bincount(flat, minlength=self._numeric_width)
         for name, categories in self._categories.items():
             column = matrix[:, self.names.index(name)]
             known = np.asarray(categories, dtype=str)

@@ -46,6 +46,7 @@ CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0
 MARGIN_BUCKETS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
 COUNT_BUCKETS = (0, 1, 2, 3, 4, 5, 6, 8, 10, 20, 50)
 
+FEW_VALUES = 4
 NO_MODEL = "none"  # the `model` label of requests that name no served model
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -228,7 +229,9 @@ def observe_many(histogram: Any, values: np.ndarray) -> None:
     Uses the child's bucket and sum values, as `Histogram.observe` does; a test pins the equivalence.
     """
     values = np.asarray(values, dtype=np.float64).ravel()
-    if values.size == 0:
+    if values.size <= FEW_VALUES:  # a few observe() calls cost less than the vectorised path's set-up
+        for value in values.tolist():
+            histogram.observe(value)
         return
     bounds = np.asarray(histogram._upper_bounds)
     observed = values[~np.isnan(values)]  # like observe(): NaN joins the sum, no bucket

@@ -104,6 +104,8 @@ class ModelMonitor:
         )
 
         m = metrics
+        self._predictions: dict[tuple[str, str], Any] = {}
+        self._accepted_rows = m.rows.labels(model=name, outcome="accepted")
         self._confidence = m.confidence.labels(model=name)
         self._inference = m.inference_duration.labels(model=name)
         self._batch_rows = m.batch_rows.labels(model=name)
@@ -125,12 +127,11 @@ class ModelMonitor:
     def observe_accepted(self, X: Any) -> None:
         """Rows that passed validation: drift bins into the window, faults into the counters."""
         report = self.inputs.observe(X)
-        counts = np.zeros(self.window.width)
-        counts[: self.inputs.width] = report.bins
-        counts[self._rows_at] = len(X)
-        self.window.add(counts)
-        self.metrics.rows.labels(model=self.name, outcome="accepted").inc(len(X))
-        self._count_issues(report.issues)
+        self.window.add(report.bins)
+        self.window.add(np.array([len(X)]), offset=self._rows_at)
+        self._accepted_rows.inc(len(X))
+        if report.issues:
+            self._count_issues(report.issues)
 
     def observe_rejected(self, rows: int, issues: Mapping[tuple[str, str], int]) -> None:
         """Rows of a rejected request, and the faults validation found in them (by feature name and kind)."""
@@ -150,9 +151,8 @@ class ModelMonitor:
         m = self.metrics
         for level, labels in summary.labels.items():
             folder = self.level_labels.get(level, self.drift_labels)
-            for label, count in zip(folder.names, folder.counts(labels).tolist(), strict=True):
-                if count:
-                    m.predictions.labels(model=self.name, label=label, level=level).inc(count)
+            for code, count in folder.tally(labels).items():
+                self._prediction_counter(folder.names[code], level).inc(count)
         observe_many(self._confidence, summary.confidence)
         # task-specific histograms get a series only for the tasks that have the value
         if summary.margin is not None:
@@ -165,9 +165,15 @@ class ModelMonitor:
             m.abstentions.labels(model=self.name).inc(summary.abstentions)
         if summary.incomplete_paths:
             m.incomplete_paths.labels(model=self.name).inc(summary.incomplete_paths)
-        counts = np.zeros(self.window.width)
-        counts[self._labels_at : self._rows_at] = self.drift_labels.counts(summary.drift_labels)
-        self.window.add(counts)
+        for code, count in self.drift_labels.tally(summary.drift_labels).items():
+            self.window.add(np.array([count]), offset=self._labels_at + code)
+
+    def _prediction_counter(self, label: str, level: str) -> Any:
+        key = (label, level)
+        child = self._predictions.get(key)
+        if child is None:
+            child = self._predictions[key] = self.metrics.predictions.labels(model=self.name, label=label, level=level)
+        return child
 
     def drift(self) -> tuple[int, dict[str, float], float]:
         """(rows in the window, PSI per tracked feature, PSI of decided labels); NaN below the minimum rows."""

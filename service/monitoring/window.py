@@ -7,6 +7,7 @@ start, so the window shares the metrics' lifetime. A dead worker's rows stay val
 
 from __future__ import annotations
 
+import mmap
 import os
 import re
 import time
@@ -30,17 +31,23 @@ class SlidingCounts:
         path = directory / f"clf_window_{safe_key}@{owner or os.getpid()}.bin"
         directory.mkdir(parents=True, exist_ok=True)
         # column 0 holds the slot number a row counts for; the rest are the counters
-        self._ring = np.memmap(path, dtype=np.float64, mode="w+", shape=(slots, width + 1))
+        shape = (slots, width + 1)
+        with path.open("wb+") as file:
+            file.truncate(8 * shape[0] * shape[1])
+            self._mmap = mmap.mmap(file.fileno(), 0)
+        # a plain ndarray over the shared pages: indexing it is much cheaper than numpy.memmap's
+        self._ring = np.frombuffer(self._mmap, dtype=np.float64).reshape(shape)
         self._ring[:, 0] = -1
         self._directory = directory
 
-    def add(self, counts: np.ndarray, now: float | None = None) -> None:
+    def add(self, counts: np.ndarray, offset: int = 0, now: float | None = None) -> None:
+        """Add `counts` to the counters from `offset` on, in the current time slot."""
         slot = int((time.time() if now is None else now) // self.slot_seconds)
         row = self._ring[slot % self.slots]
         if row[0] != slot:
             row[1:] = 0
             row[0] = slot
-        row[1:] += counts
+        row[1 + offset : 1 + offset + len(counts)] += counts
 
     def total(self, now: float | None = None) -> np.ndarray:
         """The counts of the window ending now, summed over every worker's file."""

@@ -172,7 +172,7 @@ def test_observe_rejected_counts_rows_and_folds_issues(registered: Registered, b
         },
     )
     assert value(built, "classifier_rows_total", outcome="rejected") == 3.0
-    assert value(built, "classifier_rows_total", outcome="accepted") is None
+    assert value(built, "classifier_rows_total", outcome="accepted") == 0.0  # created with the monitor
     assert value(built, "classifier_input_issues_total", feature=tracked[0], kind="missing") == 2.0
     assert value(built, "classifier_input_issues_total", feature=tracked[1], kind="non_finite") == 1.0
     assert value(built, "classifier_input_issues_total", feature="other", kind="non_finite") == 4.0
