@@ -27,7 +27,7 @@ from . import bentoml_fixes
 from .classifiers import InvalidInputError
 from .errors import PayloadTooLargeError, classify, error_body
 from .middleware import ErrorBodyMiddleware
-from .monitoring.metrics import CONTENT_TYPE, NO_MODEL, exposition, shared_metrics
+from .monitoring.metrics import CONTENT_TYPE, NO_MODEL, Children, exposition, shared_metrics
 from .monitoring.monitor import Heartbeat
 from .schemas import parse_predict_request
 from .serving import ModelRegistry
@@ -61,9 +61,8 @@ def endpoint(verb: str, route: str, handler: Handler) -> Route:
 
     async def run(request: Request) -> Response:
         service: ClassifierService = bentoml.get_current_service()
-        metrics = service.metrics
         request.state.model = NO_MODEL
-        in_flight = metrics.in_flight.labels(endpoint=route)
+        in_flight = service.in_flight(route)
         in_flight.inc()
         started = time.perf_counter()
         try:
@@ -75,8 +74,8 @@ def endpoint(verb: str, route: str, handler: Handler) -> Route:
         finally:
             in_flight.dec()
         model = request.state.model
-        metrics.requests.labels(model=model, endpoint=route, code=code).inc()
-        metrics.request_duration.labels(model=model, endpoint=route).observe(time.perf_counter() - started)
+        service.requests(model, route, code).inc()
+        service.request_duration(model, route).observe(time.perf_counter() - started)
         return response
 
     return Route(route, run, methods=[verb])
@@ -160,6 +159,9 @@ class ClassifierService:
     def __init__(self) -> None:
         self.settings = Settings()
         self.metrics = shared_metrics()
+        self.requests = Children(self.metrics.requests)  # model, endpoint, code
+        self.request_duration = Children(self.metrics.request_duration)  # model, endpoint
+        self.in_flight = Children(self.metrics.in_flight)  # endpoint
         self.registry = ModelRegistry.load(self.settings, self.metrics)
         self.heartbeat = Heartbeat(self.metrics, self.settings.heartbeat_seconds)
         # Everything allocated so far (models, libraries) lives as long as the worker: moved out of the

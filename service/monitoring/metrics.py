@@ -212,6 +212,20 @@ class Metrics:
         )
 
 
+class Children:
+    """A metric's children by label values, kept: `labels()` takes a lock and builds its key on every call."""
+
+    def __init__(self, metric: Any) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
+
+
 _shared: Metrics | None = None
 
 

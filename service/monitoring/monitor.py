@@ -17,7 +17,7 @@ import numpy as np
 
 from .drift import LabelFolder, psi
 from .inputs import InputProfile
-from .metrics import GaugeFamily, Metrics, observe_many, render_gauges
+from .metrics import Children, GaugeFamily, Metrics, observe_many, render_gauges
 from .window import SlidingCounts
 
 logger = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ class ModelMonitor:
         )
 
         m = metrics
-        self._predictions: dict[tuple[str, str], Any] = {}
+        self._predictions = Children(m.predictions)  # labels: model, label, level
         self._accepted_rows = m.rows.labels(model=name, outcome="accepted")
         self._confidence = m.confidence.labels(model=name)
         self._inference = m.inference_duration.labels(model=name)
@@ -152,7 +152,7 @@ class ModelMonitor:
         for level, labels in summary.labels.items():
             folder = self.level_labels.get(level, self.drift_labels)
             for code, count in folder.tally(labels).items():
-                self._prediction_counter(folder.names[code], level).inc(count)
+                self._predictions(self.name, folder.names[code], level).inc(count)
         observe_many(self._confidence, summary.confidence)
         # task-specific histograms get a series only for the tasks that have the value
         if summary.margin is not None:
@@ -167,13 +167,6 @@ class ModelMonitor:
             m.incomplete_paths.labels(model=self.name).inc(summary.incomplete_paths)
         for code, count in self.drift_labels.tally(summary.drift_labels).items():
             self.window.add(np.array([count]), offset=self._labels_at + code)
-
-    def _prediction_counter(self, label: str, level: str) -> Any:
-        key = (label, level)
-        child = self._predictions.get(key)
-        if child is None:
-            child = self._predictions[key] = self.metrics.predictions.labels(model=self.name, label=label, level=level)
-        return child
 
     def drift(self) -> tuple[int, dict[str, float], float]:
         """(rows in the window, PSI per tracked feature, PSI of decided labels); NaN below the minimum rows."""
