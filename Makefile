@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps serve catalog test lint fmt type build clean
+.PHONY: help install system-deps serve catalog test lint fmt type build clean bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ type: $(STAMP) ## mypy, strict on service/
 
 build: catalog ## build the bento (needs no Docker engine)
 	$(VENV)/bin/bentoml build
+
+bench: $(STAMP) ## benchmark service vs FastAPI vs raw model, write docs/benchmarks.md (BENCH_ARGS=--quick: 3 s points)
+	bench/install-wrk.sh && $(PY) -m pip install -q -e '.[bench]' && $(PY) -m bench $(BENCH_ARGS)
 
 clean: ## remove the venv and the project-local BentoML store
 	rm -rf $(VENV) .bentoml

@@ -1,0 +1,132 @@
+"""`python -m bench`: benchmark the service against the FastAPI baseline and the raw model; writes docs/benchmarks.md.
+
+Runs the whole default matrix unless `--variants`, `--models` or `--scenarios` narrow it. Needs `wrk`
+(`bench/install-wrk.sh`) and the `bench` extra (FastAPI, uvicorn); `make bench` installs both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from types import FrameType
+
+from . import floor, home, machine, payloads, report, runner, wrk
+from .config import (
+    ALL_MODELS,
+    DEFAULT_DURATION_S,
+    QUICK_DURATION_S,
+    SCENARIO_BY_KEY,
+    SCENARIOS,
+    VARIANT_BY_KEY,
+    VARIANTS,
+    WARMUP_S,
+)
+from .servers import PROJECT, Server
+
+logger = logging.getLogger("bench")
+
+FLOOR_BUDGET_S = 1.0
+QUICK_FLOOR_BUDGET_S = 0.3
+
+
+def choice_list(known: list[str]) -> Callable[[str], list[str]]:
+    def parse(text: str) -> list[str]:
+        chosen = [item.strip() for item in text.split(",") if item.strip()]
+        unknown = [item for item in chosen if item not in known]
+        if unknown or not chosen:
+            raise argparse.ArgumentTypeError(f"unknown {unknown or 'empty list'}; choose from {','.join(known)}")
+        return chosen
+
+    return parse
+
+
+def arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument(
+        "--quick", action="store_true", help=f"{QUICK_DURATION_S:.0f} s per point instead of {DEFAULT_DURATION_S:.0f} s"
+    )
+    parser.add_argument("--duration", type=float, help="seconds per measured point (overrides --quick)")
+    parser.add_argument("--variants", type=choice_list(list(VARIANT_BY_KEY)), default=list(VARIANT_BY_KEY),
+                        help=f"comma-separated subset of {','.join(VARIANT_BY_KEY)}")  # fmt: skip
+    parser.add_argument("--models", type=choice_list(list(ALL_MODELS)), default=list(ALL_MODELS),
+                        help=f"comma-separated subset of {','.join(ALL_MODELS)}")  # fmt: skip
+    parser.add_argument("--scenarios", type=choice_list(list(SCENARIO_BY_KEY)), default=list(SCENARIO_BY_KEY),
+                        help="comma-separated subset of 1x1,1x16,64x4 (rows x connections)")  # fmt: skip
+    parser.add_argument("--no-floor", action="store_true", help="skip the in-process raw floor")
+    parser.add_argument("--home", type=Path, default=PROJECT / ".bench", help="bench BentoML home (default .bench/)")
+    parser.add_argument("--output", type=Path, default=PROJECT / "docs" / "benchmarks.md", help="the report file")
+    return parser.parse_args(argv)
+
+
+def interrupt_on_signals() -> None:
+    """SIGINT and SIGTERM unwind as KeyboardInterrupt, so every server is stopped by its `finally` (SIGINT too when
+    the harness was started in the background, where the shell makes it ignore SIGINT)."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = arguments(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    interrupt_on_signals()
+    store = args.home.resolve()
+    os.environ["BENTOML_HOME"] = str(store)  # before anything imports bentoml
+    os.environ["BENTOML_DO_NOT_TRACK"] = "True"
+    duration = args.duration or (QUICK_DURATION_S if args.quick else DEFAULT_DURATION_S)
+    command = shlex.join(["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)])
+
+    store.mkdir(parents=True, exist_ok=True)
+    source = home.snapshot(store)
+    facts = machine.collect(PROJECT, wrk.version())
+    home.prepare(store, source)
+    support = home.settings_support()
+    models = [m for m in ALL_MODELS if m in args.models]
+    scenarios = [s for s in SCENARIOS if s.key in args.scenarios]
+    bodies = payloads.write_bodies(store / "bodies", models, [s.rows for s in scenarios])
+
+    floor_results = []
+    if not args.no_floor:
+        logger.info("raw floor: in-process task.score per call")
+        floor_results = floor.run(
+            models, [s.rows for s in scenarios], QUICK_FLOOR_BUDGET_S if args.quick else FLOOR_BUDGET_S
+        )
+
+    process_counts: dict[str, int] = {}
+
+    def record(server: Server) -> None:
+        process_counts[server.variant.key] = len(server.tree())
+
+    plan = runner.Plan([v for v in VARIANTS if v.key in args.variants], models, scenarios, duration)
+    logger.info("%d load points, %.0f s each (+%.0f s warm-up)", plan.size, duration, WARMUP_S)
+    points = runner.run(plan, store, store / "servers", source, bodies, on_server=record)
+
+    run = report.Run(
+        facts, command, duration, WARMUP_S, points, floor_results, support, process_counts, machine.load_average()
+    )
+    text = report.render(run)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(text)
+    (store / "last-run.json").write_text(json.dumps([asdict(p) for p in points], indent=1, default=str))
+    sys.stdout.write(text)
+    logger.info("wrote %s", args.output)
+    return 1 if any(p.error for p in points) else 0
+
+
+if __name__ == "__main__":
+    try:
+        raise SystemExit(main())
+    except KeyboardInterrupt:
+        logger.error("interrupted: every server started was stopped; no report written")
+        raise SystemExit(130) from None

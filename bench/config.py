@@ -1,0 +1,102 @@
+"""What the benchmark measures: scenarios, server variants, reference figures and targets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+CATALOG_MODELS = ("breast_cancer", "digits")
+BENCH_MODELS = ("flat_1000", "hier_40x25")
+ALL_MODELS = CATALOG_MODELS + BENCH_MODELS
+
+DEFAULT_DURATION_S = 10.0
+QUICK_DURATION_S = 3.0
+WARMUP_S = 1.0
+READY_TIMEOUT_S = 180.0
+WRK_TIMEOUT = "5s"  # a request slower than this counts as a socket timeout error
+
+
+@dataclass(frozen=True)
+class Scenario:
+    key: str
+    rows: int
+    connections: int
+
+    @property
+    def label(self) -> str:
+        rows = "row" if self.rows == 1 else "rows"
+        conns = "conn" if self.connections == 1 else "conns"
+        return f"{self.rows} {rows}, {self.connections} {conns}"
+
+    @property
+    def threads(self) -> int:
+        return min(2, self.connections)
+
+
+SCENARIOS: tuple[Scenario, ...] = (
+    Scenario("1x1", rows=1, connections=1),
+    Scenario("1x16", rows=1, connections=16),
+    Scenario("64x4", rows=64, connections=4),
+)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One server configuration. `baseline` is the FastAPI app; the others are `bentoml serve` with CLF_* settings."""
+
+    key: str
+    label: str
+    baseline: bool = False
+    workers: int = 1
+    monitoring: bool = True
+    batching: bool = True
+    models: tuple[str, ...] = ALL_MODELS
+
+    def settings_env(self) -> dict[str, str]:
+        """The CLF_* variables this variant passes to `bentoml serve` (besides CLF_MODELS)."""
+        return {
+            "CLF_WORKERS": str(self.workers),
+            "CLF_MONITORING": str(self.monitoring).lower(),
+            "CLF_BATCHING": str(self.batching).lower(),
+        }
+
+
+VARIANTS: tuple[Variant, ...] = (
+    Variant("default", "service 1 worker"),
+    Variant("workers2", "service 2 workers", workers=2),
+    Variant("monitoring_off", "service 1 worker, monitoring off", monitoring=False, models=CATALOG_MODELS),
+    Variant("batching_off", "service 1 worker, batching off", batching=False, models=CATALOG_MODELS),
+    Variant("baseline", "FastAPI baseline", baseline=True),
+)
+VARIANT_BY_KEY = {v.key: v for v in VARIANTS}
+SCENARIO_BY_KEY = {s.key: s for s in SCENARIOS}
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A throughput figure measured outside this harness, to compare against."""
+
+    model: str
+    scenario: str
+    req_per_s: float
+    what: str
+    source: str = "issue #4 reference, measured earlier on this machine (MLServer)"
+
+
+# breast_cancer is the catalog's LogisticRegression, digits its RandomForest(100).
+MLSERVER_REFERENCE: tuple[Reference, ...] = (
+    Reference("breast_cancer", "1x16", 2250.0, "MLServer, LogisticRegression, 1 row, 16 conns"),
+    Reference("breast_cancer", "64x4", 1850.0, "MLServer, LogisticRegression, 64 rows, 4 conns"),
+    Reference("digits", "1x16", 240.0, "MLServer, RandomForest(100) digits, 1 row, 16 conns"),
+)
+
+
+@dataclass(frozen=True)
+class Targets:
+    mlserver_ratio: float = 1.0  # breast_cancer 1 row 16 conns vs MLServer
+    baseline_ratio: float = 1.0  # breast_cancer 1 row 16 conns vs the FastAPI baseline
+    batching_ratio: float = 3.0  # digits 1 row 16 conns, batching on vs off
+    max_p99_over_p50: float = 5.0  # every service point
+    max_monitoring_cost: float = 0.10  # monitoring on vs off: at most 10 % fewer req/s
+
+
+TARGETS = Targets()

@@ -1,0 +1,64 @@
+"""The raw floor: what one in-process model call costs, without HTTP, JSON or validation.
+
+Every model is called through `load_model(tag).task.score(X)`, which for the flat models is `predict_proba(X)`
+(as an array) and for the hierarchical one the greedy path (one classifier per level).
+
+Measured with the BLAS thread pool as the process finds it (as the servers run) and, when that pool has more
+than one thread, again limited to one thread: on a busy 2-core machine a multi-threaded BLAS call can wait for a
+core far longer than it computes.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from contextlib import nullcontext
+
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from .payloads import take
+from .results import FloorResult
+
+WARMUP_CALLS = 20
+MIN_CALLS = 200
+
+
+def blas_threads() -> int:
+    """Threads of the BLAS pool numpy uses (1 when none is found)."""
+    return max((int(pool["num_threads"]) for pool in threadpool_info() if pool.get("user_api") == "blas"), default=1)
+
+
+def measure(model: str, count: int, budget_s: float, threads: int) -> FloorResult:
+    """Median and p90 of single calls, over at least MIN_CALLS calls or `budget_s` seconds, whichever is longer."""
+    from service.store import load_model
+
+    task = load_model(f"{model}:latest").task
+    X = take(model, count).astype(float)
+    durations: list[float] = []
+    with threadpool_limits(limits=threads, user_api="blas") if threads != blas_threads() else nullcontext():
+        for _ in range(WARMUP_CALLS):
+            task.score(X)
+        deadline = time.perf_counter() + budget_s
+        while len(durations) < MIN_CALLS or time.perf_counter() < deadline:
+            started = time.perf_counter_ns()
+            task.score(X)
+            durations.append((time.perf_counter_ns() - started) / 1e3)
+    durations.sort()
+    return FloorResult(
+        model=model,
+        rows=count,
+        blas_threads=threads,
+        median_us=statistics.median(durations),
+        p90_us=durations[int(0.9 * (len(durations) - 1))],
+        calls=len(durations),
+    )
+
+
+def run(models: list[str], counts: list[int], budget_s: float) -> list[FloorResult]:
+    pools = sorted({blas_threads(), 1}, reverse=True)
+    return [
+        measure(model, count, budget_s, threads)
+        for model in models
+        for count in sorted(set(counts))
+        for threads in pools
+    ]
