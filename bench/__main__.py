@@ -60,6 +60,9 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
                         help=f"comma-separated subset of {','.join(ALL_MODELS)}")  # fmt: skip
     parser.add_argument("--scenarios", type=choice_list(list(SCENARIO_BY_KEY)), default=list(SCENARIO_BY_KEY),
                         help="comma-separated subset of 1x1,1x16,64x4 (rows x connections)")  # fmt: skip
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs per point, variants alternating; the median is kept"
+    )
     parser.add_argument("--no-floor", action="store_true", help="skip the in-process raw floor")
     parser.add_argument("--home", type=Path, default=PROJECT / ".bench", help="bench BentoML home (default .bench/)")
     parser.add_argument("--output", type=Path, default=PROJECT / "docs" / "benchmarks.md", help="the report file")
@@ -108,12 +111,21 @@ def main(argv: list[str] | None = None) -> int:
     def record(server: Server) -> None:
         process_counts[server.variant.key] = len(server.tree())
 
-    plan = runner.Plan([v for v in VARIANTS if v.key in args.variants], models, scenarios, duration)
-    logger.info("%d load points, %.0f s each (+%.0f s warm-up)", plan.size, duration, WARMUP_S)
+    plan = runner.Plan([v for v in VARIANTS if v.key in args.variants], models, scenarios, duration, args.repeat)
+    logger.info("%d load points x %d runs, %.0f s each (+%.0f s warm-up)", plan.size, plan.repeats, duration, WARMUP_S)
     points = runner.run(plan, store, store / "servers", source, bodies, on_server=record)
 
     run = report.Run(
-        facts, command, duration, WARMUP_S, points, floor_results, support, process_counts, machine.load_average()
+        facts,
+        command,
+        duration,
+        WARMUP_S,
+        points,
+        floor_results,
+        support,
+        process_counts,
+        machine.load_average(),
+        args.repeat,
     )
     text = report.render(run)
     args.output.parent.mkdir(parents=True, exist_ok=True)

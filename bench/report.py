@@ -24,6 +24,7 @@ class Run:
     settings_support: dict[str, bool] = field(default_factory=dict)
     process_counts: dict[str, int] = field(default_factory=dict)
     load_after: str = ""
+    repeats: int = 1
 
 
 @dataclass(frozen=True)
@@ -309,6 +310,9 @@ def notes(run: Run) -> list[str]:
         f"Each point: one unmeasured {run.warmup_s:.0f} s wrk warm-up, then the measured {run.duration_s:.0f} s "
         "run; threads = min(2, connections), every request the same JSON body "
         '(`{"model": name, "instances": rows}`, held-out rows).',
+        f"All variant servers run at once and each (model, scenario) is measured on every variant back to back, "
+        f"{run.repeats} time(s), variants alternating; the run with the median req/s is reported. Ratios thus "
+        "compare figures taken minutes apart, not a whole matrix apart, on a machine whose load drifts.",
         "The FastAPI baseline answers the full score matrix (`task.score(X)`; flat_1000: 1,000 probabilities per "
         "row) while the service answers decisions (label, confidence, id per row); its flat_1000 figures include "
         "that larger response.",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ class Plan:
     models: list[str]
     scenarios: list[Scenario]
     duration_s: float
+    repeats: int = 1
 
     def points(self, variant: Variant) -> list[tuple[str, Scenario]]:
         return [(m, s) for m in self.models if m in variant.models for s in self.scenarios]
@@ -71,30 +73,69 @@ def run(
     bodies: dict[tuple[str, int], Path],
     on_server: Callable[[Server], None] | None = None,
 ) -> list[Point]:
-    """Every point of the plan; a server that fails to start or dies turns its remaining points into errors."""
-    points: list[Point] = []
+    """Every point of the plan, the variants of one (model, scenario) measured back to back.
+
+    All variant servers run at once (idle ones cost no CPU), so the figures a ratio compares are taken
+    minutes apart at most, not a whole matrix apart, on a machine whose load drifts. With `plan.repeats`
+    > 1 the variants alternate that many times per point and the run with the median req/s is kept.
+    A server that fails to start or dies turns its remaining points into errors.
+    """
+    failed: dict[str, str] = {}
+    runs: dict[tuple[str, str, str], list[Point]] = {}
     done = 0
+    total = plan.size * plan.repeats
+    with ExitStack() as stack:
+        servers: dict[str, Server] = {}
+        for variant in plan.variants:
+            if not plan.points(variant):
+                continue
+            try:
+                servers[variant.key] = stack.enter_context(serving(variant, store, workdir / variant.key, source))
+            except ServerError as exc:
+                logger.error("%s failed to start: %s", variant.label, exc)
+                failed[variant.key] = str(exc).splitlines()[0]
+                continue
+            if on_server is not None:
+                on_server(servers[variant.key])
+        for model in plan.models:
+            for scenario in plan.scenarios:
+                for repeat in range(plan.repeats):
+                    for variant in plan.variants:
+                        if (model, scenario) not in plan.points(variant) or variant.key not in servers:
+                            continue
+                        done += 1
+                        point = _measure_or_fail(servers[variant.key], model, scenario, bodies, plan, failed)
+                        runs.setdefault((variant.key, model, scenario.key), []).append(point)
+                        logger.info(
+                            "[%d/%d] %s | %s | %s | run %d: %s",
+                            done, total, variant.label, model, scenario.label, repeat + 1, describe(point),
+                        )  # fmt: skip
+    points = []
     for variant in plan.variants:
-        todo = plan.points(variant)
-        if not todo:
-            continue
-        try:
-            with serving(variant, store, workdir / variant.key, source) as server:
-                if on_server is not None:
-                    on_server(server)
-                for model, scenario in todo:
-                    done += 1
-                    point = measure(server, model, scenario, bodies[model, scenario.rows], plan.duration_s)
-                    points.append(point)
-                    logger.info(
-                        "[%d/%d] %s | %s | %s: %s",
-                        done, plan.size, variant.label, model, scenario.label, describe(point),
-                    )  # fmt: skip
-        except (ServerError, wrk.WrkError) as exc:
-            logger.error("%s failed: %s", variant.label, exc)
-            measured = {(p.model, p.scenario.key) for p in points if p.variant == variant}
-            for model, scenario in todo:
-                if (model, scenario.key) not in measured:
-                    done += 1
-                    points.append(Point(variant, model, scenario, error=str(exc).splitlines()[0]))
+        for model, scenario in plan.points(variant):
+            measured = runs.get((variant.key, model, scenario.key))
+            if measured:
+                points.append(median_run(measured))
+            else:
+                points.append(Point(variant, model, scenario, error=failed.get(variant.key, "not measured")))
     return points
+
+
+def _measure_or_fail(
+    server: Server, model: str, scenario: Scenario, bodies: dict[tuple[str, int], Path], plan: Plan,
+    failed: dict[str, str],
+) -> Point:  # fmt: skip
+    if server.variant.key in failed:
+        return Point(server.variant, model, scenario, error=failed[server.variant.key])
+    try:
+        return measure(server, model, scenario, bodies[model, scenario.rows], plan.duration_s)
+    except (ServerError, wrk.WrkError) as exc:
+        logger.error("%s failed: %s", server.variant.label, exc)
+        failed[server.variant.key] = str(exc).splitlines()[0]
+        return Point(server.variant, model, scenario, error=failed[server.variant.key])
+
+
+def median_run(measured: list[Point]) -> Point:
+    """The run with the median req/s among the successful ones (the lower median for an even count)."""
+    ok = sorted((p for p in measured if p.ok and p.wrk is not None), key=lambda p: p.wrk.req_per_s if p.wrk else 0)
+    return ok[(len(ok) - 1) // 2] if ok else measured[-1]

@@ -23,6 +23,7 @@ from .classifiers import Task
 logger = logging.getLogger(__name__)
 
 ModelCallObserver = Callable[[float, int], None]  # (seconds inside the model, rows)
+RowsObserver = Callable[[Any], None]  # the joined input of a model call
 
 
 @dataclass
@@ -36,13 +37,21 @@ class Batcher:
     """Coalesces the model calls of one model's concurrent requests."""
 
     def __init__(
-        self, task: Task, executor: Executor, max_rows: int, max_wait: float, observe: ModelCallObserver
+        self,
+        task: Task,
+        executor: Executor,
+        max_rows: int,
+        max_wait: float,
+        observe: ModelCallObserver,
+        observe_rows: RowsObserver | None = None,
     ) -> None:
+        """`observe_rows` sees each call's joined input once, so per-row monitoring is paid per batch."""
         self.task = task
         self.executor = executor
         self.max_rows = max_rows
         self.max_wait = max_wait
         self.observe = observe
+        self.observe_rows = observe_rows
         self._queue: deque[_Queued] = deque()
         self._draining = False
 
@@ -61,8 +70,7 @@ class Batcher:
             while self._queue:
                 if self.max_wait > 0 and sum(q.rows for q in self._queue) < self.max_rows:
                     await asyncio.sleep(self.max_wait)
-                batch = self._take()
-                await self._run(batch)
+                await self._run(self._take())
                 await asyncio.sleep(0)  # let the loop read the requests that arrived during the call
         finally:
             self._draining = False
@@ -77,8 +85,12 @@ class Batcher:
 
     async def _run(self, batch: list[_Queued]) -> None:
         loop = asyncio.get_running_loop()
+        X = self.task.join_inputs([q.X for q in batch])
+        if self.observe_rows is not None:
+            # after the callers have their answers: monitoring stays off the requests' critical path
+            loop.call_soon(self._observe_rows, X)
         try:
-            scores = await loop.run_in_executor(self.executor, self._call, [q.X for q in batch])
+            scores = await self._score(X)
         except Exception:  # noqa: BLE001 -- isolate the failure: score each request on its own
             if len(batch) > 1:
                 logger.warning("a batched model call failed; scoring its %d requests one by one", len(batch))
@@ -92,9 +104,8 @@ class Batcher:
             start += queued.rows
 
     async def _run_alone(self, queued: _Queued) -> None:
-        loop = asyncio.get_running_loop()
         try:
-            scores = await loop.run_in_executor(self.executor, self._call, [queued.X])
+            scores = await self._score(queued.X)
         except Exception as exc:  # noqa: BLE001 -- handed to the one request it belongs to
             if not queued.future.done():
                 queued.future.set_exception(exc)
@@ -102,9 +113,18 @@ class Batcher:
         if not queued.future.done():
             queued.future.set_result(scores)
 
-    def _call(self, parts: list[Any]) -> Any:
-        X = self.task.join_inputs(parts)
+    async def _score(self, X: Any) -> Any:
+        """One model call, on the inference thread: the event loop reads and answers requests meanwhile."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, self._call, X)
+
+    def _call(self, X: Any) -> Any:
         started = time.perf_counter()
         scores = self.task.score(X)
-        self.observe(time.perf_counter() - started, sum(int(part.shape[0]) for part in parts))
+        self.observe(time.perf_counter() - started, int(X.shape[0]))
         return scores
+
+    def _observe_rows(self, X: Any) -> None:
+        try:
+            self.observe_rows(X)  # type: ignore[misc]
+        except Exception:  # noqa: BLE001 -- a monitoring fault must not fail the predictions
+            logger.exception("monitoring the rows of a model call failed")

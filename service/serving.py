@@ -36,6 +36,7 @@ def monitoring_config(settings: Settings) -> MonitoringConfig:
         drift_window_seconds=settings.drift_window_seconds,
         drift_slots=settings.drift_slots,
         drift_min_rows=settings.drift_min_rows,
+        drift_sample_rows=settings.drift_sample_rows,
     )
 
 
@@ -71,13 +72,18 @@ class ModelRegistry:
                 registry.failed[name] = str(exc)
                 continue
             registry.loaded[name] = model
+            monitor = None
             if settings.monitoring:
                 monitor = ModelMonitor(name, model.version, model.metadata, metrics, config, directory)
                 registry.monitors[name] = monitor
             if settings.batching:
-                observe = registry.monitors[name].observe_inference if settings.monitoring else _ignore
                 registry.batchers[name] = Batcher(
-                    model.task, inference, settings.batch_max_rows, settings.batch_max_wait_ms / 1000, observe
+                    model.task,
+                    inference,
+                    settings.batch_max_rows,
+                    settings.batch_max_wait_ms / 1000,
+                    monitor.observe_inference if monitor else _ignore,
+                    monitor.observe_accepted if monitor else None,
                 )
             logger.info("serving %s (%s)", model.tag, model.metadata["task"])
         return registry
@@ -124,19 +130,19 @@ class ModelRegistry:
             if monitor:
                 monitor.observe_rejected(rows, exc.issues)
             raise
-        if monitor:
-            monitor.observe_accepted(X)
         batcher = self.batchers.get(model.name)
         if batcher:
-            scores = await batcher.score(X, rows)
+            scores = await batcher.score(X, rows)  # the batcher observes the accepted rows, once per batch
         else:
+            if monitor:
+                monitor.observe_accepted(X)
             started = time.perf_counter()
             scores = task.score(X)
             if monitor:
                 monitor.observe_inference(time.perf_counter() - started, rows)
         prediction = task.decide(scores, options)
         if monitor:
-            monitor.observe_prediction(prediction.observations())
+            monitor.record_prediction(prediction.observations())
         predictions = []
         for prediction_id, record in zip(prediction_ids(len(prediction)), prediction.records(), strict=True):
             record["id"] = prediction_id

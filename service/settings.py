@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     drift_window_seconds: float = Field(1800.0, gt=0, description="the drift window: PSI of the last this many seconds")
     drift_slots: int = Field(30, ge=1, le=3600, description="time slots the drift window slides by")
     drift_min_rows: int = Field(100, ge=1, description="fewer rows in the window: PSI is NaN (too noisy to alert on)")
+    drift_sample_rows: int = Field(64, ge=1, description="most rows per model call binned for drift (every k-th)")
     heartbeat_seconds: float = Field(5.0, gt=0, description="how often each worker sets its heartbeat gauge")
     monitoring: bool = Field(True, description="silent-failure signals per model (inputs, decisions, drift)")
     batching: bool = Field(True, description="coalesce concurrent requests' rows into one model call")

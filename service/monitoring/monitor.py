@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import tempfile
@@ -32,6 +33,7 @@ class MonitoringConfig:
     drift_window_seconds: float = 1800.0
     drift_slots: int = 30
     drift_min_rows: int = 100
+    drift_sample_rows: int = 64
 
 
 class PredictionSummary(Protocol):
@@ -53,6 +55,47 @@ class PredictionSummary(Protocol):
     def path_depth(self) -> np.ndarray | None: ...
     @property
     def incomplete_paths(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class MergedSummary:
+    """Several batches' decisions as one (a `PredictionSummary`)."""
+
+    labels: Mapping[str, Sequence[str | None]]
+    drift_labels: Sequence[str | None]
+    confidence: np.ndarray
+    margin: np.ndarray | None
+    abstentions: int
+    labels_per_instance: np.ndarray | None
+    path_depth: np.ndarray | None
+    incomplete_paths: int
+
+
+def merge_summaries(summaries: Sequence[PredictionSummary]) -> PredictionSummary:
+    """One summary of several, in order. Flat tasks keep their labels and drift labels one list."""
+    if len(summaries) == 1:
+        return summaries[0]
+    levels: dict[str, list[str | None]] = {}
+    for summary in summaries:
+        for level, labels in summary.labels.items():
+            levels.setdefault(level, []).extend(labels)
+    flat = all(s.drift_labels is s.labels.get("") for s in summaries)
+    drift = levels[""] if flat else [label for s in summaries for label in s.drift_labels]
+    return MergedSummary(
+        labels=levels,
+        drift_labels=drift,
+        confidence=np.concatenate([s.confidence for s in summaries]),
+        margin=_joined([s.margin for s in summaries]),
+        abstentions=sum(s.abstentions for s in summaries),
+        labels_per_instance=_joined([s.labels_per_instance for s in summaries]),
+        path_depth=_joined([s.path_depth for s in summaries]),
+        incomplete_paths=sum(s.incomplete_paths for s in summaries),
+    )
+
+
+def _joined(parts: Sequence[np.ndarray | None]) -> np.ndarray | None:
+    present = [p for p in parts if p is not None]
+    return np.concatenate(present) if present else None
 
 
 def window_directory() -> Path:
@@ -83,6 +126,7 @@ class ModelMonitor:
             features.get("categorical", ()),
             metadata["reference_profile"],
             tracked=ranked[: config.monitored_features],
+            sample_rows=config.drift_sample_rows,
         )
         prior = metadata.get("class_prior") or {c: 1.0 for c in metadata["classes"]}
         self.drift_labels = LabelFolder(prior, config.monitored_labels)
@@ -105,6 +149,8 @@ class ModelMonitor:
 
         m = metrics
         self._predictions = Children(m.predictions)  # labels: model, label, level
+        self._model_children: dict[int, Any] = {}
+        self._pending: list[PredictionSummary] = []
         self._accepted_rows = m.rows.labels(model=name, outcome="accepted")
         self._confidence = m.confidence.labels(model=name)
         self._inference = m.inference_duration.labels(model=name)
@@ -128,7 +174,7 @@ class ModelMonitor:
         """Rows that passed validation: drift bins into the window, faults into the counters."""
         report = self.inputs.observe(X)
         self.window.add(report.bins)
-        self.window.add(np.array([len(X)]), offset=self._rows_at)
+        self.window.add_one(self._rows_at, report.sampled_rows)
         self._accepted_rows.inc(len(X))
         if report.issues:
             self._count_issues(report.issues)
@@ -146,27 +192,58 @@ class ModelMonitor:
         self._inference.observe(seconds)
         self._batch_rows.observe(rows)
 
+    def record_prediction(self, summary: PredictionSummary) -> None:
+        """`observe_prediction`, deferred to the end of the event loop's current round.
+
+        Requests answered by one batched model call decide in the same round, so their decisions are
+        observed together, in one vectorised pass. Outside an event loop, observes at once.
+        """
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.observe_prediction(summary)
+            return
+        self._pending.append(summary)
+        if len(self._pending) == 1:
+            loop.call_soon(self._observe_pending)
+
+    def _observe_pending(self) -> None:
+        pending, self._pending = self._pending, []
+        self.observe_prediction(merge_summaries(pending))
+
     def observe_prediction(self, summary: PredictionSummary) -> None:
         """Decided labels, confidence, margin, abstentions, and the label bins of the drift window."""
-        m = self.metrics
+        drift_tally = None
         for level, labels in summary.labels.items():
             folder = self.level_labels.get(level, self.drift_labels)
-            for code, count in folder.tally(labels).items():
+            tally = folder.tally(labels)
+            if labels is summary.drift_labels:
+                drift_tally = tally  # flat tasks: the same labels, counted once
+            for code, count in tally.items():
                 self._predictions(self.name, folder.names[code], level).inc(count)
         observe_many(self._confidence, summary.confidence)
         # task-specific histograms get a series only for the tasks that have the value
         if summary.margin is not None:
-            observe_many(m.margin.labels(model=self.name), summary.margin)
+            observe_many(self._per_model(self.metrics.margin), summary.margin)
         if summary.labels_per_instance is not None:
-            observe_many(m.labels_per_instance.labels(model=self.name), summary.labels_per_instance)
+            observe_many(self._per_model(self.metrics.labels_per_instance), summary.labels_per_instance)
         if summary.path_depth is not None:
-            observe_many(m.path_depth.labels(model=self.name), summary.path_depth)
+            observe_many(self._per_model(self.metrics.path_depth), summary.path_depth)
         if summary.abstentions:
-            m.abstentions.labels(model=self.name).inc(summary.abstentions)
+            self._per_model(self.metrics.abstentions).inc(summary.abstentions)
         if summary.incomplete_paths:
-            m.incomplete_paths.labels(model=self.name).inc(summary.incomplete_paths)
-        for code, count in self.drift_labels.tally(summary.drift_labels).items():
-            self.window.add(np.array([count]), offset=self._labels_at + code)
+            self._per_model(self.metrics.incomplete_paths).inc(summary.incomplete_paths)
+        if drift_tally is None:
+            drift_tally = self.drift_labels.tally(summary.drift_labels)
+        for code, count in drift_tally.items():
+            self.window.add_one(self._labels_at + code, count)
+
+    def _per_model(self, metric: Any) -> Any:
+        """The metric's child for this model, created on first use."""
+        child = self._model_children.get(id(metric))
+        if child is None:
+            child = self._model_children[id(metric)] = metric.labels(model=self.name)
+        return child
 
     def drift(self) -> tuple[int, dict[str, float], float]:
         """(rows in the window, PSI per tracked feature, PSI of decided labels); NaN below the minimum rows."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import mmap
 import os
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -39,15 +40,26 @@ class SlidingCounts:
         self._ring = np.frombuffer(self._mmap, dtype=np.float64).reshape(shape)
         self._ring[:, 0] = -1
         self._directory = directory
+        self._lock = threading.Lock()
 
     def add(self, counts: np.ndarray, offset: int = 0, now: float | None = None) -> None:
         """Add `counts` to the counters from `offset` on, in the current time slot."""
+        with self._lock:  # the inference thread and the event loop both add
+            self._current_row(now)[1 + offset : 1 + offset + len(counts)] += counts
+
+    def add_one(self, column: int, count: float, now: float | None = None) -> None:
+        """Add `count` to one counter in the current time slot."""
+        with self._lock:
+            self._current_row(now)[1 + column] += count
+
+    def _current_row(self, now: float | None) -> np.ndarray:
+        """The ring row of the current slot, emptied first if it still holds an older slot's counts."""
         slot = int((time.time() if now is None else now) // self.slot_seconds)
-        row = self._ring[slot % self.slots]
+        row: np.ndarray = self._ring[slot % self.slots]
         if row[0] != slot:
             row[1:] = 0
             row[0] = slot
-        row[1 + offset : 1 + offset + len(counts)] += counts
+        return row
 
     def total(self, now: float | None = None) -> np.ndarray:
         """The counts of the window ending now, summed over every worker's file."""

@@ -18,7 +18,7 @@ from tests.e2e.conftest import matching, scrape, value
 pytestmark = pytest.mark.e2e
 
 PSI_ALERT = 0.25  # the threshold of deploy/prometheus/rules/alerts.yml
-BATCH = 200
+BATCH = 50  # at most CLF_DRIFT_SAMPLE_ROWS (64): every row of a request is binned for drift
 
 
 def post(url: str, model: str, rows: Any, expect: int = 200) -> httpx.Response:

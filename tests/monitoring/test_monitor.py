@@ -267,9 +267,15 @@ def test_drift_is_nan_below_the_minimum_rows(registered: Registered, built: Buil
     assert all(math.isfinite(v) for v in features.values()) and math.isfinite(prediction)
 
 
+def observe_in_calls(monitor: ModelMonitor, X: np.ndarray, rows_per_call: int = 50) -> None:
+    """Rows as model calls of a few requests see them: in chunks, each small enough to be binned whole."""
+    for start in range(0, len(X), rows_per_call):
+        monitor.observe_accepted(X[start : start + rows_per_call])
+
+
 def test_replaying_training_rows_shows_no_feature_drift(registered: Registered, built: Built) -> None:
     """The reference rows themselves: every tracked feature's PSI stays small."""
-    built.monitor.observe_accepted(registered.X_train)
+    observe_in_calls(built.monitor, registered.X_train)
     rows, features, _ = built.monitor.drift()
     assert rows == len(registered.X_train)
     assert max(features.values()) < 0.1, features
@@ -281,7 +287,7 @@ def test_shifting_one_feature_drifts_only_that_feature(registered: Registered, b
     column = registered.feature_names.index(shifted)
     X = registered.X_train.copy()
     X[:, column] += 5 * X[:, column].std()
-    built.monitor.observe_accepted(X)
+    observe_in_calls(built.monitor, X)
     _, features, _ = built.monitor.drift()
     assert features[shifted] > 0.25
     assert max(v for name, v in features.items() if name != shifted) < 0.1, features
