@@ -81,8 +81,8 @@ def endpoint(verb: str, route: str, handler: Handler) -> Route:
     return Route(route, run, methods=[verb])
 
 
-async def read_json(request: Request, max_bytes: int) -> Any:
-    """The decoded body, refusing bodies over `max_bytes` before reading them whole."""
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The body, refusing bodies over `max_bytes` before reading them whole."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLargeError(f"the body has {declared} bytes; at most {max_bytes} are accepted")
@@ -92,7 +92,11 @@ async def read_json(request: Request, max_bytes: int) -> Any:
         if size > max_bytes:
             raise PayloadTooLargeError(f"the body is over {max_bytes} bytes; at most {max_bytes} are accepted")
         chunks.append(chunk)
-    body = b"".join(chunks)
+    return b"".join(chunks)
+
+
+def decode_json(body: bytes) -> Any:
+    """The decoded body; NaN and Infinity are accepted here so that validation can name where they are."""
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -106,9 +110,11 @@ async def read_json(request: Request, max_bytes: int) -> Any:
 
 
 async def predict(request: Request, service: ClassifierService) -> Any:
-    body = parse_predict_request(await read_json(request, service.settings.max_body_bytes))
+    raw = await read_body(request, service.settings.max_body_bytes)
+    body = parse_predict_request(decode_json(raw))
     request.state.model = service.registry.model_label(body.model)
-    return await service.registry.predict(body)
+    # without the bytes `true` or `false` the body holds no boolean: validation can skip looking for one
+    return await service.registry.predict(body, booleans_possible=b"true" in raw or b"false" in raw)
 
 
 async def list_models(request: Request, service: ClassifierService) -> Any:

@@ -111,8 +111,11 @@ class ModelRegistry:
             raise UnknownModelError(f"{what} is not served; served models: {served}", field="model")
         return model
 
-    async def predict(self, request: PredictRequest) -> dict[str, Any]:
-        """Answer one predict request (CONTRACT.md's response body), monitoring inputs and decisions."""
+    async def predict(self, request: PredictRequest, booleans_possible: bool = True) -> dict[str, Any]:
+        """Answer one predict request (CONTRACT.md's response body), monitoring inputs and decisions.
+
+        `booleans_possible=False` tells validation that the body holds no JSON boolean.
+        """
         model = self.resolve(request.model)
         monitor = self.monitors.get(model.name)
         task = model.task
@@ -125,7 +128,7 @@ class ModelRegistry:
                 )
             options = request.options.to_options()
             task.check_options(options)
-            X = task.validate(request.instances)
+            X = task.validate(request.instances, booleans_possible)
         except InvalidInputError as exc:
             if monitor:
                 monitor.observe_rejected(rows, exc.issues)

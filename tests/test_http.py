@@ -143,6 +143,7 @@ def test_pinned_version_is_served(api: TestClient, catalog: dict[str, str]) -> N
         ({"model": "digits", "instances": [[0] * 64, [0] * 63 + ["x"]]}, "instances[1].pixel_63"),
         ({"model": "breast_cancer", "instances": [[None] + [0] * 29]}, "instances[0].mean radius"),
         ({"model": "breast_cancer", "instances": [{"mean radius": 1}]}, "instances[0].mean texture"),
+        ({"model": "digits", "instances": [[0.5] * 63 + [True]]}, "instances[0].pixel_63"),
     ],
 )
 def test_invalid_input(api: TestClient, body: dict[str, Any], field: str) -> None:
@@ -199,7 +200,7 @@ def test_model_that_fails_to_load_is_unavailable_and_others_serve(
 def test_internal_error_hides_details_and_logs_them(
     api: TestClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async def broken(self: ModelRegistry, request: Any) -> Any:
+    async def broken(self: ModelRegistry, request: Any, **_: Any) -> Any:
         raise RuntimeError("secret internals")
 
     monkeypatch.setattr(ModelRegistry, "predict", broken)

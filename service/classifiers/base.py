@@ -126,9 +126,9 @@ class Task(ABC):
         self.features = FeatureSchema.from_metadata(metadata["features"])
         self.decision: dict[str, Any] = dict(metadata.get("decision", {}))
 
-    def validate(self, rows: Sequence[Any]) -> Any:
-        """Turn request rows into the estimator's input, or raise `InvalidInputError`."""
-        return self.features.validate(rows)
+    def validate(self, rows: Sequence[Any], booleans_possible: bool = True) -> Any:
+        """Turn request rows into the estimator's input, or raise `InvalidInputError` (see `FeatureSchema`)."""
+        return self.features.validate(rows, booleans_possible)
 
     def check_options(self, options: Options) -> None:
         """Reject options that do not apply to this task."""

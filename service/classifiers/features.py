@@ -53,13 +53,17 @@ class FeatureSchema:
             "as_frame": self.as_frame,
         }
 
-    def validate(self, rows: Sequence[Any]) -> Any:
-        """Return the estimator input for `rows`, or raise `InvalidInputError` naming row and feature."""
+    def validate(self, rows: Sequence[Any], booleans_possible: bool = True) -> Any:
+        """Return the estimator input for `rows`, or raise `InvalidInputError` naming row and feature.
+
+        `booleans_possible=False` (the JSON body holds no `true` or `false`) skips the scan for booleans,
+        which numpy would otherwise read as 1 and 0 among numbers.
+        """
         if not rows:
             raise InvalidInputError("'instances' is empty; send at least one row", field="instances")
         values = self._as_lists(rows)
         if not self.categorical:
-            matrix = _numeric_matrix(values, len(self.names))
+            matrix = _numeric_matrix(values, len(self.names), booleans_possible)
             if matrix is not None:
                 self._check_numeric(matrix, values)
                 return self._frame(matrix) if self.as_frame else matrix
@@ -178,7 +182,7 @@ class FeatureSchema:
         return frame
 
 
-def _numeric_matrix(values: Sequence[Sequence[Any]], n_features: int) -> np.ndarray | None:
+def _numeric_matrix(values: Sequence[Sequence[Any]], n_features: int, booleans_possible: bool) -> np.ndarray | None:
     """The rows as a float matrix when they are all numbers of the right count; None otherwise."""
     try:
         array = np.array(values)
@@ -186,7 +190,7 @@ def _numeric_matrix(values: Sequence[Sequence[Any]], n_features: int) -> np.ndar
         return None
     if array.ndim != 2 or array.shape[1] != n_features:
         return None
-    if array.dtype.kind in "fiu" and bool not in set(map(type, chain.from_iterable(values))):
+    if array.dtype.kind in "fiu" and not (booleans_possible and bool in set(map(type, chain.from_iterable(values)))):
         return array.astype(np.float64, copy=False)
     return None  # nulls, strings, booleans: the cell-by-cell path says what is wrong
 

@@ -150,6 +150,7 @@ class ModelMonitor:
         m = metrics
         self._predictions = Children(m.predictions)  # labels: model, label, level
         self._model_children: dict[int, Any] = {}
+        self._input_issues = Children(m.input_issues)  # labels: model, feature, kind
         self._pending: list[PredictionSummary] = []
         self._accepted_rows = m.rows.labels(model=name, outcome="accepted")
         self._confidence = m.confidence.labels(model=name)
@@ -260,7 +261,7 @@ class ModelMonitor:
 
     def _count_issues(self, issues: Mapping[tuple[str, str], int]) -> None:
         for (feature, kind), count in issues.items():
-            self.metrics.input_issues.labels(model=self.name, feature=feature, kind=kind).inc(count)
+            self._input_issues(self.name, feature, kind).inc(count)
 
 
 def render_drift(monitors: Iterable[ModelMonitor]) -> str:
