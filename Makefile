@@ -37,7 +37,7 @@ fmt: $(STAMP) ## format the code
 	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
 
 type: $(STAMP) ## mypy, strict on service/
-	$(VENV)/bin/mypy service models
+	$(VENV)/bin/mypy service models bench
 
 build: catalog ## build the bento (needs no Docker engine)
 	$(VENV)/bin/bentoml build
