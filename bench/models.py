@@ -98,20 +98,10 @@ def register_hierarchical() -> str:
 RECIPES = {FLAT: register_flat, HIERARCHICAL: register_hierarchical}
 
 
-def servable(name: str) -> bool:
-    from service.classifiers import InvalidModelError
-    from service.store import load_model
-
-    try:
-        load_model(f"{name}:latest")
-    except InvalidModelError as exc:
-        logger.info("%s needs registering: %s", name, exc)
-        return False
-    return True
-
-
 def ensure() -> dict[str, str]:
     """Register each bench model the store (BENTOML_HOME) lacks; returns name -> tag of what was registered."""
+    from models.__main__ import servable  # the catalog's own check: present and loadable
+
     registered = {}
     for name, recipe in RECIPES.items():
         if not servable(name):
