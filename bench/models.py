@@ -14,8 +14,6 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-logger = logging.getLogger("bench.models")
-
 SEED = 20240
 GROUPS = 40
 CLASSES_PER_GROUP = 25
