@@ -90,7 +90,8 @@ class Batcher:
             # after the callers have their answers: monitoring stays off the requests' critical path
             loop.call_soon(self._observe_rows, X)
         try:
-            scores = await self._score(X)
+            # a lone request with nobody waiting gains nothing from the thread hop: score it on the loop
+            scores = self._call(X) if len(batch) == 1 and not self._queue else await self._score(X)
         except Exception:  # noqa: BLE001 -- isolate the failure: score each request on its own
             if len(batch) > 1:
                 logger.warning("a batched model call failed; scoring its %d requests one by one", len(batch))
