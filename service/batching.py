@@ -2,8 +2,9 @@
 
 Requests validate their rows on the event loop and queue them; one drain task per model takes everything
 queued (up to `max_rows` rows, FIFO, whole requests) and scores it in one call on the worker's inference
-thread. While a call runs, new requests queue up, so the batch size follows the load: one row at low
-traffic, many under load, with no fixed wait unless `max_wait` asks for one. Each request gets back exactly
+thread (a lone request with nothing else queued is scored on the loop: the hop would only add latency).
+While a call runs, new requests queue up, so the batch size follows the load: one row at low traffic, many
+under load, with no fixed wait unless `max_wait` asks for one. Each request gets back exactly
 its rows' scores and applies its own options to them.
 """
 
