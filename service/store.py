@@ -202,8 +202,3 @@ def _allows_missing(estimators: Mapping[str, Any]) -> bool:
     from sklearn.utils import get_tags
 
     return all(get_tags(e).input_tags.allow_nan for e in estimators.values())
-
-
-def served_tags(names: Sequence[str]) -> list[str]:
-    """Store tags for configured model names: `name` means its latest version, `name:version` pins one."""
-    return [entry if ":" in entry else f"{entry}:latest" for entry in names]

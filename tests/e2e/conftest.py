@@ -42,6 +42,16 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30.0) 
         time.sleep(0.1)
 
 
+def answers_200(url: str, process: subprocess.Popen[bytes], log: Path) -> bool:
+    """Whether `url` answers 200 yet; fails the test with the log's tail if `process` has exited."""
+    if process.poll() is not None:
+        pytest.fail(f"{process.args[0]} exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
 def scrape(url: str) -> Samples:
     """Every sample of `/metrics`, keyed by (sample name, labels)."""
     text = httpx.get(f"{url}/metrics", timeout=10).text
@@ -88,16 +98,8 @@ def serving(e2e_env: dict[str, str], home: Path, **settings: str) -> Iterator[st
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
 
-    def ready() -> bool:
-        if process.poll() is not None:
-            pytest.fail(f"bentoml serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
     try:
-        wait_until(ready, f"bentoml serve on {url} (log: {log})", READY_TIMEOUT_S)
+        wait_until(lambda: answers_200(f"{url}/readyz", process, log), f"bentoml serve on {url}", READY_TIMEOUT_S)
         yield url
     finally:
         os.killpg(process.pid, signal.SIGTERM)

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from models.catalog import CATALOG, held_out_rows
-from tests.e2e.conftest import PROJECT, free_port, scrape, value, wait_until
+from tests.e2e.conftest import PROJECT, answers_200, free_port, scrape, value, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -48,22 +48,13 @@ def prometheus(monitored_server: str, tmp_path_factory: pytest.TempPathFactory) 
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: _ready(url, process), "Prometheus to start", 60)
+        wait_until(lambda: answers_200(f"{url}/-/ready", process, home / "prometheus.log"), "Prometheus to start", 60)
         wait_until(lambda: query(url, 'up{job="classifier-service"}') == [1.0], "the first scrape of the service")
         yield url
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
         log.close()
-
-
-def _ready(url: str, process: subprocess.Popen[bytes]) -> bool:
-    if process.poll() is not None:
-        pytest.fail(f"prometheus exited with {process.returncode}")
-    try:
-        return httpx.get(f"{url}/-/ready", timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 def query(url: str, promql: str) -> list[float]:
