@@ -144,7 +144,7 @@ api = Starlette(
 )
 
 
-# Server-level settings: BentoML reads them when the service class is defined, before any worker starts.
+# Read once per process: BentoML takes the server-level ones when the class is defined, the worker the rest.
 SERVER_SETTINGS = Settings()
 bentoml_fixes.apply()
 
@@ -163,7 +163,7 @@ class ClassifierService:
     """Serves the configured classifiers; `/readyz` is 503 until every one of them has loaded."""
 
     def __init__(self) -> None:
-        self.settings = Settings()
+        self.settings = SERVER_SETTINGS
         self.metrics = shared_metrics()
         self.requests = Children(self.metrics.requests)  # model, endpoint, code
         self.request_duration = Children(self.metrics.request_duration)  # model, endpoint
