@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps serve catalog test lint fmt type build clean bench
+.PHONY: help install system-deps serve catalog test lint fmt type build clean bench scorecard
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install the project with its dev tools
 
-system-deps: ## install the Debian packages the tests need (prometheus, promtool), when missing
+system-deps: ## install the Debian packages the tests need (prometheus, promtool, postgresql), when missing
 	scripts/install-system-deps.sh
 
 catalog: $(STAMP) ## register the default catalog models that the store lacks
@@ -44,6 +44,9 @@ build: catalog ## build the bento (needs no Docker engine)
 
 bench: $(STAMP) ## benchmark service vs FastAPI vs raw model, write docs/benchmarks.md (BENCH_ARGS=--quick: 3 s points)
 	bench/install-wrk.sh && $(PY) -m pip install -q -e '.[bench]' && $(PY) -m bench $(BENCH_ARGS)
+
+scorecard: system-deps $(STAMP) ## clean traffic and injected faults against the shipped alerts (promtool), write docs/monitoring-quality.md
+	$(PY) -m bench.scorecard $(SCORECARD_ARGS)
 
 clean: ## remove the venv and the project-local BentoML store
 	rm -rf $(VENV) .bentoml

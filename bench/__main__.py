@@ -1,7 +1,9 @@
 """`python -m bench`: benchmark the service against the FastAPI baseline and the raw model; writes docs/benchmarks.md.
 
-Runs the whole default matrix unless `--variants`, `--models` or `--scenarios` narrow it. Needs `wrk`
-(`bench/install-wrk.sh`) and the `bench` extra (FastAPI, uvicorn); `make bench` installs both.
+Runs the whole default matrix unless `--variants`, `--models` or `--scenarios` narrow it, then the feedback
+benchmark (`POST /feedback` on SQLite and PostgreSQL) unless `--no-feedback`; `--feedback-only` runs that alone.
+Needs `wrk` (`bench/install-wrk.sh`), the `bench` extra (FastAPI, uvicorn), both installed by `make bench`, and for
+PostgreSQL the server binaries of `scripts/install-system-deps.sh`.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
 
-from . import floor, home, machine, payloads, report, runner, wrk
+from . import feedback, floor, home, machine, payloads, report, runner, wrk
 from .config import (
     ALL_MODELS,
+    BENCH_MODELS,
     DEFAULT_DURATION_S,
+    FEEDBACK_DATABASES,
     QUICK_DURATION_S,
     SCENARIO_BY_KEY,
     SCENARIOS,
@@ -64,6 +68,13 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
         "--repeat", type=int, default=1, help="runs per point, variants alternating; the median is kept"
     )
     parser.add_argument("--no-floor", action="store_true", help="skip the in-process raw floor")
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--no-feedback", action="store_true", help="skip the POST /feedback benchmark")
+    only.add_argument("--feedback-only", action="store_true",
+                      help="only the POST /feedback benchmark: no raw floor, no /predict load")  # fmt: skip
+    parser.add_argument("--feedback-databases", type=choice_list(list(FEEDBACK_DATABASES)),
+                        default=list(FEEDBACK_DATABASES),
+                        help=f"comma-separated subset of {','.join(FEEDBACK_DATABASES)}")  # fmt: skip
     parser.add_argument("--home", type=Path, default=PROJECT / ".bench", help="bench BentoML home (default .bench/)")
     parser.add_argument("--output", type=Path, default=PROJECT / "docs" / "benchmarks.md", help="the report file")
     return parser.parse_args(argv)
@@ -95,12 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     facts = machine.collect(PROJECT, wrk.version())
     home.prepare(store, source)
     support = home.settings_support()
-    models = [m for m in ALL_MODELS if m in args.models]
+    models = [] if args.feedback_only else [m for m in ALL_MODELS if m in args.models]
     scenarios = [s for s in SCENARIOS if s.key in args.scenarios]
     bodies = payloads.write_bodies(store / "bodies", models, [s.rows for s in scenarios])
 
     floor_results = []
-    if not args.no_floor:
+    if not args.no_floor and models:
         logger.info("raw floor: in-process task.score per call")
         floor_results = floor.run(
             models, [s.rows for s in scenarios], QUICK_FLOOR_BUDGET_S if args.quick else FLOOR_BUDGET_S
@@ -114,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     plan = runner.Plan([v for v in VARIANTS if v.key in args.variants], models, scenarios, duration, args.repeat)
     logger.info("%d load points x %d runs, %.0f s each (+%.0f s warm-up)", plan.size, plan.repeats, duration, WARMUP_S)
     points = runner.run(plan, store, store / "servers", source, bodies, on_server=record)
+    databases = [] if args.no_feedback else args.feedback_databases
+    feedback_results = feedback.run(databases, store, store / "servers", source, duration)
 
     run = report.Run(
         facts,
@@ -126,14 +139,17 @@ def main(argv: list[str] | None = None) -> int:
         process_counts,
         machine.load_average(),
         args.repeat,
+        feedback_results,
+        floor.quality([m for m in BENCH_MODELS if m in models]),
     )
     text = report.render(run)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text)
-    (store / "last-run.json").write_text(json.dumps([asdict(p) for p in points], indent=1, default=str))
+    raw = {"points": [asdict(p) for p in points], "feedback": [asdict(f) for f in feedback_results]}
+    (store / "last-run.json").write_text(json.dumps(raw, indent=1, default=str))
     sys.stdout.write(text)
     logger.info("wrote %s", args.output)
-    return 1 if any(p.error for p in points) else 0
+    return 1 if any(p.error for p in points) or any(not f.ok for f in feedback_results) else 0
 
 
 if __name__ == "__main__":

@@ -49,14 +49,16 @@ class Variant:
     workers: int = 1
     monitoring: bool = True
     batching: bool = True
+    log_sample_rate: float = 1.0  # share of /predict requests written to the prediction log; 0: the log is off
     models: tuple[str, ...] = ALL_MODELS
 
     def settings_env(self) -> dict[str, str]:
-        """The CLF_* variables this variant passes to `bentoml serve` (besides CLF_MODELS)."""
+        """The CLF_* variables this variant passes to `bentoml serve` (besides CLF_MODELS and CLF_DATA_DIR)."""
         return {
             "CLF_WORKERS": str(self.workers),
             "CLF_MONITORING": str(self.monitoring).lower(),
             "CLF_BATCHING": str(self.batching).lower(),
+            "CLF_LOG_SAMPLE_RATE": f"{self.log_sample_rate:g}",
         }
 
 
@@ -65,6 +67,7 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("workers2", "service 2 workers", workers=2),
     Variant("monitoring_off", "service 1 worker, monitoring off", monitoring=False, models=CATALOG_MODELS),
     Variant("batching_off", "service 1 worker, batching off", batching=False, models=CATALOG_MODELS),
+    Variant("log_off", "service 1 worker, prediction log off", log_sample_rate=0.0, models=CATALOG_MODELS),
     Variant("baseline", "FastAPI baseline", baseline=True),
 )
 VARIANT_BY_KEY = {v.key: v for v in VARIANTS}
@@ -97,6 +100,22 @@ class Targets:
     batching_ratio: float = 3.0  # digits 1 row 16 conns, batching on vs off
     max_p99_over_p50: float = 5.0  # every service point
     max_monitoring_cost: float = 0.10  # monitoring on vs off: at most 10 % fewer req/s
+    max_log_cost: float = 0.10  # prediction log on vs off, LOG_COST_SCENARIOS: at most 10 % fewer req/s
+    baseline_rows_ratio_64x4: float = 1.0  # breast_cancer 64 rows 4 conns, rows/s vs the FastAPI baseline
+    max_p50_over_baseline_1x1: float = 1.2  # breast_cancer 1 row 1 conn, p50 vs the FastAPI baseline's
+    min_feedback_items_per_s: float = 5000.0  # POST /feedback, FEEDBACK_ITEMS-item batches, per database
 
 
 TARGETS = Targets()
+LOG_COST_SCENARIOS = ("1x16", "64x4")  # the points the prediction log's cost target is held to
+
+
+# The feedback benchmark: one server per database, predictions created first, then /feedback bodies of label items.
+FEEDBACK_MODEL = "breast_cancer"
+FEEDBACK_DATABASES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}  # key: label
+FEEDBACK_PREDICTIONS = 100_000  # predictions created (and labelled) before the measured run
+FEEDBACK_PREDICT_ROWS = 1000  # rows per /predict request creating them (the service's CLF_MAX_BATCH_ROWS default)
+FEEDBACK_ITEMS = 100  # label items per /feedback body
+FEEDBACK_CONNECTIONS = 4  # concurrent client connections, each posting its next body when the answer arrives
+FEEDBACK_WRITE_TIMEOUT_S = 300.0  # how long the created predictions may take to reach the database
+FEEDBACK_REQUEST_TIMEOUT_S = 30.0

@@ -17,7 +17,7 @@ from contextlib import nullcontext
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from .payloads import take
-from .results import FloorResult
+from .results import FloorResult, ModelQuality
 
 WARMUP_CALLS = 20
 MIN_CALLS = 200
@@ -62,3 +62,14 @@ def run(models: list[str], counts: list[int], budget_s: float) -> list[FloorResu
         for count in sorted(set(counts))
         for threads in pools
     ]
+
+
+def quality(models: list[str]) -> list[ModelQuality]:
+    """The validation accuracy of each model, from its registered metadata (the same held-out rows for the pair)."""
+    from service.store import load_model
+
+    found = []
+    for model in models:
+        metrics = load_model(f"{model}:latest").metadata["metrics"]
+        found.append(ModelQuality(model, metrics["accuracy"], metrics["macro_f1"], metrics.get("per_level_accuracy")))
+    return found

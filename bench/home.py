@@ -39,7 +39,7 @@ def prepare(store: Path, source: Path) -> None:
 
 
 def settings_support() -> dict[str, bool]:
-    """Whether service/settings.py (as it is now) knows CLF_MONITORING and CLF_BATCHING; unknown ones are ignored."""
+    """Whether service/settings.py (as it is now) knows the switches the variants set; unknown ones are ignored."""
     from service.settings import Settings
 
-    return {name: name in Settings.model_fields for name in ("workers", "monitoring", "batching")}
+    return {name: name in Settings.model_fields for name in ("workers", "monitoring", "batching", "log_sample_rate")}

@@ -5,9 +5,23 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from .config import MLSERVER_REFERENCE, SCENARIOS, TARGETS, VARIANTS, Targets
+from .config import (
+    FEEDBACK_CONNECTIONS,
+    FEEDBACK_DATABASES,
+    FEEDBACK_ITEMS,
+    FEEDBACK_MODEL,
+    FEEDBACK_PREDICT_ROWS,
+    FEEDBACK_PREDICTIONS,
+    LOG_COST_SCENARIOS,
+    MLSERVER_REFERENCE,
+    SCENARIOS,
+    TARGETS,
+    VARIANT_BY_KEY,
+    VARIANTS,
+    Targets,
+)
 from .machine import Machine
-from .results import FloorResult, Point
+from .results import FeedbackResult, FloorResult, ModelQuality, Point
 
 NA = "—"
 PASS, FAIL, UNKNOWN = "pass", "**FAIL**", "n/a (not measured)"
@@ -25,6 +39,8 @@ class Run:
     process_counts: dict[str, int] = field(default_factory=dict)
     load_after: str = ""
     repeats: int = 1
+    feedback: list[FeedbackResult] = field(default_factory=list)
+    quality: list[ModelQuality] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -135,6 +151,28 @@ def floor_table(floor: Sequence[FloorResult]) -> str:
     )
 
 
+def pair_table(quality: Sequence[ModelQuality], floor: Sequence[FloorResult], points: Sequence[Point]) -> str:
+    """Flat against hierarchical on the same classes: accuracy, the in-process cost per row, served rows/s."""
+    counts = sorted({f.rows for f in floor})
+    served = [s for s in SCENARIOS if s.rows > 1]
+    rows = []
+    for q in quality:
+        per_row = []
+        for count in counts:
+            found = [f for f in floor if f.model == q.model and f.rows == count]
+            per_row.append(number(min(f.median_us for f in found) / count, 1) if found else NA)
+        rows_per_s = [
+            number(None if (r := req_per_s(points, "default", q.model, s.key)) is None else r * s.rows) for s in served
+        ]
+        levels = ", ".join(f"{a:.3f}" for a in q.per_level_accuracy) if q.per_level_accuracy else NA
+        rows.append([q.model, f"{q.accuracy:.3f}", f"{q.macro_f1:.3f}", levels, *per_row, *rows_per_s])
+    return table(
+        ["model", "validation accuracy", "macro-F1", "accuracy per level",
+         *[f"floor µs/row, {c} rows" for c in counts], *[f"service rows/s, {s.label}" for s in served]],
+        rows,
+    )  # fmt: skip
+
+
 def baseline_table(points: Sequence[Point]) -> str:
     rows = []
     for model in models_of(points):
@@ -192,6 +230,77 @@ def on_off_table(points: Sequence[Point], off_variant: str, what: str) -> str:
     )
 
 
+def feedback_table(feedback: Sequence[FeedbackResult]) -> str:
+    rows = []
+    for f in feedback:
+        head = [f"{FEEDBACK_DATABASES.get(f.database, f.database)} {f.version}".strip()]
+        if not f.ok:
+            rows.append([*head, *([NA] * 11)])
+            continue
+        errors = str(f.failed_requests + f.item_errors)
+        if f.failed_requests or f.item_errors:
+            errors += f" (failed requests {f.failed_requests}, refused items {f.item_errors})"
+        rows.append(
+            [
+                *head,
+                number(f.items_per_s),
+                number(f.req_per_s, 1),
+                number(f.p50_ms, 1),
+                number(f.p99_ms, 1),
+                errors,
+                number(f.fresh_items),
+                number(f.relabel_items),
+                number(f.server_cpu_ms_per_request, 1),
+                number(f.database_cpu_ms_per_request, 1) if f.database != "sqlite" else "in the server's",
+                number(f.client_cpu_ms_per_request, 1),
+                number(f.rss_mb),
+            ]
+        )
+    text = table(
+        ["database", "items/s", "req/s", "p50 ms", "p99 ms", "errors", "first labels", "relabels",
+         "server CPU ms/req", "database CPU ms/req", "client CPU ms/req", "server RSS MB"],
+        rows,
+    )  # fmt: skip
+    problems = [f for f in feedback if f.error or f.first_error]
+    if problems:
+        text += "\n\n" + "\n".join(
+            f"- {FEEDBACK_DATABASES.get(f.database, f.database)}: "
+            + (f"not measured: {f.error}" if f.error else f"first error: {f.first_error}")
+            for f in problems
+        )
+    return text
+
+
+def feedback_method(feedback: Sequence[FeedbackResult], run: Run) -> str:
+    """How the feedback figures were taken, with this run's own numbers."""
+    created = next((f for f in feedback if f.ok), None)
+    written = (
+        ""
+        if created is None or created.write_wait_s is None
+        else f" (this run: {created.predictions:,} predictions readable {created.write_wait_s:.1f} s after the first "
+        f"/predict, on {FEEDBACK_DATABASES.get(created.database, created.database)})"
+    )
+    requests = -(-FEEDBACK_PREDICTIONS // FEEDBACK_PREDICT_ROWS)
+    return (
+        f"Per database, one `bentoml serve` (1 worker, {FEEDBACK_MODEL} only, prediction log on: the `default` "
+        "service settings), with no other bench server running: SQLite is the default file in the server's data "
+        "folder (WAL, `synchronous=FULL`), PostgreSQL a throwaway local cluster (`tests/postgres.py`, fsync on, "
+        f"default `synchronous_commit`). First {FEEDBACK_PREDICTIONS:,} predictions are created "
+        f"({FEEDBACK_PREDICT_ROWS:,}-row /predict requests of held-out rows) and waited for until "
+        "`GET /predictions/{last id}` answers 200" + written + ": labels usually arrive long after their prediction, "
+        "so the run measures storing labels, not the wait for the log's writer. "
+        f"Then {FEEDBACK_CONNECTIONS} client connections (threads of the harness, keep-alive, closed loop) post "
+        f"pre-encoded bodies of {FEEDBACK_ITEMS} label items each, one unmeasured {run.warmup_s:.0f} s warm-up, then "
+        f"the measured {run.duration_s:.0f} s. The items of one body label predictions of "
+        f"{min(FEEDBACK_ITEMS, requests)} different requests (row by row across the {requests} created). Each item "
+        "first labels a prediction with its true label (first labels); once every created prediction is labelled, "
+        "the bodies cycle with the other class, then the true one again (relabels: an update of the current label "
+        "plus a history row). items/s counts the items accepted in 200 answers; p50/p99 are per request, measured "
+        "by the client; server CPU is the server tree's, database CPU PostgreSQL's processes' (SQLite runs inside "
+        "the server), client CPU the harness's own, all per request."
+    )
+
+
 def tail_table(points: Sequence[Point]) -> str:
     rows = []
     for variant in VARIANTS:
@@ -210,7 +319,7 @@ def status(ok: bool | None) -> str:
     return UNKNOWN if ok is None else PASS if ok else FAIL
 
 
-def targets(points: Sequence[Point], goals: Targets = TARGETS) -> list[Target]:
+def targets(points: Sequence[Point], feedback: Sequence[FeedbackResult] = (), goals: Targets = TARGETS) -> list[Target]:
     found: list[Target] = []
     reference = next(r for r in MLSERVER_REFERENCE if (r.model, r.scenario) == ("breast_cancer", "1x16"))
     service = req_per_s(points, "default", "breast_cancer", "1x16")
@@ -244,8 +353,12 @@ def targets(points: Sequence[Point], goals: Targets = TARGETS) -> list[Target]:
             status(None if batching is None else batching >= goals.batching_ratio),
         )
     )
+    found += baseline_targets(points, goals)
+    found.append(workers_target(points))
     found.append(tail_target(points, goals))
     found.append(monitoring_target(points, goals))
+    found.append(log_target(points, goals))
+    found += feedback_targets(feedback, goals)
     return found
 
 
@@ -263,13 +376,76 @@ def tail_target(points: Sequence[Point], goals: Targets) -> Target:
     return Target(name, required, text, status(over == 0))
 
 
-def monitoring_target(points: Sequence[Point], goals: Targets) -> Target:
-    name, required = (
-        "monitoring on vs off, every point measured both ways",
-        f"≤ {100 * goals.max_monitoring_cost:.0f} % fewer req/s",
+def baseline_targets(points: Sequence[Point], goals: Targets) -> list[Target]:
+    """breast_cancer against the FastAPI baseline: rows/s at 64 rows x 4 connections, p50 at 1 row x 1."""
+    service, base = find(points, "default", "breast_cancer", "64x4"), find(points, "baseline", "breast_cancer", "64x4")
+    rows = divide(service.rows_per_s if service else None, base.rows_per_s if base else None)
+    found = [
+        Target(
+            "breast_cancer, 64 rows, 4 conns: service 1 worker vs FastAPI baseline, rows/s",
+            f"≥ {goals.baseline_rows_ratio_64x4:.1f}x",
+            NA if rows is None or service is None or base is None
+            else f"{service.rows_per_s:,.0f} vs {base.rows_per_s:,.0f} rows/s = {rows:.2f}x",
+            status(None if rows is None else rows >= goals.baseline_rows_ratio_64x4),
+        )
+    ]  # fmt: skip
+    service, base = find(points, "default", "breast_cancer", "1x1"), find(points, "baseline", "breast_cancer", "1x1")
+    service_p50, base_p50 = _p50(service), _p50(base)
+    p50 = divide(service_p50, base_p50)
+    found.append(
+        Target(
+            "breast_cancer, 1 row, 1 conn: service p50 vs FastAPI baseline p50",
+            f"≤ {goals.max_p50_over_baseline_1x1:.1f}x",
+            NA if p50 is None else f"{service_p50:.2f} vs {base_p50:.2f} ms = {p50:.2f}x",
+            status(None if p50 is None else p50 <= goals.max_p50_over_baseline_1x1),
+        )
     )
+    return found
+
+
+def _p50(point: Point | None) -> float | None:
+    return point.wrk.p50_ms if point is not None and point.wrk is not None else None
+
+
+def workers_target(points: Sequence[Point]) -> Target:
+    """Two workers are never slower than one, at any point both measured."""
+    ratios = []
+    for point in points:
+        if point.ok and point.variant.key == "workers2":
+            one = req_per_s(points, "default", point.model, point.scenario.key)
+            ratio = divide(req_per_s(points, "workers2", point.model, point.scenario.key), one)
+            if ratio is not None:
+                ratios.append((ratio, f"{point.model} {point.scenario.key}"))
+    worst = min(ratios, default=None)
+    return Target(
+        "2 workers vs 1 worker, every point",
+        "≥ 1.0x",
+        NA if worst is None else f"lowest {worst[0]:.2f}x ({worst[1]})",
+        status(None if worst is None else worst[0] >= 1.0),
+    )
+
+
+def monitoring_target(points: Sequence[Point], goals: Targets) -> Target:
+    return cost_target(
+        points, "monitoring_off", "monitoring on vs off, every point measured both ways", goals.max_monitoring_cost
+    )
+
+
+def log_target(points: Sequence[Point], goals: Targets) -> Target:
+    name = f"prediction log on vs off, {' and '.join(LOG_COST_SCENARIOS)} points"
+    return cost_target(points, "log_off", name, goals.max_log_cost, LOG_COST_SCENARIOS)
+
+
+def cost_target(
+    points: Sequence[Point], off_variant: str, name: str, max_cost: float, scenarios: Sequence[str] | None = None
+) -> Target:
+    """How many fewer req/s `default` (the feature on) answers than `off_variant`, at the worst point measured both
+    ways (among `scenarios`, when given)."""
+    required = f"≤ {100 * max_cost:.0f} % fewer req/s"
     costs = []
-    for off_point in (p for p in points if p.ok and p.variant.key == "monitoring_off"):
+    for off_point in (p for p in points if p.ok and p.variant.key == off_variant):
+        if scenarios is not None and off_point.scenario.key not in scenarios:
+            continue
         on = req_per_s(points, "default", off_point.model, off_point.scenario.key)
         off = off_point.wrk.req_per_s if off_point.wrk else None
         cost = None if on is None or off is None else divide(off - on, off)
@@ -278,12 +454,37 @@ def monitoring_target(points: Sequence[Point], goals: Targets) -> Target:
     if not costs:
         return Target(name, required, NA, UNKNOWN)
     worst, worst_cost = max(costs, key=lambda item: item[1])
-    over = sum(1 for _, c in costs if c > goals.max_monitoring_cost)
+    over = sum(1 for _, c in costs if c > max_cost)
     text = (
         f"worst {100 * worst_cost:.1f} % fewer ({worst.model}, {worst.scenario.label}); "
         f"{over} of {len(costs)} points over"
     )
     return Target(name, required, text, status(over == 0))
+
+
+def feedback_targets(feedback: Sequence[FeedbackResult], goals: Targets) -> list[Target]:
+    """One row per database, measured or not: a skipped database shows as not applicable, not as missing."""
+    found = []
+    for database, label in FEEDBACK_DATABASES.items():
+        result = next((f for f in feedback if f.database == database), None)
+        name = f"POST /feedback, {FEEDBACK_ITEMS}-item label batches, {label}"
+        required = f"≥ {goals.min_feedback_items_per_s:,.0f} items/s"
+        rate = None if result is None else result.items_per_s
+        if result is None or rate is None:
+            found.append(Target(name, required, NA, UNKNOWN))
+            continue
+        text = f"{rate:,.0f} items/s ({number(result.req_per_s, 1)} req/s; {label_kinds(result)})"
+        found.append(Target(name, required, text, status(rate >= goals.min_feedback_items_per_s)))
+    return found
+
+
+def label_kinds(result: FeedbackResult) -> str:
+    """Whether the measured items labelled predictions for the first time, relabelled them, or both."""
+    if not result.relabel_items:
+        return "all first labels"
+    if not result.fresh_items:
+        return "all relabels"
+    return f"{result.fresh_items:,} first labels, {result.relabel_items:,} relabels"
 
 
 def targets_table(found: Sequence[Target]) -> str:
@@ -293,6 +494,9 @@ def targets_table(found: Sequence[Target]) -> str:
 
 
 # ---------------------------------------------------------------- the document
+
+
+SWITCHES = (("monitoring", "monitoring_off"), ("batching", "batching_off"), ("log_sample_rate", "log_off"))
 
 
 def notes(run: Run) -> list[str]:
@@ -328,13 +532,19 @@ def notes(run: Run) -> list[str]:
             "service figures are of that working tree, not of the commit alone."
         )
     found += blas_notes(run.floor)
-    for name in ("monitoring", "batching"):
+    for name, off in SWITCHES:
         if run.settings_support and not run.settings_support.get(name, False):
             found.append(
                 f"`CLF_{name.upper()}` was passed to the servers, but service/settings.py of the measured tree does "
-                f"not define it, so the service ignored it: the '{name} off' variant ran with the default, and the "
-                f"{name} on/off ratios measure only run-to-run noise."
+                f"not define it, so the service ignored it: the '{VARIANT_BY_KEY[off].label}' variant ran with the "
+                "default, and its on/off ratios measure only run-to-run noise."
             )
+    if any(not p.variant.baseline for p in run.points):
+        found.append(
+            "Every service server wrote its prediction log to a SQLite file of its own (`CLF_DATA_DIR` in its folder "
+            "of `.bench/servers/`, WAL, `synchronous=FULL`); all variants but 'prediction log off' log every request "
+            "(`CLF_LOG_SAMPLE_RATE=1`, the default), with its inputs."
+        )
     if run.process_counts:
         counts = ", ".join(f"{v.label}: {run.process_counts[v.key]}" for v in VARIANTS if v.key in run.process_counts)
         found.append(f"Processes in each server's tree once ready (arbiter + workers): {counts}.")
@@ -366,16 +576,35 @@ def render(run: Run) -> str:
         table(["what", "value"], [*run.machine.rows(), ("load average after the run", run.load_after or NA)]),
         f"Command: `{run.command}`",
         "## Targets",
-        targets_table(targets(points)),
+        targets_table(targets(points, run.feedback)),
     ]
     for model in models_of(points):
         parts += [f"## {model}", model_table(points, model)]
+    parts += [
+        "## Feedback (`POST /feedback`)",
+        feedback_method(run.feedback, run) if run.feedback else "(not measured in this run)",
+    ]
+    if run.feedback:
+        parts.append(feedback_table(run.feedback))
     parts += [
         "## Raw floor (in-process `task.score`, no HTTP)",
         "Median of single in-process calls of `load_model(tag).task.score(X)` (flat models: `predict_proba`; "
         "hierarchical: the greedy path, one classifier per level), measured before any server starts; with the BLAS "
         "thread pool as the servers have it and, when that is more than one thread, again limited to one.",
         floor_table(run.floor) if run.floor else "(not measured in this run)",
+    ]
+    if run.quality:
+        parts += [
+            "## Flat or hierarchical, on the same 1,000 classes",
+            "`flat_1000` (one linear discriminant analysis over 1,000 classes) and `hier_40x25` (one per node: 40 "
+            "groups, then 25 classes per group) trained and validated on the same synthetic rows. Accuracy is "
+            "measured at registration on the held-out rows; the cost per row is the raw floor's fastest median above "
+            "divided by the rows; rows/s is the service's (1 worker).",
+            pair_table(run.quality, run.floor, points),
+        ]
+    if not points:
+        return "\n\n".join([*parts, "## Notes", "\n".join(f"- {note}" for note in notes(run))]) + "\n"
+    parts += [
         "## Ratios",
         "### Service vs FastAPI baseline (req/s)",
         baseline_table(points),
@@ -385,6 +614,8 @@ def render(run: Run) -> str:
         on_off_table(points, "batching_off", "batching"),
         "### Monitoring on vs off (1 worker)",
         on_off_table(points, "monitoring_off", "monitoring"),
+        "### Prediction log on vs off (1 worker)",
+        on_off_table(points, "log_off", "prediction log"),
         "### p99 / p50 per scenario",
         tail_table(points),
         "## Notes",

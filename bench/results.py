@@ -46,3 +46,52 @@ class FloorResult:
     median_us: float
     p90_us: float
     calls: int
+
+
+@dataclass(frozen=True)
+class ModelQuality:
+    """A model's validation figures, as registration measured them on its held-out rows."""
+
+    model: str
+    accuracy: float
+    macro_f1: float
+    per_level_accuracy: list[float] | None = None
+
+
+@dataclass(frozen=True)
+class FeedbackResult:
+    """One measured `POST /feedback` run against one database; `error` instead of figures when it failed."""
+
+    database: str  # a FEEDBACK_DATABASES key
+    version: str = ""  # the database's version
+    items_per_request: int = 0
+    connections: int = 0
+    predictions: int = 0  # predictions created and written to the log before the run
+    write_wait_s: float | None = None  # from the first /predict until the last created prediction was readable
+    duration_s: float = 0.0
+    requests: int = 0  # answered 200
+    failed_requests: int = 0  # any other status, or no answer
+    items: int = 0  # accepted items
+    item_errors: int = 0  # items refused inside 200 answers
+    fresh_items: int = 0  # items sent in the measured run that labelled a prediction for the first time
+    relabel_items: int = 0  # items that labelled an already labelled prediction again (the ids ran out)
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    server_cpu_ms_per_request: float | None = None
+    database_cpu_ms_per_request: float | None = None  # PostgreSQL's processes; SQLite runs inside the server
+    client_cpu_ms_per_request: float | None = None
+    rss_mb: float | None = None
+    first_error: str | None = None  # the first refusal or failure seen, for the report
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.requests > 0
+
+    @property
+    def items_per_s(self) -> float | None:
+        return self.items / self.duration_s if self.ok and self.duration_s > 0 else None
+
+    @property
+    def req_per_s(self) -> float | None:
+        return self.requests / self.duration_s if self.ok and self.duration_s > 0 else None

@@ -17,7 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,20 +125,24 @@ def server_command(variant: Variant, port: int) -> list[str]:
 
 def server_env(variant: Variant, store: Path, workdir: Path) -> dict[str, str]:
     """The baseline reads the bench store in place; a service gets a fresh copy of its models in `workdir`,
-    because `bentoml serve` wipes its home's Prometheus folder at start."""
+    because `bentoml serve` wipes its home's Prometheus folder at start, and its own data folder there, because
+    servers running at once must not write one prediction log (the default `./data` of the source folder)."""
     models = ",".join(ALL_MODELS)
     if variant.baseline:
         return {**base_env(store), "BENCH_MODELS": models}
     shutil.copytree(store / "models", workdir / "models")
-    return {**base_env(workdir), "CLF_MODELS": models, **variant.settings_env()}
+    return {**base_env(workdir), "CLF_MODELS": models, "CLF_DATA_DIR": str(workdir / "data"), **variant.settings_env()}
 
 
 @contextlib.contextmanager
-def serving(variant: Variant, store: Path, workdir: Path, source: Path = PROJECT) -> Iterator[Server]:
-    """A ready server of `variant` on a free loopback port, run from `source`; stopped (process group) on exit."""
+def serving(
+    variant: Variant, store: Path, workdir: Path, source: Path = PROJECT, extra_env: Mapping[str, str] | None = None
+) -> Iterator[Server]:
+    """A ready server of `variant` on a free loopback port, run from `source`; stopped (process group) on exit.
+    `extra_env` overrides the variant's environment (the feedback benchmark's CLF_MODELS and CLF_DATABASE_URL)."""
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
-    env = server_env(variant, store, workdir)
+    env = {**server_env(variant, store, workdir), **(extra_env or {})}
     port = free_port()
     log = workdir / "server.log"
     with log.open("wb") as out:

@@ -15,11 +15,15 @@ logger = logging.getLogger("models")
 
 
 def servable(name: str) -> bool:
-    """Whether the store's latest version of `name` loads (present, and trained with this scikit-learn)."""
+    """Whether the store's latest version of `name` loads (present, and trained with this scikit-learn) and
+    carries what this release measures at registration (the calibration of its confidence)."""
     try:
-        load_model(f"{name}:latest")
+        model = load_model(f"{name}:latest")
     except InvalidModelError as exc:
         logger.info("%s needs training: %s", name, exc)
+        return False
+    if "calibration" not in model.metadata:
+        logger.info("%s needs training: registered before its confidence was calibrated", name)
         return False
     return True
 

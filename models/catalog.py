@@ -127,12 +127,22 @@ def digit_groups() -> str:
 
 def held_out_rows(name: str) -> np.ndarray:
     """The validation rows a catalog model was measured on: rows it never trained on."""
+    return held_out(name)[0]
+
+
+def held_out(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """The validation rows of a catalog model and their labels in the model's own form: class names (binary,
+    multiclass), leaf names (hierarchical), or a rows x labels 0/1 matrix in `DIGIT_ATTRIBUTES` order."""
     if name == "breast_cancer":
         data = load_breast_cancer()
         y = data.target_names[data.target]
-        return _split(data.data, y, y)[1]
+        _, X_val, _, y_val = _split(data.data, y, y)
+        return X_val, y_val
     X, y = _digits()
-    return _split(X, y, y)[1]
+    _, X_val, _, y_val = _split(X, y, y)
+    if name in ("digit_attributes", "digit_attributes_ovr"):
+        return X_val, np.column_stack([rule(y_val) for rule in DIGIT_ATTRIBUTES.values()]).astype(int)
+    return X_val, y_val.astype(str)
 
 
 CATALOG: dict[str, Callable[[], str]] = {

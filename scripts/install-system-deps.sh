@@ -1,14 +1,25 @@
 #!/usr/bin/env bash
 # System packages the project's tests need beyond the Python venv.
-# - prometheus: provides `promtool`, which tests/deploy/ uses to check and unit-test deploy/prometheus/.
+# - prometheus: `promtool` (tests/deploy/ checks and unit-tests deploy/prometheus/) and the server the e2e tests run.
+# - postgresql: the server binaries (initdb, pg_ctl, postgres) of the throwaway clusters that the prediction-log tests
+#   and the benchmark start (tests/postgres.py); the `main` cluster Debian may create is not used.
+# - wrk: the load generator of `make bench`, whose command line tests/bench/ checks.
 # Idempotent: installs only what is missing and prints nothing when everything is already present.
 # Run as root (CI and the dev machines are root; there is no sudo).
 set -euo pipefail
 
-if command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; then
-    exit 0
+missing=()
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+    missing+=(prometheus)
 fi
+if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+    missing+=(postgresql)
+fi
+if ! command -v wrk >/dev/null 2>&1; then
+    missing+=(wrk)
+fi
+[ ${#missing[@]} -eq 0 ] && exit 0
 
 export DEBIAN_FRONTEND=noninteractive
 apt-get update
-apt-get install -y --no-install-recommends prometheus
+apt-get install -y --no-install-recommends "${missing[@]}"

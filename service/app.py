@@ -26,11 +26,13 @@ from starlette.routing import Route
 from . import bentoml_fixes
 from .classifiers import InvalidInputError
 from .errors import PayloadTooLargeError, classify, error_body
+from .feedback.log import PredictionLog
+from .feedback.loop import FeedbackLoop
 from .middleware import ErrorBodyMiddleware
 from .monitoring.metrics import CONTENT_TYPE, NO_MODEL, Children, exposition, shared_metrics
 from .monitoring.monitor import Heartbeat
-from .schemas import parse_predict_request
-from .serving import ModelRegistry
+from .schemas import parse_feedback_request, parse_performance_query, parse_predict_request
+from .serving import ModelRegistry, limit_native_threads, log_config
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -62,8 +64,9 @@ def endpoint(verb: str, route: str, handler: Handler) -> Route:
     async def run(request: Request) -> Response:
         service: ClassifierService = bentoml.get_current_service()
         request.state.model = NO_MODEL
+        writes = service.metrics.writes
         in_flight = service.in_flight(route)
-        in_flight.inc()
+        writes.inc(in_flight)
         started = time.perf_counter()
         try:
             response = json_response(await handler(request, service))
@@ -72,10 +75,10 @@ def endpoint(verb: str, route: str, handler: Handler) -> Route:
             response = error_response(exc, request)
             code = classify(exc).code
         finally:
-            in_flight.dec()
+            writes.dec(in_flight)
         model = request.state.model
-        service.requests(model, route, code).inc()
-        service.request_duration(model, route).observe(time.perf_counter() - started)
+        writes.inc(service.requests(model, route, code))
+        writes.observe(service.request_duration(model, route), time.perf_counter() - started)
         return response
 
     return Route(route, run, methods=[verb])
@@ -105,7 +108,7 @@ def decode_json(body: bytes) -> Any:
         # Python's json writes NaN and Infinity, a common client bug: parse them so that validation names the
         # row and feature, and monitoring counts them as non-finite inputs
         return json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python's parser goes
         raise InvalidInputError(f"the body is not valid JSON ({error}); expected a JSON object") from None
 
 
@@ -127,11 +130,37 @@ async def get_model(request: Request, service: ClassifierService) -> Any:
     return service.registry.describe(name)
 
 
+async def feedback(request: Request, service: ClassifierService) -> Any:
+    raw = await read_body(request, service.settings.max_body_bytes)
+    body = parse_feedback_request(decode_json(raw))
+    return await service.loop.submit(body.feedback)
+
+
+async def get_prediction(request: Request, service: ClassifierService) -> Any:
+    found = await service.loop.prediction(request.path_params["id"])
+    request.state.model = service.registry.model_label(found["model"])
+    return found
+
+
+async def performance(request: Request, service: ClassifierService) -> Any:
+    name = request.path_params["name"]
+    request.state.model = service.registry.model_label(name)
+    query = parse_performance_query(dict(request.query_params))
+    return await service.loop.performance(name, query.since, query.until)
+
+
 async def metrics(request: Request) -> Response:
-    """Every worker's metrics, summed, plus the drift gauges computed now from the shared windows."""
+    """Every worker's metrics, summed, plus the gauges computed now: drift from the shared windows, realized
+    figures from the prediction log."""
     service: ClassifierService = bentoml.get_current_service()
-    text = await anyio.to_thread.run_sync(lambda: exposition() + service.registry.drift_exposition().encode())
-    return Response(text, media_type=CONTENT_TYPE)
+    service.registry.flush_observations()  # here, on the loop, where the calls wait
+
+    def render() -> bytes:
+        service.metrics.writes.flush()  # this worker's pending increments; the others' are at most a flush late
+        scrape_time = service.registry.drift_exposition() + service.loop.realized_exposition()
+        return exposition() + scrape_time.encode()
+
+    return Response(await anyio.to_thread.run_sync(render), media_type=CONTENT_TYPE)
 
 
 api = Starlette(
@@ -139,6 +168,9 @@ api = Starlette(
         endpoint("POST", "/predict", predict),
         endpoint("GET", "/models", list_models),
         endpoint("GET", "/models/{name}", get_model),
+        endpoint("GET", "/models/{name}/performance", performance),
+        endpoint("POST", "/feedback", feedback),
+        endpoint("GET", "/predictions/{id}", get_prediction),
         Route("/metrics", metrics, methods=["GET"]),
     ]
 )
@@ -164,12 +196,17 @@ class ClassifierService:
 
     def __init__(self) -> None:
         self.settings = SERVER_SETTINGS
+        limit_native_threads(self.settings)
         self.metrics = shared_metrics()
         self.requests = Children(self.metrics.requests)  # model, endpoint, code
         self.request_duration = Children(self.metrics.request_duration)  # model, endpoint
         self.in_flight = Children(self.metrics.in_flight)  # endpoint
-        self.registry = ModelRegistry.load(self.settings, self.metrics)
+        self.log = PredictionLog(log_config(self.settings), self.metrics)
+        self.registry = ModelRegistry.load(self.settings, self.metrics, self.log)
+        self.log.start()
+        self.loop = FeedbackLoop(self.log, self.metrics, self.settings.outcomes, self.settings.feedback_window_seconds)
         self.heartbeat = Heartbeat(self.metrics, self.settings.heartbeat_seconds)
+        self.metrics.writes.start(self.settings.metrics_flush_seconds)
         # Everything allocated so far (models, libraries) lives as long as the worker: moved out of the
         # collector's reach, full collections walk only what requests allocate.
         gc.collect()
@@ -177,6 +214,15 @@ class ClassifierService:
 
     def __is_ready__(self) -> bool:
         return self.registry.ready
+
+    @bentoml.on_shutdown  # type: ignore[untyped-decorator]  # bentoml ships no type information
+    def flush_prediction_log(self) -> None:
+        """A graceful stop writes the queued predictions, and the model calls and metric increments waiting to be
+        observed and written, before the worker exits."""
+        self.loop.close()
+        self.log.close()
+        self.registry.flush_observations()
+        self.metrics.writes.stop()
 
 
 ClassifierService.add_asgi_middleware(ErrorBodyMiddleware)  # type: ignore[attr-defined]

@@ -28,6 +28,14 @@ class PayloadTooLargeError(ServiceError):
     """The request body is over the configured limit."""
 
 
+class UnknownPredictionError(ServiceError):
+    """The request names a prediction id the service never issued or no longer keeps."""
+
+
+class DependencyUnavailableError(ServiceError):
+    """A dependency the route needs is down (the prediction log's database)."""
+
+
 @dataclass(frozen=True)
 class ErrorKind:
     status: int
@@ -39,6 +47,8 @@ ERROR_TABLE: dict[type[Exception], ErrorKind] = {
     UnknownModelError: ErrorKind(404, "unknown_model"),
     PayloadTooLargeError: ErrorKind(413, "payload_too_large"),
     ModelUnavailableError: ErrorKind(503, "model_unavailable"),
+    UnknownPredictionError: ErrorKind(404, "unknown_prediction"),
+    DependencyUnavailableError: ErrorKind(503, "unavailable"),
 }
 INTERNAL = ErrorKind(500, "internal")
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .classifiers import InvalidInputError, Options
+from .settings import OUTCOME_NAME
+
+MAX_FEEDBACK_ITEMS = 1000
+M = TypeVar("M", bound=BaseModel)
+Name = Annotated[str, Field(min_length=1, max_length=256)]
 
 
 class PredictOptions(BaseModel):
@@ -30,12 +35,60 @@ class PredictRequest(BaseModel):
     request_id: str | None = Field(None, max_length=256)
 
 
+class FeedbackItem(BaseModel):
+    """Ground truth in the model's own form (`label`, `labels` or `path`) and/or a business outcome."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    prediction_id: str = Field(min_length=1, max_length=128)
+    label: Name | None = None
+    labels: list[Name] | None = Field(None, max_length=10_000)
+    path: list[Name] | None = Field(None, min_length=1, max_length=64)
+    outcome: str | None = Field(None, pattern=f"^{OUTCOME_NAME.pattern}$")
+    value: float = Field(1.0, ge=0.0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _carries_something(self) -> FeedbackItem:
+        if "value" in self.model_fields_set and self.outcome is None:
+            raise ValueError("'value' is the value of an 'outcome'; send the outcome's name too")
+        if self.label is None and self.labels is None and self.path is None and self.outcome is None:
+            raise ValueError("an item carries a label ('label', 'labels' or 'path') and/or an 'outcome'")
+        return self
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    feedback: list[FeedbackItem] = Field(min_length=1, max_length=MAX_FEEDBACK_ITEMS)
+
+
+class PerformanceQuery(BaseModel):
+    """`GET /models/{name}/performance` query: ISO 8601 times or ages (`7d`); default: the feedback window."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    since: str | None = Field(None, max_length=64)
+    until: str | None = Field(None, max_length=64)
+
+
 def parse_predict_request(payload: Any) -> PredictRequest:
     """Validate a decoded JSON body, turning pydantic's errors into one `InvalidInputError`."""
+    return _parse(PredictRequest, payload)
+
+
+def parse_feedback_request(payload: Any) -> FeedbackRequest:
+    return _parse(FeedbackRequest, payload)
+
+
+def parse_performance_query(params: dict[str, str]) -> PerformanceQuery:
+    return _parse(PerformanceQuery, params, what="the query")
+
+
+def _parse(model: type[M], payload: Any, what: str = "the body") -> M:
     if not isinstance(payload, dict):
-        raise InvalidInputError(f"the body must be a JSON object, got a {type(payload).__name__}", field=None)
+        raise InvalidInputError(f"{what} must be a JSON object, got a {type(payload).__name__}", field=None)
     try:
-        return PredictRequest.model_validate(payload)
+        return model.model_validate(payload)
     except ValidationError as exc:
         raise invalid_input(exc) from None
 
@@ -43,11 +96,14 @@ def parse_predict_request(payload: Any) -> PredictRequest:
 def invalid_input(exc: ValidationError) -> InvalidInputError:
     """The first pydantic error as an `InvalidInputError` that says what was expected and what arrived."""
     first = exc.errors(include_url=False)[0]
-    field = ".".join(str(part) for part in first["loc"])
+    field = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"]).lstrip(".")
     if first["type"] == "extra_forbidden":
         return InvalidInputError(f"unknown field '{field}'", field=field)
     if first["type"] == "missing":
         return InvalidInputError(f"field '{field}' is required", field=field)
+    if first["type"] == "value_error":  # our own validators: the message says what is expected
+        message = str(first["ctx"]["error"]) if "ctx" in first else first["msg"]
+        return InvalidInputError(f"{field or 'the body'}: {message}", field=field or None)
     arrived = repr(first.get("input"))
     if len(arrived) > 80:
         arrived = arrived[:77] + "..."

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_CATALOG = ("breast_cancer", "digits", "digit_attributes", "digit_attributes_ovr", "digit_groups")
+OUTCOME_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
 class Settings(BaseSettings):
@@ -16,6 +19,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CLF_", frozen=True)
 
     workers: int = Field(1, ge=1, description="worker processes of `bentoml serve` (read when the service is defined)")
+    native_threads: int | None = Field(
+        None, ge=1, description="BLAS/OpenMP threads per worker; default: the usable CPUs divided by `workers`"
+    )
     models: Annotated[tuple[str, ...], NoDecode] = Field(
         DEFAULT_CATALOG, description="served models: `name` (latest version) or `name:version`"
     )
@@ -24,25 +30,52 @@ class Settings(BaseSettings):
     trusted_types: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="extra fully-qualified types trusted when loading skops files"
     )
-    monitored_features: int = Field(20, ge=1, description="features per model tracked for drift (most important first)")
+    monitored_features: int = Field(
+        100, ge=1, description="features per model watched for drift and faults (most important first beyond it)"
+    )
     monitored_labels: int = Field(20, ge=1, description="labels per model and level with their own series; rest: other")
     drift_window_seconds: float = Field(1800.0, gt=0, description="the drift window: PSI of the last this many seconds")
     drift_slots: int = Field(30, ge=1, le=3600, description="time slots the drift window slides by")
     drift_min_rows: int = Field(100, ge=1, description="fewer rows in the window: PSI is NaN (too noisy to alert on)")
-    drift_sample_rows: int = Field(64, ge=1, description="most rows per model call binned for drift (every k-th)")
     heartbeat_seconds: float = Field(5.0, gt=0, description="how often each worker sets its heartbeat gauge")
+    metrics_flush_seconds: float = Field(
+        1.0, gt=0, le=60, description="how often a worker writes its pending metric increments (the staleness)"
+    )
     monitoring: bool = Field(True, description="silent-failure signals per model (inputs, decisions, drift)")
     batching: bool = Field(True, description="coalesce concurrent requests' rows into one model call")
     batch_max_rows: int = Field(1000, ge=1, description="most rows in one coalesced model call")
     batch_max_wait_ms: float = Field(0.0, ge=0, description="wait this long for more rows before a model call")
+    data_dir: Path = Field(Path("data"), description="where the service keeps its files (the SQLite prediction log)")
+    database_url: str | None = Field(
+        None, description="the prediction log's database; default SQLite in CLF_DATA_DIR (postgresql+psycopg://...)"
+    )
+    log_sample_rate: float = Field(1.0, ge=0.0, le=1.0, description="share of /predict requests logged (0: none)")
+    log_inputs: bool = Field(True, description="log the rows' inputs, not only decisions and scores")
+    log_queue_rows: int = Field(100_000, ge=1, description="predictions a worker queues for the log; beyond: dropped")
+    log_flush_seconds: float = Field(1.0, gt=0, le=60, description="how often queued predictions are written")
+    log_retention_days: float = Field(30.0, gt=0, le=36500, description="predictions older than this are deleted")
+    feedback_window_seconds: float = Field(
+        86400.0, gt=0, le=3650 * 86400, description="the realized metrics' window (prediction time)"
+    )
+    outcomes: Annotated[tuple[str, ...], NoDecode] = Field(
+        ("clicked", "accepted", "played"), description="outcome names with their own metric series; rest: other"
+    )
     access_log: bool = Field(False, description="BentoML's per-request access log lines")
     trace_requests: bool = Field(False, description="OpenTelemetry spans per request (configure an exporter too)")
 
-    @field_validator("models", "trusted_types", mode="before")
+    @field_validator("models", "trusted_types", "outcomes", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(item.strip() for item in value.split(",") if item.strip())
+        return value
+
+    @field_validator("outcomes")
+    @classmethod
+    def _check_outcomes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [name for name in value if not OUTCOME_NAME.fullmatch(name)]
+        if bad:
+            raise ValueError(f"CLF_OUTCOMES: {bad} are not outcome names (lower case, digits, '_'; at most 64)")
         return value
 
     @field_validator("models")
@@ -55,3 +88,8 @@ class Settings(BaseSettings):
         if duplicates:
             raise ValueError(f"CLF_MODELS lists {duplicates} more than once; serve one version per name")
         return value
+
+    @property
+    def log_database_url(self) -> str:
+        """`database_url`, or the SQLite file in `data_dir`."""
+        return self.database_url or f"sqlite:///{(self.data_dir / 'predictions.db').resolve()}"

@@ -21,7 +21,7 @@ import skops.io
 
 from .classifiers import FeatureSchema, InvalidModelError, Task, get_task, profile_features
 from .classifiers.base import Description
-from .classifiers.evaluation import feature_sensitivity
+from .classifiers.evaluation import feature_sensitivity, measure_confidence
 
 logger = logging.getLogger(__name__)
 
@@ -176,7 +176,11 @@ def register_model(
         "trained_at": (trained_at or datetime.now(UTC)).isoformat(),
         "sklearn_version": sklearn.__version__,
     }
-    sensitivity = feature_sensitivity(task_cls(estimators, metadata), X_val)
+    served = task_cls(estimators, metadata)
+    confidence_figures, calibration = measure_confidence(served, X_val, y_val)
+    metadata["metrics"].update(confidence_figures)
+    metadata["calibration"] = calibration.to_metadata()
+    sensitivity = feature_sensitivity(served, X_val)
     metadata["monitored_features"] = [names[j] for j in np.argsort(-sensitivity, kind="stable").tolist()]
     tag = save_model(name, task, estimators, metadata)
     load_model(tag)  # a model that cannot be served fails here, at registration, not at start-up

@@ -10,6 +10,8 @@ _ROOT = Path(tempfile.mkdtemp(prefix="clf-tests-"))
 os.environ["BENTOML_HOME"] = str(_ROOT / "bentoml")
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_ROOT / "prometheus")
 os.environ["BENTOML_DO_NOT_TRACK"] = "True"
+os.environ["CLF_DATA_DIR"] = str(_ROOT / "data")  # the in-process service's SQLite prediction log
+os.environ["CLF_LOG_FLUSH_SECONDS"] = "0.1"  # feedback right after a prediction waits for this flush
 (_ROOT / "prometheus").mkdir(parents=True)
 
 from collections.abc import Callable, Iterator  # noqa: E402
@@ -49,7 +51,37 @@ def reconfigure(api: TestClient) -> Iterator[Callable[..., None]]:
 
     def apply(**overrides: Any) -> None:
         service.settings = Settings(**overrides)
-        service.registry = ModelRegistry.load(service.settings, service.metrics)
+        service.registry = ModelRegistry.load(service.settings, service.metrics, service.log)
 
     yield apply
     service.settings, service.registry = saved
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster for the session (tests/postgres.py); yields its SQLAlchemy URL."""
+    from tests.postgres import throwaway_cluster
+
+    with throwaway_cluster(fsync=False) as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database of each kind the prediction log runs on: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'predictions.db'}"
+        return
+    import sqlalchemy as sa
+
+    server = sa.make_url(request.getfixturevalue("postgres_server"))
+    name = f"test_{os.urandom(6).hex()}"
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f"CREATE DATABASE {name}")
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
+        admin.dispose()

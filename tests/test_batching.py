@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -11,7 +12,8 @@ import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
-from service.batching import Batcher
+from service import batching
+from service.batching import INLINE_CALL_S, Batcher
 from service.classifiers import Options, Task
 from service.store import load_model
 from tests.helpers import catalog_rows
@@ -126,3 +128,107 @@ def test_concurrent_http_requests_with_mixed_options(api: TestClient) -> None:
     with ThreadPoolExecutor(max_workers=len(bodies)) as pool:
         at_once = list(pool.map(lambda body: strip_ids(api.post("/predict", json=body)), bodies))
     assert_same(at_once, one_by_one)
+
+
+def observing_batcher(
+    tag: str, executor: ThreadPoolExecutor, every: float = 60.0, max_rows: int = 4096
+) -> tuple[Batcher, list[int], list[int]]:
+    """A batcher whose monitoring records the row counts it is handed: inputs, and scores."""
+    task = load_model(tag).task
+    inputs: list[int] = []
+    scored: list[int] = []
+    batcher = Batcher(
+        task, executor, 1000, 0.0, lambda s, n: None,
+        lambda X: inputs.append(len(X)), lambda scores: scored.append(len(task.row_confidence(scores))),
+    )  # fmt: skip
+    batcher.observations.every = every
+    batcher.observations.max_rows = max_rows
+    return batcher, inputs, scored
+
+
+def test_monitoring_gets_the_calls_of_a_while_joined_after_the_answers(
+    catalog: dict[str, str], executor: ThreadPoolExecutor
+) -> None:
+    batcher, inputs, scored = observing_batcher(catalog["digit_groups"], executor)
+    rows = catalog_rows("digit_groups", 9)
+
+    async def three_calls_then_flush() -> list[int]:
+        for part in requests_of(rows, [2, 3, 4]):
+            await batcher.score(part, len(part))  # one after the other: three model calls
+        waiting = list(inputs)
+        batcher.observations.flush()
+        return waiting
+
+    assert asyncio.run(three_calls_then_flush()) == []  # answered, not yet observed
+    assert inputs == [9] and scored == [9]  # one observation of the three calls' rows
+
+
+def test_monitoring_observes_after_its_interval_or_at_max_rows(
+    catalog: dict[str, str], executor: ThreadPoolExecutor
+) -> None:
+    batcher, inputs, _ = observing_batcher(catalog["digits"], executor, every=0.05, max_rows=5)
+    rows = catalog_rows("digits", 7)
+
+    async def calls() -> None:
+        await batcher.score(rows[:2], 2)
+        await batcher.score(rows[2:6], 4)  # 6 rows wait: over max_rows, observed at once
+        assert inputs == [6]
+        await batcher.score(rows[6:], 1)
+        deadline = asyncio.get_running_loop().time() + 60
+        while inputs == [6] and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)  # the interval's timer fires on the loop
+
+    asyncio.run(calls())
+    assert inputs == [6, 1]
+
+
+def test_a_failed_call_still_counts_its_inputs(catalog: dict[str, str], executor: ThreadPoolExecutor) -> None:
+    batcher, inputs, scored = observing_batcher(catalog["breast_cancer"], executor)
+    task = batcher.task
+    recording = Recording(task)
+    task.score = recording  # type: ignore[method-assign]
+    parts = requests_of(catalog_rows("breast_cancer", 6), [2, 2, 2])
+    parts[1] = parts[1].copy()
+    parts[1][0, 0] = -1.0
+
+    async def run() -> None:
+        await score_all(batcher, parts)
+        batcher.observations.flush()
+
+    asyncio.run(run())
+    assert inputs == [6] and scored == [4]  # every validated row's inputs; the scores of the calls that succeeded
+
+
+class CountingExecutor(ThreadPoolExecutor):
+    """Counts the model calls handed to the inference thread."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=1)
+        self.calls = 0
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+# the quick case raises the bound far above any call: a loaded machine can slow a real call past 200 µs
+@pytest.mark.parametrize("seconds, inline_call_s, on_thread", [(0.0, 1.0, False), (0.002, INLINE_CALL_S, True)])
+def test_calls_quicker_than_a_thread_hop_run_on_the_loop(
+    catalog: dict[str, str], monkeypatch: pytest.MonkeyPatch, seconds: float, inline_call_s: float, on_thread: bool
+) -> None:
+    monkeypatch.setattr(batching, "INLINE_CALL_S", inline_call_s)
+    task = load_model(catalog["breast_cancer"]).task
+    score = type(task).score
+
+    def timed(X: Any) -> Any:
+        time.sleep(seconds)  # a model this slow is worth the hop: the loop reads requests meanwhile
+        return score(task, X)
+
+    task.score = timed  # type: ignore[method-assign]
+    with CountingExecutor() as executor:
+        batcher = Batcher(task, executor, 1000, 0.0, lambda s, n: None)
+        parts = requests_of(catalog_rows("breast_cancer", 30), [3] * 10)
+        for _ in range(10):  # concurrent requests: batched calls
+            asyncio.run(score_all(batcher, parts))
+        assert (executor.calls == 10) is on_thread
+        assert executor.calls >= 1  # without a record of the model's speed, the first call goes to the thread

@@ -8,17 +8,24 @@ from .errors import ClassifierError, InvalidInputError, InvalidModelError
 from .features import FeatureSchema
 from .hierarchical import ROOT, fit_hierarchy
 from .profile import profile_features
+from .truth import ClassFigures, DecisionKeys, GivenLabel, Pair, Realized, Truth
 
 __all__ = [
     "ROOT",
+    "ClassFigures",
     "ClassifierError",
+    "DecisionKeys",
     "Description",
     "FeatureSchema",
+    "GivenLabel",
     "InvalidInputError",
     "InvalidModelError",
     "Options",
+    "Pair",
     "Prediction",
+    "Realized",
     "Task",
+    "Truth",
     "fit_hierarchy",
     "get_task",
     "profile_features",

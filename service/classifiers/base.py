@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
 from .errors import InvalidInputError, InvalidModelError
+from .evaluation import Calibration
 from .features import FeatureSchema
+from .truth import DecisionKeys, Truth
 
 OPTION_NAMES = ("top_k", "threshold", "min_confidence", "return_probabilities")
 
@@ -34,6 +36,9 @@ class Options:
         if self.return_probabilities:
             given.add("return_probabilities")
         return given
+
+
+DEFAULT_OPTIONS = Options()
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,8 @@ class Observations:
         labels_per_instance: multilabel: labels decided per row.
         path_depth: hierarchical: levels decided per row.
         incomplete_paths: hierarchical: paths that stopped before a leaf.
+        expected_correct: per row, the calibrated probability that the model's default decision is right
+            (`Task.expected_correct`); its mean is the label-free accuracy estimate.
     """
 
     labels: Mapping[str, Sequence[str | None]]
@@ -76,6 +83,7 @@ class Observations:
     labels_per_instance: np.ndarray | None = None
     path_depth: np.ndarray | None = None
     incomplete_paths: int = 0
+    expected_correct: np.ndarray | None = None
 
     @classmethod
     def flat(cls, labels: Sequence[str | None], confidence: np.ndarray, **extra: Any) -> Observations:
@@ -125,6 +133,8 @@ class Task(ABC):
         self.classes: list[str] = [str(c) for c in metadata["classes"]]
         self.features = FeatureSchema.from_metadata(metadata["features"])
         self.decision: dict[str, Any] = dict(metadata.get("decision", {}))
+        self.truth = self.ground_truth(metadata)
+        self.calibration = Calibration.from_metadata(metadata)
 
     def validate(self, rows: Sequence[Any], booleans_possible: bool = True) -> Any:
         """Turn request rows into the estimator's input, or raise `InvalidInputError` (see `FeatureSchema`)."""
@@ -156,6 +166,10 @@ class Task(ABC):
         """The scores of rows [start, stop) of a joined batch."""
         return scores[start:stop]
 
+    def join_scores(self, parts: Sequence[Any]) -> Any:
+        """The scores of several batches as one, in order, for `decision_keys` and `row_confidence`."""
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
     @abstractmethod
     def decide(self, scores: Any, options: Options) -> Prediction:
         """Apply the decision policy to scores of one request's rows."""
@@ -164,6 +178,36 @@ class Task(ABC):
         """Score and decide one request."""
         self.check_options(options)
         return self.decide(self.score(X), options)
+
+    @abstractmethod
+    def decision_keys(self, scores: Any) -> DecisionKeys:
+        """Per row, the `Truth` key of the model's own decision: its defaults, whatever options a request sent.
+
+        Realized metrics hold these against the labels, so they measure the model, not a client's options.
+        """
+
+    @abstractmethod
+    def row_confidence(self, scores: Any) -> np.ndarray:
+        """Per row, the model's probability that its own default decision is right, whatever options a request
+        sent: binary, of the class decided at the tuned threshold; multiclass, the top-1 probability; multilabel,
+        of the decided set; hierarchical, of the full greedy path. On validation its mean is
+        `metrics.mean_confidence`; `expected_correct` calibrates it."""
+
+    def expected_correct(self, scores: Any) -> np.ndarray:
+        """Per row, the calibrated probability that the model's default decision is right: the label-free
+        estimate's term, live (monitoring) and in the prediction log (realized figures) alike."""
+        return self.calibration(self.row_confidence(scores))
+
+    def observe(self, scores: Any) -> Observations:
+        """What monitoring sees of a model call: the model's own default decisions, whatever options the
+        requests sent (a client's threshold must not page anyone), and each row's `expected_correct`."""
+        return replace(
+            self.decide(scores, DEFAULT_OPTIONS).observations(), expected_correct=self.expected_correct(scores)
+        )
+
+    def validation_keys(self, y_val: Any) -> list[str]:
+        """The `Truth` key of each validation label, in registration's form (single labels by default)."""
+        return [str(label) for label in y_val]
 
     def score_matrix(self, X: Any) -> np.ndarray:
         """The scores of `X` as a rows x k float matrix, for sensitivity analysis at registration."""
@@ -178,6 +222,11 @@ class Task(ABC):
     @abstractmethod
     def label_distribution(cls, y: Any, classes: Sequence[str]) -> dict[str, float]:
         """Share of each class among labels `y` (the training prior)."""
+
+    @classmethod
+    @abstractmethod
+    def ground_truth(cls, metadata: Mapping[str, Any]) -> Truth:
+        """The ground-truth rules of a model of this kind, from its metadata alone (no estimator needed)."""
 
 
 _TASKS: dict[str, type[Task]] = {}

@@ -11,6 +11,22 @@ import numpy as np
 from .base import Description, Observations, Options, Prediction, Task, check_probabilities, class_names, register_task
 from .errors import InvalidModelError
 from .evaluation import shares, single_label_metrics, tune_threshold
+from .linear import Probabilities
+from .truth import ClassFigures, DecisionKeys, SingleLabelTruth, Truth, metadata_classes
+
+
+class BinaryTruth(SingleLabelTruth):
+    """A binary model's label is one of its two classes; F1 is the positive class's."""
+
+    task = "binary"
+
+    def __init__(self, classes: Sequence[str], positive: str) -> None:
+        super().__init__(classes)
+        self.positive = positive
+
+    def f1(self, classes: Sequence[ClassFigures]) -> dict[str, float]:
+        positive = [c for c in classes if c.name == self.positive]
+        return {"binary": positive[0].f1 if positive else float("nan")}
 
 
 @dataclass(frozen=True)
@@ -63,9 +79,20 @@ class BinaryTask(Task):
         self.positive_index = self.classes.index(positive)
         self.threshold = float(self.decision["threshold"])
         self._labels = np.array([self.classes[1 - self.positive_index], positive], dtype=object)
+        self.probabilities = Probabilities(self.estimator, len(self.features.names))
 
     def score(self, X: Any) -> np.ndarray:
-        return np.asarray(self.estimator.predict_proba(X))
+        return self.probabilities(X)
+
+    def decision_keys(self, scores: np.ndarray) -> DecisionKeys:
+        return DecisionKeys(list(self._labels), (scores[:, self.positive_index] >= self.threshold).astype(np.intp))
+
+    def row_confidence(self, scores: np.ndarray) -> np.ndarray:
+        # the probability of the class decided at the tuned threshold (not max(p, 1 - p): with a threshold of
+        # 0.3, a row at p = 0.4 is decided positive, and right with probability 0.4)
+        p_positive = scores[:, self.positive_index]
+        confidence: np.ndarray = np.where(p_positive >= self.threshold, p_positive, 1.0 - p_positive)
+        return confidence
 
     def decide(self, scores: np.ndarray, options: Options) -> BinaryPrediction:
         threshold = self.threshold if options.threshold is None else options.threshold
@@ -105,3 +132,7 @@ class BinaryTask(Task):
     @classmethod
     def label_distribution(cls, y: Any, classes: Sequence[str]) -> dict[str, float]:
         return shares([str(v) for v in y], classes)
+
+    @classmethod
+    def ground_truth(cls, metadata: Mapping[str, Any]) -> Truth:
+        return BinaryTruth(metadata_classes(metadata), str(metadata["decision"]["positive_class"]))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_curve
 
 if TYPE_CHECKING:
@@ -16,33 +18,96 @@ LOG_LOSS_EPS = 1e-15
 
 
 def tune_threshold(y_true: np.ndarray, p_positive: np.ndarray) -> float:
-    """The decision threshold on P(positive) that maximises F1 on validation (positive iff p >= threshold)."""
+    """The decision threshold on P(positive) that maximises F1 on validation (positive iff p >= threshold).
+
+    It lies midway between the lowest validation score decided positive and the next lower one, not on a score:
+    on a score, that row's decision would flip with the last bit of its probability (a batch summed in another
+    order, a pipeline evaluated as one product), and live decisions would not be validation's."""
     y = np.asarray(y_true, dtype=bool)
     if y.all() or not y.any():
         return 0.5
     precision, recall, thresholds = precision_recall_curve(y, p_positive)
     with np.errstate(divide="ignore", invalid="ignore"):
         f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
-    return float(thresholds[int(np.argmax(f1[:-1]))])
+    best = int(np.argmax(f1[:-1]))
+    below = float(thresholds[best - 1]) if best > 0 else 0.0  # thresholds ascend: the next lower score (or 0)
+    return (float(thresholds[best]) + below) / 2
 
 
 def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray) -> float:
-    """ECE of top-1 confidence: the bin-weighted gap between mean confidence and accuracy."""
+    """ECE: the bin-weighted gap between mean confidence and the share of right decisions."""
     bins = np.minimum((np.asarray(confidence) * CALIBRATION_BINS).astype(int), CALIBRATION_BINS - 1)
-    np.bincount(bins, minlength=CALIBRATION_BINS)
     conf_sum = np.bincount(bins, weights=confidence, minlength=CALIBRATION_BINS)
     correct_sum = np.bincount(bins, weights=np.asarray(correct, dtype=float), minlength=CALIBRATION_BINS)
     return float(np.abs(conf_sum - correct_sum).sum() / max(len(confidence), 1))
 
 
+@dataclass(frozen=True)
+class Calibration:
+    """Maps a row's confidence in the model's default decision (`Task.row_confidence`) to the probability that
+    the decision is right, as validation measured it: a monotone, piecewise-linear map.
+
+    The mean of the calibrated confidences over rows is the label-free accuracy estimate, live and on the
+    prediction log alike (confidence-based performance estimation: it holds under covariate shift as long as the
+    calibration does). Fitted by isotonic regression at registration; on the validation rows it gives back the
+    validation accuracy.
+    """
+
+    confidence: tuple[float, ...]  # increasing
+    correct: tuple[float, ...]  # non-decreasing, within [0, 1]
+
+    def __call__(self, confidence: np.ndarray) -> np.ndarray:
+        calibrated: np.ndarray = np.interp(confidence, self.confidence, self.correct)
+        return calibrated
+
+    @classmethod
+    def fit(cls, confidence: np.ndarray, correct: np.ndarray) -> Calibration:
+        """Isotonic regression of correctness on confidence, so that it gives back the validation accuracy on the
+        validation rows; below the least confident validation row the map falls linearly to (0, 0), so that
+        confidences validation never saw (noisy inputs, shifted ones) still lower the estimate."""
+        regression = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
+        regression.fit(np.asarray(confidence, dtype=np.float64), np.asarray(correct, dtype=np.float64))
+        xs, ys = regression.X_thresholds_.tolist(), regression.y_thresholds_.tolist()
+        if xs[0] > 0.0:
+            xs, ys = [0.0, *xs], [0.0, *ys]
+        return cls(tuple(xs), tuple(ys))
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, Any]) -> Calibration:
+        """The model's map; a model registered before calibration existed gets its validation accuracy minus its
+        mean confidence added to every confidence (the shift the estimate applied then), clipped to [0, 1]."""
+        stored = metadata.get("calibration")
+        if stored:
+            return cls(tuple(map(float, stored["confidence"])), tuple(map(float, stored["correct"])))
+        validation = metadata.get("metrics", {})
+        shift = float(validation.get("accuracy", 0.0)) - float(validation.get("mean_confidence", 0.0))
+        grid = np.linspace(0.0, 1.0, 101)
+        return cls(tuple(grid.tolist()), tuple(np.clip(grid + shift, 0.0, 1.0).tolist()))
+
+    def to_metadata(self) -> dict[str, list[float]]:
+        return {"confidence": list(self.confidence), "correct": list(self.correct)}
+
+
+def measure_confidence(task: Task, X_val: Any, y_val: Any) -> tuple[dict[str, float], Calibration]:
+    """The validation figures of the task's confidence, measured through the serving path: its mean, its ECE and
+    the calibration map, from `row_confidence` and whether each default decision was right."""
+    scores = task.score(X_val)
+    confidence = task.row_confidence(scores)
+    decided = np.asarray(task.decision_keys(scores).tolist(), dtype=object)
+    correct = decided == np.asarray(task.validation_keys(y_val), dtype=object)
+    figures = {
+        "mean_confidence": float(confidence.mean()),
+        "ece": expected_calibration_error(confidence, correct),
+    }
+    return figures, Calibration.fit(confidence, correct)
+
+
 def single_label_metrics(
     y_true: Sequence[str] | np.ndarray, y_pred: Sequence[str] | np.ndarray, proba: np.ndarray, classes: Sequence[str]
 ) -> dict[str, float]:
-    """Accuracy, macro-F1, log-loss and calibration of a single-label classifier."""
+    """Accuracy, macro-F1 and log-loss of a single-label classifier (confidence: `measure_confidence`)."""
     y_true_arr = np.asarray(y_true, dtype=object)
     y_pred_arr = np.asarray(y_pred, dtype=object)
-    confidence = proba.max(axis=1)
-    correct = y_true_arr == np.asarray(classes, dtype=object)[proba.argmax(axis=1)]
     column = {name: j for j, name in enumerate(classes)}
     # by column index: scikit-learn's log_loss assumes columns in sorted label order, and "10" sorts before "2"
     p_true = proba[np.arange(len(proba)), [column[label] for label in y_true_arr.tolist()]]
@@ -50,8 +115,6 @@ def single_label_metrics(
         "accuracy": float(accuracy_score(y_true_arr, y_pred_arr)),
         "macro_f1": float(f1_score(y_true_arr, y_pred_arr, average="macro", labels=list(classes), zero_division=0)),
         "log_loss": float(-np.mean(np.log(np.clip(p_true, LOG_LOSS_EPS, 1.0)))),
-        "mean_confidence": float(confidence.mean()),
-        "ece": expected_calibration_error(confidence, correct),
     }
 
 

@@ -2,21 +2,23 @@
 
 The hierarchy maps each parent to its children; `ROOT` is the parent of the top level. A parent with one
 child needs no classifier (its child has score 1). Rows are grouped by the node they reached, so each
-node's classifier runs once per batch.
+node's classifier runs once per batch, a linear one as a matrix product (`linear.py`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 from sklearn.metrics import f1_score
 
 from .base import Description, Observations, Options, Prediction, Task, check_probabilities, class_names, register_task
-from .errors import InvalidModelError
-from .evaluation import expected_calibration_error, shares
+from .errors import InvalidInputError, InvalidModelError
+from .evaluation import shares
+from .linear import Probabilities
+from .truth import DecisionKeys, GivenLabel, Pair, Realized, Truth
 
 ROOT = "__root__"
 
@@ -65,10 +67,92 @@ class Tree:
         return path[::-1]
 
 
+class HierarchicalTruth(Truth):
+    """A hierarchical model's ground truth is a leaf: `label` (the path follows from the tree), `path` from the top
+    level down, or both when they agree. A key is the leaf's name: node names are unique in a tree."""
+
+    def __init__(self, tree: Tree) -> None:
+        super().__init__(tree.leaves)
+        self.tree = tree
+
+    def key(self, given: GivenLabel) -> str:
+        if given.labels is not None:
+            raise InvalidInputError(
+                "field 'labels' does not fit a hierarchical model; its ground truth is 'label' (a leaf) or 'path'",
+                field="labels",
+            )
+        if given.label is None and given.path is None:
+            raise InvalidInputError("a hierarchical model's ground truth is 'label' (a leaf) or 'path'", field="label")
+        leaf = None if given.path is None else self._leaf_of(given.path)
+        if given.label is not None:
+            node = self.tree.index.get(given.label, 0)
+            if node == 0:
+                raise InvalidInputError(f"'{given.label}' is not a node of this model's hierarchy", field="label")
+            if not self.tree.is_leaf[node]:
+                raise InvalidInputError(
+                    f"'{given.label}' is an inner node; the ground truth of a hierarchical model is a leaf",
+                    field="label",
+                )
+            if leaf is not None and leaf != given.label:
+                raise InvalidInputError(
+                    f"label '{given.label}' is not the leaf of the path sent ('{leaf}')", field="label"
+                )
+            leaf = given.label
+        assert leaf is not None
+        return leaf
+
+    def _leaf_of(self, path: Sequence[str]) -> str:
+        tree = self.tree
+        if not path:
+            raise InvalidInputError("'path' is empty; send the path from the top level down to a leaf", field="path")
+        node = 0
+        for level, name in enumerate(path):
+            child = tree.index.get(name, 0)
+            if child == 0 or tree.parent[child] != node:
+                expected = [tree.names[c] for c in tree.children[node].tolist()]
+                where = "the top level" if node == 0 else f"'{tree.names[node]}'"
+                raise InvalidInputError(
+                    f"'{name}' is not a child of {where}; expected one of {expected[:20]}", field=f"path[{level}]"
+                )
+            node = child
+        if not tree.is_leaf[node]:
+            raise InvalidInputError(
+                f"the path stops at the inner node '{tree.names[node]}'; send it down to a leaf", field="path"
+            )
+        return tree.names[node]
+
+    def path(self, key: str | None) -> list[str]:
+        """The node names from the top level down to `key` (empty for no decision)."""
+        if key is None or key not in self.tree.index:
+            return []
+        return [self.tree.names[n] for n in self.tree.path_to(self.tree.index[key])]
+
+    def render(self, key: str) -> dict[str, Any]:
+        return {"label": key, "path": self.path(key)}
+
+    def members(self, key: str | None) -> frozenset[str]:
+        return frozenset((key,)) if key in self._known else frozenset()
+
+    def realized(self, pairs: Iterable[Pair]) -> Realized:
+        """Leaf accuracy and F1 over leaves, and accuracy per level: the decided node at a level against the label's."""
+        pairs = list(pairs)
+        base = super().realized(pairs)
+        right = [0] * self.tree.max_depth
+        total = [0] * self.tree.max_depth
+        for decided, truth, count in pairs:
+            decided_path, truth_path = self.path(decided), self.path(truth)
+            for level, node in enumerate(truth_path):
+                total[level] += count
+                if level < len(decided_path) and decided_path[level] == node:
+                    right[level] += count
+        level_accuracy = [r / t if t else float("nan") for r, t in zip(right, total, strict=True)]
+        return replace(base, level_accuracy=level_accuracy)
+
+
 class NodeClassifiers:
     """The classifier of each parent node, its columns mapped to child node ids."""
 
-    def __init__(self, tree: Tree, estimators: Mapping[str, Any]) -> None:
+    def __init__(self, tree: Tree, estimators: Mapping[str, Any], n_features: int) -> None:
         self.tree = tree
         self.estimators: dict[int, Any] = {}
         self.columns: dict[int, np.ndarray] = {}
@@ -89,12 +173,13 @@ class NodeClassifiers:
                 )
             self.estimators[node] = estimator
             self.columns[node] = np.array([tree.index[c] for c in classes], dtype=np.intp)
+        self.probabilities = {node: Probabilities(e, n_features) for node, e in self.estimators.items()}
 
     def proba(self, node: int, X: Any, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(child node ids, P(child | node) for each of `rows`), columns in the same order."""
         if node not in self.estimators:
             return self.tree.children[node], np.ones((len(rows), 1))
-        return self.columns[node], np.asarray(self.estimators[node].predict_proba(_take(X, rows)))
+        return self.columns[node], self.probabilities[node](_take(X, rows))
 
 
 @dataclass(frozen=True)
@@ -188,13 +273,14 @@ class HierarchicalTask(Task):
 
     name = "hierarchical"
     options = frozenset({"top_k", "min_confidence", "return_probabilities"})
+    truth: HierarchicalTruth
 
     def __init__(self, estimators: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
         super().__init__(estimators, metadata)
-        self.tree = Tree(self.decision["hierarchy"])
+        self.tree = self.truth.tree
         if sorted(self.tree.leaves) != sorted(self.classes):
             raise InvalidModelError("hierarchical model: metadata classes differ from the hierarchy's leaves")
-        self.nodes = NodeClassifiers(self.tree, estimators)
+        self.nodes = NodeClassifiers(self.tree, estimators, len(self.features.names))
 
     def score(self, X: Any) -> HierarchicalScores:
         return greedy_paths(self.nodes, X)
@@ -205,6 +291,22 @@ class HierarchicalTask(Task):
     def score_matrix(self, X: Any) -> np.ndarray:
         matrix: np.ndarray = np.nan_to_num(self.score(X).scores)
         return matrix
+
+    def decision_keys(self, scores: HierarchicalScores) -> DecisionKeys:
+        depth = (scores.nodes >= 0).sum(axis=1)
+        last = scores.nodes[np.arange(len(depth)), np.maximum(depth - 1, 0)]
+        # the deepest decided node, by its id; past the last id: no decision (a path that decided nothing)
+        return DecisionKeys([*self.tree.names, None], np.where(depth > 0, last, len(self.tree.names)))
+
+    def join_scores(self, parts: Sequence[HierarchicalScores]) -> HierarchicalScores:
+        if len(parts) == 1:
+            return parts[0]
+        nodes = np.concatenate([p.nodes for p in parts])
+        return HierarchicalScores(None, nodes, np.concatenate([p.scores for p in parts]), [])
+
+    def row_confidence(self, scores: HierarchicalScores) -> np.ndarray:
+        confidence: np.ndarray = np.prod(np.where(scores.nodes >= 0, scores.scores, 1.0), axis=1)
+        return confidence
 
     def decide(self, scores: HierarchicalScores, options: Options) -> HierarchicalPrediction:
         tree = self.tree
@@ -228,7 +330,7 @@ class HierarchicalTask(Task):
     @classmethod
     def describe(cls, estimators: Mapping[str, Any], X_val: Any, y_val: Any, params: Mapping[str, Any]) -> Description:
         tree = Tree(params["hierarchy"])
-        nodes = NodeClassifiers(tree, estimators)
+        nodes = NodeClassifiers(tree, estimators, int(np.shape(X_val)[1]))
         y = [str(v) for v in y_val]
         unknown = sorted(set(y) - set(tree.leaves))
         if unknown:
@@ -244,7 +346,6 @@ class HierarchicalTask(Task):
         ]
         depth = (greedy.nodes >= 0).sum(axis=1)
         predicted = [tree.names[n] for n in greedy.nodes[np.arange(len(y)), depth - 1].tolist()]
-        confidence = np.prod(np.where(greedy.nodes >= 0, greedy.scores, 1.0), axis=1)
         correct = np.asarray(predicted, dtype=object) == np.asarray(y, dtype=object)
         true_path_proba = _path_probability(nodes, X_val, true_paths)
         passed = np.zeros(len(tree.names))
@@ -254,8 +355,6 @@ class HierarchicalTask(Task):
             "macro_f1": float(f1_score(y, predicted, average="macro", labels=tree.leaves, zero_division=0)),
             "log_loss": float(-np.mean(np.log(np.clip(true_path_proba, 1e-15, 1.0)))),
             "per_level_accuracy": level_accuracy,
-            "mean_confidence": float(confidence.mean()),
-            "ece": expected_calibration_error(confidence, correct),
         }
         return Description(
             classes=tree.leaves,
@@ -271,6 +370,10 @@ class HierarchicalTask(Task):
     @classmethod
     def label_distribution(cls, y: Any, classes: Sequence[str]) -> dict[str, float]:
         return shares([str(v) for v in y], classes)
+
+    @classmethod
+    def ground_truth(cls, metadata: Mapping[str, Any]) -> HierarchicalTruth:
+        return HierarchicalTruth(Tree(metadata["decision"]["hierarchy"]))
 
 
 def greedy_paths(nodes: NodeClassifiers, X: Any) -> HierarchicalScores:

@@ -11,6 +11,14 @@ import numpy as np
 from .base import Description, Observations, Options, Prediction, Task, check_probabilities, class_names, register_task
 from .errors import InvalidModelError
 from .evaluation import shares, single_label_metrics
+from .linear import Probabilities
+from .truth import DecisionKeys, SingleLabelTruth, Truth, metadata_classes
+
+
+class MulticlassTruth(SingleLabelTruth):
+    """A multiclass model's label is one of its classes."""
+
+    task = "multiclass"
 
 
 def top_k_indices(proba: np.ndarray, k: int) -> np.ndarray:
@@ -90,9 +98,17 @@ class MulticlassTask(Task):
                 f"multiclass model: estimator classes {class_names(self.estimator)} differ from metadata"
             )
         self._names = np.array(self.classes, dtype=object)
+        self.probabilities = Probabilities(self.estimator, len(self.features.names))
 
     def score(self, X: Any) -> np.ndarray:
-        return np.asarray(self.estimator.predict_proba(X))
+        return self.probabilities(X)
+
+    def decision_keys(self, scores: np.ndarray) -> DecisionKeys:
+        return DecisionKeys(list(self.classes), scores.argmax(axis=1))
+
+    def row_confidence(self, scores: np.ndarray) -> np.ndarray:
+        confidence: np.ndarray = scores.max(axis=1)
+        return confidence
 
     def decide(self, scores: np.ndarray, options: Options) -> MulticlassPrediction:
         best = scores.argmax(axis=1)
@@ -126,3 +142,7 @@ class MulticlassTask(Task):
     @classmethod
     def label_distribution(cls, y: Any, classes: Sequence[str]) -> dict[str, float]:
         return shares([str(v) for v in y], classes)
+
+    @classmethod
+    def ground_truth(cls, metadata: Mapping[str, Any]) -> Truth:
+        return MulticlassTruth(metadata_classes(metadata))

@@ -7,6 +7,7 @@ one binary estimator per label.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,11 +26,44 @@ from .base import (
     register_task,
 )
 from .errors import InvalidInputError, InvalidModelError
-from .evaluation import expected_calibration_error, tune_threshold
+from .evaluation import tune_threshold
+from .linear import Probabilities
 from .multiclass import top_k_indices
+from .truth import DecisionKeys, GivenLabel, Truth, metadata_classes
 
 SCORES_SHOWN_FOR_LARGE_SETS = 10
 LARGE_LABEL_SET = 100
+
+
+class MultilabelTruth(Truth):
+    """A multilabel model's ground truth is a set of its labels (possibly empty): `labels`.
+
+    A key is the JSON list of the set's labels in the model's label order, so equal sets have equal keys.
+    """
+
+    def __init__(self, classes: Sequence[str]) -> None:
+        super().__init__(classes)
+        self._order = {name: i for i, name in enumerate(self.classes)}
+
+    def key(self, given: GivenLabel) -> str:
+        self.only(given, "labels", "multilabel")
+        labels = list(given.labels or ())
+        for i, label in enumerate(labels):
+            self.one_of_the_classes(label, f"labels[{i}]")
+            if label in labels[:i]:
+                raise InvalidInputError(f"label '{label}' is listed twice", field=f"labels[{i}]")
+        return self.key_of(sorted(labels, key=self._order.__getitem__))
+
+    @staticmethod
+    def key_of(labels: Sequence[str]) -> str:
+        """The key of a set of labels already in the model's label order."""
+        return json.dumps(list(labels), ensure_ascii=False, separators=(",", ":"))
+
+    def render(self, key: str) -> dict[str, Any]:
+        return {"labels": json.loads(key)}
+
+    def members(self, key: str | None) -> frozenset[str]:
+        return frozenset(json.loads(key)) if key else frozenset()
 
 
 def joint_scores(estimator: Any, X: Any, n_labels: int) -> np.ndarray:
@@ -101,11 +135,31 @@ class MultilabelTask(Task):
         if len(self.thresholds) != len(self.classes):
             raise InvalidModelError("multilabel model: one threshold per label expected")
         self.estimators = _check_layout(self.layout, estimators, self.classes)
+        width = len(self.features.names)
+        self.probabilities = [Probabilities(e, width) for e in self.estimators] if self.layout != "joint" else []
 
     def score(self, X: Any) -> np.ndarray:
         if self.layout == "joint":
             return joint_scores(self.estimators[0], X, len(self.classes))
-        return np.column_stack([positive_column(e, e.predict_proba(X)) for e in self.estimators])
+        return np.column_stack([positive_column(p.estimator, p(X)) for p in self.probabilities])
+
+    def decision_keys(self, scores: np.ndarray) -> DecisionKeys:
+        # rows decide one of few label sets: one key per distinct set, not per row
+        patterns, inverse = np.unique(scores >= self.thresholds, axis=0, return_inverse=True)
+        return DecisionKeys([self._set_key(pattern) for pattern in patterns], inverse.ravel())
+
+    def row_confidence(self, scores: np.ndarray) -> np.ndarray:
+        # the probability of the decided set, exactly: each label decided at its tuned threshold is right with
+        # its probability, each left out with the complement (labels taken as independent)
+        confidence: np.ndarray = np.where(scores >= self.thresholds, scores, 1.0 - scores).prod(axis=1)
+        return confidence
+
+    def validation_keys(self, y_val: Any) -> list[str]:
+        return [self._set_key(row) for row in np.asarray(y_val, dtype=bool)]
+
+    def _set_key(self, indicators: np.ndarray) -> str:
+        """The `Truth` key of the label set a row of 0/1 indicators (in `classes` order) holds."""
+        return MultilabelTruth.key_of([self.classes[j] for j in np.flatnonzero(indicators).tolist()])
 
     def decide(self, scores: np.ndarray, options: Options) -> MultilabelPrediction:
         if options.top_k is not None and options.threshold is not None:
@@ -137,7 +191,6 @@ class MultilabelTask(Task):
         decided = proba >= np.asarray(thresholds)
         per_label_f1 = f1_score(y, decided, average=None, zero_division=0)
         clipped = np.clip(proba, 1e-15, 1 - 1e-15)
-        confidence = np.where(proba >= 0.5, proba, 1 - proba)
         metrics = {
             "accuracy": float((decided == y).all(axis=1).mean()),
             "macro_f1": float(np.mean(per_label_f1)),
@@ -145,8 +198,6 @@ class MultilabelTask(Task):
                 np.mean([log_loss(y[:, j], clipped[:, j], labels=[False, True]) for j in range(len(labels))])
             ),
             "per_label_f1": dict(zip(labels, map(float, per_label_f1), strict=True)),
-            "mean_confidence": float(confidence.mean()),
-            "ece": expected_calibration_error(confidence.ravel(), ((proba >= 0.5) == y).ravel()),
         }
         return Description(
             classes=labels,
@@ -158,6 +209,10 @@ class MultilabelTask(Task):
     @classmethod
     def label_distribution(cls, y: Any, classes: Sequence[str]) -> dict[str, float]:
         return dict(zip(classes, map(float, np.asarray(y, dtype=bool).mean(axis=0)), strict=True))
+
+    @classmethod
+    def ground_truth(cls, metadata: Mapping[str, Any]) -> Truth:
+        return MultilabelTruth(metadata_classes(metadata))
 
 
 def _check_layout(layout: str, estimators: Mapping[str, Any], labels: Sequence[str]) -> list[Any]:

@@ -16,12 +16,12 @@ UNSEEN_CATEGORY = "unseen_category"
 
 @dataclass(frozen=True)
 class InputReport:
-    """One batch of accepted rows: faults by (feature, kind) over every row, and the drift bin counts (the
-    window's input columns) of `sampled_rows` of them."""
+    """One batch of accepted rows: faults by (feature, kind) and the drift bin counts (the window's input columns)
+    of its `rows`."""
 
     bins: np.ndarray
     issues: dict[tuple[str, str], int]
-    sampled_rows: int
+    rows: int
 
 
 class InputProfile:
@@ -31,8 +31,8 @@ class InputProfile:
     are checked on every feature and reported under the feature's name if tracked, `other` if not.
 
     Each tracked numeric feature has the reference's quantile bins plus a missing bin; a categorical one has
-    its training categories plus an unseen bin and a missing bin. Drift bins count a systematic sample of at
-    most `sample_rows` rows per batch (every k-th row), which bounds the per-call cost; faults count every row.
+    its training categories plus an unseen bin and a missing bin. Drift bins and faults count every row, so a
+    1000-row request weighs as 1000 one-row requests do (a per-call sample would weigh it as one).
     """
 
     def __init__(
@@ -41,10 +41,8 @@ class InputProfile:
         categorical: Sequence[str],
         profile: Mapping[str, Mapping[str, Any]],
         tracked: Sequence[str],
-        sample_rows: int = 64,
     ) -> None:
         self.names = list(names)
-        self.sample_rows = sample_rows
         self.tracked = list(tracked)
         categorical_set = set(categorical)
         self.numeric_columns = np.array(
@@ -60,6 +58,7 @@ class InputProfile:
         self.tracked_numeric = [n for n in self.tracked if n not in categorical_set]
         self.tracked_categorical = [n for n in self.tracked if n in categorical_set]
         width = max((len(profile[n]["edges"]) for n in self.tracked_numeric), default=0)
+        self._count_type = np.uint8 if width < 255 else np.intp  # bin indices summed as bytes: a quarter less time
         self._edges = np.full((len(self.tracked_numeric), max(width, 1)), np.inf)
         for f, name in enumerate(self.tracked_numeric):
             edges = profile[name]["edges"]
@@ -107,17 +106,14 @@ class InputProfile:
         if outside.any():
             self._count(issues, outside.sum(axis=0), OUT_OF_RANGE)
 
-        # drift is estimated from a systematic sample of the rows: binning costs ~10x the fault checks per row
-        sample = slice(None, None, max(1, -(-len(matrix) // self.sample_rows)))
-        sampled = len(range(len(matrix))[sample])
         bins = np.zeros(self.width)
         if self.tracked_numeric:
             # features x rows, so the comparison's inner loop runs along the rows: much faster than rows x features
-            values = np.ascontiguousarray(numeric[sample, self._tracked_numeric_columns].T)
-            index = (values[:, None, :] >= self._edges[:, :, None]).sum(axis=1)
+            values = np.ascontiguousarray(numeric[:, self._tracked_numeric_columns].T)
+            index = np.add.reduce(values[:, None, :] >= self._edges[:, :, None], axis=1, dtype=self._count_type)
             if any_missing:
                 index = np.where(np.isnan(values), self._missing_bin[:, None], index)
-            flat = (index + self._numeric_offsets[:, None]).ravel()
+            flat = (index + self._numeric_offsets[:, None]).ravel()  # offsets are intp: no uint8 overflow
             bins[: self._numeric_width] = np.bincount(flat, minlength=self._numeric_width)
         for name, categories in self._categories.items():
             column = matrix[:, self.names.index(name)]
@@ -133,8 +129,8 @@ class InputProfile:
                 f = self._categorical_slot[name]
                 codes = np.where(seen, np.searchsorted(known, values), len(known))
                 codes = np.where(absent, len(known) + 1, codes)
-                bins[self.offsets[f] : self.offsets[f + 1]] += np.bincount(codes[sample], minlength=self.sizes[f])
-        return InputReport(bins=bins, issues=issues, sampled_rows=sampled)
+                bins[self.offsets[f] : self.offsets[f + 1]] += np.bincount(codes, minlength=self.sizes[f])
+        return InputReport(bins=bins, issues=issues, rows=len(matrix))
 
     def _count(self, issues: dict[tuple[str, str], int], per_column: np.ndarray, kind: str) -> None:
         for column in np.flatnonzero(per_column).tolist():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import tempfile
@@ -18,7 +17,7 @@ import numpy as np
 
 from .drift import LabelFolder, psi
 from .inputs import InputProfile
-from .metrics import Children, GaugeFamily, Metrics, observe_many, render_gauges
+from .metrics import Children, GaugeFamily, Metrics, render_gauges
 from .window import SlidingCounts
 
 logger = logging.getLogger(__name__)
@@ -28,12 +27,11 @@ logger = logging.getLogger(__name__)
 class MonitoringConfig:
     """Bounds and windows (see `service.settings.Settings` for the meaning and defaults)."""
 
-    monitored_features: int = 20
+    monitored_features: int = 100
     monitored_labels: int = 20
     drift_window_seconds: float = 1800.0
     drift_slots: int = 30
     drift_min_rows: int = 100
-    drift_sample_rows: int = 64
 
 
 class PredictionSummary(Protocol):
@@ -55,47 +53,8 @@ class PredictionSummary(Protocol):
     def path_depth(self) -> np.ndarray | None: ...
     @property
     def incomplete_paths(self) -> int: ...
-
-
-@dataclass(frozen=True)
-class MergedSummary:
-    """Several batches' decisions as one (a `PredictionSummary`)."""
-
-    labels: Mapping[str, Sequence[str | None]]
-    drift_labels: Sequence[str | None]
-    confidence: np.ndarray
-    margin: np.ndarray | None
-    abstentions: int
-    labels_per_instance: np.ndarray | None
-    path_depth: np.ndarray | None
-    incomplete_paths: int
-
-
-def merge_summaries(summaries: Sequence[PredictionSummary]) -> PredictionSummary:
-    """One summary of several, in order. Flat tasks keep their labels and drift labels one list."""
-    if len(summaries) == 1:
-        return summaries[0]
-    levels: dict[str, list[str | None]] = {}
-    for summary in summaries:
-        for level, labels in summary.labels.items():
-            levels.setdefault(level, []).extend(labels)
-    flat = all(s.drift_labels is s.labels.get("") for s in summaries)
-    drift = levels[""] if flat else [label for s in summaries for label in s.drift_labels]
-    return MergedSummary(
-        labels=levels,
-        drift_labels=drift,
-        confidence=np.concatenate([s.confidence for s in summaries]),
-        margin=_joined([s.margin for s in summaries]),
-        abstentions=sum(s.abstentions for s in summaries),
-        labels_per_instance=_joined([s.labels_per_instance for s in summaries]),
-        path_depth=_joined([s.path_depth for s in summaries]),
-        incomplete_paths=sum(s.incomplete_paths for s in summaries),
-    )
-
-
-def _joined(parts: Sequence[np.ndarray | None]) -> np.ndarray | None:
-    present = [p for p in parts if p is not None]
-    return np.concatenate(present) if present else None
+    @property
+    def expected_correct(self) -> np.ndarray | None: ...
 
 
 def window_directory() -> Path:
@@ -126,7 +85,6 @@ class ModelMonitor:
             features.get("categorical", ()),
             metadata["reference_profile"],
             tracked=ranked[: config.monitored_features],
-            sample_rows=config.drift_sample_rows,
         )
         prior = metadata.get("class_prior") or {c: 1.0 for c in metadata["classes"]}
         self.drift_labels = LabelFolder(prior, config.monitored_labels)
@@ -148,12 +106,16 @@ class ModelMonitor:
         )
 
         m = metrics
+        self._writes = metrics.writes
         self._predictions = Children(m.predictions)  # labels: model, label, level
         self._model_children: dict[int, Any] = {}
         self._input_issues = Children(m.input_issues)  # labels: model, feature, kind
-        self._pending: list[PredictionSummary] = []
+        self._option_requests = Children(m.option_requests)  # labels: model, option
+        self._option_predictions = Children(m.option_predictions)  # labels: model, label
         self._accepted_rows = m.rows.labels(model=name, outcome="accepted")
         self._confidence = m.confidence.labels(model=name)
+        self._estimated_correct = m.estimated_correct.labels(model=name)
+        self._estimated_rows = m.estimated_rows.labels(model=name)
         self._inference = m.inference_duration.labels(model=name)
         self._batch_rows = m.batch_rows.labels(model=name)
         validation = metadata.get("metrics", {})
@@ -175,14 +137,14 @@ class ModelMonitor:
         """Rows that passed validation: drift bins into the window, faults into the counters."""
         report = self.inputs.observe(X)
         self.window.add(report.bins)
-        self.window.add_one(self._rows_at, report.sampled_rows)
-        self._accepted_rows.inc(len(X))
+        self.window.add_one(self._rows_at, report.rows)
+        self._writes.inc(self._accepted_rows, len(X))
         if report.issues:
             self._count_issues(report.issues)
 
     def observe_rejected(self, rows: int, issues: Mapping[tuple[str, str], int]) -> None:
         """Rows of a rejected request, and the faults validation found in them (by feature name and kind)."""
-        self.metrics.rows.labels(model=self.name, outcome="rejected").inc(rows)
+        self._writes.inc(self.metrics.rows.labels(model=self.name, outcome="rejected"), rows)
         folded: dict[tuple[str, str], int] = {}
         for (feature, kind), count in issues.items():
             key = (self.inputs.fold_feature(feature), kind)
@@ -190,30 +152,12 @@ class ModelMonitor:
         self._count_issues(folded)
 
     def observe_inference(self, seconds: float, rows: int) -> None:
-        self._inference.observe(seconds)
-        self._batch_rows.observe(rows)
-
-    def record_prediction(self, summary: PredictionSummary) -> None:
-        """`observe_prediction`, deferred to the end of the event loop's current round.
-
-        Requests answered by one batched model call decide in the same round, so their decisions are
-        observed together, in one vectorised pass. Outside an event loop, observes at once.
-        """
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self.observe_prediction(summary)
-            return
-        self._pending.append(summary)
-        if len(self._pending) == 1:
-            loop.call_soon(self._observe_pending)
-
-    def _observe_pending(self) -> None:
-        pending, self._pending = self._pending, []
-        self.observe_prediction(merge_summaries(pending))
+        self._writes.observe(self._inference, seconds)
+        self._writes.observe(self._batch_rows, rows)
 
     def observe_prediction(self, summary: PredictionSummary) -> None:
-        """Decided labels, confidence, margin, abstentions, and the label bins of the drift window."""
+        """The model's default decisions of one model call: decided labels, confidence, margin, abstentions, the
+        label-free estimate's terms, and the label bins of the drift window."""
         drift_tally = None
         for level, labels in summary.labels.items():
             folder = self.level_labels.get(level, self.drift_labels)
@@ -221,23 +165,34 @@ class ModelMonitor:
             if labels is summary.drift_labels:
                 drift_tally = tally  # flat tasks: the same labels, counted once
             for code, count in tally.items():
-                self._predictions(self.name, folder.names[code], level).inc(count)
-        observe_many(self._confidence, summary.confidence)
+                self._writes.inc(self._predictions(self.name, folder.names[code], level), count)
+        self._writes.observe_many(self._confidence, summary.confidence)
+        if summary.expected_correct is not None and len(summary.expected_correct):
+            self._writes.inc(self._estimated_correct, float(summary.expected_correct.sum()))
+            self._writes.inc(self._estimated_rows, len(summary.expected_correct))
         # task-specific histograms get a series only for the tasks that have the value
         if summary.margin is not None:
-            observe_many(self._per_model(self.metrics.margin), summary.margin)
+            self._writes.observe_many(self._per_model(self.metrics.margin), summary.margin)
         if summary.labels_per_instance is not None:
-            observe_many(self._per_model(self.metrics.labels_per_instance), summary.labels_per_instance)
+            self._writes.observe_many(self._per_model(self.metrics.labels_per_instance), summary.labels_per_instance)
         if summary.path_depth is not None:
-            observe_many(self._per_model(self.metrics.path_depth), summary.path_depth)
+            self._writes.observe_many(self._per_model(self.metrics.path_depth), summary.path_depth)
         if summary.abstentions:
-            self._per_model(self.metrics.abstentions).inc(summary.abstentions)
+            self._writes.inc(self._per_model(self.metrics.abstentions), summary.abstentions)
         if summary.incomplete_paths:
-            self._per_model(self.metrics.incomplete_paths).inc(summary.incomplete_paths)
+            self._writes.inc(self._per_model(self.metrics.incomplete_paths), summary.incomplete_paths)
         if drift_tally is None:
             drift_tally = self.drift_labels.tally(summary.drift_labels)
         for code, count in drift_tally.items():
             self.window.add_one(self._labels_at + code, count)
+
+    def observe_options(self, options: Iterable[str], labels: Sequence[str | None]) -> None:
+        """A request that set decision options, and the labels it was answered: what clients ask for and get,
+        apart from the model's own signals (nothing alerts on these)."""
+        for option in options:
+            self._writes.inc(self._option_requests(self.name, option))
+        for code, count in self.drift_labels.tally(labels).items():
+            self._writes.inc(self._option_predictions(self.name, self.drift_labels.names[code]), count)
 
     def _per_model(self, metric: Any) -> Any:
         """The metric's child for this model, created on first use."""
@@ -261,7 +216,7 @@ class ModelMonitor:
 
     def _count_issues(self, issues: Mapping[tuple[str, str], int]) -> None:
         for (feature, kind), count in issues.items():
-            self._input_issues(self.name, feature, kind).inc(count)
+            self._writes.inc(self._input_issues(self.name, feature, kind), count)
 
 
 def render_drift(monitors: Iterable[ModelMonitor]) -> str:

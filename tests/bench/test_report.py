@@ -6,8 +6,19 @@ import pytest
 
 from bench.config import SCENARIO_BY_KEY, VARIANT_BY_KEY
 from bench.machine import Machine
-from bench.report import FAIL, PASS, UNKNOWN, Run, Target, on_off_table, render, targets
-from bench.results import FloorResult, Point
+from bench.report import (
+    FAIL,
+    PASS,
+    UNKNOWN,
+    Run,
+    Target,
+    feedback_table,
+    on_off_table,
+    pair_table,
+    render,
+    targets,
+)
+from bench.results import FeedbackResult, FloorResult, ModelQuality, Point
 from bench.wrk import WrkResult
 
 MACHINE = Machine(
@@ -34,7 +45,31 @@ def good_run() -> list[Point]:
         point("batching_off", "digits", "1x16", 250),
         point("monitoring_off", "breast_cancer", "1x16", 2600),  # 3.8 % fewer with monitoring on
         point("monitoring_off", "digits", "1x16", 920),
+        point("log_off", "breast_cancer", "1x16", 2700),  # 7.4 % fewer with the log on
+        point("log_off", "breast_cancer", "64x4", 2050),
+        point("baseline", "breast_cancer", "64x4", 1900),  # 1.05x the baseline's rows/s
+        point("default", "breast_cancer", "1x1", 900, p50=0.55),
+        point("baseline", "breast_cancer", "1x1", 1200, p50=0.5),  # p50 1.10x the baseline's
+        point("workers2", "breast_cancer", "1x16", 2600),
+        point("workers2", "digits", "1x16", 1500),
     ]
+
+
+def fed(
+    database: str, items: int, relabels: int = 0, failed: int = 0, refused: int = 0, first_error: str | None = None
+) -> FeedbackResult:
+    """A 10 s feedback run that had `items` label items accepted, in 100-item requests."""
+    return FeedbackResult(
+        database, "1.0", items_per_request=100, connections=4, predictions=100_000, write_wait_s=7.5,
+        duration_s=10.0, requests=items // 100, failed_requests=failed, items=items, item_errors=refused,
+        fresh_items=items - relabels, relabel_items=relabels, p50_ms=20.0, p99_ms=45.0,
+        server_cpu_ms_per_request=30.0, database_cpu_ms_per_request=None if database == "sqlite" else 10.0,
+        client_cpu_ms_per_request=0.5, rss_mb=500.0, first_error=first_error,
+    )  # fmt: skip
+
+
+def good_feedback() -> list[FeedbackResult]:
+    return [fed("sqlite", 60_000), fed("postgresql", 80_000, relabels=30_000)]
 
 
 def by_name(found: list[Target]) -> dict[str, Target]:
@@ -42,8 +77,8 @@ def by_name(found: list[Target]) -> dict[str, Target]:
 
 
 def test_every_target_passes_on_a_good_run() -> None:
-    found = targets(good_run())
-    assert [t.status for t in found] == [PASS] * 5
+    found = targets(good_run(), good_feedback())
+    assert [t.status for t in found] == [PASS] * 11
     assert "2,500 req/s = 1.11x" in found[0].measured
     assert "1.25x" in found[1].measured
     assert "3.60x" in found[2].measured
@@ -62,13 +97,28 @@ def test_targets_fail_on_slow_tails_and_costly_monitoring() -> None:
 
 def test_the_baseline_is_not_held_to_the_tail_target() -> None:
     points = [*good_run(), point("baseline", "digits", "1x1", 100, p50=1.0, p99=50.0)]
-    assert targets(points)[3].status == PASS
+    assert by_name(targets(points))["p99 / p50 at every service point"].status == PASS
 
 
 def test_targets_without_measurements_are_not_applicable() -> None:
-    assert [t.status for t in targets([])] == [UNKNOWN] * 5
+    assert [t.status for t in targets([])] == [UNKNOWN] * 11
     below = [point("default", "breast_cancer", "1x16", 1000)]
     assert targets(below)[0].status == FAIL
+
+
+def test_baseline_and_worker_targets() -> None:
+    points = good_run()
+    found = by_name(targets(points))
+    assert "128,000 vs 121,600 rows/s = 1.05x" in found["service 1 worker vs FastAPI baseline, rows/s"].measured
+    assert "1.10x" in found["service p50 vs FastAPI baseline p50"].measured
+    points[-1] = point("workers2", "digits", "1x16", 800)  # slower than one worker
+    found = by_name(targets(points))
+    assert found["service p50 vs FastAPI baseline p50"].status == PASS
+    workers = found["2 workers vs 1 worker, every point"]
+    assert workers.status == FAIL and "0.89x (digits 1x16)" in workers.measured
+    slow = [*good_run()[:-5], point("default", "breast_cancer", "1x1", 900, p50=0.7),
+            point("baseline", "breast_cancer", "1x1", 1200, p50=0.5)]  # fmt: skip
+    assert by_name(targets(slow))["service p50 vs FastAPI baseline p50"].status == FAIL
 
 
 def test_on_off_tables_give_the_change_of_throughput() -> None:
@@ -77,6 +127,67 @@ def test_on_off_tables_give_the_change_of_throughput() -> None:
     assert row == "| breast_cancer | 1 row, 16 conns | 2,500 | 2,600 | 0.96x | -3.8 % |"
     text = on_off_table(good_run(), "batching_off", "batching")
     assert "| digits | 1 row, 16 conns | 900 | 250 | 3.60x | +260.0 % |" in text
+
+
+def test_the_log_target_holds_only_the_1x16_and_64x4_points() -> None:
+    points = [*good_run(), point("default", "digits", "1x1", 500), point("log_off", "digits", "1x1", 1000)]
+    log = by_name(targets(points))["prediction log on vs off, 1x16 and 64x4 points"]
+    assert log.status == PASS and log.required == "≤ 10 % fewer req/s"  # the 1x1 point, 50 % fewer, is not held
+    assert log.measured == "worst 7.4 % fewer (breast_cancer, 1 row, 16 conns); 0 of 2 points over"
+    points[8] = point("log_off", "breast_cancer", "64x4", 2300)  # 13.0 % fewer with the log on
+    log = by_name(targets(points))["prediction log on vs off, 1x16 and 64x4 points"]
+    assert log.status == FAIL and log.measured.endswith(
+        "13.0 % fewer (breast_cancer, 64 rows, 4 conns); 1 of 2 points over"
+    )
+
+
+def test_feedback_targets_per_database() -> None:
+    found = by_name(targets(good_run(), [fed("sqlite", 40_000), fed("postgresql", 80_000, relabels=30_000)]))
+    sqlite = found["POST /feedback, 100-item label batches, SQLite"]
+    postgres = found["POST /feedback, 100-item label batches, PostgreSQL"]
+    assert sqlite.required == "≥ 5,000 items/s"
+    assert sqlite.status == FAIL and sqlite.measured == "4,000 items/s (40.0 req/s; all first labels)"
+    assert postgres.status == PASS
+    assert postgres.measured == "8,000 items/s (80.0 req/s; 50,000 first labels, 30,000 relabels)"
+
+
+def test_a_feedback_database_not_measured_is_not_applicable() -> None:
+    failed = FeedbackResult("postgresql", error="no PostgreSQL server binaries")
+    found = by_name(targets(good_run(), [fed("sqlite", 60_000, relabels=60_000), failed]))
+    assert "all relabels" in found["POST /feedback, 100-item label batches, SQLite"].measured
+    assert found["POST /feedback, 100-item label batches, PostgreSQL"].status == UNKNOWN
+
+
+def test_feedback_table_gives_rates_errors_and_where_the_database_cpu_is() -> None:
+    text = feedback_table(
+        [
+            fed("sqlite", 60_000),
+            fed("postgresql", 50_000, failed=2, refused=3, first_error="unknown_prediction: never issued"),
+            FeedbackResult("postgresql", error="no PostgreSQL server binaries"),
+        ]
+    )
+    lines = text.splitlines()
+    assert lines[2] == (
+        "| SQLite 1.0 | 6,000 | 60.0 | 20.0 | 45.0 | 0 | 60,000 | 0 | 30.0 | in the server's | 0.5 | 500 |"
+    )
+    assert lines[3].startswith("| PostgreSQL 1.0 | 5,000 | 50.0 |")
+    assert "| 5 (failed requests 2, refused items 3) |" in lines[3] and "| 10.0 |" in lines[3]
+    assert lines[4] == "| PostgreSQL | " + " | ".join(["—"] * 11) + " |"
+    assert "- PostgreSQL: first error: unknown_prediction: never issued" in text
+    assert "- PostgreSQL: not measured: no PostgreSQL server binaries" in text
+
+
+def test_a_feedback_only_run_has_no_load_sections() -> None:
+    run = Run(
+        machine=MACHINE, command="python -m bench --feedback-only", duration_s=10.0, warmup_s=1.0, points=[],
+        floor=[], feedback=good_feedback(),
+    )  # fmt: skip
+    text = render(run)
+    assert "## Feedback (`POST /feedback`)" in text and "## Notes" in text
+    assert "## Ratios" not in text and "## breast_cancer" not in text
+    assert "100,000 predictions readable 7.5 s after the first /predict, on SQLite" in text
+    assert "predictions of 100 different requests (row by row across the 100 created)" in text
+    assert "own SQLite file" not in text  # no service load point: nothing about their logs
 
 
 def test_render_has_every_section_and_notes_ignored_settings() -> None:
@@ -89,21 +200,28 @@ def test_render_has_every_section_and_notes_ignored_settings() -> None:
             FloorResult("flat_1000", 64, 2, 16000.0, 17000.0, 200),
             FloorResult("flat_1000", 64, 1, 600.0, 700.0, 1000),
         ],
-        settings_support={"workers": True, "monitoring": False, "batching": True},
+        settings_support={"workers": True, "monitoring": False, "batching": True, "log_sample_rate": True},
         process_counts={"default": 2},
         load_after="1.00 / 1.00 / 1.00",
+        feedback=good_feedback(),
     )  # fmt: skip
     text = render(run)
     headings = [
         "## Machine and command", "## Targets", "## breast_cancer", "## digits", "## flat_1000", "## Raw floor",
         "### Service vs FastAPI baseline", "### Service vs MLServer reference", "### Batching on vs off",
-        "### Monitoring on vs off", "### p99 / p50 per scenario", "## Notes",
+        "### Monitoring on vs off", "### Prediction log on vs off", "### p99 / p50 per scenario",
+        "## Feedback (`POST /feedback`)", "## Notes",
     ]  # fmt: skip
     for heading in headings:
         assert heading in text
     assert "`python -m bench --quick`" in text
     assert "not measured, service 1 worker, 1 row, 1 conn: preflight HTTP 500" in text
     assert "`CLF_MONITORING` was passed" in text and "`CLF_BATCHING` was passed" not in text
+    assert "'service 1 worker, monitoring off' variant ran with the default" in text
+    assert "`CLF_LOG_SAMPLE_RATE` was passed" not in text
+    assert "wrote its prediction log to a SQLite file of its own" in text
+    assert "| breast_cancer | 1 row, 16 conns | 2,500 | 2,700 | 0.93x | -7.4 % |" in text
+    assert "| SQLite 1.0 | 6,000 |" in text
     assert "coordinated omission" in text
     assert "| load average after the run | 1.00 / 1.00 / 1.00 |" in text
     assert "abc1234 + uncommitted changes in 1 paths (service/app.py)" in text
@@ -117,3 +235,18 @@ def test_render_has_every_section_and_notes_ignored_settings() -> None:
 def test_rows_per_second_is_requests_times_rows(scenario: str) -> None:
     p = point("default", "digits", scenario, 100)
     assert p.rows_per_s == pytest.approx(100 * SCENARIO_BY_KEY[scenario].rows)
+
+
+def test_the_flat_and_hierarchical_pair_table() -> None:
+    quality = [ModelQuality("flat_1000", 0.81, 0.80), ModelQuality("hier_40x25", 0.84, 0.83, [0.99, 0.85])]
+    floor = [
+        FloorResult("hier_40x25", 64, 2, 1000.0, 1200.0, 200),
+        FloorResult("hier_40x25", 64, 1, 640.0, 700.0, 200),  # the fastest median of the row count counts
+        FloorResult("hier_40x25", 1, 1, 70.0, 80.0, 200),
+    ]
+    points = [point("default", "hier_40x25", "64x4", 100.0)]
+    lines = pair_table(quality, floor, points).splitlines()
+    flat = next(line for line in lines if line.startswith("| flat_1000"))
+    hier = next(line for line in lines if line.startswith("| hier_40x25"))
+    assert "| 0.810 | 0.800 | — | — | — | — |" in flat
+    assert "| 0.840 | 0.830 | 0.990, 0.850 | 70.0 | 10.0 | 6,400 |" in hier

@@ -120,14 +120,15 @@ VAL_Y = ["benign", "benign", "malignant", "benign", "malignant", "malignant"]
 
 
 def test_describe_tunes_the_threshold_that_maximises_f1() -> None:
-    """The tuned threshold is 0.35 (F1 6/7), neither 0.5 nor the highest-precision cut."""
+    """The tuned cut is at 0.35 (F1 6/7), neither 0.5 nor the highest-precision cut; the threshold sits midway to
+    the next lower score, 0.3, so that no validation row lies on it."""
     description = BinaryTask.describe(
         {"model": fixed_proba(CLASSES)}, binary_rows(VAL_P), VAL_Y, {"positive_class": "malignant"}
     )
-    assert description.decision == {"positive_class": "malignant", "threshold": 0.35}
+    assert description.decision == {"positive_class": "malignant", "threshold": pytest.approx(0.325)}
     assert description.classes == CLASSES
-    assert description.metrics["threshold"] == 0.35
-    # at 0.35 the decisions are B B M M M M: 5 of 6 right
+    assert description.metrics["threshold"] == pytest.approx(0.325)
+    # at 0.325 the decisions are B B M M M M: 5 of 6 right
     assert description.metrics["accuracy"] == pytest.approx(5 / 6)
     assert description.prediction_distribution == pytest.approx({"benign": 2 / 6, "malignant": 4 / 6})
 
@@ -142,7 +143,7 @@ def test_describe_with_the_positive_class_in_column_zero() -> None:
         VAL_Y,
         {"positive_class": "malignant"},
     )
-    assert description.decision == {"positive_class": "malignant", "threshold": 0.35}
+    assert description.decision == {"positive_class": "malignant", "threshold": pytest.approx(0.325)}
 
 
 def test_describe_defaults_the_positive_class_to_the_second_column() -> None:

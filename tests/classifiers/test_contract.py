@@ -13,6 +13,7 @@ import pytest
 
 from service.classifiers import (
     ROOT,
+    GivenLabel,
     InvalidInputError,
     InvalidModelError,
     Options,
@@ -228,3 +229,28 @@ def test_get_task_rejects_an_unknown_name() -> None:
     """An unknown task kind is a model error that lists the known ones."""
     with pytest.raises(InvalidModelError, match="multiclass"):
         get_task("regression")
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_the_models_own_decision_is_a_label_it_could_be_given(name: str) -> None:
+    """`decision_keys` is the decision at the model's defaults, whatever options a request sent; each key is a
+    valid label of the model (its rendered form reads back as the same key); `row_confidence` is one probability
+    per row and no option moves it."""
+    case = build(name)
+    X = case.task.validate(case.rows)
+    scores = case.task.score(X)
+    keys = case.task.decision_keys(scores).tolist()
+    confidence = case.task.row_confidence(scores)
+    assert len(keys) == len(case.rows) == len(confidence)
+    assert np.all((confidence >= 0.0) & (confidence <= 1.0))
+    default = list(case.task.decide(scores, Options()).records())
+    truth = case.task.truth
+    for key, record in zip(keys, default, strict=True):
+        assert key is not None
+        assert truth.key(GivenLabel(**truth.render(key))) == key
+        decided = set(record["labels"]) if "labels" in record else {record["label"]}
+        assert truth.members(key) == decided & set(truth.classes)
+    assert truth.realized([(key, key, 1) for key in keys]).accuracy == 1.0
+    halves = case.task.join_scores([case.task.slice_scores(scores, 0, 1), case.task.slice_scores(scores, 1, len(keys))])
+    assert case.task.decision_keys(halves).tolist() == keys  # the log computes them for many requests at once
+    np.testing.assert_array_equal(case.task.row_confidence(halves), confidence)

@@ -10,6 +10,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from service.classifiers import ROOT, InvalidInputError, InvalidModelError, Options, fit_hierarchy, get_task
+from service.classifiers.evaluation import measure_confidence
 from service.classifiers.hierarchical import HierarchicalTask, Tree
 
 from .fakes import RecordingFit, counting_proba, features, fixed_proba
@@ -399,7 +400,13 @@ def test_describe_measures_paths_by_hand() -> None:
     assert description.metrics["accuracy"] == 0.5
     assert description.metrics["per_level_accuracy"] == [0.75, 0.5, 1.0]
     assert description.metrics["log_loss"] == pytest.approx(-np.mean(np.log([0.28125, 0.125, 0.5, 0.0625])))
-    assert description.metrics["mean_confidence"] == pytest.approx((0.28125 + 0.375 + 0.5 + 0.5) / 4)
+    # confidence is the full greedy path's, measured through the served task: rows 1 and 3 are right; ECE bins
+    # 0.28125 (right), 0.375 (wrong) and the two at 0.5 (one right) apart
+    figures, calibration = measure_confidence(make_task(), X, ["A1x", "B1", "C1", "A2"])
+    assert figures["mean_confidence"] == pytest.approx((0.28125 + 0.375 + 0.5 + 0.5) / 4)
+    assert figures["ece"] == pytest.approx((abs(0.28125 - 1) + abs(0.375 - 0) + abs(0.5 + 0.5 - 1)) / 4)
+    # the calibration map gives back the validation accuracy on the validation rows
+    assert calibration(np.array([0.28125, 0.375, 0.5, 0.5])).mean() == pytest.approx(0.5)
     # decided leaves: A1x, B2, C1, D, one row each
     assert description.prediction_distribution == {
         leaf: (0.25 if leaf in {"A1x", "B2", "C1", "D"} else 0.0) for leaf in LEAVES

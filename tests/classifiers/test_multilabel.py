@@ -204,13 +204,14 @@ HAND_Y = [0, 0, 1, 0, 1, 1]
 
 
 def test_describe_tunes_one_threshold_per_label_by_hand() -> None:
-    """Label `a` gets 0.35; label `b`, whose positives all score 0.75 or more, gets 0.75 (F1 1)."""
+    """Label `a` is cut at 0.35; label `b`, whose positives all score 0.75 or more, at 0.75 (F1 1); each threshold
+    sits midway to the next lower score (0.3, 0.625)."""
     p_b = [0.5, 0.75, 0.875, 0.25, 0.9375, 0.625]
     y_b = [0, 1, 1, 0, 1, 0]
     X = np.column_stack([HAND_P, p_b])
     y = np.column_stack([HAND_Y, y_b])
     description = MultilabelTask.describe({"model": multi_output(2)}, X, y, {"labels": ["a", "b"]})
-    assert description.decision == {"layout": "joint", "thresholds": [0.35, 0.75]}
+    assert description.decision == {"layout": "joint", "thresholds": pytest.approx([0.325, 0.6875])}
     assert description.metrics["per_label_f1"] == pytest.approx({"a": 6 / 7, "b": 1.0})
     assert description.metrics["macro_f1"] == pytest.approx((6 / 7 + 1.0) / 2)
     # decided a: rows 2..5; b: rows 1, 2, 4. Whole-row matches: rows 1? a=0 ok, b ok -> yes; row 0 yes;

@@ -1,6 +1,7 @@
 """The metric names `GET /metrics` exports, read from the service's own code (not a copy of them).
 
-`Metrics.create` in a fresh registry gives the worker metrics; `render_drift([])` the scrape-time gauges.
+`Metrics.create` in a fresh registry gives the worker metrics; `render_drift([])` and `realized_families([])` the
+scrape-time gauges.
 Names are as they appear in the exposition (counters with `_total`).
 """
 
@@ -9,7 +10,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.monitoring.metrics import Metrics
+from service.feedback.realized import realized_families
+from service.monitoring.metrics import Metrics, render_gauges
 from service.monitoring.monitor import render_drift
 
 
@@ -20,7 +22,8 @@ def exported_metrics() -> dict[str, str]:
     exported = {}
     for family in registry.collect():
         exported[family.name + ("_total" if family.type == "counter" else "")] = family.type
-    for family in text_string_to_metric_families(render_drift([])):
+    scrape_time = render_drift([]) + render_gauges(realized_families([]))
+    for family in text_string_to_metric_families(scrape_time):
         exported[family.name] = family.type
     return exported
 

@@ -37,8 +37,16 @@ EXPORTED_SERIES = frozenset(
 )
 
 # Series without a `model` label: every other series a query selects must filter on model=~"$model".
+# The prediction log's queue, batch writes and retention deletes are shared by every model.
 NOT_MODEL_SCOPED = frozenset(
-    {"classifier_requests_in_flight", "classifier_worker_heartbeat_timestamp_seconds", "classifier:workers_alive"}
+    {
+        "classifier_requests_in_flight",
+        "classifier_worker_heartbeat_timestamp_seconds",
+        "classifier:workers_alive",
+        "classifier_prediction_log_queue_rows",
+        "classifier_prediction_log_write_duration_seconds_bucket",
+        "classifier_prediction_log_deleted_rows_total",
+    }
 )
 
 # --- a PromQL scanner: just enough to find the metric names an expression selects ---------------------------------

@@ -18,11 +18,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 PROJECT = Path(__file__).resolve().parents[2]
-READY_TIMEOUT_S = 120
+READY_TIMEOUT_S = 600  # a loaded machine has taken minutes to start a worker
+SERVERS: dict[str, subprocess.Popen[bytes]] = {}  # the running servers by base URL, for tests that kill one
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -33,7 +35,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 180.0) -> None:
     """Poll `condition` until it holds; fail naming `what` at the deadline."""
     deadline = time.monotonic() + timeout
     while not condition():
@@ -62,6 +64,25 @@ def scrape(url: str) -> Samples:
     }
 
 
+def scrape_when(url: str, ready: Callable[[Samples], bool], what: str) -> Samples:
+    """The first scrape for which `ready` holds. A worker writes its metric increments every
+    `CLF_METRICS_FLUSH_SECONDS` (and when it answers `/metrics`), so another worker's arrive up to that late."""
+    found: Samples = {}
+
+    def settled() -> bool:
+        nonlocal found
+        found = scrape(url)
+        return ready(found)
+
+    wait_until(settled, what)
+    return found
+
+
+def increased(before: Samples, name: str, by: float, **labels: str) -> Callable[[Samples], bool]:
+    """A `scrape_when` condition: `name{labels}` has grown by `by` since `before`."""
+    return lambda samples: value(samples, name, **labels) - value(before, name, **labels) >= by
+
+
 def value(samples: Samples, name: str, **labels: str) -> float:
     """One sample's value; 0 when the series does not exist yet (a counter never incremented)."""
     return samples.get((name, frozenset(labels.items())), 0.0)
@@ -85,29 +106,61 @@ def e2e_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 @contextlib.contextmanager
 def serving(e2e_env: dict[str, str], home: Path, **settings: str) -> Iterator[str]:
-    """A `bentoml serve` of the catalog with `CLF_*` settings, in its own home; yields its base URL."""
-    shutil.copytree(Path(e2e_env["BENTOML_HOME"]) / "models", home / "models")
+    """A `bentoml serve` of the catalog with `CLF_*` settings, in its own home; yields its base URL.
+
+    The prediction log is a SQLite file in `home/data` unless `data_dir` or `database_url` say otherwise; a home
+    served before keeps its models and its log (a restart).
+    """
+    if not (home / "models").exists():
+        shutil.copytree(Path(e2e_env["BENTOML_HOME"]) / "models", home / "models")
+    settings = {"data_dir": str(home / "data"), **settings}
     env = {**e2e_env, "BENTOML_HOME": str(home), **{f"CLF_{k.upper()}": v for k, v in settings.items()}}
     port = free_port()
     log = home / "serve.log"
-    with log.open("wb") as out:
+    with log.open("ab") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "bentoml", "serve", "service.app:ClassifierService",
              "--host", "127.0.0.1", "--port", str(port)],
             cwd=PROJECT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-
+    SERVERS[url] = process
     try:
         wait_until(lambda: answers_200(f"{url}/readyz", process, log), f"bentoml serve on {url}", READY_TIMEOUT_S)
         yield url
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
+        del SERVERS[url]
+        stop(process, signal.SIGTERM)
+
+
+def stop(process: subprocess.Popen[bytes], how: signal.Signals) -> None:
+    """Signal a server's arbiter and, for SIGKILL, its workers too: circus starts each worker in a session of its
+    own, so only the arbiter stops them gracefully. Whatever is left after 60 s is killed."""
+    workers = _workers(process)
+    with contextlib.suppress(ProcessLookupError):  # already gone, or killed by the test
+        os.killpg(process.pid, how)
+    if how == signal.SIGKILL:
+        _kill(workers)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        process.wait()
+    _kill([w for w in workers if w.is_running()])
+
+
+def _workers(process: subprocess.Popen[bytes]) -> list[psutil.Process]:
+    with contextlib.suppress(psutil.NoSuchProcess):
+        return list(psutil.Process(process.pid).children(recursive=True))
+    return []
+
+
+def _kill(processes: list[psutil.Process]) -> None:
+    for child in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
+    psutil.wait_procs(processes, timeout=60)
 
 
 @pytest.fixture(scope="session")

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 
 from models.catalog import CATALOG, held_out_rows
-from tests.e2e.conftest import matching, scrape, value
+from tests.e2e.conftest import Samples, increased, matching, scrape, scrape_when, value
 
 pytestmark = pytest.mark.e2e
 
 PSI_ALERT = 0.25  # the threshold of deploy/prometheus/rules/alerts.yml
-BATCH = 50  # at most CLF_DRIFT_SAMPLE_ROWS (64): every row of a request is binned for drift
+BATCH = 50
 
 
 def post(url: str, model: str, rows: Any, expect: int = 200) -> httpx.Response:
@@ -36,12 +36,20 @@ def model_card(url: str, model: str) -> dict[str, Any]:
     return dict(httpx.get(f"{url}/models/{model}").json())
 
 
+def drift_window_grew(url: str, before: Samples, rows: dict[str, int]) -> Samples:
+    """The first scrape whose drift windows hold `rows` more rows per model than `before`: another worker observes
+    its model calls up to 0.1 s after answering them."""
+    grew = [increased(before, "classifier_drift_window_rows", n, model=model) for model, n in rows.items()]
+    return scrape_when(url, lambda samples: all(check(samples) for check in grew), "every worker's drift rows")
+
+
 def test_held_out_replay_stays_under_every_drift_threshold(monitored_server: str) -> None:
+    before = scrape(monitored_server)
     for model in CATALOG:
         send(monitored_server, model, held_out_rows(model))
-    samples = scrape(monitored_server)
+    samples = drift_window_grew(monitored_server, before, {model: len(held_out_rows(model)) for model in CATALOG})
     for model in CATALOG:
-        assert value(samples, "classifier_drift_window_rows", model=model) == len(held_out_rows(model))
+        assert value(samples, "classifier_drift_window_rows", model=model) == len(held_out_rows(model))  # no more
         features = matching(samples, "classifier_feature_drift_psi", model=model)
         assert len(features) == len(model_card(monitored_server, model)["monitored_features"])
         assert all(np.isfinite(v) and v < PSI_ALERT for v in features.values()), (model, features)
@@ -55,18 +63,23 @@ def test_shifting_one_feature_raises_its_psi_alone(monitored_server: str) -> Non
     column = card["features"]["names"].index(shifted_feature)
     X = np.tile(held_out_rows("breast_cancer"), (4, 1))
     X[:, column] += 3 * X[:, column].std()
+    before = scrape(monitored_server)
     send(monitored_server, "breast_cancer", X)
-    series = matching(scrape(monitored_server), "classifier_feature_drift_psi", model="breast_cancer")
+    samples = drift_window_grew(monitored_server, before, {"breast_cancer": len(X)})
+    series = matching(samples, "classifier_feature_drift_psi", model="breast_cancer")
     psi = {dict(labels)["feature"]: v for labels, v in series.items()}
     assert psi.pop(shifted_feature) > PSI_ALERT
     assert max(psi.values()) < PSI_ALERT, psi
 
 
 def test_one_digit_over_and_over_raises_prediction_drift(monitored_server: str) -> None:
-    before = value(scrape(monitored_server), "classifier_prediction_drift_psi", model="digits")
+    samples = scrape(monitored_server)
+    before = value(samples, "classifier_prediction_drift_psi", model="digits")
     three = held_out_rows("digits")[[3]]
     send(monitored_server, "digits", np.repeat(three, 600, axis=0))
-    after = value(scrape(monitored_server), "classifier_prediction_drift_psi", model="digits")
+    after = value(
+        drift_window_grew(monitored_server, samples, {"digits": 600}), "classifier_prediction_drift_psi", model="digits"
+    )
     assert before < PSI_ALERT < after
 
 
@@ -92,7 +105,9 @@ def test_out_of_range_and_missing_values_move_data_quality_counters(monitored_se
     nan_body = '{"model": "breast_cancer", "instances": [[NaN' + ", 1.0" * 29 + "]]}"
     httpx.post(f"{monitored_server}/predict", content=nan_body)
 
-    after = scrape(monitored_server)
+    rejected = increased(before, "classifier_rows_total", 6, model="breast_cancer", outcome="rejected")
+    accepted = increased(before, "classifier_rows_total", 17, model="digit_attributes", outcome="accepted")
+    after = scrape_when(monitored_server, lambda s: rejected(s) and accepted(s), "both workers' row counts")
 
     def delta(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
@@ -114,7 +129,11 @@ def test_noisy_inputs_lower_live_confidence_below_the_baseline(monitored_server:
     rng = np.random.default_rng(0)
     X = held_out_rows(model)
     send(monitored_server, model, np.clip(X + rng.normal(0, 6, X.shape), 0, 16))
-    after = scrape(monitored_server)
+    after = scrape_when(
+        monitored_server,
+        increased(before, "classifier_estimated_rows_total", len(X), model=model),
+        "both workers' decisions",
+    )
     total = value(after, "classifier_prediction_confidence_sum", model=model) - value(
         before, "classifier_prediction_confidence_sum", model=model
     )

@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 import yaml
 
-from models.catalog import CATALOG, held_out_rows
-from tests.e2e.conftest import PROJECT, answers_200, free_port, scrape, value, wait_until
+from models.catalog import CATALOG, held_out, held_out_rows
+from tests.e2e.conftest import PROJECT, answers_200, free_port, increased, scrape, scrape_when, value, wait_until
 
 pytestmark = pytest.mark.e2e
 
 SHIPPED = PROJECT / "deploy" / "prometheus"
+TAKE_RATE_MODEL = "breast_cancer"  # no other test of this module sends it traffic
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,11 @@ def prometheus(monitored_server: str, tmp_path_factory: pytest.TempPathFactory) 
     # every series exists before the first scrape, so that rate() over the test's window sees its traffic whole
     for model in CATALOG:
         rows = held_out_rows(model)[:1].tolist()
-        assert httpx.post(f"{monitored_server}/predict", json={"model": model, "instances": rows}).status_code == 200
+        response = httpx.post(f"{monitored_server}/predict", json={"model": model, "instances": rows})
+        assert response.status_code == 200
+        if model == TAKE_RATE_MODEL:
+            item = {"prediction_id": response.json()["predictions"][0]["id"], "outcome": "clicked"}
+            assert httpx.post(f"{monitored_server}/feedback", json={"feedback": [item]}, timeout=120).status_code == 200
     port = free_port()
     log = (home / "prometheus.log").open("wb")
     process = subprocess.Popen(
@@ -48,7 +53,7 @@ def prometheus(monitored_server: str, tmp_path_factory: pytest.TempPathFactory) 
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: answers_200(f"{url}/-/ready", process, home / "prometheus.log"), "Prometheus to start", 60)
+        wait_until(lambda: answers_200(f"{url}/-/ready", process, home / "prometheus.log"), "Prometheus to start", 300)
         wait_until(lambda: query(url, 'up{job="classifier-service"}') == [1.0], "the first scrape of the service")
         yield url
     finally:
@@ -67,12 +72,14 @@ def query(url: str, promql: str) -> list[float]:
 def test_scraped_values_and_recording_rules_match_the_service(monitored_server: str, prometheus: str) -> None:
     model = "digit_groups"
     before = scrape(monitored_server)
-    # noisy rows: their mean confidence differs from the validation one, so the estimate's offset shows
+    # noisy rows: the estimate moves away from the validation accuracy
     X = np.clip(held_out_rows(model) + np.random.default_rng(1).normal(0, 4, (450, 64)), 0, 16)
     for start in range(0, len(X), 150):
         rows = X[start : start + 150].tolist()
         assert httpx.post(f"{monitored_server}/predict", json={"model": model, "instances": rows}).status_code == 200
-    after = scrape(monitored_server)
+    decided = increased(before, "classifier_estimated_rows_total", len(X), model=model)
+    answered = increased(before, "classifier_requests_total", 3, model=model, endpoint="/predict", code="ok")
+    after = scrape_when(monitored_server, lambda s: decided(s) and answered(s), "both workers' requests and decisions")
 
     ok_requests = value(after, "classifier_requests_total", model=model, endpoint="/predict", code="ok")
     counter = f'sum(classifier_requests_total{{model="{model}",endpoint="/predict",code="ok"}})'
@@ -82,14 +89,13 @@ def test_scraped_values_and_recording_rules_match_the_service(monitored_server: 
     assert len(query(prometheus, "classifier_worker_heartbeat_timestamp_seconds")) == 2
     wait_until(lambda: query(prometheus, "classifier:workers_alive") == [2.0], "classifier:workers_alive == 2")
 
-    # the label-free estimate: live mean confidence of this traffic, less the validation calibration gap
+    # the label-free estimate: this traffic's mean calibrated confidence, below the validation accuracy (noisy rows)
     def delta(name: str) -> float:
         return value(after, name, model=model) - value(before, name, model=model)
 
-    live_mean = delta("classifier_prediction_confidence_sum") / delta("classifier_prediction_confidence_count")
-    baseline = value(after, "classifier_validation_mean_confidence", model=model)
-    assert abs(live_mean - baseline) > 0.01
-    expected = live_mean - baseline + value(after, "classifier_validation_accuracy", model=model)
+    assert delta("classifier_estimated_rows_total") == len(X)
+    expected = delta("classifier_estimated_correct_total") / len(X)
+    assert expected < value(after, "classifier_validation_accuracy", model=model) - 0.01
     estimate = f'classifier:estimated_accuracy:rate1h{{model="{model}"}}'
     wait_until(lambda: _close(query(prometheus, estimate), expected), f"{estimate} == {expected}")
 
@@ -100,6 +106,44 @@ def test_scraped_values_and_recording_rules_match_the_service(monitored_server: 
 
 
 def _close(values: list[float], expected: float) -> bool:
-    # rate() extrapolates the _sum and _count series to the range ends by slightly different factors (they
-    # start at different values), so the ratio is exact to about 1e-5, far below the offset being checked
+    # rate() extrapolates the two counters to the range ends by slightly different factors (they start at
+    # different values), so the ratio is exact to about 1e-5, far below the distance being checked
     return len(values) == 1 and bool(np.isclose(values[0], expected, rtol=0, atol=2e-4))
+
+
+def test_take_rate_and_realized_accuracy_through_the_recording_rules(monitored_server: str, prometheus: str) -> None:
+    """Outcomes over logged predictions, summed over both workers; realized figures taken once across workers."""
+    model = TAKE_RATE_MODEL
+    X, y = held_out(model)
+    before = scrape(monitored_server)
+    answers = []
+    for start in range(0, 120, 40):
+        response = httpx.post(
+            f"{monitored_server}/predict", json={"model": model, "instances": X[start : start + 40].tolist()}
+        )
+        assert response.status_code == 200
+        answers += response.json()["predictions"]
+    items = [{"prediction_id": a["id"], "label": str(t)} for a, t in zip(answers, y[:120], strict=True)]
+    items += [{"prediction_id": a["id"], "outcome": "clicked"} for a in answers[::3]]
+    response = httpx.post(f"{monitored_server}/feedback", json={"feedback": items}, timeout=120)
+    assert response.status_code == 200 and response.json()["accepted"] == len(items)
+    # every prediction was written before its feedback was taken; a writer counts its rows just after the commit
+    written_all = increased(before, "classifier_prediction_log_rows_total", 120, model=model, result="written")
+    after = scrape_when(monitored_server, written_all, "the log writers to count 120 written rows")
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, model=model, **labels) - value(before, name, model=model, **labels)
+
+    written = delta("classifier_prediction_log_rows_total", result="written")
+    assert written == 120
+    expected = delta("classifier_outcomes_total", outcome="clicked") / written
+    assert expected == 40 / 120
+    take_rate = f'classifier:take_rate:rate1h{{model="{model}",outcome="clicked"}}'
+    wait_until(lambda: _close(query(prometheus, take_rate), expected), f"{take_rate} == {expected}")
+
+    version = httpx.get(f"{monitored_server}/models/{model}").json()["version"]
+    accuracy = value(scrape(monitored_server), "classifier_realized_accuracy", model=model, version=version)
+    right = sum(a["label"] == str(t) for a, t in zip(answers, y[:120], strict=True))
+    assert accuracy == pytest.approx(right / 120)  # the labelled predictions: these 120
+    recorded = f'classifier:realized_accuracy:max{{model="{model}",version="{version}"}}'
+    wait_until(lambda: query(prometheus, recorded) == [accuracy], f"{recorded} == {accuracy}")

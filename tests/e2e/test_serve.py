@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from service.settings import DEFAULT_CATALOG
-from tests.e2e.conftest import scrape, value
+from tests.e2e.conftest import increased, scrape, scrape_when, value
 from tests.helpers import catalog_rows, digits_rows
 
 pytestmark = pytest.mark.e2e
@@ -61,8 +61,8 @@ def test_errors_are_one_json_object(
 def test_metrics_are_the_services_own(server: str) -> None:
     before = scrape(server)
     httpx.post(f"{server}/predict", json={"model": "digits", "instances": digits_rows(1)[0].tolist()})
-    after = scrape(server)
     ok = {"model": "digits", "endpoint": "/predict", "code": "ok"}
+    after = scrape_when(server, increased(before, "classifier_requests_total", 1, **ok), "the request's count")
     assert value(after, "classifier_requests_total", **ok) == value(before, "classifier_requests_total", **ok) + 1
     # BentoML's own request metrics (labelled by raw path) are switched off: /metrics is the service's
     assert not [name for name, _ in after if name.startswith("bentoml_")]

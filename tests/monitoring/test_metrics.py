@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import fields
 from uuid import uuid4
 
 import numpy as np
 import pytest
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.monitoring.metrics import (
@@ -19,7 +20,7 @@ from service.monitoring.metrics import (
     ROW_BUCKETS,
     GaugeFamily,
     Metrics,
-    observe_many,
+    PendingWrites,
     render_gauges,
 )
 
@@ -34,6 +35,10 @@ SPEC: dict[str, tuple[str, tuple[str, ...]]] = {
     "classifier_rows_total": ("counter", ("model", "outcome")),
     "classifier_predictions_total": ("counter", ("model", "label", "level")),
     "classifier_prediction_confidence": ("histogram", ("model",)),
+    "classifier_estimated_correct_total": ("counter", ("model",)),
+    "classifier_estimated_rows_total": ("counter", ("model",)),
+    "classifier_option_requests_total": ("counter", ("model", "option")),
+    "classifier_option_predictions_total": ("counter", ("model", "label")),
     "classifier_prediction_margin": ("histogram", ("model",)),
     "classifier_abstentions_total": ("counter", ("model",)),
     "classifier_labels_per_instance": ("histogram", ("model",)),
@@ -48,6 +53,14 @@ SPEC: dict[str, tuple[str, tuple[str, ...]]] = {
     "classifier_model_trained_timestamp_seconds": ("gauge", ("model",)),
     "classifier_model_loaded_timestamp_seconds": ("gauge", ("model",)),
     "classifier_worker_heartbeat_timestamp_seconds": ("gauge", ()),
+    "classifier_feedback_items_total": ("counter", ("model", "kind", "result")),
+    "classifier_label_delay_seconds": ("histogram", ("model",)),
+    "classifier_outcomes_total": ("counter", ("model", "outcome")),
+    "classifier_outcome_value_total": ("counter", ("model", "outcome")),
+    "classifier_prediction_log_rows_total": ("counter", ("model", "result")),
+    "classifier_prediction_log_queue_rows": ("gauge", ()),
+    "classifier_prediction_log_write_duration_seconds": ("histogram", ()),
+    "classifier_prediction_log_deleted_rows_total": ("counter", ()),
 }
 SCRAPE_TIME = ("classifier_feature_drift_psi", "classifier_prediction_drift_psi", "classifier_drift_window_rows")
 
@@ -76,18 +89,25 @@ def histogram_samples(registry: CollectorRegistry, name: str) -> dict[tuple[str,
 
 
 def per_value_and_vectorised(buckets: tuple[float, ...], values: list[float]) -> tuple[dict, dict]:  # type: ignore[type-arg]
-    """The samples of `.observe(v)` for each v, and of `observe_many(values)`, on two fresh histograms."""
+    """The samples of `.observe(v)` for each v, and of `PendingWrites.observe_many(values)` (buffered, then
+    flushed), on two fresh histograms; `PendingWrites.observe` of each value must give the first's too."""
     registry = CollectorRegistry()
     prefix = unique()
     one_by_one = Histogram(f"{prefix}_per_value", "per value", buckets=buckets, registry=registry)
     vectorised = Histogram(f"{prefix}_vectorised", "vectorised", buckets=buckets, registry=registry)
+    pending = Histogram(f"{prefix}_pending", "pending per value", buckets=buckets, registry=registry)
+    writes = PendingWrites(buffered=True)
     for value in values:
         one_by_one.observe(value)
-    observe_many(vectorised, np.asarray(values, dtype=np.float64))
-    return (
-        histogram_samples(registry, f"{prefix}_per_value"),
-        histogram_samples(registry, f"{prefix}_vectorised"),
-    )
+        writes.observe(pending, value)
+    writes.observe_many(vectorised, np.asarray(values, dtype=np.float64))
+    writes.flush()
+    per_value = histogram_samples(registry, f"{prefix}_per_value")
+    pending_samples = histogram_samples(registry, f"{prefix}_pending")
+    assert pending_samples.keys() == per_value.keys()
+    for key, expected in per_value.items():
+        assert pending_samples[key] == pytest.approx(expected, nan_ok=True)
+    return per_value, histogram_samples(registry, f"{prefix}_vectorised")
 
 
 @pytest.mark.parametrize(
@@ -153,6 +173,49 @@ def test_observe_many_nan_matches_observe() -> None:
     assert math.isnan(vectorised[("_sum", "")])
 
 
+def test_buffered_writes_wait_for_a_flush_and_add_up() -> None:
+    """Counter and gauge increments are invisible until `flush()`, then written once with their sum."""
+    registry = CollectorRegistry()
+    prefix = unique()
+    counter = Counter(f"{prefix}_hits", "hits", ["kind"], registry=registry)
+    gauge = Gauge(f"{prefix}_busy", "busy", registry=registry)
+    writes = PendingWrites(buffered=True)
+    for _ in range(3):
+        writes.inc(counter.labels("a"), 2.0)
+        writes.inc(gauge)
+    writes.dec(gauge)
+    assert registry.get_sample_value(f"{prefix}_hits_total", {"kind": "a"}) == 0.0
+    writes.flush()
+    assert registry.get_sample_value(f"{prefix}_hits_total", {"kind": "a"}) == 6.0
+    assert registry.get_sample_value(f"{prefix}_busy") == 2.0
+    writes.flush()  # nothing pending: nothing written twice
+    assert registry.get_sample_value(f"{prefix}_hits_total", {"kind": "a"}) == 6.0
+
+
+def test_the_flushing_thread_writes_and_stop_flushes_the_rest() -> None:
+    registry = CollectorRegistry()
+    counter = Counter(f"{unique()}_hits", "hits", registry=registry)
+    name = f"{counter._name}_total"
+    writes = PendingWrites(buffered=True)
+    writes.start(0.01)
+    writes.inc(counter, 5.0)
+    deadline = time.monotonic() + 120
+    while registry.get_sample_value(name) != 5.0:
+        assert time.monotonic() < deadline, "the flushing thread did not write within 2 minutes"
+        time.sleep(0.01)
+    writes.stop()
+    writes.inc(counter, 1.0)  # after the thread stopped: stop() flushed, a later write waits for an explicit flush
+    writes.stop()
+    assert registry.get_sample_value(name) == 6.0
+
+
+def test_unbuffered_writes_go_through_at_once() -> None:
+    registry = CollectorRegistry()
+    counter = Counter(f"{unique()}_hits", "hits", registry=registry)
+    PendingWrites(buffered=False).inc(counter, 4.0)
+    assert registry.get_sample_value(f"{counter._name}_total") == 4.0
+
+
 def test_create_names_every_spec_metric_but_the_scrape_time_gauges() -> None:
     """The families of a fresh registry are exactly the spec's table, with its types, less the three drift gauges."""
     registry = CollectorRegistry()
@@ -169,13 +232,16 @@ def test_create_uses_the_spec_label_names() -> None:
     metrics = Metrics.create(registry)
     seen = set()
     for field in fields(Metrics):
+        if field.name == "writes":  # not a metric: the buffer of their pending increments
+            continue
         metric = getattr(metrics, field.name)
         family = metric.describe()[0]
         exposed = next(n for n, (kind, _) in SPEC.items() if family_name(n, kind) == family.name)
         kind, labelnames = SPEC[exposed]
         seen.add(exposed)
-        if not labelnames:  # the heartbeat: no labels (touching it would move the in-process service's value)
-            assert registry.get_sample_value(exposed) is not None
+        if not labelnames:  # worker-wide: no labels (touching it would move the in-process service's value)
+            sample = f"{exposed}_count" if kind == "histogram" else exposed
+            assert registry.get_sample_value(sample) is not None
             continue
         labels = {name: unique() for name in labelnames}
         child = metric.labels(**labels)  # ValueError if the label names differ from the spec's
@@ -193,6 +259,7 @@ def test_gauges_combine_workers_as_the_spec_says() -> None:
     metrics = Metrics.create(CollectorRegistry())
     assert metrics.in_flight._multiprocess_mode == "livesum"
     assert metrics.heartbeat._multiprocess_mode == "all"
+    assert metrics.log_queue_rows._multiprocess_mode == "livesum"  # a dead worker's queue is gone
 
 
 def test_latency_and_confidence_buckets_span_the_spec_range() -> None:

@@ -52,6 +52,7 @@ class Summary:
     labels_per_instance: np.ndarray | None = None
     path_depth: np.ndarray | None = None
     incomplete_paths: int = 0
+    expected_correct: np.ndarray | None = None
 
 
 @pytest.fixture(scope="module")
@@ -210,8 +211,11 @@ def test_observe_prediction_counts_labels_confidence_and_abstentions(registered:
             confidence=np.array([0.95, 0.6, 0.99, 0.5, 0.8]),
             margin=np.array([0.9, 0.2, 0.98, 0.0, 0.6]),
             abstentions=1,
+            expected_correct=np.array([1.0, 0.5, 1.0, 0.25, 0.75]),
         )
     )
+    assert value(built, "classifier_estimated_correct_total") == pytest.approx(3.5)
+    assert value(built, "classifier_estimated_rows_total") == 5.0
     assert value(built, "classifier_predictions_total", label=top, level="") == 3.0
     assert value(built, "classifier_predictions_total", label="other", level="") == 1.0
     assert value(built, "classifier_predictions_total", label=rest, level="") is None
@@ -223,6 +227,7 @@ def test_observe_prediction_counts_labels_confidence_and_abstentions(registered:
     assert value(built, "classifier_prediction_margin_sum") == pytest.approx(2.68)
     assert value(built, "classifier_abstentions_total") == 1.0
     assert value(built, "classifier_labels_per_instance_count") is None  # no series for a task without the value
+    assert value(built, "classifier_option_requests_total", option="threshold") is None
     assert value(built, "classifier_incomplete_paths_total") is None
 
 
@@ -291,6 +296,24 @@ def test_shifting_one_feature_drifts_only_that_feature(registered: Registered, b
     _, features, _ = built.monitor.drift()
     assert features[shifted] > 0.25
     assert max(v for name, v in features.items() if name != shifted) < 0.1, features
+
+
+def test_a_shifted_sample_drifts_alike_in_one_request_or_row_by_row(registered: Registered, tmp_path: Path) -> None:
+    """1,000 rows with the first tracked feature x1.5, as 1,000 one-row calls or one 1,000-row call: the window
+    counts 1,000 rows both ways, and the PSIs are the same."""
+    X = registered.X_train[np.arange(1000) % len(registered.X_train)].copy()
+    row_by_row = build(registered, tmp_path / "rows")
+    shifted = row_by_row.monitor.inputs.tracked[0]
+    X[:, registered.feature_names.index(shifted)] *= 1.5
+    one_call = build(registered, tmp_path / "call")
+    for row in X:
+        row_by_row.monitor.observe_accepted(row[None, :])
+    one_call.monitor.observe_accepted(X)
+    rows_a, psi_a, _ = row_by_row.monitor.drift()
+    rows_b, psi_b, _ = one_call.monitor.drift()
+    assert rows_a == rows_b == 1000
+    assert psi_a[shifted] > 0.25 and psi_b[shifted] > 0.25
+    assert psi_b == pytest.approx(psi_a, rel=1e-12)
 
 
 def test_one_label_only_gives_a_large_prediction_drift(registered: Registered, built: Built) -> None:

@@ -1,0 +1,273 @@
+"""`python -m service.export`: the prediction log joined with its labels and outcomes, as CSV or JSON Lines.
+
+One row per logged prediction of a model: its inputs, the answer it got (decision and scores), its current label
+and its outcomes, with their times; streamed page by page in time order, so memory stays constant whatever the
+range. The database is the service's (`CLF_DATABASE_URL`, or the SQLite file in `CLF_DATA_DIR`). A progress bar
+is drawn on stderr when it is a terminal.
+
+    python -m service.export --model digits --since 7d --labelled-only --format csv --output digits.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+import sqlalchemy as sa
+from pydantic import ValidationError
+
+from .classifiers import InvalidModelError
+from .feedback.database import create_database_engine, current_revision, head_revision, sqlite_path
+from .feedback.ids import first_key_at, prediction_id
+from .feedback.store import LogStore, decode_inputs
+from .feedback.timerange import parse_time
+from .feedback.versions import VersionInfo, Versions
+from .settings import Settings
+
+PAGE_REQUESTS = 500
+PROGRESS_STEP = 1000
+FIXED_COLUMNS = ("id", "model", "version", "predicted_at", "request_id")
+CSV_LIST_SEPARATOR = {"labels": "|", "path": "/"}  # what `python -m models train` reads back
+
+
+class ExportError(Exception):
+    """A problem with the command's arguments or the log: printed, exit code 2."""
+
+
+def key_range(since: datetime | None, until: datetime | None) -> tuple[str, str]:
+    """(after, before): the request keys of predictions made in [since, until) lie strictly between them."""
+    after = first_key_at(since.timestamp()) if since is not None else ""
+    before = first_key_at(until.timestamp()) if until is not None else "g"  # above every hex key
+    return after, before
+
+
+def rows(
+    store: LogStore,
+    versions: Versions,
+    model: str,
+    keys: tuple[str, str],
+    version: str | None = None,
+    labelled_only: bool = False,
+) -> Iterator[dict[str, Any]]:
+    """The joined predictions of `model` whose request keys lie in `keys` (`key_range`), oldest first."""
+    after, before = keys
+    while True:
+        page = store.requests_page(model, after, before, PAGE_REQUESTS, version)
+        if not page:
+            return
+        labels, outcomes = store.feedback_of([request.key for request in page])
+        for request in page:
+            info = versions.get(store, request.model, request.version)
+            decisions = orjson.loads(request.decisions)
+            inputs = None if request.inputs is None else decode_inputs(request.inputs, request.rows)
+            for row in range(request.rows):
+                label = labels.get((request.key, row))
+                if labelled_only and label is None:
+                    continue
+                yield _joined(request, row, info, decisions[row], inputs, label, outcomes.get((request.key, row), {}))
+        after = page[-1].key
+
+
+def _joined(
+    request: Any,
+    row: int,
+    info: VersionInfo | None,
+    decision: dict[str, Any],
+    inputs: list[list[Any]] | None,
+    label: Any,
+    outcomes: dict[str, float],
+) -> dict[str, Any]:
+    decision = {k: v for k, v in decision.items() if k != "id"}
+    names = info.feature_names if info is not None else [f"x{j}" for j in range(len(inputs[row]) if inputs else 0)]
+    return {
+        "id": prediction_id(request.key, row),
+        "model": request.model,
+        "version": request.version,
+        "predicted_at": request.created_at.isoformat(),
+        "request_id": request.request_id,
+        "inputs": None if inputs is None else dict(zip(names, inputs[row], strict=True)),
+        "prediction": decision,
+        "label": None if label is None else _render(info, label.truth_key),
+        "labelled_at": None if label is None else label.labelled_at.isoformat(),
+        "outcomes": outcomes,
+    }
+
+
+def _render(info: VersionInfo | None, truth_key: str) -> dict[str, Any]:
+    return {"label": truth_key} if info is None else info.truth.render(truth_key)
+
+
+class JsonLinesWriter:
+    def __init__(self, out: IO[str]) -> None:
+        self.out = out
+
+    def write(self, joined: dict[str, Any]) -> None:
+        self.out.write(orjson.dumps(joined).decode() + "\n")
+
+
+class CsvWriter:
+    """Flat rows: the features by name, the answer as JSON, the label in the form `python -m models train` reads
+    (`label`; `labels` joined by `|`; `path` joined by `/`), the outcomes as JSON."""
+
+    def __init__(self, out: IO[str], feature_names: list[str], label_fields: list[str]) -> None:
+        reserved = set(FIXED_COLUMNS) | {"prediction", "labelled_at", "outcomes", *label_fields}
+        clashing = sorted(reserved & set(feature_names))
+        if clashing:
+            raise ExportError(f"features {clashing} share their names with export columns; use --format jsonl")
+        self.features = feature_names
+        self.label_fields = label_fields
+        self.writer = csv.writer(out, lineterminator="\n")
+        self.writer.writerow([*FIXED_COLUMNS, *feature_names, "prediction", *label_fields, "labelled_at", "outcomes"])
+
+    def write(self, joined: dict[str, Any]) -> None:
+        inputs = joined["inputs"] or {}
+        if inputs and list(inputs) != self.features:
+            raise ExportError(
+                f"version {joined['version']} takes other features than the first one exported: "
+                "export one --version at a time, or use --format jsonl"
+            )
+        label = joined["label"] or {}
+        self.writer.writerow(
+            [
+                *(joined[c] for c in FIXED_COLUMNS),
+                *(inputs.get(name) for name in self.features),
+                orjson.dumps(joined["prediction"]).decode(),
+                *(_csv_value(name, label.get(name)) for name in self.label_fields),
+                joined["labelled_at"],
+                orjson.dumps(joined["outcomes"]).decode() if joined["outcomes"] else "",
+            ]
+        )
+
+
+def _csv_value(field: str, value: Any) -> Any:
+    if isinstance(value, list):
+        return CSV_LIST_SEPARATOR[field].join(value)
+    return value
+
+
+def arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m service.export", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="the served name")
+    parser.add_argument("--version", help="one version only (default: every version)")
+    parser.add_argument("--since", help="first prediction time: ISO 8601 or an age (30d, 12h); default: the start")
+    parser.add_argument("--until", help="predictions made before this time; default: now")
+    parser.add_argument("--labelled-only", action="store_true", help="only predictions with a label")
+    parser.add_argument("--format", choices=["csv", "jsonl"], required=True)
+    parser.add_argument("--output", type=Path, help="a file to write (default: stdout)")
+    return parser.parse_args(argv)
+
+
+def open_store(settings: Settings) -> LogStore:
+    """The log's store, refusing a database that does not exist or that this version cannot read."""
+    engine = create_database_engine_checked(settings.log_database_url)
+    try:
+        revision = current_revision(engine)
+    except sa.exc.DBAPIError as exc:
+        raise ExportError(f"cannot read the prediction log: {str(exc.orig).strip().splitlines()[0]}") from None
+    if revision != head_revision():
+        raise ExportError(
+            f"the prediction log is at schema revision {revision}, this version reads {head_revision()}: "
+            "start the service once to migrate it"
+        )
+    return LogStore(engine)
+
+
+def create_database_engine_checked(url: str) -> sa.Engine:
+    path = sqlite_path(sa.make_url(url))
+    if path is not None and not path.exists():
+        raise ExportError(f"no prediction log at {path} (set CLF_DATA_DIR or CLF_DATABASE_URL)")
+    return create_database_engine(url)
+
+
+def export(args: argparse.Namespace, settings: Settings, out: IO[str], progress: bool) -> int:
+    """Write the export; returns the number of predictions written."""
+    now = datetime.now(UTC)
+    try:
+        since = None if args.since is None else parse_time(args.since, now)
+        until = None if args.until is None else parse_time(args.until, now)
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
+    keys = key_range(since, until)
+    store = open_store(settings)
+    try:
+        if args.model not in store.models():
+            raise ExportError(f"model '{args.model}' has never been served with this prediction log")
+        versions = Versions()
+        writer = JsonLinesWriter(out) if args.format == "jsonl" else _csv_writer(store, versions, args, keys, out)
+        with ExitStack() as stack:
+            advance = _progress_bar(stack, store.count_logged(args.model, *keys, args.version)) if progress else None
+            written = 0
+            for joined in rows(store, versions, args.model, keys, args.version, args.labelled_only):
+                writer.write(joined)
+                written += 1
+                if advance is not None and written % PROGRESS_STEP == 0:
+                    advance(PROGRESS_STEP)
+        return written
+    finally:
+        store.engine.dispose()
+
+
+def _csv_writer(
+    store: LogStore, versions: Versions, args: argparse.Namespace, keys: tuple[str, str], out: IO[str]
+) -> CsvWriter:
+    """Columns from the first version in the range: its features, and its task's label fields."""
+    first = store.requests_page(args.model, *keys, 1, args.version, with_inputs=False)
+    if not first:
+        return CsvWriter(out, [], ["label"])
+    info = versions.get(store, args.model, first[0].version)
+    if info is None:
+        raise ExportError(f"the log does not know version {first[0].version} of {args.model}")
+    label_fields = {"multilabel": ["labels"], "hierarchical": ["label", "path"]}.get(info.task, ["label"])
+    return CsvWriter(out, info.feature_names, label_fields)
+
+
+def _progress_bar(stack: ExitStack, total: int) -> Callable[[int], None]:
+    """A progress bar on stderr for `total` predictions; returns the function that advances it."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = stack.enter_context(
+        Progress(
+            TextColumn("exporting"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+    )
+    task = bar.add_task("export", total=total)
+    return lambda done: bar.update(task, advance=done)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = arguments(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        sys.stderr.write(f"python -m service.export: invalid CLF_* settings: {exc}\n")
+        return 2
+    try:
+        with ExitStack() as stack:
+            out = sys.stdout if args.output is None else stack.enter_context(args.output.open("w", newline=""))
+            written = export(args, settings, out, progress=sys.stderr.isatty())
+    except (ExportError, InvalidModelError) as exc:
+        if args.output is not None:
+            args.output.unlink(missing_ok=True)  # no half-written file that looks like an export
+        sys.stderr.write(f"python -m service.export: {exc}\n")
+        return 2
+    sys.stderr.write(f"exported {written} predictions of {args.model}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

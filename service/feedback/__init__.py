@@ -1,0 +1,1 @@
+"""Closing the loop: the prediction log, feedback (labels and business outcomes), realized metrics, export."""

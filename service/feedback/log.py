@@ -1,0 +1,315 @@
+"""The worker's prediction log: it issues prediction ids, queues answered requests, and writes them in batches.
+
+`/predict` only appends to a bounded in-memory queue; a background thread encodes the queued requests (JSON,
+decision keys, confidences) and inserts them in one transaction every `flush_seconds`, or sooner when half the
+queue is used. The writer shares Python's lock with the event loop: it hands it back after each millisecond of
+work (`store.share_the_lock`), so that the loop, back from waiting on a socket, does not wait for a whole batch to
+be encoded. A full queue drops the new request and counts it (`result="dropped"`): a prediction never waits for the
+database. While the database is unreachable the thread keeps its batch and retries; what arrives meanwhile fills
+the queue and is dropped. A graceful stop writes what is queued. A crash loses what is queued: at most
+`flush_seconds` of traffic when the database keeps up, at most `queue_rows` predictions in any case.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from ..classifiers import Options, Task
+from ..monitoring.metrics import Children, Metrics
+from .database import create_database_engine, migrate
+from .ids import first_key_at, new_key
+from .store import LogStore, RequestRecord, encode_floats, encode_inputs, encode_keys, share_the_lock
+from .versions import Versions
+
+logger = logging.getLogger(__name__)
+
+RETENTION_CHECK_SECONDS = 3600.0
+MAX_BACKOFF_SECONDS = 30.0
+SHUTDOWN_FLUSH_SECONDS = 20.0  # a graceful stop tries this long to write what is queued
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """See `service.settings.Settings` (`log_*`, `database_url`) for meanings and defaults."""
+
+    database_url: str
+    sample_rate: float = 1.0
+    log_inputs: bool = True
+    queue_rows: int = 100_000
+    flush_seconds: float = 1.0
+    retention_days: float = 30.0
+
+
+@dataclass(frozen=True)
+class Entry:
+    """An answered `/predict` request, as queued: the rest of its encoding waits for the writer thread.
+
+    The answer comes already serialized: a queue of bytes and arrays holds almost nothing the garbage collector
+    walks, where the answers' dicts of a backlog made every full collection of the worker slow.
+    """
+
+    key: str
+    created_at: float  # Unix seconds, the key's own timestamp
+    model: str
+    version: str
+    task: Task
+    request_id: str | None
+    options: Options
+    rows: int
+    decisions: bytes  # JSON list: each row's answer as sent, without its id
+    X: Any  # the validated rows
+    scores: Any  # the model's scores of those rows
+
+
+class DatabaseUnavailableError(RuntimeError):
+    """The log's database cannot be reached, or its schema could not be brought up to date."""
+
+
+class PredictionLog:
+    """Issues ids, queues answered requests and writes them from a daemon thread (one per worker)."""
+
+    def __init__(self, config: LogConfig, metrics: Metrics) -> None:
+        self.config = config
+        self.versions = Versions()
+        self._metrics = metrics
+        self._rows = Children(metrics.log_rows)  # model, result
+        self._queue: deque[Entry] = deque()
+        self._queued_rows = 0
+        self._condition = threading.Condition()
+        self._closing = False
+        self._store: LogStore | None = None
+        self._problem = "the prediction log's database has not been opened yet"
+        self._engine = create_database_engine(config.database_url)
+        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+
+    def start(self) -> None:
+        """Open (and migrate) the database, then start the writer thread; a database that is down is retried."""
+        self._connect()
+        self._thread.start()
+
+    # --- the request path (event loop) -------------------------------------------------------------------------
+
+    def issue(self, model: str, rows: int, now: float) -> tuple[str, bool]:
+        """A new request key and whether the request is sampled into the log."""
+        logged = self.config.sample_rate >= 1.0 or random.random() < self.config.sample_rate
+        if not logged:
+            self._rows(model, "unsampled").inc(rows)
+        return new_key(logged, now), logged
+
+    def submit(self, entry: Entry) -> None:
+        """Queue an answered request; drops and counts it when the queue is full. Never blocks on the database."""
+        with self._condition:
+            if self._queued_rows + entry.rows > self.config.queue_rows or self._closing:
+                dropped = True
+            else:
+                dropped = False
+                self._queue.append(entry)
+                self._queued_rows += entry.rows
+                if self._queued_rows * 2 >= self.config.queue_rows:
+                    self._condition.notify()
+            queued = self._queued_rows
+        # set on every change: a writer backing off from a database that is down may not set it for a minute
+        self._metrics.log_queue_rows.set(queued)
+        if dropped:
+            self._rows(entry.model, "dropped").inc(entry.rows)
+
+    # --- state -------------------------------------------------------------------------------------------------
+
+    @property
+    def store(self) -> LogStore:
+        """The database's queries; raises `DatabaseUnavailableError` while it is unreachable."""
+        if self._store is None:
+            raise DatabaseUnavailableError(self._problem)
+        return self._store
+
+    @property
+    def queued_rows(self) -> int:
+        return self._queued_rows
+
+    def close(self, timeout: float = SHUTDOWN_FLUSH_SECONDS) -> None:
+        """Stop accepting entries, write what is queued (for up to `timeout`), and stop the thread."""
+        with self._condition:
+            self._closing = True
+            self._condition.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        with self._condition:
+            lost = list(self._queue)
+            self._queue.clear()
+            self._queued_rows = 0
+        for entry in lost:
+            self._rows(entry.model, "failed").inc(entry.rows)
+        if lost:
+            logger.error(
+                "prediction log: %d queued predictions were not written before the stop",
+                sum(e.rows for e in lost),
+            )
+        self._engine.dispose()
+
+    # --- the writer thread -------------------------------------------------------------------------------------
+
+    def _connect(self) -> bool:
+        """Open and migrate the database; whether it is available."""
+        try:
+            migrate(self._engine)
+            store = LogStore(self._engine)
+        except Exception as exc:  # noqa: BLE001 -- any failure leaves the log unavailable until a retry succeeds
+            self._store = None
+            self._problem = f"the prediction log's database is unavailable: {_describe(exc)}"
+            logger.error("prediction log: %s", self._problem)
+            return False
+        self._store = store
+        return True
+
+    def _run(self) -> None:
+        backoff = self.config.flush_seconds
+        next_retention = time.monotonic() + random.uniform(60.0, 120.0)  # replicas do not all delete at once
+        while True:
+            with self._condition:
+                if not self._closing and self._queued_rows * 2 < self.config.queue_rows:
+                    self._condition.wait(self.config.flush_seconds)
+                closing = self._closing
+            self._metrics.log_queue_rows.set(self._queued_rows)
+            if self._store is None:
+                self._connect()
+            written = self._store is not None and self._write_queued()
+            if closing and (not written or not self._queue):
+                return  # close() counts what is left as failed
+            if written:
+                backoff = self.config.flush_seconds
+            else:
+                with self._condition:  # close() wakes the wait
+                    if not self._closing:
+                        self._condition.wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+                continue
+            if time.monotonic() >= next_retention:
+                self.apply_retention()
+                next_retention = time.monotonic() + RETENTION_CHECK_SECONDS
+
+    def _write_queued(self) -> bool:
+        """Write everything queued in one transaction; False when the database was unreachable (kept for a retry)."""
+        store = self._store
+        if store is None:
+            return False
+        with self._condition:
+            batch = list(self._queue)
+            self._queue.clear()
+        records, encoded = [], []
+        for group in _by_task(batch):
+            try:
+                records += self.encode(group)
+                encoded += group
+            except Exception:  # noqa: BLE001 -- one model's unencodable requests must not lose the others
+                logger.exception("prediction log: %d requests of %s could not be encoded", len(group), group[0].model)
+                for entry in group:
+                    self._rows(entry.model, "failed").inc(entry.rows)
+        started = time.perf_counter()
+        try:
+            self.versions.save(store, datetime.now(UTC))
+            if records:
+                store.write_requests(records)
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            with self._condition:  # back to the front, in order; the queue's bound holds new arrivals off
+                self._queue.extendleft(reversed(encoded))
+                self._queued_rows -= sum(e.rows for e in batch) - sum(e.rows for e in encoded)
+            self._store = None
+            self._problem = f"the prediction log's database is unavailable: {_describe(exc)}"
+            logger.error("prediction log: writing %d requests failed, will retry: %s", len(encoded), _describe(exc))
+            return False
+        except Exception:  # noqa: BLE001 -- the database refused the data itself: retrying cannot help
+            logger.exception("prediction log: the database refused %d requests; they are lost", len(encoded))
+            self._count(encoded, "failed", batch)
+            return True
+        if records:
+            self._metrics.log_write_duration.observe(time.perf_counter() - started)
+        self._count(encoded, "written", batch)
+        return True
+
+    def _count(self, entries: Sequence[Entry], result: str, batch: Sequence[Entry]) -> None:
+        with self._condition:
+            self._queued_rows -= sum(e.rows for e in batch)
+            queued = self._queued_rows
+        self._metrics.log_queue_rows.set(queued)
+        by_model: dict[str, int] = {}
+        for entry in entries:
+            by_model[entry.model] = by_model.get(entry.model, 0) + entry.rows
+        for model, rows in by_model.items():
+            self._rows(model, result).inc(rows)
+
+    def encode(self, entries: Sequence[Entry]) -> list[RequestRecord]:
+        """The database rows of queued requests of one model version. The model's own decisions and confidences
+        are computed for all of them at once: a vector operation per batch, not per request."""
+        task = entries[0].task
+        scores = task.join_scores([entry.scores for entry in entries])
+        bounds = list(itertools.pairwise(itertools.accumulate((entry.rows for entry in entries), initial=0)))
+        decisions = task.decision_keys(scores)
+        confidence = encode_floats(task.expected_correct(scores))
+        records = []
+        since = time.perf_counter()
+        for entry, (start, stop) in zip(entries, bounds, strict=True):
+            since = share_the_lock(since)
+            records.append(
+                RequestRecord(
+                    key=entry.key,
+                    model=entry.model,
+                    version=entry.version,
+                    created_at=datetime.fromtimestamp(entry.created_at, UTC),
+                    request_id=entry.request_id,
+                    rows=entry.rows,
+                    decision_keys=encode_keys(decisions.rows(start, stop)),
+                    confidence=confidence[8 * start : 8 * stop],
+                    options=_options_json(entry.options),
+                    decisions=entry.decisions.decode(),
+                    inputs=encode_inputs(entry.X) if self.config.log_inputs else None,
+                )
+            )
+        return records
+
+    def apply_retention(self) -> None:
+        """Delete the predictions older than the retention period (the writer thread does it every hour)."""
+        cutoff = time.time() - self.config.retention_days * 86400
+        store = self._store
+        if store is None:
+            return
+        try:
+            deleted = store.delete_before(first_key_at(cutoff))
+        except Exception as exc:  # noqa: BLE001 -- retried at the next check
+            logger.error("prediction log: deleting predictions past retention failed: %s", _describe(exc))
+            return
+        if deleted:
+            self._metrics.log_deleted_rows.inc(deleted)
+            logger.info(
+                "prediction log: deleted %d predictions older than %g days", deleted, self.config.retention_days
+            )
+
+
+def _by_task(entries: Sequence[Entry]) -> list[list[Entry]]:
+    """Entries grouped by the task (model version) that answered them, in order within a group."""
+    groups: dict[int, list[Entry]] = {}
+    for entry in entries:
+        groups.setdefault(id(entry.task), []).append(entry)
+    return list(groups.values())
+
+
+def _options_json(options: Options) -> str:
+    given = options.given()
+    return orjson.dumps({name: getattr(options, name) for name in sorted(given)}).decode() if given else "{}"
+
+
+def _describe(exc: BaseException) -> str:
+    """The first line of an exception's message (driver errors carry the SQL and a link on later lines)."""
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"

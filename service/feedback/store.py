@@ -1,0 +1,628 @@
+"""Queries of the prediction log, beside its tables (`schema.py`): one code path for SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import functools
+import operator
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from ..classifiers import DecisionKeys
+from .database import writing
+from .ids import first_key_at, issued_at
+from .schema import label_history, labels, model_versions, outcomes, prediction_counts, prediction_requests
+
+WRITER_SLICE_SECONDS = 0.001  # how long a writer thread runs before it hands Python's lock back (see below)
+
+
+def share_the_lock(since: float) -> float:
+    """Called between two pieces of a writer thread's work: hands Python's lock back to the event loop when the
+    thread has run `WRITER_SLICE_SECONDS` since `since` (a `time.perf_counter()`), and returns the new start.
+
+    The event loop, back from a socket, otherwise waits for the writer's whole stretch or for Python's 5 ms
+    switch interval. Each hand-over is a pair of context switches: yielding every few rows cost a 1-row request a
+    tenth of its CPU; a time slice bounds the loop's wait and the number of hand-overs both.
+    """
+    now = time.perf_counter()
+    if now - since < WRITER_SLICE_SECONDS:
+        return since
+    time.sleep(0)
+    return time.perf_counter()
+
+
+COMPACT_KEYS = 16  # more keys than this (a model of many classes): a request stores only the keys it used
+DELETE_CHUNK = 5000  # requests per retention delete: SQLite holds its write lock for one chunk at a time
+Prediction = tuple[str, int]  # (request key, row)
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One `/predict` request as the writer inserts it; JSON columns already encoded."""
+
+    key: str
+    model: str
+    version: str
+    created_at: datetime
+    request_id: str | None
+    rows: int
+    decision_keys: bytes
+    confidence: bytes
+    options: str
+    decisions: str
+    inputs: bytes | None
+
+
+@dataclass(frozen=True)
+class LoggedPrediction:
+    """What feedback needs of a logged prediction: who answered it, when, and the model's own decision and its
+    confidence. `row` may be past its request's `rows`: an id that was never issued."""
+
+    key: str
+    row: int
+    model: str
+    version: str
+    created_at: datetime
+    rows: int  # of its request
+    decision_key: str | None
+    confidence: float
+
+
+@dataclass(frozen=True)
+class LabelWrite:
+    truth_key: str
+    prediction: LoggedPrediction
+
+
+@dataclass(frozen=True)
+class OutcomeWrite:
+    name: str
+    value: float
+    prediction: LoggedPrediction
+
+
+@dataclass(frozen=True)
+class Stored:
+    """Which of the stored labels were a prediction's first, and which outcomes were new."""
+
+    first_labels: set[Prediction]
+    new_outcomes: set[tuple[str, int, str]]
+
+
+@dataclass(frozen=True)
+class PairCount:
+    """Labelled predictions of one model version with one (decision, label) pair."""
+
+    model: str
+    version: str
+    decision_key: str | None
+    truth_key: str
+    count: int
+    confidence_sum: float
+
+
+@dataclass(frozen=True)
+class OutcomeTotal:
+    model: str
+    version: str
+    name: str
+    count: int
+    value_sum: float
+
+
+FLOAT_INPUTS = b"f8"  # then the rows' values as little-endian float64, row after row
+JSON_INPUTS = b"js"  # then the rows as a JSON list of lists (strings of categorical features among the numbers)
+
+
+def encode_inputs(X: Any) -> bytes:
+    """A request's validated rows as stored: numbers as raw float64 (no formatting, half the size of JSON), rows
+    holding strings as JSON."""
+    values = np.asarray(X.to_numpy() if hasattr(X, "to_numpy") else X)
+    if values.dtype.kind in "fiub":
+        return FLOAT_INPUTS + np.ascontiguousarray(values, dtype="<f8").tobytes()
+    return JSON_INPUTS + orjson.dumps(values.tolist())
+
+
+def decode_inputs(stored: bytes, rows: int) -> list[list[Any]]:
+    """The rows of `encode_inputs`; a missing value (NaN) is None."""
+    if stored[:2] == FLOAT_INPUTS:
+        values = np.frombuffer(stored, dtype="<f8", offset=2).reshape(rows, -1)
+        return [[None if v != v else v for v in row] for row in values.tolist()]
+    return [[None if isinstance(v, float) and v != v else v for v in row] for row in orjson.loads(stored[2:])]
+
+
+def encode_keys(decisions: DecisionKeys) -> bytes:
+    """One request's decision keys, readable one row at a time: each row's index into the keys as a little-endian
+    uint32 (row i is bytes 4i to 4i + 4), then the JSON list of the keys. A model of many classes stores only the
+    keys the request used (its rows' few of a thousand classes)."""
+    keys, codes = decisions.keys, decisions.codes
+    if len(keys) > COMPACT_KEYS:
+        used = list(dict.fromkeys(codes.tolist()))  # a dict, not numpy: requests are mostly a row or a few
+        position = {code: i for i, code in enumerate(used)}
+        keys, codes = [keys[code] for code in used], np.fromiter(map(position.__getitem__, codes.tolist()), np.intp)
+    return np.asarray(codes, dtype="<u4").tobytes() + orjson.dumps(keys)
+
+
+def decode_key(code: bytes, distinct: bytes) -> str | None:
+    """One row's key, from its 4 bytes of `encode_keys` and the distinct keys' JSON."""
+    found: str | None = orjson.loads(distinct)[int.from_bytes(code, "little")]
+    return found
+
+
+def encode_floats(values: np.ndarray) -> bytes:
+    """One float per row as little-endian float64: row i is bytes 8i to 8i + 8."""
+    return np.ascontiguousarray(values, dtype="<f8").tobytes()
+
+
+def decode_float(stored: bytes) -> float:
+    return float(np.frombuffer(stored, dtype="<f8", count=1)[0])
+
+
+class DriverStatement:
+    """An INSERT compiled once for the engine's dialect, its rows sent to the driver's own executemany a few rows
+    per statement.
+
+    The log's hot writes skip SQLAlchemy's per-row parameter handling, which cost more than the writes themselves;
+    the columns' bind processors (times, bytes) are still applied, so the stored values are those SQLAlchemy would
+    store. A statement carries as many rows as fit in `PARAMETERS` parameters: PostgreSQL pays its per-statement
+    work once for them, and psycopg still parses the statement once and prepares it (a statement of more
+    parameters it parsed again on every call, slower than PostgreSQL ran it). SQLite takes one row per statement.
+    """
+
+    PARAMETERS = 48  # psycopg keeps the parse of a statement of at most 50 parameters
+
+    def __init__(self, statement: Any, dialect: sa.Dialect, columns: Sequence[str] | None = None) -> None:
+        """`columns`: the columns the rows give (default: every column of the table)."""
+        positional = type(dialect)(paramstyle="qmark" if dialect.name == "sqlite" else "format")  # type: ignore[call-arg]
+        compiled = statement.compile(dialect=positional, column_keys=columns)
+        head, _, rest = compiled.string.partition(" VALUES ")
+        end = _closing_parenthesis(rest)
+        self._head, self._group, self._tail = head + " VALUES ", rest[: end + 1], rest[end + 1 :]
+        self.names: list[str] = list(compiled.positiontup or ())
+        # SQLite inserts one row per statement fastest (three times faster than four rows per statement)
+        per_statement = 1 if dialect.name == "sqlite" else self.PARAMETERS // len(self.names)
+        self.rows_per_statement = max(1, per_statement)
+        # the dialect's own processors (a SQLite time is the string SQLAlchemy writes everywhere else), by position
+        processors = [
+            None if _bytes_as_they_are(compiled.binds[name].type, dialect) else
+            compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
+            for name in self.names
+        ]  # fmt: skip
+        self.processors = [(position, p) for position, p in enumerate(processors) if p is not None]
+
+    def _sql(self, rows: int) -> str:
+        return f"{self._head}{', '.join([self._group] * rows)}{self._tail}"
+
+    def run(self, connection: sa.Connection, rows: Sequence[Mapping[str, Any]] | Sequence[Any]) -> None:
+        """Insert `rows`: mappings by column name, or objects with the columns as attributes."""
+        if not rows:
+            return
+        take = operator.itemgetter(*self.names) if isinstance(rows[0], Mapping) else operator.attrgetter(*self.names)
+        times: dict[tuple[int, datetime], Any] = {}  # a batch binds its `now` to every row: format it once
+        values: list[Any] = []
+        since = time.perf_counter()
+        for row in rows:
+            since = share_the_lock(since)
+            row_values = list(take(row))
+            for position, process in self.processors:
+                value = row_values[position]
+                if isinstance(value, datetime):
+                    if (position, value) not in times:
+                        times[(position, value)] = process(value)
+                    row_values[position] = times[(position, value)]
+                else:
+                    row_values[position] = process(value)
+            values += row_values
+        per_statement = self.rows_per_statement * len(self.names)
+        whole = len(rows) // self.rows_per_statement * per_statement
+        if whole:
+            connection.exec_driver_sql(
+                self._sql(self.rows_per_statement),
+                [tuple(values[start : start + per_statement]) for start in range(0, whole, per_statement)],
+            )
+        if whole < len(values):
+            connection.exec_driver_sql(self._sql((len(values) - whole) // len(self.names)), tuple(values[whole:]))
+
+
+def _bytes_as_they_are(column_type: Any, dialect: sa.Dialect) -> bool:
+    """sqlite3 stores bytes as they are: SQLAlchemy's wrapping of each in a memoryview cost 2 µs a row."""
+    return dialect.name == "sqlite" and isinstance(column_type, sa.LargeBinary)
+
+
+def _closing_parenthesis(text: str) -> int:
+    """The index of the parenthesis that closes the one `text` starts with."""
+    depth = 0
+    for index, char in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth == 0:
+            return index
+    raise ValueError(f"no closing parenthesis in {text[:80]!r}")
+
+
+class LogStore:
+    """The prediction log's reads and writes over one engine."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self._insert: Any = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        dialect = engine.dialect
+        time_type = prediction_requests.c.created_at.type.dialect_impl(dialect)
+        read_time = time_type.result_processor(dialect, None)
+        self._read_time: Callable[[Any], Any] = read_time if read_time is not None else lambda value: value
+        self._insert_requests = DriverStatement(prediction_requests.insert(), dialect)
+        self._count_minutes = DriverStatement(
+            self._upsert(prediction_counts, ("model", "version", "minute"), add=("rows",)), dialect
+        )
+        self._insert_history = DriverStatement(
+            label_history.insert(), dialect, ["key", "row", "truth_key", "received_at"]
+        )
+        self._upsert_labels = DriverStatement(
+            self._upsert(labels, ("key", "row"), ("truth_key", "labelled_at")), dialect
+        )
+        self._upsert_outcomes = DriverStatement(
+            self._upsert(outcomes, ("key", "row", "name"), ("value", "received_at")), dialect
+        )
+
+    def _upsert(
+        self, table: sa.Table, key: tuple[str, ...], replace: tuple[str, ...] = (), add: tuple[str, ...] = ()
+    ) -> Any:
+        """Insert, or on a key already there: set the `replace` columns to the new values, add to the `add` ones."""
+        statement = self._insert(table)
+        changes = {name: statement.excluded[name] for name in replace}
+        changes |= {name: table.c[name] + statement.excluded[name] for name in add}
+        return statement.on_conflict_do_update(index_elements=list(key), set_=changes)
+
+    # --- the prediction log ------------------------------------------------------------------------------------
+
+    def write_requests(self, records: Sequence[RequestRecord]) -> None:
+        """Insert logged requests, and add their rows to the per-minute counts, in one transaction."""
+        counts: dict[tuple[str, str, float], int] = {}
+        for record in records:
+            minute = (record.model, record.version, record.created_at.timestamp() // 60)
+            counts[minute] = counts.get(minute, 0) + record.rows
+        with writing(self.engine) as connection:
+            self._insert_requests.run(connection, records)
+            self._count_minutes.run(
+                connection,
+                [
+                    {"model": m, "version": v, "minute": datetime.fromtimestamp(minute * 60, UTC), "rows": n}
+                    for (m, v, minute), n in counts.items()
+                ],
+            )
+
+    def remember_version(self, model: str, version: str, task: str, metadata: Mapping[str, Any], now: datetime) -> None:
+        """Record a served model version (once): feedback and realized metrics read it when no worker serves it."""
+        statement = self._insert(model_versions).on_conflict_do_nothing(index_elements=["model", "version"])
+        row = {"model": model, "version": version, "task": task, "metadata": orjson.dumps(metadata).decode()}
+        with writing(self.engine) as connection:
+            connection.execute(statement, {**row, "first_served_at": now})
+
+    def version(self, model: str, version: str) -> tuple[str, dict[str, Any]] | None:
+        """(task, metadata) of a model version ever served, or None."""
+        query = sa.select(model_versions.c.task, model_versions.c.metadata).where(
+            model_versions.c.model == model, model_versions.c.version == version
+        )
+        with self.engine.connect() as connection:
+            found = connection.execute(query).first()
+        return None if found is None else (found.task, orjson.loads(found.metadata))
+
+    def models(self) -> set[str]:
+        """Names of every model whose versions were ever served with this log."""
+        with self.engine.connect() as connection:
+            return set(connection.execute(sa.select(model_versions.c.model).distinct()).scalars())
+
+    def find_predictions(self, wanted: Iterable[Prediction]) -> dict[Prediction, LoggedPrediction]:
+        """The predictions among `wanted` whose request is logged. Each reads only its own row's bytes of the
+        request's decision keys and confidences (a label of a 1,000-row request needs 12 bytes, not 12 KB)."""
+        wanted = sorted(set(wanted))
+        if not wanted:
+            return {}
+        with self.engine.connect() as connection:
+            found = connection.exec_driver_sql(
+                _find_predictions_sql(len(wanted), self.engine.dialect.positional),
+                tuple(value for prediction in wanted for value in prediction),
+            ).all()
+        return {
+            (key, row): LoggedPrediction(
+                key,
+                row,
+                model,
+                version,
+                self._read_time(created_at),
+                rows,
+                decode_key(bytes(code), bytes(distinct)) if row < rows else None,
+                decode_float(bytes(confidence)) if row < rows else float("nan"),
+            )
+            for key, row, model, version, created_at, rows, code, distinct, confidence in found
+        }
+
+    def delete_before(self, first_kept_key: str) -> int:
+        """Delete every prediction whose request key sorts before `first_kept_key`, with its labels and outcomes;
+        returns the number of predictions deleted. Keys are time-ordered, so this is a range of the index."""
+        deleted = 0
+        t = prediction_requests
+        while True:
+            with writing(self.engine) as connection:
+                chunk = connection.execute(
+                    sa.select(t.c.key, t.c.rows).where(t.c.key < first_kept_key).order_by(t.c.key).limit(DELETE_CHUNK)
+                ).all()
+                if not chunk:
+                    break
+                last = chunk[-1].key
+                for table in (t, labels, label_history, outcomes):
+                    connection.execute(sa.delete(table).where(table.c.key <= last))
+                deleted += sum(row.rows for row in chunk)
+        kept_from = _minute(datetime.fromtimestamp(issued_at(first_kept_key), UTC))
+        with writing(self.engine) as connection:
+            connection.execute(sa.delete(prediction_counts).where(prediction_counts.c.minute < kept_from))
+        return deleted
+
+    # --- feedback ----------------------------------------------------------------------------------------------
+
+    def store_feedback(
+        self, label_writes: Sequence[LabelWrite], outcome_writes: Sequence[OutcomeWrite], now: datetime
+    ) -> Stored:
+        """Store one request's labels and outcomes (see `store_feedback_groups`)."""
+        (stored,) = self.store_feedback_groups([(label_writes, outcome_writes)], now)
+        return stored
+
+    def store_feedback_groups(
+        self, groups: Sequence[tuple[Sequence[LabelWrite], Sequence[OutcomeWrite]]], now: datetime
+    ) -> list[Stored]:
+        """Store the labels (current and history) and outcomes of several requests in one transaction, committed
+        when this returns; one `Stored` per request, in order.
+
+        A prediction's label is replaced by a later one (the history keeps both); an outcome's value likewise.
+        A label is a prediction's first when its row's `first_batch` is this call's own random token (an upsert
+        keeps the first writer's), so concurrent writers agree on which was first; within the call, the first
+        request that labels it has it. Outcomes likewise.
+        """
+        batch = os.urandom(8).hex()
+        label_writes = [w for group in groups for w in group[0]]
+        outcome_writes = [w for group in groups for w in group[1]]
+        first_labels: set[Prediction] = set()
+        new_outcomes: set[tuple[str, int, str]] = set()
+        with writing(self.engine) as connection:
+            if label_writes:
+                self._insert_history.run(
+                    connection,
+                    [
+                        {"key": w.prediction.key, "row": w.prediction.row, "truth_key": w.truth_key, "received_at": now}
+                        for w in label_writes
+                    ],
+                )
+                # one prediction may be labelled twice: the last label is its current one
+                latest = {(w.prediction.key, w.prediction.row): w for w in label_writes}
+                self._upsert_labels.run(
+                    connection,
+                    [
+                        {
+                            "key": w.prediction.key,
+                            "row": w.prediction.row,
+                            "model": w.prediction.model,
+                            "version": w.prediction.version,
+                            "predicted_at": w.prediction.created_at,
+                            "decision_key": w.prediction.decision_key,
+                            "confidence": w.prediction.confidence,
+                            "truth_key": w.truth_key,
+                            "first_batch": batch,
+                            "first_labelled_at": now,
+                            "labelled_at": now,
+                        }
+                        for w in latest.values()
+                    ],
+                )
+                c = labels.c
+                firsts = sa.select(c.key, c.row).where(c.first_batch == batch)
+                first_labels = {(k, r) for k, r in connection.execute(firsts).all()}
+            if outcome_writes:
+                reported = {(w.prediction.key, w.prediction.row, w.name): w for w in outcome_writes}
+                self._upsert_outcomes.run(
+                    connection,
+                    [
+                        {
+                            "key": w.prediction.key,
+                            "row": w.prediction.row,
+                            "name": w.name,
+                            "model": w.prediction.model,
+                            "version": w.prediction.version,
+                            "predicted_at": w.prediction.created_at,
+                            "value": w.value,
+                            "first_batch": batch,
+                            "received_at": now,
+                        }
+                        for w in reported.values()
+                    ],
+                )
+                o = outcomes.c
+                news = sa.select(o.key, o.row, o.name).where(o.first_batch == batch)
+                new_outcomes = {(k, r, n) for k, r, n in connection.execute(news).all()}
+        stored = []
+        for group_labels, group_outcomes in groups:
+            mine = {(w.prediction.key, w.prediction.row) for w in group_labels} & first_labels
+            reported_here = {(w.prediction.key, w.prediction.row, w.name) for w in group_outcomes} & new_outcomes
+            first_labels -= mine
+            new_outcomes -= reported_here
+            stored.append(Stored(mine, reported_here))
+        return stored
+
+    def prediction(self, key: str, row: int) -> dict[str, Any] | None:
+        """A logged prediction with its request's columns, current label, label history and outcomes; None if absent."""
+        t = prediction_requests
+        with self.engine.connect() as connection:
+            request = connection.execute(sa.select(t).where(t.c.key == key)).first()
+            if request is None or row >= request.rows:
+                return None
+            current = connection.execute(
+                sa.select(labels.c.truth_key, labels.c.labelled_at).where(labels.c.key == key, labels.c.row == row)
+            ).first()
+            history = connection.execute(
+                sa.select(label_history.c.truth_key, label_history.c.received_at)
+                .where(label_history.c.key == key, label_history.c.row == row)
+                .order_by(label_history.c.id)
+            ).all()
+            reported = connection.execute(
+                sa.select(outcomes.c.name, outcomes.c.value, outcomes.c.received_at)
+                .where(outcomes.c.key == key, outcomes.c.row == row)
+                .order_by(outcomes.c.name)
+            ).all()
+        return {
+            "request": request._asdict(),
+            "label": None if current is None else current._asdict(),
+            "history": [h._asdict() for h in history],
+            "outcomes": [o._asdict() for o in reported],
+        }
+
+    # --- realized metrics --------------------------------------------------------------------------------------
+
+    def pair_counts(self, since: datetime, until: datetime, model: str | None = None) -> list[PairCount]:
+        """Labelled predictions made in [since, until), counted by model, version, decision and label."""
+        c = labels.c
+        query = (
+            sa.select(c.model, c.version, c.decision_key, c.truth_key, sa.func.count(), sa.func.sum(c.confidence))
+            .where(c.predicted_at >= since, c.predicted_at < until)
+            .group_by(c.model, c.version, c.decision_key, c.truth_key)
+        )
+        if model is not None:
+            query = query.where(c.model == model)
+        with self.engine.connect() as connection:
+            return [PairCount(*row) for row in connection.execute(query)]
+
+    def logged_predictions(
+        self, since: datetime, until: datetime, model: str | None = None
+    ) -> dict[tuple[str, str], int]:
+        """Logged predictions made in [since, until) by (model, version): whole minutes from the per-minute counts,
+        the partial minutes at either end from the requests themselves."""
+        first_whole, end_whole = _minute(since + timedelta(minutes=1) - timedelta(microseconds=1)), _minute(until)
+        totals: dict[tuple[str, str], int] = {}
+        with self.engine.connect() as connection:
+            if first_whole < end_whole:
+                c = prediction_counts.c
+                query = (
+                    sa.select(c.model, c.version, sa.func.sum(c.rows))
+                    .where(c.minute >= first_whole, c.minute < end_whole)
+                    .group_by(c.model, c.version)
+                )
+                self._add_counts(connection, query, c.model, model, totals)
+                edges = [(since, first_whole), (end_whole, until)]
+            else:
+                edges = [(since, until)]
+            r = prediction_requests.c
+            for start, stop in edges:
+                if start < stop:
+                    query = (
+                        sa.select(r.model, r.version, sa.func.sum(r.rows))
+                        # keys sort by issue time (milliseconds): the primary key's range, no index of its own
+                        .where(r.key >= first_key_at(start.timestamp()), r.key < first_key_at(stop.timestamp()))
+                        .group_by(r.model, r.version)
+                    )
+                    self._add_counts(connection, query, r.model, model, totals)
+        return totals
+
+    @staticmethod
+    def _add_counts(
+        connection: sa.Connection,
+        query: sa.Select[Any],
+        column: Any,
+        model: str | None,
+        totals: dict[tuple[str, str], int],
+    ) -> None:
+        if model is not None:
+            query = query.where(column == model)
+        for name, version, rows in connection.execute(query):
+            totals[(name, version)] = totals.get((name, version), 0) + int(rows)
+
+    def outcome_totals(self, since: datetime, until: datetime, model: str | None = None) -> list[OutcomeTotal]:
+        """Outcomes of the predictions made in [since, until), by model, version and outcome name."""
+        c = outcomes.c
+        query = (
+            sa.select(c.model, c.version, c.name, sa.func.count(), sa.func.sum(c.value))
+            .where(c.predicted_at >= since, c.predicted_at < until)
+            .group_by(c.model, c.version, c.name)
+        )
+        if model is not None:
+            query = query.where(c.model == model)
+        with self.engine.connect() as connection:
+            return [OutcomeTotal(*row) for row in connection.execute(query)]
+
+    # --- export ------------------------------------------------------------------------------------------------
+
+    def requests_page(
+        self,
+        model: str,
+        after_key: str,
+        until_key: str,
+        limit: int,
+        version: str | None = None,
+        with_inputs: bool = True,
+    ) -> list[Any]:
+        """Up to `limit` logged requests of `model` with keys in (after_key, until_key), in key (time) order."""
+        t = prediction_requests
+        columns = [c for c in t.c if with_inputs or c.name != "inputs"]
+        query = (
+            sa.select(*columns)
+            .where(t.c.model == model, t.c.key > after_key, t.c.key < until_key)
+            .order_by(t.c.key)
+            .limit(limit)
+        )
+        if version is not None:
+            query = query.where(t.c.version == version)
+        with self.engine.connect() as connection:
+            return list(connection.execute(query))
+
+    def feedback_of(self, keys: Sequence[str]) -> tuple[dict[Prediction, Any], dict[Prediction, dict[str, float]]]:
+        """Current labels (truth key, labelled_at) and outcomes ({name: value}) of the predictions of `keys`."""
+        with self.engine.connect() as connection:
+            current = connection.execute(
+                sa.select(labels.c.key, labels.c.row, labels.c.truth_key, labels.c.labelled_at).where(
+                    labels.c.key.in_(keys)
+                )
+            ).all()
+            reported = connection.execute(
+                sa.select(outcomes.c.key, outcomes.c.row, outcomes.c.name, outcomes.c.value).where(
+                    outcomes.c.key.in_(keys)
+                )
+            ).all()
+        by_prediction: dict[Prediction, dict[str, float]] = {}
+        for found in reported:
+            by_prediction.setdefault((found.key, found.row), {})[found.name] = found.value
+        return {(found.key, found.row): found for found in current}, by_prediction
+
+    def count_logged(self, model: str, after_key: str, until_key: str, version: str | None = None) -> int:
+        """Predictions of `model` logged with keys in (after_key, until_key)."""
+        t = prediction_requests
+        query = sa.select(sa.func.coalesce(sa.func.sum(t.c.rows), 0)).where(
+            t.c.model == model, t.c.key > after_key, t.c.key < until_key
+        )
+        if version is not None:
+            query = query.where(t.c.version == version)
+        with self.engine.connect() as connection:
+            return int(connection.execute(query).scalar_one())
+
+
+def _minute(moment: datetime) -> datetime:
+    """The start of the minute `moment` is in."""
+    return moment.replace(second=0, microsecond=0)
+
+
+@functools.lru_cache(maxsize=256)
+def _find_predictions_sql(count: int, qmark: bool) -> str:
+    """`find_predictions`' query for `count` predictions, in the driver's own parameter style: SQLAlchemy compiled
+    a VALUES list afresh on every call, which cost more than the query."""
+    marker = "?" if qmark else "%s"
+    wanted = ", ".join(f"({marker}, CAST({marker} AS INTEGER))" for _ in range(count))
+    return (
+        f'WITH wanted ("key", "row") AS (VALUES {wanted}) '
+        'SELECT wanted."key", wanted."row", p.model, p.version, p.created_at, p.rows, '
+        'substr(p.decision_keys, wanted."row" * 4 + 1, 4), substr(p.decision_keys, p.rows * 4 + 1), '
+        'substr(p.confidence, wanted."row" * 8 + 1, 8) '
+        'FROM wanted JOIN prediction_requests AS p ON p."key" = wanted."key"'
+    )

@@ -1,0 +1,252 @@
+"""The prediction log's queue and writer thread: bounded, never blocking, flushed on a graceful stop."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from prometheus_client import CollectorRegistry
+
+from service.classifiers import Options, get_task
+from service.feedback import log as log_module
+from service.feedback.database import create_database_engine
+from service.feedback.ids import new_key
+from service.feedback.log import DatabaseUnavailableError, Entry, LogConfig, PredictionLog
+from service.feedback.store import LogStore, decode_inputs, encode_inputs
+from service.feedback.versions import version_info
+from service.monitoring.metrics import Metrics
+from tests.classifiers.fakes import features, fixed_proba
+from tests.monitoring.test_metrics import unique
+
+CLASSES = ["a", "b", "c"]
+METADATA = {"classes": CLASSES, "features": features(3), "metrics": {"accuracy": 0.9, "mean_confidence": 0.8}}
+TASK = get_task("multiclass")({"model": fixed_proba(CLASSES)}, METADATA)
+WAIT_S = 120.0  # generous: a loaded machine is slow, and the condition is polled, not slept on
+
+
+def entry(model: str, rows: int = 2, X: Any = None) -> Entry:
+    X = np.tile([[0.5, 0.25, 0.25]], (rows, 1)) if X is None else X
+    scores = TASK.score(np.asarray(X, dtype=float) if not hasattr(X, "iloc") else X.iloc[:, :3].to_numpy(float))
+    records = list(TASK.decide(scores, Options(top_k=2)).records())
+    now = time.time()
+    decisions = orjson.dumps(records)
+    return Entry(
+        new_key(True, now), now, model, "v1", TASK, "req", Options(top_k=2), len(records), decisions, X, scores
+    )
+
+
+def rows(metrics: Metrics, result: str, model: str) -> float:
+    """A counter of `model`. Metric values live in per-process files shared by every registry, so each test
+    logs for a model name of its own."""
+    return metrics.log_rows.labels(model=model, result=result)._value.get()  # type: ignore[no-any-return]
+
+
+def wait_for(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {WAIT_S}s waiting for {what}")
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def model() -> str:
+    return unique("log")
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics.create(CollectorRegistry())
+
+
+@pytest.fixture
+def make_log(tmp_path: Path, metrics: Metrics) -> Iterator[Callable[..., PredictionLog]]:
+    created: list[PredictionLog] = []
+
+    def make(**overrides: Any) -> PredictionLog:
+        settings = {"flush_seconds": 0.05, **overrides}
+        config = LogConfig(database_url=f"sqlite:///{tmp_path / 'log.db'}", **settings)
+        log = PredictionLog(config, metrics)
+        log.versions.serve(version_info("m", "v1", "multiclass", METADATA))
+        created.append(log)
+        return log
+
+    yield make
+    for log in created:
+        log.close(timeout=10)
+
+
+def test_a_full_queue_drops_and_counts_and_never_blocks(
+    model: str, make_log: Callable[..., PredictionLog], metrics: Metrics
+) -> None:
+    log = make_log(queue_rows=5)  # not started: nothing drains the queue
+    started = time.perf_counter()
+    for _ in range(4):
+        log.submit(entry(model, rows=2))
+    assert time.perf_counter() - started < 5  # four appends: no wait for a database that nobody writes to
+    assert (log.queued_rows, rows(metrics, "dropped", model)) == (4, 4)
+    log.start()
+    wait_for(lambda: rows(metrics, "written", model) == 4, "the queued rows to be written")
+    assert log.queued_rows == 0
+
+
+def test_a_graceful_stop_writes_what_is_queued(
+    model: str, make_log: Callable[..., PredictionLog], metrics: Metrics
+) -> None:
+    log = make_log(flush_seconds=3600.0, queue_rows=1000)  # only the stop would write these
+    log.start()
+    queued = [entry(model, rows=3) for _ in range(5)]
+    for item in queued:
+        log.submit(item)
+    log.close()
+    assert rows(metrics, "written", model) == 15
+    store = LogStore(create_database_engine(log.config.database_url))
+    found = store.find_predictions([(item.key, row) for item in queued for row in range(3)])
+    assert len(found) == 15
+    first = [found[(queued[0].key, row)] for row in range(3)]
+    assert [p.decision_key for p in first] == ["a", "a", "a"]  # the model's own decision, not top_k's
+    # calibrated (Task.expected_correct): metadata without a map shifts by accuracy - mean confidence, 0.9 - 0.8
+    assert [p.confidence for p in first] == pytest.approx([0.6, 0.6, 0.6])
+    log.submit(entry(model))  # after the stop: refused, counted
+    assert rows(metrics, "dropped", model) == 2
+    store.engine.dispose()
+
+
+def test_what_is_logged_of_a_request(model: str, make_log: Callable[..., PredictionLog]) -> None:
+    log = make_log()
+    log.start()
+    X = pd.DataFrame(
+        {"f0": [0.5, 0.0], "f1": [0.25, 0.5], "f2": [0.25, 0.5], "size": [1.5, np.nan], "color": ["red", "blue"]}
+    )
+    item = entry(model, X=X)
+    log.submit(item)
+    store = LogStore(create_database_engine(log.config.database_url))
+    wait_for(lambda: bool(store.find_predictions([(item.key, 0)])), "the request to be written")
+    logged = store.prediction(item.key, 1)
+    assert logged is not None
+    request = logged["request"]
+    assert decode_inputs(request["inputs"], 2) == [[0.5, 0.25, 0.25, 1.5, "red"], [0.0, 0.5, 0.5, None, "blue"]]
+    assert orjson.loads(request["options"]) == {"top_k": 2}
+    assert request["decisions"] == item.decisions.decode()
+    assert (request["model"], request["version"], request["request_id"], request["rows"]) == (model, "v1", "req", 2)
+    assert store.version("m", "v1") is not None  # the version is recorded before its predictions
+    store.engine.dispose()
+
+
+def test_inputs_can_be_left_out(model: str, make_log: Callable[..., PredictionLog]) -> None:
+    log = make_log(log_inputs=False)
+    log.start()
+    item = entry(model)
+    log.submit(item)
+    store = LogStore(create_database_engine(log.config.database_url))
+    wait_for(lambda: bool(store.find_predictions([(item.key, 0)])), "the request to be written")
+    assert store.prediction(item.key, 0)["request"]["inputs"] is None  # type: ignore[index]
+    store.engine.dispose()
+
+
+def test_sampling_issues_ids_that_say_they_were_not_logged(
+    model: str, make_log: Callable[..., PredictionLog], metrics: Metrics
+) -> None:
+    log = make_log(sample_rate=0.0)
+    key, logged = log.issue(model, 7, time.time())
+    assert not logged and int(key[13], 16) < 8
+    assert rows(metrics, "unsampled", model) == 7
+    assert make_log(sample_rate=1.0).issue(model, 1, time.time())[1]
+
+
+def test_an_unreachable_database_keeps_predictions_queued_then_counts_them_failed(model: str, metrics: Metrics) -> None:
+    config = LogConfig(
+        database_url="postgresql+psycopg://postgres@127.0.0.1:1/none?connect_timeout=2", flush_seconds=0.05
+    )
+    log = PredictionLog(config, metrics)
+    log.start()
+    with pytest.raises(DatabaseUnavailableError, match="unavailable"):
+        log.store  # noqa: B018 -- the property raises
+    log.submit(entry(model, rows=3))
+    assert log.queued_rows == 3
+    log.close(timeout=10)
+    assert (rows(metrics, "written", model), rows(metrics, "failed", model)) == (0, 3)
+
+
+def test_the_writer_reconnects_when_the_database_comes_back(
+    model: str, make_log: Callable[..., PredictionLog], metrics: Metrics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = []
+    real_migrate = log_module.migrate
+
+    def flaky_migrate(engine: sa.Engine) -> None:
+        calls.append(engine)
+        if len(calls) < 3:
+            raise sa.exc.OperationalError("connect", {}, Exception("connection refused"))
+        real_migrate(engine)
+
+    monkeypatch.setattr(log_module, "migrate", flaky_migrate)
+    log = make_log()
+    log.start()
+    log.submit(entry(model, rows=2))
+    wait_for(lambda: rows(metrics, "written", model) == 2, "the write after the database came back")
+    assert len(calls) == 3
+
+
+def test_a_batch_the_database_refuses_is_counted_failed_and_the_next_is_written(
+    model: str, make_log: Callable[..., PredictionLog], metrics: Metrics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_write = LogStore.write_requests
+    refusals = []
+
+    def refuse_once(self: LogStore, records: Any) -> None:
+        if not refusals:
+            refusals.append(records)
+            raise sa.exc.IntegrityError("INSERT", {}, Exception("duplicate key"))
+        real_write(self, records)
+
+    monkeypatch.setattr(LogStore, "write_requests", refuse_once)
+    log = make_log(flush_seconds=3600.0)
+    log.start()
+    log.submit(entry(model, rows=2))
+    log._write_queued()  # noqa: SLF001 -- one flush, now, instead of waiting for the timer
+    log.submit(entry(model, rows=1))
+    log.close()
+    assert (rows(metrics, "failed", model), rows(metrics, "written", model)) == (2, 1)
+
+
+def test_retention_deletes_what_is_older_and_counts_it(
+    model: str, make_log: Callable[..., PredictionLog], metrics: Metrics
+) -> None:
+    log = make_log(retention_days=1.0)
+    log.start()
+    two_days_ago = time.time() - 2 * 86400
+    old = replace(entry(model, rows=2), key=new_key(True, two_days_ago), created_at=two_days_ago)
+    new = entry(model, rows=1)
+    for item in (old, new):
+        log.submit(item)
+    wait_for(lambda: rows(metrics, "written", model) == 3, "both requests to be written")
+    deleted = metrics.log_deleted_rows._value.get()
+    log.apply_retention()
+    assert metrics.log_deleted_rows._value.get() == deleted + 2
+    assert log.store.find_predictions([(old.key, 0), (new.key, 0)]).keys() == {(new.key, 0)}
+
+
+@pytest.mark.parametrize(
+    "X",
+    [
+        np.array([[0.1, 1e308], [-0.0, np.nan]]),
+        np.array([[1, 2], [3, 4]], dtype=np.int64),
+        np.array([[True, False]]),
+        np.array([[0.5, "red"], [np.nan, "blue"]], dtype=object),
+        pd.DataFrame({"x": [1.5, np.nan], "color": ["red", None]}),
+    ],
+    ids=["floats", "integers", "booleans", "strings", "frame"],
+)
+def test_inputs_read_back_as_they_were_validated(X: Any) -> None:
+    values = X.to_numpy() if hasattr(X, "to_numpy") else X
+    expected = [[None if isinstance(v, float) and v != v else v for v in row] for row in np.asarray(values).tolist()]
+    assert decode_inputs(encode_inputs(X), len(values)) == expected

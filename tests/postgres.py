@@ -1,0 +1,82 @@
+"""A throwaway PostgreSQL cluster on a loopback port, for the store suite, the e2e tests and the benchmark.
+
+Debian's server binaries (`scripts/install-system-deps.sh` installs them) run as the `postgres` user when we are
+root, since PostgreSQL refuses to run as root. The cluster lives in a fresh folder, listens on 127.0.0.1 only, and
+is stopped and removed when the context ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+DATABASE = "clf"
+START_TIMEOUT_S = 300  # pg_ctl -w waits this long: a loaded machine has taken minutes to start servers
+
+
+class PostgresUnavailable(RuntimeError):
+    """The server binaries are not installed, or the cluster did not start."""
+
+
+def server_bin() -> Path:
+    """The folder of the newest installed PostgreSQL server's binaries."""
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name))
+    if not candidates:
+        raise PostgresUnavailable("no PostgreSQL server binaries: run scripts/install-system-deps.sh (as root)")
+    return candidates[-1].parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _as_owner(command: list[str], log: Path) -> None:
+    """Run a server command as `postgres` when we are root, as ourselves otherwise; fail with its output."""
+    if os.geteuid() == 0:
+        command = ["runuser", "-u", "postgres", "--", *command]
+    with log.open("ab") as out:
+        result = subprocess.run(
+            command, stdout=out, stderr=subprocess.STDOUT, check=False, timeout=START_TIMEOUT_S + 60
+        )
+    if result.returncode != 0:
+        server_log = log.with_name("server.log")
+        tail = log.read_text()[-2000:] + (server_log.read_text()[-2000:] if server_log.exists() else "")
+        raise PostgresUnavailable(f"`{' '.join(command)}` exited {result.returncode}:\n{tail}")
+
+
+@contextlib.contextmanager
+def throwaway_cluster(fsync: bool = True) -> Iterator[str]:
+    """Start a cluster with one database; yields its SQLAlchemy URL (`postgresql+psycopg://...`).
+
+    `fsync=False` trades crash safety of the test cluster for speed; the benchmark keeps it on.
+    """
+    binaries = server_bin()
+    root = Path(tempfile.mkdtemp(prefix="clf-postgres-"))
+    data, log, server_log = root / "data", root / "commands.log", root / "server.log"
+    root.chmod(0o755)
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres", "postgres")
+    port = free_port()
+    options = (
+        f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={root} "
+        f"-c fsync={'on' if fsync else 'off'} -c max_connections=100"
+    )
+    try:
+        _as_owner([str(binaries / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"], log)
+        _as_owner([str(binaries / "pg_ctl"), "-D", str(data), "-l", str(server_log), "-o", options,
+                   "-w", "-t", str(START_TIMEOUT_S), "start"], log)  # fmt: skip
+        try:
+            _as_owner([str(binaries / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", DATABASE], log)
+            yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/{DATABASE}"
+        finally:
+            _as_owner([str(binaries / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"], log)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,151 @@
+"""Model signals follow the model, not the client: the in-process service, the catalog, held-out rows sent with
+every kind of option a client may set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import bentoml
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+from starlette.testclient import TestClient
+
+from models.catalog import CATALOG, held_out
+from service.monitoring.metrics import Metrics
+from service.monitoring.monitor import ModelMonitor, MonitoringConfig
+
+# per model, option sets that change the answers (and one that changes nothing): none may move a model signal
+OPTION_SETS: dict[str, list[dict[str, Any]]] = {
+    "breast_cancer": [{}, {"threshold": 0.0}, {"threshold": 1.0}, {"threshold": 0.2, "return_probabilities": True}],
+    "digits": [{}, {"top_k": 3}, {"min_confidence": 0.99}, {"min_confidence": 0.6, "top_k": 2}],
+    "digit_attributes": [{}, {"top_k": 1}, {"threshold": 0.0}, {"threshold": 0.95}],
+    "digit_attributes_ovr": [{}, {"top_k": 3}, {"threshold": 0.9}, {"return_probabilities": True}],
+    "digit_groups": [{}, {"min_confidence": 0.999}, {"top_k": 3}, {"min_confidence": 0.5, "top_k": 2}],
+}
+ESTIMATE_TOLERANCE = 0.02
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(api: TestClient) -> Samples:
+    return {
+        (sample.name, frozenset(sample.labels.items())): float(sample.value)
+        for family in text_string_to_metric_families(api.get("/metrics").text)
+        for sample in family.samples
+    }
+
+
+def model_series(before: Samples, after: Samples, name: str, model: str) -> dict[frozenset[tuple[str, str]], float]:
+    """The increase of every series of `name` for `model` that moved, by label set (the `model` label left out)."""
+    increases = {
+        labels - {("model", model)}: value - before.get((sample_name, labels), 0.0)
+        for (sample_name, labels), value in after.items()
+        if sample_name == name and ("model", model) in labels
+    }
+    return {labels: increase for labels, increase in increases.items() if increase}
+
+
+def total(series: dict[frozenset[tuple[str, str]], float]) -> float:
+    return sum(series.values())
+
+
+@pytest.mark.parametrize("model", sorted(CATALOG))
+def test_model_signals_ignore_client_options_and_the_estimate_is_the_validation_accuracy(
+    api: TestClient, model: str
+) -> None:
+    """Held-out rows (the validation set) sent once per option set: the decided-label counts, the confidence
+    histogram and the label-free estimate are those of the model's own decisions every time, and the estimate is
+    the validation accuracy; what the clients asked for and got shows in the option series only."""
+    X, _ = held_out(model)
+    accuracy = bentoml.get_current_service().registry.loaded[model].metadata["metrics"]["accuracy"]
+    baseline: dict[str, Any] | None = None
+    for options in OPTION_SETS[model]:
+        before = scrape(api)
+        response = api.post("/predict", json={"model": model, "instances": X.tolist(), "options": options})
+        assert response.status_code == 200, response.text
+        after = scrape(api)
+        signals = {
+            name: model_series(before, after, name, model)
+            for name in (
+                "classifier_predictions_total",
+                "classifier_prediction_confidence_bucket",
+                "classifier_estimated_correct_total",
+            )
+        }
+        rows = total(model_series(before, after, "classifier_estimated_rows_total", model))
+        assert rows == len(X)
+        estimate = total(signals["classifier_estimated_correct_total"]) / rows
+        assert abs(estimate - accuracy) <= ESTIMATE_TOLERANCE, (options, estimate, accuracy)
+        if baseline is None:
+            baseline = signals
+        else:
+            for name, series in signals.items():
+                assert series.keys() == baseline[name].keys(), (options, name)
+                for labels, increase in series.items():
+                    assert increase == pytest.approx(baseline[name][labels]), (options, name, labels)
+        asked = model_series(before, after, "classifier_option_requests_total", model)
+        given = {name for name in options if name != "return_probabilities" or options[name]}
+        assert asked == {frozenset({("option", name)}): 1.0 for name in given}
+        answered = total(model_series(before, after, "classifier_option_predictions_total", model))
+        labelled = any(_has_label(p) for p in response.json()["predictions"])
+        assert (answered > 0) == (bool(given) and labelled)
+
+
+def test_a_client_threshold_that_decides_everything_positive_does_not_look_like_class_collapse(
+    api: TestClient,
+) -> None:
+    """The review's case: `{"threshold": 0.0}` to breast_cancer answers `malignant` to every row; the model's own
+    decisions, which class-collapse and prediction drift watch, keep their validation mix."""
+    X, _ = held_out("breast_cancer")
+    before = scrape(api)
+    response = api.post(
+        "/predict", json={"model": "breast_cancer", "instances": X.tolist(), "options": {"threshold": 0.0}}
+    )
+    assert {p["label"] for p in response.json()["predictions"]} == {"malignant"}
+    after = scrape(api)
+    decided = model_series(before, after, "classifier_predictions_total", "breast_cancer")
+    shares = {dict(labels)["label"]: count / len(X) for labels, count in decided.items()}
+    validation = bentoml.get_current_service().registry.loaded["breast_cancer"].metadata["prediction_distribution"]
+    assert shares == pytest.approx(validation, abs=1e-9)  # the held-out rows are the validation set
+    answered = model_series(before, after, "classifier_option_predictions_total", "breast_cancer")
+    assert answered == {frozenset({("label", "malignant")}): float(len(X))}
+
+
+def _has_label(prediction: dict[str, Any]) -> bool:
+    return bool(prediction.get("label") is not None or prediction.get("labels"))
+
+
+def test_calibrated_confidence_is_monotone_and_within_zero_and_one(api: TestClient) -> None:
+    """Every catalog model's calibration map, over the whole range of confidence."""
+    for model in CATALOG:
+        calibration = bentoml.get_current_service().registry.loaded[model].task.calibration
+        grid = np.linspace(0.0, 1.0, 201)
+        mapped = calibration(grid)
+        assert np.all(np.diff(mapped) >= 0) and mapped.min() >= 0.0 and mapped.max() <= 1.0
+
+
+def test_every_feature_of_a_model_under_the_cap_is_watched(api: TestClient, tmp_path: Path) -> None:
+    """breast_cancer's 30 features are all watched (the cap is 100), `GET /models` says so, and the best-known one,
+    `mean radius`, scaled by 1.8 drifts in a fresh monitor while the others stay put."""
+    card = api.get("/models/breast_cancer").json()
+    assert sorted(card["monitored_features"]) == sorted(card["features"]["names"])
+    loaded = bentoml.get_current_service().registry.loaded["breast_cancer"]
+    monitor = ModelMonitor(
+        "breast_cancer",
+        loaded.version,
+        loaded.metadata,
+        Metrics.create(CollectorRegistry()),
+        MonitoringConfig(),
+        tmp_path,
+    )
+    X, _ = held_out("breast_cancer")
+    X = X.copy()
+    X[:, card["features"]["names"].index("mean radius")] *= 1.8
+    monitor.observe_accepted(X)
+    rows, psi, _ = monitor.drift()
+    assert rows == len(X)
+    assert psi["mean radius"] > 0.25
+    assert max(value for name, value in psi.items() if name != "mean radius") < 0.25
