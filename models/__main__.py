@@ -1,17 +1,36 @@
-"""`python -m models train [NAME ...]` (re)registers catalog models; `ensure` registers only the missing ones."""
+"""`python -m models`: train a model from your own table, or manage the default catalog.
+
+  train --name NAME --task TASK --data FILE --target COLUMN [...]   train, tune, evaluate and register a new version
+  retrain --name NAME [--since 30d] [--data FILE]                   a candidate version from the labelled log
+  compare NAME:A NAME:B [--since 7d] [--format json]                two versions on the same labelled predictions
+  promote NAME:VERSION                                              serve this version on every worker (or roll back)
+  ensure [NAME ...]                                                 register the catalog models the store lacks
+  catalog [NAME ...]                                                (re)register catalog models
+  list                                                              the catalog's names
+
+`train` and `retrain` exit with code 2, registering nothing, when the data cannot make the model asked for.
+`compare` exits with 0 when B beats A by the margin, 1 when it does not, 2 when they cannot be compared.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import orjson
 
 from service.classifiers import InvalidModelError
-from service.store import load_model
+from service.store import LoadedModel, load_model
 
 from .catalog import CATALOG
+from .dataset import TASKS, DataError, prepare, read_table
 
 logger = logging.getLogger("models")
+BAD_DATA_EXIT = 2
 
 
 def servable(name: str) -> bool:
@@ -28,16 +47,174 @@ def servable(name: str) -> bool:
     return True
 
 
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="python -m models", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = root.add_subparsers(dest="command", required=True)
+    for command, text in (("ensure", "register the missing ones"), ("catalog", "(re)register")):
+        sub = commands.add_parser(command, help=f"catalog models: {text}")
+        sub.add_argument("names", nargs="*", help=f"catalog models (default: all of {', '.join(CATALOG)})")
+    commands.add_parser("list", help="the catalog's model names")
+    train = commands.add_parser("train", help="train a model from a CSV, JSON Lines or Parquet file")
+    train.add_argument("--name", required=True, help="the served model name")
+    train.add_argument("--task", required=True, choices=TASKS)
+    train.add_argument("--data", required=True, type=Path, help="a .csv, .jsonl or .parquet file")
+    train.add_argument("--target", required=True, help="the column to predict")
+    train.add_argument("--positive-class", help="binary: the class the threshold is tuned for")
+    train.add_argument("--label-sep", default="|", help="multilabel: the separator of a row's labels (default |)")
+    train.add_argument("--multilabel-strategy", choices=["per-label", "joint"], default="per-label",
+                       help="one binary model per label, or one model for all labels")  # fmt: skip
+    train.add_argument("--path-sep", default="/", help="hierarchical: the separator of a path's nodes (default /)")
+    train.add_argument("--categorical", default="", help="comma-separated columns to treat as categories")
+    train.add_argument("--text", default="", help="comma-separated columns to treat as free text")
+    train.add_argument("--drop", default="", help="comma-separated columns to leave out")
+    train.add_argument("--estimator", choices=["logistic", "hist-gradient-boosting", "random-forest"],
+                       default="logistic")  # fmt: skip
+    train.add_argument("--class-weight", choices=["balanced"], help="weight classes by inverse frequency")
+    train.add_argument("--time-column", help="validate on the newest rows by this column (also left out as a feature)")
+    train.add_argument("--validation-share", type=float, default=0.2, help="share of rows validated on (0.2)")
+    objectives = "f1, precision-at-recall=R or recall-at-precision=P"
+    train.add_argument("--optimize", default="f1", help=f"what tuned thresholds maximise: {objectives}")
+    retrain = commands.add_parser("retrain", help="a candidate version trained on the labelled prediction log")
+    retrain.add_argument("--name", required=True, help="the served model")
+    retrain.add_argument("--since", help="labelled predictions made since: an age (30d, 12h) or an ISO time")
+    retrain.add_argument("--data", type=Path, help="more training rows: the model's features and its target column")
+    compare = commands.add_parser("compare", help="two versions on the same recent labelled predictions")
+    compare.add_argument("a", help="NAME:VERSION, the reference (e.g. the served one)")
+    compare.add_argument("b", help="NAME:VERSION, the challenger (e.g. a candidate)")
+    compare.add_argument("--since", help="labelled predictions made since: an age (7d) or an ISO time")
+    compare.add_argument("--margin", type=float, default=0.0, help="how much more accuracy B needs (default 0)")
+    compare.add_argument("--format", choices=["table", "json"], default="table")
+    promote = commands.add_parser("promote", help="serve a version on every worker sharing the log, without restart")
+    promote.add_argument("tag", help="NAME:VERSION; an older version rolls back")
+    return root
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+@contextlib.contextmanager
+def progress_bar(total: int) -> Iterator[Callable[[str], None]]:
+    """Steps on a progress bar when stderr is a terminal; log lines otherwise."""
+    if not sys.stderr.isatty():
+        yield lambda step: logger.info("%s", step)
+        return
+    from rich.progress import Progress
+
+    with Progress(transient=True) as bar:
+        task = bar.add_task("reading", total=total)
+
+        def advance(step: str) -> None:
+            bar.update(task, advance=1, description=step)
+
+        yield advance
+
+
+def train_command(args: argparse.Namespace) -> int:
+    from .card import card
+    from .training import TrainingOptions, train
+
+    options = TrainingOptions(
+        estimator=args.estimator,
+        class_weight=args.class_weight,
+        multilabel_strategy=args.multilabel_strategy,
+        validation_share=args.validation_share,
+        optimize=args.optimize,
+    )
+    try:
+        with progress_bar(total=4) as progress:
+            table = read_table(args.data)
+            progress("preparing")
+            data = prepare(
+                table, args.task, args.target, positive_class=args.positive_class, label_sep=args.label_sep,
+                path_sep=args.path_sep, categorical=_names(args.categorical), text=_names(args.text),
+                drop=_names(args.drop), time_column=args.time_column,
+            )  # fmt: skip
+            trained = train(args.name, data, options, progress)
+    except DataError as exc:
+        sys.stderr.write(f"error: {exc}\nnothing was registered\n")
+        return BAD_DATA_EXIT
+    sys.stdout.write(card(trained))
+    return 0
+
+
+def retrain_command(args: argparse.Namespace) -> int:
+    from service.settings import Settings
+
+    from .card import card
+    from .retrain import retrain
+
+    try:
+        with progress_bar(total=4) as progress:
+            trained = retrain(_served(args.name), args.since, args.data, Settings(), progress)
+    except DataError as exc:
+        sys.stderr.write(f"error: {exc}\nnothing was registered\n")
+        return BAD_DATA_EXIT
+    sys.stdout.write(card(trained))
+    sys.stdout.write(f"\n{trained.tag} is a candidate: compare it, shadow it, then promote it to serve it\n")
+    return 0
+
+
+def compare_command(args: argparse.Namespace) -> int:
+    from service.settings import Settings
+
+    from .compare import as_json, compare, table
+
+    try:
+        result = compare(_served(args.a), _served(args.b), args.since, args.margin, Settings())
+    except DataError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return BAD_DATA_EXIT
+    sys.stdout.write(orjson.dumps(as_json(result)).decode() + "\n" if args.format == "json" else table(result))
+    return 0 if result.b_is_better else 1
+
+
+def promote_command(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from service.export import ExportError, open_store
+    from service.settings import Settings
+
+    settings = Settings()
+    try:
+        if args.tag.partition(":")[2] in ("", "latest"):
+            raise DataError(f"name the version to promote ('{args.tag.partition(':')[0]}:VERSION')")
+        model = _served(args.tag)
+        open_store(settings).promote(model.name, model.version, datetime.now(UTC))
+    except (DataError, ExportError) as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return BAD_DATA_EXIT
+    sys.stdout.write(
+        f"promoted {model.tag}: the workers serving '{model.name}' follow within "
+        f"{settings.promotion_poll_seconds:g} s\n"
+    )
+    return 0
+
+
+def _served(tag: str) -> LoadedModel:
+    try:
+        return load_model(tag)
+    except InvalidModelError as exc:
+        raise DataError(str(exc)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m models", description=__doc__)
-    parser.add_argument("command", choices=["train", "ensure", "list"])
-    parser.add_argument("names", nargs="*", help=f"catalog models (default: all of {', '.join(CATALOG)})")
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    unknown = sorted(set(args.names) - set(CATALOG))
+    commands = {
+        "train": train_command,
+        "retrain": retrain_command,
+        "compare": compare_command,
+        "promote": promote_command,
+    }
+    if args.command in commands:
+        return commands[args.command](args)
+    names = getattr(args, "names", None) or list(CATALOG)
+    unknown = sorted(set(names) - set(CATALOG))
     if unknown:
-        parser.error(f"unknown catalog models {unknown}; known: {', '.join(CATALOG)}")
-    names = args.names or list(CATALOG)
+        parser().error(f"unknown catalog models {unknown}; known: {', '.join(CATALOG)}")
     if args.command == "list":
         sys.stdout.write("\n".join(names) + "\n")
         return 0

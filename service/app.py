@@ -25,13 +25,14 @@ from starlette.routing import Route
 
 from . import bentoml_fixes
 from .classifiers import InvalidInputError
-from .errors import PayloadTooLargeError, classify, error_body
+from .errors import ForbiddenError, PayloadTooLargeError, classify, error_body
 from .feedback.log import PredictionLog
 from .feedback.loop import FeedbackLoop
 from .middleware import ErrorBodyMiddleware
 from .monitoring.metrics import CONTENT_TYPE, NO_MODEL, Children, exposition, shared_metrics
 from .monitoring.monitor import Heartbeat
-from .schemas import parse_feedback_request, parse_performance_query, parse_predict_request
+from .rollout.promotion import Promotions
+from .schemas import parse_feedback_request, parse_performance_query, parse_predict_request, parse_promote_request
 from .serving import ModelRegistry, limit_native_threads, log_config
 from .settings import Settings
 
@@ -149,6 +150,15 @@ async def performance(request: Request, service: ClassifierService) -> Any:
     return await service.loop.performance(name, query.since, query.until)
 
 
+async def promote(request: Request, service: ClassifierService) -> Any:
+    name = request.path_params["name"]
+    request.state.model = service.registry.model_label(name)
+    if not service.settings.admin:
+        raise ForbiddenError("the admin routes are off; set CLF_ADMIN=true to use them")
+    body = parse_promote_request(decode_json(await read_body(request, service.settings.max_body_bytes)))
+    return await service.promotions.promote(name, body.version)
+
+
 async def metrics(request: Request) -> Response:
     """Every worker's metrics, summed, plus the gauges computed now: drift from the shared windows, realized
     figures from the prediction log."""
@@ -171,6 +181,7 @@ api = Starlette(
         endpoint("GET", "/models/{name}/performance", performance),
         endpoint("POST", "/feedback", feedback),
         endpoint("GET", "/predictions/{id}", get_prediction),
+        endpoint("POST", "/admin/models/{name}/promote", promote),
         Route("/metrics", metrics, methods=["GET"]),
     ]
 )
@@ -202,8 +213,10 @@ class ClassifierService:
         self.request_duration = Children(self.metrics.request_duration)  # model, endpoint
         self.in_flight = Children(self.metrics.in_flight)  # endpoint
         self.log = PredictionLog(log_config(self.settings), self.metrics)
+        self.log.start()  # first: the log's database says which version of a model was promoted
         self.registry = ModelRegistry.load(self.settings, self.metrics, self.log)
-        self.log.start()
+        self.promotions = Promotions(lambda: self.registry, self.log, self.settings.promotion_poll_seconds)
+        self.promotions.start()
         self.loop = FeedbackLoop(self.log, self.metrics, self.settings.outcomes, self.settings.feedback_window_seconds)
         self.heartbeat = Heartbeat(self.metrics, self.settings.heartbeat_seconds)
         self.metrics.writes.start(self.settings.metrics_flush_seconds)
@@ -219,6 +232,7 @@ class ClassifierService:
     def flush_prediction_log(self) -> None:
         """A graceful stop writes the queued predictions, and the model calls and metric increments waiting to be
         observed and written, before the worker exits."""
+        self.promotions.stop()
         self.loop.close()
         self.log.close()
         self.registry.flush_observations()

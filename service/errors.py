@@ -36,6 +36,10 @@ class DependencyUnavailableError(ServiceError):
     """A dependency the route needs is down (the prediction log's database)."""
 
 
+class ForbiddenError(ServiceError):
+    """The route is off, or the caller may not use it."""
+
+
 @dataclass(frozen=True)
 class ErrorKind:
     status: int
@@ -49,6 +53,7 @@ ERROR_TABLE: dict[type[Exception], ErrorKind] = {
     ModelUnavailableError: ErrorKind(503, "model_unavailable"),
     UnknownPredictionError: ErrorKind(404, "unknown_prediction"),
     DependencyUnavailableError: ErrorKind(503, "unavailable"),
+    ForbiddenError: ErrorKind(403, "forbidden"),
 }
 INTERNAL = ErrorKind(500, "internal")
 

@@ -71,6 +71,18 @@ class PerformanceQuery(BaseModel):
     until: str | None = Field(None, max_length=64)
 
 
+class PromoteRequest(BaseModel):
+    """`POST /admin/models/{name}/promote` body: the version to serve (an older one rolls back)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    version: str = Field(min_length=1, max_length=64)
+
+
+def parse_promote_request(payload: Any) -> PromoteRequest:
+    return _parse(PromoteRequest, payload)
+
+
 def parse_predict_request(payload: Any) -> PredictRequest:
     """Validate a decoded JSON body, turning pydantic's errors into one `InvalidInputError`."""
     return _parse(PredictRequest, payload)

@@ -6,7 +6,7 @@ import functools
 import logging
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,24 +55,30 @@ def _ignore(seconds: float, rows: int) -> None:
     """The model-call observer when monitoring is off."""
 
 
+@dataclass(frozen=True)
+class Served:
+    """One served model version with its monitor and batcher: replaced whole on a promotion, so that a request,
+    which reads it once, never mixes two versions."""
+
+    model: LoadedModel
+    monitor: ModelMonitor | None
+    batcher: Batcher | None
+
+
 @dataclass
 class ModelRegistry:
-    """Models configured for this worker: the loaded ones with their monitors and batchers and, for the others,
-    why they failed."""
+    """Models configured for this worker: the served ones and, for the others, why they failed."""
 
     settings: Settings
     metrics: Metrics
     log: PredictionLog
-    loaded: dict[str, LoadedModel] = field(default_factory=dict)
-    monitors: dict[str, ModelMonitor] = field(default_factory=dict)
-    batchers: dict[str, Batcher] = field(default_factory=dict)
+    inference: Executor
+    served: dict[str, Served] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
+    pinned: set[str] = field(default_factory=set)  # configured as `name:version`: promotions do not move them
 
     @classmethod
     def load(cls, settings: Settings, metrics: Metrics, log: PredictionLog) -> ModelRegistry:
-        registry = cls(settings, metrics, log)
-        config = monitoring_config(settings)
-        directory = window_directory()
         # one inference thread per worker: model calls overlap request parsing, not each other
         inference = ThreadPoolExecutor(
             max_workers=1,
@@ -80,32 +86,59 @@ class ModelRegistry:
             initializer=limit_native_threads,  # OpenMP's limit is per thread, OpenBLAS's per process
             initargs=(settings,),
         )
+        registry = cls(settings, metrics, log, inference)
+        promoted = log.promoted_versions()
         for entry in settings.models:
             name, _, version = entry.partition(":")
+            if version and version != "latest":
+                registry.pinned.add(name)
+            else:
+                version = promoted.get(name, "latest")
             try:
-                model = load_model(f"{name}:{version or 'latest'}", settings.trusted_types)
+                model = load_model(f"{name}:{version}", settings.trusted_types)
             except InvalidModelError as exc:
                 logger.error("model %s failed to load: %s", entry, exc)
                 registry.failed[name] = str(exc)
                 continue
-            registry.loaded[name] = model
-            log.versions.serve(version_info(name, model.version, model.task.name, model.metadata))
-            monitor = None
-            if settings.monitoring:
-                monitor = ModelMonitor(name, model.version, model.metadata, metrics, config, directory)
-                registry.monitors[name] = monitor
-            if settings.batching:
-                registry.batchers[name] = Batcher(
-                    model.task,
-                    inference,
-                    settings.batch_max_rows,
-                    settings.batch_max_wait_ms / 1000,
-                    monitor.observe_inference if monitor else _ignore,
-                    monitor.observe_accepted if monitor else None,
-                    functools.partial(observe_scores, model.task, monitor) if monitor else None,
-                )
+            registry.served[name] = registry.serving(model)
             logger.info("serving %s (%s)", model.tag, model.metadata["task"])
         return registry
+
+    def serving(self, model: LoadedModel) -> Served:
+        """`model` with a monitor and a batcher of its own, ready to be served."""
+        settings = self.settings
+        self.log.versions.serve(version_info(model.name, model.version, model.task.name, model.metadata))
+        monitor = None
+        if settings.monitoring:
+            config = monitoring_config(settings)
+            monitor = ModelMonitor(model.name, model.version, model.metadata, self.metrics, config, window_directory())
+        batcher = None
+        if settings.batching:
+            batcher = Batcher(
+                model.task,
+                self.inference,
+                settings.batch_max_rows,
+                settings.batch_max_wait_ms / 1000,
+                monitor.observe_inference if monitor else _ignore,
+                monitor.observe_accepted if monitor else None,
+                functools.partial(observe_scores, model.task, monitor) if monitor else None,
+            )
+        return Served(model, monitor, batcher)
+
+    def swap(self, served: Served) -> Served | None:
+        """Serve `served` in place of its model's current version (one assignment: requests already under way
+        finish with the version they started with); returns what it replaced."""
+        name = served.model.name
+        previous = self.served.get(name)
+        self.served[name] = served
+        self.failed.pop(name, None)
+        if previous is not None and previous.monitor is not None and previous.model.version != served.model.version:
+            previous.monitor.retire()
+        return previous
+
+    @property
+    def loaded(self) -> dict[str, LoadedModel]:
+        return {name: served.model for name, served in self.served.items()}
 
     @property
     def ready(self) -> bool:
@@ -114,29 +147,29 @@ class ModelRegistry:
     def model_label(self, ref: str) -> str:
         """The `model` metric label for a requested name: the configured name, or `none` (label values stay bounded)."""
         name = ref.partition(":")[0]
-        return name if name in self.loaded or name in self.failed else NO_MODEL
+        return name if name in self.served or name in self.failed else NO_MODEL
 
-    def resolve(self, ref: str) -> LoadedModel:
+    def resolve(self, ref: str) -> Served:
         """The served model for `name` or `name:version`."""
         name, _, version = ref.partition(":")
         if name in self.failed:
             raise ModelUnavailableError(
                 f"model '{name}' is configured but failed to load; the log says why", field="model"
             )
-        model = self.loaded.get(name)
-        if model is None or version not in ("", "latest", model.version):
-            served = ", ".join(f"{m.name} ({m.version})" for m in self.loaded.values()) or "none"
-            what = f"model '{ref}'" if model is None else f"version '{version}' of model '{name}'"
-            raise UnknownModelError(f"{what} is not served; served models: {served}", field="model")
-        return model
+        served = self.served.get(name)
+        if served is None or version not in ("", "latest", served.model.version):
+            listed = ", ".join(f"{s.model.name} ({s.model.version})" for s in self.served.values()) or "none"
+            what = f"model '{ref}'" if served is None else f"version '{version}' of model '{name}'"
+            raise UnknownModelError(f"{what} is not served; served models: {listed}", field="model")
+        return served
 
     async def predict(self, request: PredictRequest, booleans_possible: bool = True) -> dict[str, Any]:
         """Answer one predict request (CONTRACT.md's response body), monitoring inputs and decisions.
 
         `booleans_possible=False` tells validation that the body holds no JSON boolean.
         """
-        model = self.resolve(request.model)
-        monitor = self.monitors.get(model.name)
+        served = self.resolve(request.model)  # read once: a promotion meanwhile does not change this request's model
+        model, monitor, batcher = served.model, served.monitor, served.batcher
         task = model.task
         rows = len(request.instances)
         try:
@@ -152,7 +185,6 @@ class ModelRegistry:
             if monitor:
                 monitor.observe_rejected(rows, exc.issues)
             raise
-        batcher = self.batchers.get(model.name)
         if batcher:
             scores = await batcher.score(X, rows)  # the batcher observes rows and scores, once per model call
         else:
@@ -189,19 +221,20 @@ class ModelRegistry:
 
     def describe(self, name: str) -> dict[str, Any]:
         """One model's card for `GET /models/{name}`."""
-        return describe_model(self.resolve(name), self.settings.monitored_features)
+        return describe_model(self.resolve(name).model, self.settings.monitored_features)
 
     def describe_all(self) -> list[dict[str, Any]]:
-        return [self.describe(name) for name in sorted(self.loaded)]
+        return [self.describe(name) for name in sorted(self.served)]
 
     def flush_observations(self) -> None:
         """Hand monitoring the model calls still waiting for it (on the event loop)."""
-        for batcher in self.batchers.values():
-            batcher.observations.flush()
+        for served in list(self.served.values()):
+            if served.batcher is not None:
+                served.batcher.observations.flush()
 
     def drift_exposition(self) -> str:
         """Scrape-time drift gauges of every served model."""
-        return render_drift(self.monitors.values())
+        return render_drift([served.monitor for served in self.served.values() if served.monitor is not None])
 
 
 def limit_native_threads(settings: Settings) -> int:
@@ -235,6 +268,7 @@ def describe_model(model: LoadedModel, monitored_features: int) -> dict[str, Any
             "count": len(features["names"]),
             "names": features["names"],
             "categorical": features["categorical"],
+            "text": features.get("text", []),
             "allows_missing": features["allows_missing"],
         },
         "trained_at": meta["trained_at"],

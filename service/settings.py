@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     drift_slots: int = Field(30, ge=1, le=3600, description="time slots the drift window slides by")
     drift_min_rows: int = Field(100, ge=1, description="fewer rows in the window: PSI is NaN (too noisy to alert on)")
     heartbeat_seconds: float = Field(5.0, gt=0, description="how often each worker sets its heartbeat gauge")
+    admin: bool = Field(False, description="the admin routes (`POST /admin/models/{name}/promote`); off: 403")
+    promotion_poll_seconds: float = Field(
+        2.0, gt=0, le=300, description="how often a worker checks for a version promoted by another one"
+    )
     metrics_flush_seconds: float = Field(
         1.0, gt=0, le=60, description="how often a worker writes its pending metric increments (the staleness)"
     )

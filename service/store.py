@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 METADATA_SCHEMA = 1
 OWNER_LABEL = "classifier-service"
+CANDIDATE = "candidate"  # the `stage` label of a version registered for comparison: `latest` skips it
 
 # scikit-learn's internal helper types that skops does not trust by default. Each is plain data
 # (tree arrays, optimiser state, distance metrics), never a callable chosen by the file.
@@ -43,7 +44,12 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
     "sklearn.calibration._CalibratedClassifier",
     "sklearn.calibration._SigmoidCalibration",
+    "numpy.dtype",  # a column's dtype that SimpleImputer keeps after fitting: a type descriptor, not code
 )
+
+
+class ModelNotFoundError(InvalidModelError):
+    """The store holds no such model or version."""
 
 
 @dataclass(frozen=True)
@@ -60,11 +66,15 @@ class LoadedModel:
         return f"{self.name}:{self.version}"
 
 
-def save_model(name: str, task: str, estimators: Mapping[str, Any], metadata: Mapping[str, Any]) -> str:
-    """Write estimators (skops) and metadata as a new version of `name`; returns the tag."""
+def save_model(
+    name: str, task: str, estimators: Mapping[str, Any], metadata: Mapping[str, Any], candidate: bool = False
+) -> str:
+    """Write estimators (skops) and metadata as a new version of `name`; returns the tag. A `candidate` is served
+    only when named by its version: `name` and `name:latest` resolve to the newest version that is not one."""
     files = {key: f"estimator-{i}.skops" for i, key in enumerate(estimators)}
     full_metadata = {**metadata, "schema": METADATA_SCHEMA, "task": task, "estimators": files}
-    with bentoml.models.create(name, labels={"owner": OWNER_LABEL, "task": task}, metadata=full_metadata) as model:
+    labels = {"owner": OWNER_LABEL, "task": task, **({"stage": CANDIDATE} if candidate else {})}
+    with bentoml.models.create(name, labels=labels, metadata=full_metadata) as model:
         for key, estimator in estimators.items():
             skops.io.dump(estimator, model.path_of(files[key]))
     logger.info("registered %s (%s)", model.tag, task)
@@ -74,7 +84,7 @@ def save_model(name: str, task: str, estimators: Mapping[str, Any], metadata: Ma
 def load_model(tag: str, trusted_types: Sequence[str] = ()) -> LoadedModel:
     """Load a model from the store and build its task; raises `InvalidModelError` on any fault."""
     model, metadata = _stored(tag)
-    estimators = read_estimators(tag, trusted_types)
+    estimators = read_estimators(str(model.tag), trusted_types)  # the version resolved above, not a newer one
     task = get_task(metadata["task"])(estimators, metadata)
     return LoadedModel(name=model.tag.name, version=str(model.tag.version), task=task, metadata=metadata)
 
@@ -86,11 +96,28 @@ def read_estimators(tag: str, trusted_types: Sequence[str] = ()) -> dict[str, An
     return {key: _load_estimator(Path(model.path_of(file)), trusted) for key, file in metadata["estimators"].items()}
 
 
+def is_candidate(model: bentoml.Model) -> bool:
+    return bool(model.info.labels.get("stage") == CANDIDATE)
+
+
+def _get(tag: str) -> bentoml.Model:
+    """The stored model of `tag`; `name` and `name:latest` are the newest version that is not a candidate."""
+    name, _, version = tag.partition(":")
+    if version not in ("", "latest"):
+        return bentoml.models.get(tag)
+    served = [model for model in bentoml.models.list(name) if not is_candidate(model)]
+    if not served:
+        raise bentoml.exceptions.NotFound(f"model '{name}' has no version other than candidates")
+    return max(served, key=lambda model: model.info.creation_time)
+
+
 def _stored(tag: str) -> tuple[bentoml.Model, dict[str, Any]]:
     try:
-        model = bentoml.models.get(tag)
+        model = _get(tag)
     except bentoml.exceptions.NotFound as exc:
-        raise InvalidModelError(f"model '{tag}' is not in the BentoML store") from exc
+        raise ModelNotFoundError(f"model '{tag}' is not in the BentoML store") from exc
+    except bentoml.exceptions.BentoMLException as exc:  # a malformed name or version
+        raise ModelNotFoundError(f"'{tag}' is not a model tag (name:version): {exc}") from exc
     metadata = dict(model.info.metadata)
     if metadata.get("schema") != METADATA_SCHEMA:
         raise InvalidModelError(f"model '{tag}' was not registered by classifier-service (no metadata schema)")
@@ -126,8 +153,11 @@ def register_model(
     y_train: Any | None = None,
     feature_names: Sequence[str] | None = None,
     categorical_features: Sequence[str] = (),
+    text_features: Sequence[str] = (),
     allows_missing: bool | None = None,
     trained_at: datetime | None = None,
+    training: Mapping[str, Any] | None = None,
+    candidate: bool = False,
     **task_params: Any,
 ) -> str:
     """Register a fitted estimator as a servable model; returns its `name:version` tag.
@@ -145,9 +175,12 @@ def register_model(
         X_train, y_train: training rows and labels for the reference profile and class prior
             (default: the validation set).
         feature_names: the features' names in column order; default `feature_names_in_` or `x0..`.
-        categorical_features: features that take strings (the estimator's pipeline encodes them).
+        categorical_features: features that take categories as strings (the estimator's pipeline encodes them).
+        text_features: features that take free text (the pipeline vectorizes them); watched for missing values only.
         allows_missing: whether `null` inputs are accepted; default the estimator's `allow_nan` tag.
         trained_at: when the estimator was trained (default now).
+        training: how it was trained (`python -m models train` records its options; `retrain` reuses them).
+        candidate: register a candidate: served only when named by its version, until promoted.
         **task_params: `positive_class` (binary), `labels` (multilabel), `hierarchy` (hierarchical:
             parent -> children, `service.classifiers.ROOT` as the top level's parent).
     """
@@ -159,6 +192,7 @@ def register_model(
     features = FeatureSchema(
         names=tuple(names),
         categorical=frozenset(categorical_features),
+        text=frozenset(text_features),
         allows_missing=_allows_missing(estimators) if allows_missing is None else allows_missing,
         as_frame=hasattr(first, "feature_names_in_") and hasattr(X_val, "columns"),
     )
@@ -172,19 +206,37 @@ def register_model(
         "class_prior": task_cls.label_distribution(reference_y, description.classes),
         "prediction_distribution": description.prediction_distribution,
         "level_distribution": description.level_distribution,
-        "reference_profile": profile_features(reference_X, names, features.categorical),
+        "reference_profile": profile_features(reference_X, names, features.categorical, features.text),
         "trained_at": (trained_at or datetime.now(UTC)).isoformat(),
         "sklearn_version": sklearn.__version__,
+        "training": dict(training or {}),
     }
     served = task_cls(estimators, metadata)
     confidence_figures, calibration = measure_confidence(served, X_val, y_val)
     metadata["metrics"].update(confidence_figures)
     metadata["calibration"] = calibration.to_metadata()
     sensitivity = feature_sensitivity(served, X_val)
-    metadata["monitored_features"] = [names[j] for j in np.argsort(-sensitivity, kind="stable").tolist()]
-    tag = save_model(name, task, estimators, metadata)
-    load_model(tag)  # a model that cannot be served fails here, at registration, not at start-up
-    return tag
+    ranked = [names[j] for j in np.argsort(-sensitivity, kind="stable").tolist()]
+    metadata["monitored_features"] = [name for name in ranked if name not in features.text]
+    check_servable(served, estimators, metadata, X_val)
+    return save_model(name, task, estimators, metadata, candidate)
+
+
+def check_servable(served: Task, estimators: Mapping[str, Any], metadata: Mapping[str, Any], X_val: Any) -> None:
+    """Refuse, before anything is saved, estimators the service would not serve as they were measured: each must
+    go through skops with the trusted types only, and the task built from what comes back must score validation
+    rows as the fitted estimators do."""
+    loaded = {}
+    for key, estimator in estimators.items():
+        blob = skops.io.dumps(estimator)
+        refused = sorted(set(skops.io.get_untrusted_types(data=blob)) - set(TRUSTED_TYPES))
+        if refused:
+            raise InvalidModelError(f"estimator '{key}' holds types outside the trusted list: {refused}")
+        loaded[key] = skops.io.loads(blob, trusted=skops.io.get_untrusted_types(data=blob))
+    rows = X_val.iloc[:50] if hasattr(X_val, "iloc") else X_val[:50]
+    reloaded = type(served)(loaded, metadata)
+    if not np.allclose(reloaded.score_matrix(rows), served.score_matrix(rows), rtol=1e-9, atol=1e-12):
+        raise InvalidModelError("the estimators score differently once saved and loaded back")
 
 
 def _feature_names(estimator: Any, X: Any, given: Sequence[str] | None) -> list[str]:

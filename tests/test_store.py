@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import bentoml
 import numpy as np
 import pytest
 import sklearn
@@ -134,6 +135,14 @@ def test_untrusted_types_are_refused_unless_listed() -> None:
     assert load_model(tag, trusted_types=[f"{__name__}.Memorised"]).task.name == "binary"
 
 
+def test_a_model_the_service_would_refuse_is_never_saved() -> None:
+    X_train, X_val, y_train, y_val = cancer_split()
+    with pytest.raises(InvalidModelError, match=re.escape(f"{__name__}.Memorised")):
+        register_model("user_refused", "binary", Memorised().fit(X_train, y_train), X_val, y_val)
+    with pytest.raises(bentoml.exceptions.NotFound):
+        bentoml.models.list("user_refused")  # no version, not even one that fails to load
+
+
 def test_other_sklearn_minor_release_is_refused() -> None:
     X_train, _, y_train, _ = cancer_split()
     metadata = {
@@ -158,4 +167,4 @@ def test_no_code_path_unpickles_without_a_trusted_list() -> None:
     text = "\n".join(p.read_text() for p in sources)
     assert not re.search(r"pickle\.loads?\(|joblib\.load\(|cloudpickle|trusted=True", text)
     assert "skops.io.load(path, trusted=untrusted)" in text
-    assert all(name.startswith("sklearn.") for name in TRUSTED_TYPES)
+    assert all(name.startswith("sklearn.") or name == "numpy.dtype" for name in TRUSTED_TYPES)

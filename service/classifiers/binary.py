@@ -10,7 +10,7 @@ import numpy as np
 
 from .base import Description, Observations, Options, Prediction, Task, check_probabilities, class_names, register_task
 from .errors import InvalidModelError
-from .evaluation import shares, single_label_metrics, tune_threshold
+from .evaluation import Objective, shares, single_label_metrics, tune_threshold
 from .linear import Probabilities
 from .truth import ClassFigures, DecisionKeys, SingleLabelTruth, Truth, metadata_classes
 
@@ -118,13 +118,14 @@ class BinaryTask(Task):
         proba = np.asarray(estimator.predict_proba(X_val))
         y = np.asarray([str(v) for v in y_val], dtype=object)
         pos = classes.index(positive)
-        threshold = tune_threshold(y == positive, proba[:, pos])
+        objective = Objective.parse(str(params.get("optimize", "f1")))
+        threshold = tune_threshold(y == positive, proba[:, pos], objective)
         labels = np.where(proba[:, pos] >= threshold, positive, classes[1 - pos])
         metrics = single_label_metrics(y, labels, proba, classes)
         metrics["threshold"] = threshold
         return Description(
             classes=classes,
-            decision={"positive_class": positive, "threshold": threshold},
+            decision={"positive_class": positive, "threshold": threshold, "objective": str(objective)},
             metrics=metrics,
             prediction_distribution=shares(list(labels), classes),
         )

@@ -17,8 +17,51 @@ CALIBRATION_BINS = 10
 LOG_LOSS_EPS = 1e-15
 
 
-def tune_threshold(y_true: np.ndarray, p_positive: np.ndarray) -> float:
-    """The decision threshold on P(positive) that maximises F1 on validation (positive iff p >= threshold).
+@dataclass(frozen=True)
+class Objective:
+    """What a tuned threshold maximises on validation: `f1`, `precision-at-recall=R` (the best precision among
+    thresholds whose recall is at least R) or `recall-at-precision=P`. When no threshold reaches the floor, the
+    one closest to it is taken."""
+
+    metric: str = "f1"
+    floor: float = 0.0
+
+    KINDS = ("f1", "precision-at-recall", "recall-at-precision")
+
+    @classmethod
+    def parse(cls, text: str) -> Objective:
+        metric, _, floor = text.strip().partition("=")
+        if metric not in cls.KINDS or (metric == "f1") != (floor == ""):
+            raise ValueError(f"unknown objective '{text}'; f1, precision-at-recall=R or recall-at-precision=P")
+        try:
+            value = float(floor) if floor else 0.0
+        except ValueError:
+            raise ValueError(f"objective '{text}': '{floor}' is not a number") from None
+        if not 0.0 < value < 1.0 and metric != "f1":
+            raise ValueError(f"objective '{text}': the floor must lie between 0 and 1")
+        return cls(metric, value)
+
+    def __str__(self) -> str:
+        return self.metric if self.metric == "f1" else f"{self.metric}={self.floor:g}"
+
+    def best(self, precision: np.ndarray, recall: np.ndarray) -> int:
+        """The index of the best threshold given each threshold's precision and recall."""
+        if self.metric == "f1":
+            with np.errstate(divide="ignore", invalid="ignore"):
+                f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+            return int(np.argmax(f1))
+        floored, maximised = (recall, precision) if self.metric == "precision-at-recall" else (precision, recall)
+        reaching = floored >= self.floor
+        if not reaching.any():
+            return int(np.argmax(floored))
+        return int(np.argmax(np.where(reaching, maximised, -1.0)))
+
+
+F1 = Objective()
+
+
+def tune_threshold(y_true: np.ndarray, p_positive: np.ndarray, objective: Objective = F1) -> float:
+    """The decision threshold on P(positive) that maximises `objective` on validation (positive iff p >= threshold).
 
     It lies midway between the lowest validation score decided positive and the next lower one, not on a score:
     on a score, that row's decision would flip with the last bit of its probability (a batch summed in another
@@ -27,9 +70,7 @@ def tune_threshold(y_true: np.ndarray, p_positive: np.ndarray) -> float:
     if y.all() or not y.any():
         return 0.5
     precision, recall, thresholds = precision_recall_curve(y, p_positive)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
-    best = int(np.argmax(f1[:-1]))
+    best = objective.best(precision[:-1], recall[:-1])  # the last point (recall 0) has no threshold
     below = float(thresholds[best - 1]) if best > 0 else 0.0  # thresholds ascend: the next lower score (or 0)
     return (float(thresholds[best]) + below) / 2
 

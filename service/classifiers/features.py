@@ -26,13 +26,15 @@ class FeatureSchema:
 
     Attributes:
         names: feature names in the estimator's column order.
-        categorical: names of the features that take strings (a pipeline encodes them).
+        categorical: names of the features that take categories, as strings (a pipeline encodes them).
+        text: names of the features that take free text (a pipeline vectorizes them); not drift-monitored.
         allows_missing: whether the estimator handles NaN, so `null` is accepted.
         as_frame: the estimator was fitted on a DataFrame and wants one (needs pandas).
     """
 
     names: tuple[str, ...]
     categorical: frozenset[str] = frozenset()
+    text: frozenset[str] = frozenset()
     allows_missing: bool = False
     as_frame: bool = False
 
@@ -41,6 +43,7 @@ class FeatureSchema:
         return cls(
             names=tuple(meta["names"]),
             categorical=frozenset(meta.get("categorical", ())),
+            text=frozenset(meta.get("text", ())),
             allows_missing=bool(meta.get("allows_missing", False)),
             as_frame=bool(meta.get("as_frame", False)),
         )
@@ -49,9 +52,15 @@ class FeatureSchema:
         return {
             "names": list(self.names),
             "categorical": sorted(self.categorical),
+            "text": sorted(self.text),
             "allows_missing": self.allows_missing,
             "as_frame": self.as_frame,
         }
+
+    @property
+    def strings(self) -> frozenset[str]:
+        """The features that take strings: categories and free text."""
+        return self.categorical | self.text
 
     def validate(self, rows: Sequence[Any], booleans_possible: bool = True) -> Any:
         """Return the estimator input for `rows`, or raise `InvalidInputError` naming row and feature.
@@ -62,7 +71,7 @@ class FeatureSchema:
         if not rows:
             raise InvalidInputError("'instances' is empty; send at least one row", field="instances")
         values = self._as_lists(rows)
-        if not self.categorical:
+        if not self.strings:
             matrix = _numeric_matrix(values, len(self.names), booleans_possible)
             if matrix is not None:
                 self._check_numeric(matrix, values)
@@ -123,8 +132,9 @@ class FeatureSchema:
     def _validate_cells(self, values: Sequence[Sequence[Any]]) -> Any:
         """The slow path for rows with nulls, strings or faults: checks every cell, counting data-quality faults."""
         n = len(self.names)
-        categorical = [name in self.categorical for name in self.names]
-        out = np.empty((len(values), n), dtype=object if self.categorical else np.float64)
+        takes_string = [name in self.strings for name in self.names]
+        text = [name in self.text for name in self.names]
+        out = np.empty((len(values), n), dtype=object if self.strings else np.float64)
         first: InvalidInputError | None = None
         issues: Counter[tuple[str, str]] = Counter()
         for i, row in enumerate(values):
@@ -134,13 +144,15 @@ class FeatureSchema:
                 )
                 continue
             for j, value in enumerate(row):
-                if value is None:
+                if value is None and text[j]:
+                    out[i, j] = ""  # a missing text is an empty document: monitoring counts it as missing
+                elif value is None:
                     if not self.allows_missing:
                         issues[self.names[j], MISSING] += 1
                         first = first or self._rejection(i, j, value)
                     out[i, j] = np.nan
                 elif isinstance(value, str):
-                    if categorical[j]:
+                    if takes_string[j]:
                         out[i, j] = value
                     else:
                         first = first or self._rejection(i, j, value)
@@ -148,7 +160,7 @@ class FeatureSchema:
                     if not math.isfinite(value):
                         issues[self.names[j], NON_FINITE] += 1
                         first = first or self._rejection(i, j, value)
-                    elif categorical[j]:
+                    elif takes_string[j]:
                         first = first or self._rejection(i, j, value)
                     out[i, j] = float(value)
                 else:
@@ -163,10 +175,15 @@ class FeatureSchema:
         """The error for cell (i, j): it names the row and the feature and says what was expected."""
         name = self.names[j]
         field = f"instances[{i}].{name}"
-        kind = "a category (string)" if name in self.categorical else "a finite number"
+        if name in self.categorical:
+            kind = "a category (string)"
+        elif name in self.text:
+            kind = "a text (string)"
+        else:
+            kind = "a finite number"
         if value is None:
             message = f"row {i} feature '{name}' is null; this model takes no missing values, expected {kind}"
-        elif isinstance(value, str) and name not in self.categorical:
+        elif isinstance(value, str) and name not in self.strings:
             message = f"row {i} feature '{name}' is the string {value!r}; expected a number"
         else:
             message = f"row {i} feature '{name}' is {_describe(value)}; expected {kind}"
@@ -176,7 +193,7 @@ class FeatureSchema:
         import pandas as pd  # only models fitted on DataFrames need it
 
         frame = pd.DataFrame(matrix, columns=list(self.names))
-        numeric = [name for name in self.names if name not in self.categorical]
+        numeric = [name for name in self.names if name not in self.strings]
         if matrix.dtype == object and numeric:
             frame[numeric] = frame[numeric].astype(np.float64)
         return frame

@@ -26,7 +26,7 @@ from .base import (
     register_task,
 )
 from .errors import InvalidInputError, InvalidModelError
-from .evaluation import tune_threshold
+from .evaluation import Objective, tune_threshold
 from .linear import Probabilities
 from .multiclass import top_k_indices
 from .truth import DecisionKeys, GivenLabel, Truth, metadata_classes
@@ -187,7 +187,8 @@ class MultilabelTask(Task):
             proba = joint_scores(checked[0], X_val, len(labels))
         else:
             proba = np.column_stack([positive_column(e, e.predict_proba(X_val)) for e in checked])
-        thresholds = [tune_threshold(y[:, j], proba[:, j]) for j in range(len(labels))]
+        objective = Objective.parse(str(params.get("optimize", "f1")))
+        thresholds = [tune_threshold(y[:, j], proba[:, j], objective) for j in range(len(labels))]
         decided = proba >= np.asarray(thresholds)
         per_label_f1 = f1_score(y, decided, average=None, zero_division=0)
         clipped = np.clip(proba, 1e-15, 1 - 1e-15)
@@ -201,7 +202,7 @@ class MultilabelTask(Task):
         }
         return Description(
             classes=labels,
-            decision={"layout": layout, "thresholds": thresholds},
+            decision={"layout": layout, "thresholds": thresholds, "objective": str(objective)},
             metrics=metrics,
             prediction_distribution=dict(zip(labels, map(float, decided.mean(axis=0)), strict=True)),
         )

@@ -10,14 +10,21 @@ import numpy as np
 PROFILE_BINS = 10
 
 
-def profile_features(X: Any, names: Sequence[str], categorical: frozenset[str]) -> dict[str, dict[str, Any]]:
-    """Per feature: quantile bin edges and proportions, min/max and missing rate (numeric), or category shares.
+def profile_features(
+    X: Any, names: Sequence[str], categorical: frozenset[str], text: frozenset[str] = frozenset()
+) -> dict[str, dict[str, Any]]:
+    """Per feature: quantile bin edges and proportions, min/max and missing rate (numeric), category shares, or
+    for free text its missing rate only.
 
     Edges are the inner quantile cut points; bin i holds values in [edges[i-1], edges[i]).
     """
     columns = _columns(X, names)
     profile: dict[str, dict[str, Any]] = {}
     for name, column in zip(names, columns, strict=True):
+        if name in text:
+            written = sum(1 for v in column if v is not None and v == v and v != "")
+            profile[name] = {"kind": "text", "missing_rate": float(1 - written / max(len(column), 1))}
+            continue
         if name in categorical:
             values = np.asarray([v for v in column if v is not None and v == v], dtype=object)
             cats, counts = np.unique(values.astype(str), return_counts=True)

@@ -134,6 +134,15 @@ class PredictionLog:
             raise DatabaseUnavailableError(self._problem)
         return self._store
 
+    def promoted_versions(self) -> dict[str, str]:
+        """model -> the version promoted for it; none while the database is unavailable (models then serve their
+        newest version that is not a candidate, or stay as they are)."""
+        try:
+            return self.store.promoted_versions()
+        except (DatabaseUnavailableError, sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            logger.warning("prediction log: promoted versions unavailable: %s", _describe(exc))
+            return {}
+
     @property
     def queued_rows(self) -> int:
         return self._queued_rows

@@ -122,6 +122,16 @@ model_versions = sa.Table(
     sa.Column("first_served_at", UTCDateTime(), nullable=False),
 )
 
+# the version each model serves since it was promoted (`POST /admin/models/{name}/promote`): every worker and
+# replica sharing the log follows it; a model without a row serves its newest version that is not a candidate
+served_versions = sa.Table(
+    "served_versions",
+    metadata,
+    sa.Column("model", sa.String(NAME_LENGTH), primary_key=True),
+    sa.Column("version", sa.String(VERSION_LENGTH), nullable=False),
+    sa.Column("promoted_at", UTCDateTime(), nullable=False),
+)
+
 # the current label of each labelled prediction
 labels = sa.Table(
     "labels",

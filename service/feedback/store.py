@@ -19,7 +19,15 @@ from sqlalchemy.dialects import postgresql, sqlite
 from ..classifiers import DecisionKeys
 from .database import writing
 from .ids import first_key_at, issued_at
-from .schema import label_history, labels, model_versions, outcomes, prediction_counts, prediction_requests
+from .schema import (
+    label_history,
+    labels,
+    model_versions,
+    outcomes,
+    prediction_counts,
+    prediction_requests,
+    served_versions,
+)
 
 WRITER_SLICE_SECONDS = 0.001  # how long a writer thread runs before it hands Python's lock back (see below)
 
@@ -304,6 +312,18 @@ class LogStore:
         row = {"model": model, "version": version, "task": task, "metadata": orjson.dumps(metadata).decode()}
         with writing(self.engine) as connection:
             connection.execute(statement, {**row, "first_served_at": now})
+
+    def promote(self, model: str, version: str, now: datetime) -> None:
+        """Make `version` the one every worker and replica of this log serves as `model`."""
+        statement = self._upsert(served_versions, ("model",), replace=("version", "promoted_at"))
+        with writing(self.engine) as connection:
+            connection.execute(statement, {"model": model, "version": version, "promoted_at": now})
+
+    def promoted_versions(self) -> dict[str, str]:
+        """model -> the version promoted for it, for the models ever promoted."""
+        with self.engine.connect() as connection:
+            found = connection.execute(sa.select(served_versions.c.model, served_versions.c.version))
+            return {row.model: row.version for row in found}
 
     def version(self, model: str, version: str) -> tuple[str, dict[str, Any]] | None:
         """(task, metadata) of a model version ever served, or None."""

@@ -41,13 +41,14 @@ class InputProfile:
         categorical: Sequence[str],
         profile: Mapping[str, Mapping[str, Any]],
         tracked: Sequence[str],
+        text: Sequence[str] = (),
     ) -> None:
         self.names = list(names)
-        self.tracked = list(tracked)
+        self._text_columns = [self.names.index(n) for n in text]  # free text: only its missing values are counted
+        self.tracked = [n for n in tracked if n not in text]
         categorical_set = set(categorical)
-        self.numeric_columns = np.array(
-            [j for j, n in enumerate(self.names) if n not in categorical_set], dtype=np.intp
-        )
+        strings = categorical_set | set(text)
+        self.numeric_columns = np.array([j for j, n in enumerate(self.names) if n not in strings], dtype=np.intp)
         numeric_names = [self.names[j] for j in self.numeric_columns.tolist()]
         self.minimum = np.array([_bound(profile[n]["min"], -np.inf) for n in numeric_names])
         self.maximum = np.array([_bound(profile[n]["max"], np.inf) for n in numeric_names])
@@ -83,7 +84,7 @@ class InputProfile:
         self.width = int(self.offsets[-1])
         self.feature_order = self.tracked_numeric + self.tracked_categorical
         self._categorical_slot = {n: len(self.tracked_numeric) + k for k, n in enumerate(self.tracked_categorical)}
-        self._all_numeric = not categorical_set
+        self._all_numeric = not categorical_set and not self._text_columns
         # tracked numeric features as columns of the numeric matrix; their bins come first in the window
         self._tracked_numeric_columns = np.array([numeric_names.index(n) for n in self.tracked_numeric], dtype=np.intp)
         self._numeric_offsets = self.offsets[: len(self.tracked_numeric)]
@@ -130,6 +131,12 @@ class InputProfile:
                 codes = np.where(seen, np.searchsorted(known, values), len(known))
                 codes = np.where(absent, len(known) + 1, codes)
                 bins[self.offsets[f] : self.offsets[f + 1]] += np.bincount(codes, minlength=self.sizes[f])
+        for j in self._text_columns:
+            column = matrix[:, j]
+            empty = int(np.asarray((column == None) | (column != column) | (column == ""), dtype=bool).sum())  # noqa: E711
+            if empty:
+                label = self.fold_feature(self.names[j])
+                issues[(label, MISSING)] = issues.get((label, MISSING), 0) + empty
         return InputReport(bins=bins, issues=issues, rows=len(matrix))
 
     def _count(self, issues: dict[tuple[str, str], int], per_column: np.ndarray, kind: str) -> None:

@@ -227,7 +227,7 @@ class Metrics:
             ),
             model_info=Gauge(
                 "classifier_model_info",
-                "The served model version and task (always 1).",
+                "The served model version and task: 1 while served, 0 once a promotion replaced it.",
                 [*model, "version", "task"],
                 multiprocess_mode="max",
                 registry=r,

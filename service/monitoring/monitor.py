@@ -85,6 +85,7 @@ class ModelMonitor:
             features.get("categorical", ()),
             metadata["reference_profile"],
             tracked=ranked[: config.monitored_features],
+            text=features.get("text", ()),
         )
         prior = metadata.get("class_prior") or {c: 1.0 for c in metadata["classes"]}
         self.drift_labels = LabelFolder(prior, config.monitored_labels)
@@ -129,9 +130,14 @@ class ModelMonitor:
             shares = shares / max(shares.sum(), 1e-12)  # share of decided labels (multilabel stores label rates)
             for label, share in zip(folder.names, shares.tolist(), strict=True):
                 m.validation_prediction_share.labels(model=name, label=label, level=level).set(share)
-        m.model_info.labels(model=name, version=version, task=str(metadata["task"])).set(1)
+        self._info = m.model_info.labels(model=name, version=version, task=str(metadata["task"]))
+        self._info.set(1)
         m.trained_timestamp.labels(model=name).set(datetime.fromisoformat(str(metadata["trained_at"])).timestamp())
         m.loaded_timestamp.labels(model=name).set(time.time())
+
+    def retire(self) -> None:
+        """This version is no longer served here: a promotion replaced it."""
+        self._info.set(0)
 
     def observe_accepted(self, X: Any) -> None:
         """Rows that passed validation: drift bins into the window, faults into the counters."""

@@ -9,6 +9,7 @@ import pytest
 
 from service.classifiers import InvalidInputError, InvalidModelError, Options, get_task
 from service.classifiers.binary import BinaryTask
+from service.classifiers.evaluation import Objective
 
 from .fakes import binary_rows, features, fixed_proba
 
@@ -119,13 +120,38 @@ VAL_P = [0.1, 0.3, 0.35, 0.6, 0.7, 0.9]
 VAL_Y = ["benign", "benign", "malignant", "benign", "malignant", "malignant"]
 
 
+@pytest.mark.parametrize(
+    "objective, threshold",
+    [
+        ("recall-at-precision=0.9", 0.65),  # precision 1 at 0.7 (recall 2/3) and 0.9 (1/3): the better recall
+        ("precision-at-recall=0.9", 0.325),  # recall 1 at 0.35, 0.3 and 0.1: the best precision is at 0.35
+        ("precision-at-recall=0.5", 0.65),  # recall >= 0.5 from 0.7 down: precision 1 at 0.7
+    ],
+)
+def test_describe_tunes_the_threshold_for_the_objective_given(objective: str, threshold: float) -> None:
+    params = {"positive_class": "malignant", "optimize": objective}
+    description = BinaryTask.describe({"model": fixed_proba(CLASSES)}, binary_rows(VAL_P), VAL_Y, params)
+    assert description.decision["threshold"] == pytest.approx(threshold)
+    assert description.decision["objective"] == objective
+
+
+@pytest.mark.parametrize("text", ["accuracy", "f1=0.5", "precision-at-recall", "recall-at-precision=1.5", "x=y"])
+def test_an_unknown_objective_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="objective"):
+        Objective.parse(text)
+
+
 def test_describe_tunes_the_threshold_that_maximises_f1() -> None:
     """The tuned cut is at 0.35 (F1 6/7), neither 0.5 nor the highest-precision cut; the threshold sits midway to
     the next lower score, 0.3, so that no validation row lies on it."""
     description = BinaryTask.describe(
         {"model": fixed_proba(CLASSES)}, binary_rows(VAL_P), VAL_Y, {"positive_class": "malignant"}
     )
-    assert description.decision == {"positive_class": "malignant", "threshold": pytest.approx(0.325)}
+    assert description.decision == {
+        "positive_class": "malignant",
+        "threshold": pytest.approx(0.325),
+        "objective": "f1",
+    }
     assert description.classes == CLASSES
     assert description.metrics["threshold"] == pytest.approx(0.325)
     # at 0.325 the decisions are B B M M M M: 5 of 6 right
@@ -143,7 +169,11 @@ def test_describe_with_the_positive_class_in_column_zero() -> None:
         VAL_Y,
         {"positive_class": "malignant"},
     )
-    assert description.decision == {"positive_class": "malignant", "threshold": pytest.approx(0.325)}
+    assert description.decision == {
+        "positive_class": "malignant",
+        "threshold": pytest.approx(0.325),
+        "objective": "f1",
+    }
 
 
 def test_describe_defaults_the_positive_class_to_the_second_column() -> None:

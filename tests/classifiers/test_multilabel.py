@@ -211,7 +211,11 @@ def test_describe_tunes_one_threshold_per_label_by_hand() -> None:
     X = np.column_stack([HAND_P, p_b])
     y = np.column_stack([HAND_Y, y_b])
     description = MultilabelTask.describe({"model": multi_output(2)}, X, y, {"labels": ["a", "b"]})
-    assert description.decision == {"layout": "joint", "thresholds": pytest.approx([0.325, 0.6875])}
+    assert description.decision == {
+        "layout": "joint",
+        "thresholds": pytest.approx([0.325, 0.6875]),
+        "objective": "f1",
+    }
     assert description.metrics["per_label_f1"] == pytest.approx({"a": 6 / 7, "b": 1.0})
     assert description.metrics["macro_f1"] == pytest.approx((6 / 7 + 1.0) / 2)
     # decided a: rows 2..5; b: rows 1, 2, 4. Whole-row matches: rows 1? a=0 ok, b ok -> yes; row 0 yes;

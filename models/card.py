@@ -1,0 +1,157 @@
+"""The model card `python -m models train` prints: what a person needs to decide whether to serve the model.
+
+Figures come from the registered model itself (its tuned decision applied to the validation rows), so the card
+says what the service will do, not what the estimator alone would.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from service.classifiers import Options
+from service.store import load_model
+
+from .training import TrainedModel
+
+FEW_EXAMPLES = 100  # classes with fewer training examples are flagged
+BARELY_BEATS = 0.02  # a validation accuracy within this of the majority-class baseline is a warning
+_STRATEGIES = {"per-label": "one model per label", "joint": "one model for all labels"}
+MAX_CLASS_LINES = 30  # the per-class table lists the classes with most validation rows first
+
+
+@dataclass(frozen=True)
+class ClassFigures:
+    name: str
+    train_share: float
+    train_count: int
+    precision: float
+    recall: float
+    support: int
+    predicted: int
+
+
+def card(trained: TrainedModel) -> str:
+    model = load_model(trained.tag)
+    data, rows = trained.data, trained.split
+    X_val = data.X.iloc[rows.validation]
+    records = list(model.task.decide(model.task.score(X_val), Options()).records())
+    truth, decided = _as_sets(data.task, data.y[rows.validation], records, data.labels)
+    train_sets, _ = _as_sets(data.task, data.y[rows.train], [], data.labels)
+    classes = _classes(data, model.metadata)
+    figures = _figures(classes, train_sets, truth, decided)
+    metrics = model.metadata["metrics"]
+    columns = data.columns
+    lines = [
+        f"Model {trained.tag} ({data.task})",
+        f"  trained on {len(rows.train)} rows, validated on {len(rows.validation)} ({rows.how})",
+        f"  estimator: {trained.options.estimator}"
+        + (f", class weight {trained.options.class_weight}" if trained.options.class_weight else "")
+        + (f", {_STRATEGIES[trained.options.multilabel_strategy]}" if data.task == "multilabel" else ""),
+        f"  features: {len(columns.numeric)} numeric, {len(columns.categorical)} categorical, {len(columns.text)} text",
+        *[f"  note: {note}" for note in data.notes],
+        "",
+        f"Validation: accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}"
+        + ("" if data.task == "multilabel" else f", majority-class baseline {_majority(truth):.3f}"),
+        "",
+        f"{'class':<24} {'train share':>11} {'train rows':>10} {'precision':>9} {'recall':>7} {'val rows':>8}",
+    ]
+    shown = sorted(figures, key=lambda f: -f.support)[:MAX_CLASS_LINES]
+    for f in shown:
+        flag = "  < 100 examples" if f.train_count < FEW_EXAMPLES else ""
+        lines.append(
+            f"{f.name[:24]:<24} {f.train_share:>11.1%} {f.train_count:>10} {f.precision:>9.3f} {f.recall:>7.3f} "
+            f"{f.support:>8}{flag}"
+        )
+    if len(figures) > len(shown):
+        lines.append(f"... and {len(figures) - len(shown)} more classes")
+    lines += ["", *_decision(model.metadata["decision"], data.task, classes)]
+    watched = model.metadata.get("monitored_features", [])
+    first = ", ".join(watched[:10])
+    lines += ["", f"Monitoring watches {len(watched)} features for drift, most important first: {first}"]
+    if columns.text:
+        lines.append(f"  text columns ({', '.join(columns.text)}) are watched for missing values only")
+    warnings = _warnings(data.task, figures, truth, metrics)
+    lines += ["", "Warnings:" if warnings else "Warnings: none", *[f"  - {w}" for w in warnings]]
+    return "\n".join(lines) + "\n"
+
+
+def _as_sets(task: str, y: Any, records: list[dict[str, Any]], labels: list[str]) -> tuple[list[Any], list[Any]]:
+    """Truth and decisions as comparable values: a class per row, or a frozenset of labels (multilabel)."""
+    if task == "multilabel":
+        truth = [frozenset(label for label, on in zip(labels, row, strict=True) if on) for row in np.asarray(y)]
+        return truth, [frozenset(r["labels"]) for r in records]
+    return [str(v) for v in y], [r.get("label") for r in records]
+
+
+def _classes(data: Any, metadata: Any) -> list[str]:
+    if data.task == "multilabel":
+        return list(data.labels)
+    return sorted({str(v) for v in data.y})
+
+
+def _figures(classes: list[str], train: list[Any], truth: list[Any], decided: list[Any]) -> list[ClassFigures]:
+    def has(value: Any, name: str) -> bool:
+        return name in value if isinstance(value, frozenset) else value == name
+
+    figures = []
+    for name in classes:
+        in_train = sum(has(v, name) for v in train)
+        actual = np.array([has(v, name) for v in truth], dtype=bool)
+        called = np.array([has(v, name) for v in decided], dtype=bool)
+        hits = int((actual & called).sum())
+        figures.append(
+            ClassFigures(
+                name=name,
+                train_share=in_train / max(len(train), 1),
+                train_count=in_train,
+                precision=hits / called.sum() if called.any() else 0.0,
+                recall=hits / actual.sum() if actual.any() else 0.0,
+                support=int(actual.sum()),
+                predicted=int(called.sum()),
+            )
+        )
+    return figures
+
+
+def _majority(truth: list[Any]) -> float:
+    return Counter(truth).most_common(1)[0][1] / len(truth) if truth else 0.0
+
+
+def _decision(decision: dict[str, Any], task: str, classes: list[str]) -> list[str]:
+    if task == "binary":
+        return [
+            f"Decision: '{decision['positive_class']}' when its probability >= {decision['threshold']:.4f} "
+            f"(tuned on validation for {decision.get('objective', 'f1')})"
+        ]
+    if task == "multilabel":
+        thresholds = ", ".join(f"{c} >= {t:.4f}" for c, t in zip(classes, decision["thresholds"], strict=True))
+        objective = decision.get("objective", "f1")
+        return [f"Decision: per-label thresholds tuned on validation for {objective}: {thresholds}"]
+    if task == "hierarchical":
+        return ["Decision: the most probable child at each level, down to a leaf (min_confidence stops it earlier)"]
+    return ["Decision: the most probable class (top_k and min_confidence are the client's options)"]
+
+
+def _warnings(task: str, figures: list[ClassFigures], truth: list[Any], metrics: dict[str, Any]) -> list[str]:
+    warnings = [
+        f"class '{f.name}' has {f.train_count} training examples (fewer than {FEW_EXAMPLES})"
+        for f in figures
+        if f.train_count < FEW_EXAMPLES
+    ]
+    warnings += [
+        f"class '{f.name}' is never predicted on validation ({f.support} validation rows hold it)"
+        for f in figures
+        if f.predicted == 0
+    ]
+    if task != "multilabel":
+        baseline = _majority(truth)
+        if metrics["accuracy"] < baseline + BARELY_BEATS:
+            warnings.append(
+                f"the model's accuracy {metrics['accuracy']:.3f} barely beats always answering the majority class "
+                f"({baseline:.3f})"
+            )
+    return warnings

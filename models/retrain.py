@@ -1,0 +1,109 @@
+"""`python -m models retrain`: the next version of a served model, trained on the labelled prediction log.
+
+The served version's own recipe (the options `python -m models train` recorded, its feature kinds, its positive
+class) trains the new one on every labelled prediction since `--since` whose inputs were logged, plus the rows of
+`--data` when given. Validation is time-based: the newest labelled predictions, so the new version is judged on
+what production sees now. It is registered as a candidate: nothing serves it until it is promoted.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import fields
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from service.settings import Settings
+from service.store import LoadedModel
+
+from .dataset import DataError, prepare, read_table
+from .logdata import labelled_log, since_time
+from .training import Split, TrainedModel, TrainingOptions, fit_and_register
+
+PREDICTED_AT = "__predicted_at__"  # the log's time column while training: validation takes the newest rows
+SEPARATOR = "\x1f"  # joins a label set or a path: no class name holds it
+DEFAULT_TARGET = "label"
+
+
+def retrain(
+    model: LoadedModel,
+    since: str | None,
+    extra: Path | None,
+    settings: Settings,
+    progress: Callable[[str], None],
+) -> TrainedModel:
+    metadata = model.metadata
+    recipe: dict[str, Any] = dict(metadata.get("training") or {})
+    options = TrainingOptions(**{f.name: recipe[f.name] for f in fields(TrainingOptions) if f.name in recipe})
+    options.check()
+    features = [str(name) for name in metadata["features"]["names"]]
+    target = str(recipe.get("target", DEFAULT_TARGET))
+    task = str(metadata["task"])
+    added = None if extra is None else _extra_rows(read_table(extra), features, target, task)
+    progress("reading the prediction log")
+    log = labelled_log(settings, model.name, features, since_time(since))
+    if len(log) == 0:
+        skipped = f" ({log.skipped} labelled ones were logged without inputs or with other features)"
+        raise DataError(f"no labelled predictions of '{model.name}' to train on{skipped if log.skipped else ''}")
+    table = log.X.assign(**{target: [_target(task, label) for label in log.labels], PREDICTED_AT: log.predicted_at})
+    if added is not None:  # timed before the log's first prediction: they only ever train
+        table = pd.concat([added.assign(**{PREDICTED_AT: log.predicted_at.min() - timedelta(days=1)}), table])
+    data = prepare(
+        table.reset_index(drop=True),
+        task,
+        target,
+        positive_class=metadata["decision"].get("positive_class"),
+        label_sep=SEPARATOR,
+        path_sep=SEPARATOR,
+        categorical=metadata["features"].get("categorical", []),
+        text=metadata["features"].get("text", []),
+        time_column=PREDICTED_AT,
+    )
+    if log.skipped:
+        data.notes.append(f"{log.skipped} labelled predictions left out: logged without inputs or with other features")
+    progress("splitting")
+    rows = newest_split(data.times, len(log), options.validation_share)
+    assert data.times is not None
+    validated_from = data.times.iloc[rows.validation].min().isoformat()
+    # `compare` judges it only on predictions it did not train on: those made since its validation slice began
+    recipe = {"trained_on_log_before": validated_from}
+    return fit_and_register(model.name, data, rows, options, progress, candidate=True, recipe=recipe)
+
+
+def newest_split(times: pd.Series | None, logged: int, share: float) -> Split:
+    """Validation: the newest `share` of the logged predictions; older rows, `--data` rows included, train."""
+    assert times is not None
+    size = max(1, math.ceil(share * logged))
+    if len(times) - size < 2:
+        raise DataError(f"{logged} labelled predictions are too few to train and validate on")
+    order = np.argsort(times.to_numpy(), kind="stable")
+    since = times.iloc[order[-size]]
+    return Split(order[:-size], order[-size:], f"time-based: the newest {size} labelled predictions, from {since}")
+
+
+def _target(task: str, label: dict[str, Any]) -> str:
+    if task == "multilabel":
+        return SEPARATOR.join(label["labels"])
+    if task == "hierarchical":
+        return SEPARATOR.join(label["path"])
+    return str(label["label"])
+
+
+def _extra_rows(table: pd.DataFrame, features: list[str], target: str, task: str) -> pd.DataFrame:
+    """`--data` rows in the log's layout: the model's features and its target."""
+    missing = [name for name in [*features, target] if name not in table.columns]
+    if missing:
+        raise DataError(f"--data lacks columns {missing}: it needs the model's features and the target '{target}'")
+    extra = table[[*features, target]].copy()
+    if task in ("multilabel", "hierarchical"):  # written with the separators `python -m models train` reads
+        sep = "|" if task == "multilabel" else "/"
+        extra[target] = [
+            "" if pd.isna(v) else SEPARATOR.join(p.strip() for p in str(v).split(sep) if p.strip())
+            for v in extra[target]
+        ]
+    return extra

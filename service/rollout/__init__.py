@@ -1,0 +1,1 @@
+"""Rollout: which version of each model the workers serve, changed live (promotion and rollback)."""

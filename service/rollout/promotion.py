@@ -1,0 +1,120 @@
+"""Promotion: the version of a model every worker and replica serves, changed without a restart.
+
+The promoted version of a model is a row of the prediction log's database (`served_versions`), which every worker
+and replica shares. The worker that takes `POST /admin/models/{name}/promote` loads the version, records it and
+serves it at once; the others poll the table every `CLF_PROMOTION_POLL_SECONDS` and follow. A request reads its
+model once (`serving.Served`), so none mixes two versions: requests under way finish on the version they started
+with. A rollback is a promotion of the older version.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+
+from ..classifiers import InvalidInputError, InvalidModelError
+from ..errors import DependencyUnavailableError, UnknownModelError
+from ..feedback.log import DatabaseUnavailableError, PredictionLog
+from ..serving import ModelRegistry
+from ..store import LoadedModel, ModelNotFoundError, load_model
+
+logger = logging.getLogger(__name__)
+
+
+class Promotions:
+    """Promotes versions on request and follows the ones other workers promote (a daemon thread)."""
+
+    def __init__(self, registry: Callable[[], ModelRegistry], log: PredictionLog, poll_seconds: float) -> None:
+        self._registry = registry  # read each time: the service may replace its registry
+        self._log = log
+        self._poll_seconds = poll_seconds
+        self._lock = threading.Lock()  # one swap at a time: the route and the thread may follow the same promotion
+        self._refused: set[tuple[str, str]] = set()  # promoted versions this worker could not load: said once
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="promotions", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    async def promote(self, name: str, version: str) -> dict[str, Any]:
+        """`POST /admin/models/{name}/promote`: serve `version` of `name` here now, and on every worker soon."""
+        registry = self._registry()
+        current = registry.served.get(name)
+        if current is None:
+            served = ", ".join(sorted(registry.served)) or "none"
+            raise UnknownModelError(f"model '{name}' is not served; served models: {served}", field="name")
+        if name in registry.pinned:
+            raise InvalidInputError(
+                f"model '{name}' is pinned to version {current.model.version} by CLF_MODELS ('{name}:version'); "
+                f"configure it as '{name}' to promote versions of it",
+                field="name",
+            )
+        model = await anyio.to_thread.run_sync(_load, name, version, registry.settings.trusted_types)
+        try:
+            await anyio.to_thread.run_sync(self._record, name, model.version)
+        except DatabaseUnavailableError as exc:
+            raise DependencyUnavailableError(f"the promotion cannot be recorded: {exc}") from None
+        previous = self._swap(registry, model)
+        logger.info("promoted %s (was %s)", model.tag, previous)
+        return {
+            "model": name,
+            "version": model.version,
+            "previous": previous,
+            "workers_follow_within_seconds": self._poll_seconds,
+        }
+
+    def _record(self, name: str, version: str) -> None:
+        self._log.store.promote(name, version, datetime.now(UTC))
+
+    def _swap(self, registry: ModelRegistry, model: LoadedModel) -> str | None:
+        with self._lock:
+            served = registry.served.get(model.name)
+            if served is not None and served.model.version == model.version:
+                return served.model.version
+            replaced = registry.swap(registry.serving(model))
+            return None if replaced is None else replaced.model.version
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self._poll_seconds):
+            try:
+                self.follow()
+            except Exception:  # noqa: BLE001 -- the next poll tries again; serving goes on meanwhile
+                logger.exception("following promotions failed")
+
+    def follow(self) -> None:
+        """Serve the versions promoted since the last poll (by this worker or another one)."""
+        registry = self._registry()
+        for name, version in self._log.promoted_versions().items():
+            served = registry.served.get(name)
+            if served is None or name in registry.pinned or served.model.version == version:
+                continue
+            try:
+                model = _load(name, version, registry.settings.trusted_types)
+            except (InvalidModelError, UnknownModelError, InvalidInputError) as exc:
+                if (name, version) not in self._refused:
+                    self._refused.add((name, version))
+                    logger.error("promoted version %s:%s cannot be served here; keeping %s: %s", name, version,
+                                 served.model.version, getattr(exc, "message", exc))  # fmt: skip
+                continue
+            previous = self._swap(registry, model)
+            logger.info("following the promotion of %s (was %s)", model.tag, previous)
+
+
+def _load(name: str, version: str, trusted_types: Any) -> LoadedModel:
+    """The stored version, or the request's error: an unknown version is a 404, an unloadable one a 400."""
+    if version in ("", "latest"):
+        raise InvalidInputError("name the version to promote; 'latest' moves with every registration", "version")
+    try:
+        return load_model(f"{name}:{version}", trusted_types)
+    except ModelNotFoundError as exc:
+        raise UnknownModelError(f"version '{version}' of model '{name}' is not served or stored: {exc}") from None
+    except InvalidModelError as exc:
+        raise InvalidInputError(f"version '{version}' of model '{name}' cannot be served: {exc}", "version") from None

@@ -1,0 +1,234 @@
+"""`python -m models train`: a user's table, every task kind, to a registered model served on raw rows."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import bentoml
+import numpy as np
+import pandas as pd
+import pytest
+from starlette.testclient import TestClient
+
+from models.__main__ import BAD_DATA_EXIT, main
+from models.dataset import DataError, prepare, read_table
+from models.training import TrainingOptions, split
+from service.classifiers import ROOT, Options
+from service.store import load_model
+
+REVIEWS = {
+    "great product fast delivery and a friendly seller": 1.5,
+    "love it works perfectly every single day": 1.5,
+    "terrible broken item and no refund so far": -1.5,
+    "awful quality never buying from them again": -1.5,
+    "okay average nothing special about this one": 0.0,
+}
+
+
+def synthetic_table(rows: int = 700, seed: int = 0) -> pd.DataFrame:
+    """Numbers (some missing), a category (some missing), free text and a time; targets of every task kind,
+    all driven by one score so each is learnable."""
+    rng = np.random.default_rng(seed)
+    x1, x2 = rng.normal(size=rows), rng.normal(size=rows)
+    color = rng.choice(["red", "green", "blue"], size=rows).astype(object)
+    review = rng.choice(list(REVIEWS), size=rows)
+    score = x1 + (color == "red") + np.array([REVIEWS[r] for r in review])
+    noisy = score + rng.normal(0, 0.3, rows)
+    table = pd.DataFrame({"x1": x1, "x2": x2, "color": color, "review": review})
+    table["when"] = pd.date_range("2026-01-01", periods=rows, freq="h").astype(str)
+    table.loc[rng.choice(rows, 20, replace=False), "x2"] = np.nan
+    table.loc[rng.choice(rows, 10, replace=False), "color"] = None
+    table["bin"] = np.where(noisy > 0.5, "yes", "no")
+    table["multi"] = pd.cut(noisy, [-9, -1, 0.5, 1.5, 9], labels=["low", "mid", "high", "top"]).astype(str)
+    table["tags"] = [
+        "|".join(tag for tag, on in (("warm", c == "red"), ("pos", s > 0), ("big", a > 0.5)) if on)
+        for c, s, a in zip(color, noisy, x1, strict=True)
+    ]
+    # an unbalanced tree: 'good' has leaves at depth 2, 'bad' at depths 2 and 3
+    table["path"] = [
+        ("good/" + ("great" if s > 1.5 else "fine"))
+        if s > 0
+        else ("bad/awful" if s < -1.5 else "bad/meh/poor" if s < -0.7 else "bad/meh/soso")
+        for s in noisy
+    ]
+    return table
+
+
+def unique(prefix: str) -> str:
+    """A model name no other test registers: the store is shared by the session."""
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+TARGETS = {"binary": "bin", "multiclass": "multi", "multilabel": "tags", "hierarchical": "path"}
+
+
+@pytest.fixture(scope="module")
+def csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("train") / "data.csv"
+    synthetic_table().to_csv(path, index=False)
+    return path
+
+
+def train_args(name: str, task: str, data: Path, *extra: str) -> list[str]:
+    others = ",".join(column for t, column in TARGETS.items() if t != task)
+    return [
+        "train", "--name", name, "--task", task, "--data", str(data), "--target", TARGETS[task],
+        "--drop", others, "--text", "review", *extra,
+    ]  # fmt: skip
+
+
+def versions(name: str) -> list[Any]:
+    try:
+        return list(bentoml.models.list(name))
+    except bentoml.exceptions.NotFound:
+        return []
+
+
+@pytest.mark.parametrize(
+    "task, extra",
+    [
+        ("binary", ()),
+        ("multiclass", ("--estimator", "hist-gradient-boosting")),
+        ("multilabel", ()),
+        ("multilabel", ("--multilabel-strategy", "joint", "--estimator", "random-forest")),
+        ("hierarchical", ("--class-weight", "balanced")),
+    ],
+)
+def test_every_task_kind_trains_registers_and_prints_its_card(
+    csv: Path, task: str, extra: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    name = unique(f"user_{task}")
+    assert main(train_args(name, task, csv, *extra)) == 0
+    printed = capsys.readouterr().out
+    (stored,) = versions(name)
+    model = load_model(str(stored.tag))
+    metadata = model.metadata
+    assert f"Model {stored.tag} ({task})" in printed
+    assert metadata["features"]["text"] == ["review"] and metadata["features"]["categorical"] == ["color"]
+    assert "review" not in metadata["monitored_features"] and "when" not in metadata["features"]["names"]
+    assert metadata["metrics"]["accuracy"] > 0.6  # learnable targets: far above the majority class (at most 0.55)
+    assert f"Validation: accuracy {metadata['metrics']['accuracy']:.3f}" in printed
+    if task == "hierarchical":
+        hierarchy = metadata["decision"]["hierarchy"]
+        assert hierarchy[ROOT] == ["bad", "good"] and hierarchy["meh"] == ["poor", "soso"]
+    if task == "multilabel":
+        layout = "joint" if "joint" in extra else "per_label"
+        assert metadata["decision"]["layout"] == layout
+        assert "big >= " in printed and "pos >= " in printed
+
+
+def test_the_served_model_takes_raw_rows_with_strings_unseen_categories_and_gaps(
+    csv: Path, api: TestClient, reconfigure: Callable[..., None], capsys: pytest.CaptureFixture[str]
+) -> None:
+    name = unique("user_served")
+    assert main(train_args(name, "binary", csv, "--positive-class", "yes")) == 0
+    capsys.readouterr()
+    reconfigure(models=name)
+    rows = [
+        {"x1": 2.0, "x2": 0.1, "color": "red", "review": "love it works perfectly every single day"},
+        {"x1": -2.0, "x2": None, "color": "purple", "review": "terrible broken item and no refund so far"},
+        {"x1": 0.0, "x2": 0.0, "color": None, "review": None},
+    ]
+    response = api.post("/predict", json={"model": name, "instances": rows})
+    assert response.status_code == 200, response.text
+    labels = [p["label"] for p in response.json()["predictions"]]
+    assert labels[:2] == ["yes", "no"]
+    wrong = api.post("/predict", json={"model": name, "instances": [{**rows[0], "x1": "high"}]})
+    assert wrong.status_code == 400 and wrong.json()["error"]["field"] == "instances[0].x1"
+
+
+def test_time_based_validation_holds_out_the_newest_rows() -> None:
+    data = prepare(synthetic_table(), "binary", "bin", drop=["multi", "tags", "path"], time_column="when")
+    assert "when" not in data.X.columns
+    rows = split(data, 0.25)
+    assert data.times is not None
+    assert data.times.iloc[rows.train].max() < data.times.iloc[rows.validation].min()
+    assert len(rows.validation) == 175 and rows.how.startswith("time-based")
+
+
+def test_thresholds_are_tuned_for_the_chosen_objective(csv: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    name = unique("user_recall")
+    assert main(train_args(name, "binary", csv, "--optimize", "precision-at-recall=0.98")) == 0
+    printed = capsys.readouterr().out
+    (stored,) = versions(name)
+    model = load_model(str(stored.tag))
+    assert model.metadata["decision"]["objective"] == "precision-at-recall=0.98"
+    assert "tuned on validation for precision-at-recall=0.98" in printed
+    data = prepare(pd.read_csv(csv), "binary", "bin", text=["review"], drop=["multi", "tags", "path"])
+    validation = data.X.iloc[split(data, TrainingOptions().validation_share).validation]
+    truth = data.y[split(data, TrainingOptions().validation_share).validation]
+    decided = [r["label"] for r in model.task.decide(model.task.score(validation), Options()).records()]
+    positives = truth == "yes"
+    recall = np.mean(np.asarray(decided)[positives] == "yes")
+    assert recall >= 0.98
+
+
+def test_columns_are_detected_by_kind_and_ids_left_out() -> None:
+    words = np.random.default_rng(1).choice(["red", "fast", "old", "box", "item", "late", "fine", "ok"], (700, 6))
+    table = synthetic_table().assign(order_id=[f"o-{i}" for i in range(700)], note=[" ".join(w) for w in words])
+    data = prepare(table, "multiclass", "multi", drop=["bin", "tags", "path"])
+    assert data.columns.numeric == ("x1", "x2")
+    assert data.columns.categorical == ("color", "review")  # five sentences over and over: categories
+    assert data.columns.text == ("note",)
+    assert "when" not in data.X.columns and "order_id" not in data.X.columns
+    assert any("order_id" in note for note in data.notes)
+
+
+def test_json_lines_are_read_like_csv(tmp_path: Path) -> None:
+    table = synthetic_table(50)
+    path = tmp_path / "data.jsonl"
+    table.to_json(path, orient="records", lines=True)
+    assert list(read_table(path).columns) == list(table.columns)
+
+
+def _bad(tmp_path: Path, table: pd.DataFrame) -> Path:
+    path = tmp_path / "bad.csv"
+    table.to_csv(path, index=False)
+    return path
+
+
+BAD_FILES: dict[str, tuple[Callable[[pd.DataFrame], pd.DataFrame], str, tuple[str, ...], str]] = {
+    "missing target": (lambda t: t.drop(columns=["bin"]), "binary", (), "--target names ['bin']"),
+    "unknown column": (lambda t: t, "binary", ("--categorical", "colour"), "--categorical names ['colour']"),
+    "one class only": (lambda t: t.assign(bin="yes"), "binary", (), "one class only ('yes')"),
+    "three classes for binary": (lambda t: t.assign(bin=t["multi"]), "binary", (), "use --task multiclass"),
+    "a label on every row": (lambda t: t.assign(tags="warm|" + t["tags"]), "multilabel", (), "set on every row"),
+    "no labels anywhere": (lambda t: t.assign(tags=""), "multilabel", (), "holds no labels on any row"),
+    "a node under two parents": (
+        lambda t: t.assign(path=t["path"].str.replace("good/fine", "good/meh")),
+        "hierarchical",
+        (),
+        "'meh' sits under both",
+    ),
+    "a label that is a parent": (
+        lambda t: t.assign(path=t["path"].where(t.index % 7 != 0, "bad")),
+        "hierarchical",
+        (),
+        "'bad' is the label of some rows and the parent of others",
+    ),
+    "bad time column": (lambda t: t.assign(when="soon"), "binary", ("--time-column", "when"), "are not times"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_a_bad_file_exits_2_with_a_clear_message_and_registers_nothing(
+    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    change, task, extra, message = BAD_FILES[case]
+    path = _bad(tmp_path, change(synthetic_table(200)))
+    name = unique("user_bad")
+    assert main(train_args(name, task, path, *extra)) == BAD_DATA_EXIT
+    err = capsys.readouterr().err
+    assert message in err and "nothing was registered" in err
+    assert versions(name) == []
+
+
+def test_an_unreadable_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="no such file"):
+        read_table(tmp_path / "absent.csv")
+    (tmp_path / "data.xlsx").write_bytes(b"")
+    with pytest.raises(DataError, match="unknown file type '.xlsx'"):
+        read_table(tmp_path / "data.xlsx")
