@@ -1,0 +1,96 @@
+"""Promotion under load against a real `bentoml serve` with two workers: no failed request, no answer from a third
+version, and both workers end on the promoted one without a restart."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+
+from models.catalog import held_out_rows
+from tests.e2e.conftest import PROJECT, scrape, serving, value, wait_until
+
+pytestmark = pytest.mark.e2e
+
+MODEL = "breast_cancer"
+
+
+def versions(home: Path) -> set[str]:
+    """The versions of MODEL in a BentoML home."""
+    listed = subprocess.run(
+        [sys.executable, "-m", "bentoml", "models", "list", MODEL, "-o", "json"],
+        env=_env(home),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return {model["tag"].split(":")[1] for model in json.loads(listed.stdout)}
+
+
+def _env(home: Path) -> dict[str, str]:
+    env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "True"}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    return env
+
+
+def test_a_promotion_under_load_fails_no_request_and_reaches_every_worker(
+    e2e_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    home = tmp_path_factory.mktemp("serve-promotion")
+    shutil.copytree(Path(e2e_env["BENTOML_HOME"]) / "models", home / "models")
+    (old,) = versions(home)
+    # a second version, registered after the first: `breast_cancer` resolves to it
+    subprocess.run([sys.executable, "-m", "models", "catalog", MODEL], cwd=PROJECT, env=_env(home), check=True)
+    (new,) = versions(home) - {old}
+    rows = held_out_rows(MODEL)[:8].tolist()
+    settings = {"workers": "2", "models": MODEL, "admin": "true", "promotion_poll_seconds": "0.5"}
+    with serving(e2e_env, home, **settings) as url:
+        answers: list[tuple[int, str | None]] = []
+        stop = threading.Event()
+
+        def load() -> None:
+            with httpx.Client(timeout=120) as client:
+                while not stop.is_set():
+                    response = client.post(f"{url}/predict", json={"model": MODEL, "instances": rows})
+                    version = response.json().get("version") if response.status_code == 200 else None
+                    answers.append((response.status_code, version))
+
+        threads = [threading.Thread(target=load) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        try:
+            wait_until(lambda: len(answers) >= 100, "100 answers before the promotion", 600)
+            assert {v for _, v in answers} == {new}
+            promoted = httpx.post(f"{url}/admin/models/{MODEL}/promote", json={"version": old}, timeout=120)
+            assert promoted.status_code == 200, promoted.text
+            assert promoted.json()["previous"] == new
+            at_promotion = len(answers)
+
+            def every_worker_serves_old() -> bool:
+                # `classifier_model_info` is the workers' max: 0 for `new` once every worker has replaced it
+                samples = scrape(url)
+                info = {
+                    v: value(samples, "classifier_model_info", model=MODEL, version=v, task="binary")
+                    for v in (old, new)
+                }
+                return info == {old: 1.0, new: 0.0}
+
+            wait_until(every_worker_serves_old, "every worker to serve the promoted version", 600)
+            swapped = len(answers) + len(threads)  # the requests under way at the check may end on either version
+            wait_until(lambda: len(answers) > max(swapped, at_promotion) + 100, "100 answers after the swaps", 600)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=120)
+        failed = [code for code, _ in answers if code != 200]
+        assert failed == [] and {v for _, v in answers} == {old, new}
+        assert {v for _, v in answers[swapped:]} == {old}
+        cards = {httpx.get(f"{url}/models/{MODEL}", timeout=60).json()["version"] for _ in range(20)}
+        assert cards == {old}
