@@ -32,7 +32,7 @@ from .middleware import ErrorBodyMiddleware
 from .monitoring.metrics import CONTENT_TYPE, NO_MODEL, Children, exposition, shared_metrics
 from .monitoring.monitor import Heartbeat
 from .rollout.promotion import Promotions
-from .schemas import parse_feedback_request, parse_performance_query, parse_predict_request, parse_promote_request
+from .schemas import parse_feedback_request, parse_performance_query, parse_predict_request, parse_version_request
 from .serving import ModelRegistry, limit_native_threads, log_config
 from .settings import Settings
 
@@ -150,13 +150,29 @@ async def performance(request: Request, service: ClassifierService) -> Any:
     return await service.loop.performance(name, query.since, query.until)
 
 
-async def promote(request: Request, service: ClassifierService) -> Any:
-    name = request.path_params["name"]
+def admin(request: Request, service: ClassifierService) -> str:
+    """The model an admin route is for; refuses the route while the admin routes are off."""
+    name: str = request.path_params["name"]
     request.state.model = service.registry.model_label(name)
     if not service.settings.admin:
         raise ForbiddenError("the admin routes are off; set CLF_ADMIN=true to use them")
-    body = parse_promote_request(decode_json(await read_body(request, service.settings.max_body_bytes)))
+    return name
+
+
+async def promote(request: Request, service: ClassifierService) -> Any:
+    name = admin(request, service)
+    body = parse_version_request(decode_json(await read_body(request, service.settings.max_body_bytes)))
     return await service.promotions.promote(name, body.version)
+
+
+async def set_shadow(request: Request, service: ClassifierService) -> Any:
+    name = admin(request, service)
+    body = parse_version_request(decode_json(await read_body(request, service.settings.max_body_bytes)))
+    return await service.promotions.shadow(name, body.version)
+
+
+async def stop_shadow(request: Request, service: ClassifierService) -> Any:
+    return await service.promotions.shadow(admin(request, service), None)
 
 
 async def metrics(request: Request) -> Response:
@@ -182,6 +198,8 @@ api = Starlette(
         endpoint("POST", "/feedback", feedback),
         endpoint("GET", "/predictions/{id}", get_prediction),
         endpoint("POST", "/admin/models/{name}/promote", promote),
+        endpoint("PUT", "/admin/models/{name}/shadow", set_shadow),
+        endpoint("DELETE", "/admin/models/{name}/shadow", stop_shadow),
         Route("/metrics", metrics, methods=["GET"]),
     ]
 )
@@ -233,6 +251,7 @@ class ClassifierService:
         """A graceful stop writes the queued predictions, and the model calls and metric increments waiting to be
         observed and written, before the worker exits."""
         self.promotions.stop()
+        self.registry.shadows.stop()  # before the log closes: the shadows' last records are queued for it
         self.loop.close()
         self.log.close()
         self.registry.flush_observations()

@@ -71,16 +71,17 @@ class PerformanceQuery(BaseModel):
     until: str | None = Field(None, max_length=64)
 
 
-class PromoteRequest(BaseModel):
-    """`POST /admin/models/{name}/promote` body: the version to serve (an older one rolls back)."""
+class VersionRequest(BaseModel):
+    """`POST /admin/models/{name}/promote` body, the version to serve (an older one rolls back), and
+    `PUT /admin/models/{name}/shadow`'s, the version to shadow it."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     version: str = Field(min_length=1, max_length=64)
 
 
-def parse_promote_request(payload: Any) -> PromoteRequest:
-    return _parse(PromoteRequest, payload)
+def parse_version_request(payload: Any) -> VersionRequest:
+    return _parse(VersionRequest, payload)
 
 
 def parse_predict_request(payload: Any) -> PredictRequest:

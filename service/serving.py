@@ -21,6 +21,7 @@ from .feedback.log import Entry, LogConfig, PredictionLog
 from .feedback.versions import version_info
 from .monitoring.metrics import NO_MODEL, Metrics
 from .monitoring.monitor import ModelMonitor, MonitoringConfig, render_drift, window_directory
+from .rollout.shadow import ShadowRunner, check_shadow
 from .schemas import PredictRequest
 from .settings import Settings
 from .store import LoadedModel, load_model
@@ -63,6 +64,7 @@ class Served:
     model: LoadedModel
     monitor: ModelMonitor | None
     batcher: Batcher | None
+    shadow: LoadedModel | None = None  # scores the same rows after the answers (`rollout.shadow`)
 
 
 @dataclass
@@ -73,6 +75,7 @@ class ModelRegistry:
     metrics: Metrics
     log: PredictionLog
     inference: Executor
+    shadows: ShadowRunner
     served: dict[str, Served] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
     pinned: set[str] = field(default_factory=set)  # configured as `name:version`: promotions do not move them
@@ -86,8 +89,12 @@ class ModelRegistry:
             initializer=limit_native_threads,  # OpenMP's limit is per thread, OpenBLAS's per process
             initargs=(settings,),
         )
-        registry = cls(settings, metrics, log, inference)
+        shadows = ShadowRunner(
+            metrics, log, settings.shadow_max_pending_rows, functools.partial(limit_native_threads, settings)
+        )
+        registry = cls(settings, metrics, log, inference, shadows)
         promoted = log.promoted_versions()
+        shadows_set = registry.shadow_versions()
         for entry in settings.models:
             name, _, version = entry.partition(":")
             if version and version != "latest":
@@ -100,12 +107,31 @@ class ModelRegistry:
                 logger.error("model %s failed to load: %s", entry, exc)
                 registry.failed[name] = str(exc)
                 continue
-            registry.served[name] = registry.serving(model)
+            registry.served[name] = registry.serving(model, registry.load_shadow(model, shadows_set.get(name)))
             logger.info("serving %s (%s)", model.tag, model.metadata["task"])
         return registry
 
-    def serving(self, model: LoadedModel) -> Served:
-        """`model` with a monitor and a batcher of its own, ready to be served."""
+    def shadow_versions(self) -> dict[str, str]:
+        """model -> its shadow version: the admin route's (the log's database), else `CLF_SHADOW`'s."""
+        configured = dict(entry.split(":", 1) for entry in self.settings.shadow)
+        return configured | self.log.shadow_versions()
+
+    def load_shadow(self, served: LoadedModel, version: str | None) -> LoadedModel | None:
+        """The shadow version of a served model, or None (none set, the served version itself, or one that cannot
+        shadow it: said in the log, and the model is served without)."""
+        if version is None or version == served.version:
+            return None
+        try:
+            shadow = load_model(f"{served.name}:{version}", self.settings.trusted_types)
+            check_shadow(served, shadow)
+        except (InvalidModelError, InvalidInputError) as exc:
+            logger.error("%s is served without its shadow %s: %s", served.tag, version, getattr(exc, "message", exc))
+            return None
+        logger.info("%s shadows %s", shadow.tag, served.tag)
+        return shadow
+
+    def serving(self, model: LoadedModel, shadow: LoadedModel | None = None) -> Served:
+        """`model` with a monitor and a batcher of its own (and `shadow`), ready to be served."""
         settings = self.settings
         self.log.versions.serve(version_info(model.name, model.version, model.task.name, model.metadata))
         monitor = None
@@ -123,7 +149,7 @@ class ModelRegistry:
                 monitor.observe_accepted if monitor else None,
                 functools.partial(observe_scores, model.task, monitor) if monitor else None,
             )
-        return Served(model, monitor, batcher)
+        return Served(model, monitor, batcher, shadow)
 
     def swap(self, served: Served) -> Served | None:
         """Serve `served` in place of its model's current version (one assignment: requests already under way
@@ -209,6 +235,8 @@ class ModelRegistry:
                     key, now, model.name, model.version, task, request.request_id, options, rows, decisions, X, scores
                 )
             )
+        if served.shadow is not None:  # after the answer is built: the shadow never changes it
+            self.shadows.submit(task, served.shadow, key if logged else None, X, scores, rows)
         for record, prediction_id in zip(predictions, prediction_ids(key, rows), strict=True):
             record["id"] = prediction_id
         return {
@@ -221,7 +249,9 @@ class ModelRegistry:
 
     def describe(self, name: str) -> dict[str, Any]:
         """One model's card for `GET /models/{name}`."""
-        return describe_model(self.resolve(name).model, self.settings.monitored_features)
+        served = self.resolve(name)
+        shadow = None if served.shadow is None else served.shadow.version
+        return {**describe_model(served.model, self.settings.monitored_features), "shadow": shadow}
 
     def describe_all(self) -> list[dict[str, Any]]:
         return [self.describe(name) for name in sorted(self.served)]

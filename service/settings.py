@@ -25,6 +25,12 @@ class Settings(BaseSettings):
     models: Annotated[tuple[str, ...], NoDecode] = Field(
         DEFAULT_CATALOG, description="served models: `name` (latest version) or `name:version`"
     )
+    shadow: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="shadow versions, `name:version`: they score a served model's rows off the response path"
+    )
+    shadow_max_pending_rows: int = Field(
+        10_000, ge=1, description="rows a worker's shadows may have waiting; beyond, rows go unscored (counted)"
+    )
     max_batch_rows: int = Field(1000, ge=1, description="most instances in one request")
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="largest accepted request body")
     trusted_types: Annotated[tuple[str, ...], NoDecode] = Field(
@@ -67,11 +73,19 @@ class Settings(BaseSettings):
     access_log: bool = Field(False, description="BentoML's per-request access log lines")
     trace_requests: bool = Field(False, description="OpenTelemetry spans per request (configure an exporter too)")
 
-    @field_validator("models", "trusted_types", "outcomes", mode="before")
+    @field_validator("models", "trusted_types", "outcomes", "shadow", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(item.strip() for item in value.split(",") if item.strip())
+        return value
+
+    @field_validator("shadow")
+    @classmethod
+    def _check_shadows(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [entry for entry in value if entry.partition(":")[2] in ("", "latest")]
+        if bad:
+            raise ValueError(f"shadow entries name a version (name:version): {bad}")
         return value
 
     @field_validator("outcomes")

@@ -18,7 +18,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -30,7 +30,7 @@ from ..classifiers import Options, Task
 from ..monitoring.metrics import Children, Metrics
 from .database import create_database_engine, migrate
 from .ids import first_key_at, new_key
-from .store import LogStore, RequestRecord, encode_floats, encode_inputs, encode_keys, share_the_lock
+from .store import LogStore, RequestRecord, ShadowRecord, encode_floats, encode_inputs, encode_keys, share_the_lock
 from .versions import Versions
 
 logger = logging.getLogger(__name__)
@@ -87,6 +87,7 @@ class PredictionLog:
         self._rows = Children(metrics.log_rows)  # model, result
         self._queue: deque[Entry] = deque()
         self._queued_rows = 0
+        self._shadows: deque[ShadowRecord] = deque()  # the shadow thread's; bounded by `queue_rows` like the queue
         self._condition = threading.Condition()
         self._closing = False
         self._store: LogStore | None = None
@@ -125,6 +126,14 @@ class PredictionLog:
         if dropped:
             self._rows(entry.model, "dropped").inc(entry.rows)
 
+    def submit_shadow(self, record: ShadowRecord) -> bool:
+        """Queue a shadow version's decisions on a logged request (the shadow thread); False when dropped."""
+        with self._condition:
+            if len(self._shadows) >= self.config.queue_rows or self._closing:
+                return False
+            self._shadows.append(record)
+        return True
+
     # --- state -------------------------------------------------------------------------------------------------
 
     @property
@@ -137,10 +146,17 @@ class PredictionLog:
     def promoted_versions(self) -> dict[str, str]:
         """model -> the version promoted for it; none while the database is unavailable (models then serve their
         newest version that is not a candidate, or stay as they are)."""
+        return self._served(LogStore.promoted_versions, "promoted versions")
+
+    def shadow_versions(self) -> dict[str, str]:
+        """model -> the shadow version set for it through the admin route; none while the database is down."""
+        return self._served(LogStore.shadow_versions, "shadow versions")
+
+    def _served(self, query: Callable[[LogStore], dict[str, str]], what: str) -> dict[str, str]:
         try:
-            return self.store.promoted_versions()
+            return query(self.store)
         except (DatabaseUnavailableError, sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
-            logger.warning("prediction log: promoted versions unavailable: %s", _describe(exc))
+            logger.warning("prediction log: %s unavailable: %s", what, _describe(exc))
             return {}
 
     @property
@@ -245,7 +261,19 @@ class PredictionLog:
         if records:
             self._metrics.log_write_duration.observe(time.perf_counter() - started)
         self._count(encoded, "written", batch)
+        self._write_shadows(store)
         return True
+
+    def _write_shadows(self, store: LogStore) -> None:
+        with self._condition:
+            shadows = list(self._shadows)
+            self._shadows.clear()
+        if not shadows:
+            return
+        try:
+            store.write_shadows(shadows)
+        except Exception:  # noqa: BLE001 -- a shadow's record is evidence, not an answer: lost, and said so
+            logger.exception("prediction log: %d shadow records could not be written; they are lost", len(shadows))
 
     def _count(self, entries: Sequence[Entry], result: str, batch: Sequence[Entry]) -> None:
         with self._condition:

@@ -122,14 +122,29 @@ model_versions = sa.Table(
     sa.Column("first_served_at", UTCDateTime(), nullable=False),
 )
 
-# the version each model serves since it was promoted (`POST /admin/models/{name}/promote`): every worker and
-# replica sharing the log follows it; a model without a row serves its newest version that is not a candidate
+# what every worker and replica sharing the log serves of a model: the version promoted
+# (`POST /admin/models/{name}/promote`; NULL: the newest version that is not a candidate) and the shadow version
+# set through `PUT /admin/models/{name}/shadow` (NULL: the one of `CLF_SHADOW`, if any)
 served_versions = sa.Table(
     "served_versions",
     metadata,
     sa.Column("model", sa.String(NAME_LENGTH), primary_key=True),
-    sa.Column("version", sa.String(VERSION_LENGTH), nullable=False),
-    sa.Column("promoted_at", UTCDateTime(), nullable=False),
+    sa.Column("version", sa.String(VERSION_LENGTH)),
+    sa.Column("promoted_at", UTCDateTime()),
+    sa.Column("shadow_version", sa.String(VERSION_LENGTH)),
+    sa.Column("shadow_set_at", UTCDateTime()),
+)
+
+# a shadow version's decisions on the rows of a logged live request, in the request's row order
+shadow_predictions = sa.Table(
+    "shadow_predictions",
+    metadata,
+    sa.Column("key", _key(), primary_key=True),  # the live request's
+    sa.Column("model", sa.String(NAME_LENGTH), nullable=False),
+    sa.Column("version", sa.String(VERSION_LENGTH), nullable=False),  # the shadow's
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("decision_keys", sa.LargeBinary, nullable=False),  # as prediction_requests'
+    sa.Column("confidence", sa.LargeBinary, nullable=False),
 )
 
 # the current label of each labelled prediction

@@ -27,6 +27,7 @@ from .schema import (
     prediction_counts,
     prediction_requests,
     served_versions,
+    shadow_predictions,
 )
 
 WRITER_SLICE_SECONDS = 0.001  # how long a writer thread runs before it hands Python's lock back (see below)
@@ -67,6 +68,18 @@ class RequestRecord:
     options: str
     decisions: str
     inputs: bytes | None
+
+
+@dataclass(frozen=True)
+class ShadowRecord:
+    """A shadow version's decisions on one logged request, as the writer inserts them."""
+
+    key: str
+    model: str
+    version: str
+    rows: int
+    decision_keys: bytes
+    confidence: bytes
 
 
 @dataclass(frozen=True)
@@ -266,6 +279,7 @@ class LogStore:
         read_time = time_type.result_processor(dialect, None)
         self._read_time: Callable[[Any], Any] = read_time if read_time is not None else lambda value: value
         self._insert_requests = DriverStatement(prediction_requests.insert(), dialect)
+        self._insert_shadows = DriverStatement(shadow_predictions.insert(), dialect)
         self._count_minutes = DriverStatement(
             self._upsert(prediction_counts, ("model", "version", "minute"), add=("rows",)), dialect
         )
@@ -321,9 +335,28 @@ class LogStore:
 
     def promoted_versions(self) -> dict[str, str]:
         """model -> the version promoted for it, for the models ever promoted."""
+        return self._served(served_versions.c.version)
+
+    def set_shadow(self, model: str, version: str | None, now: datetime) -> None:
+        """Make `version` the shadow of `model` on every worker and replica of this log (None: stop it)."""
+        statement = self._upsert(served_versions, ("model",), replace=("shadow_version", "shadow_set_at"))
+        with writing(self.engine) as connection:
+            connection.execute(statement, {"model": model, "shadow_version": version, "shadow_set_at": now})
+
+    def shadow_versions(self) -> dict[str, str]:
+        """model -> the shadow version set for it through the admin route."""
+        return self._served(served_versions.c.shadow_version)
+
+    def _served(self, column: sa.Column[Any]) -> dict[str, str]:
+        """model -> `column` of `served_versions`, where it is set."""
         with self.engine.connect() as connection:
-            found = connection.execute(sa.select(served_versions.c.model, served_versions.c.version))
-            return {row.model: row.version for row in found}
+            found = connection.execute(sa.select(served_versions.c.model, column).where(column.is_not(None)))
+            return {str(model): str(version) for model, version in found}
+
+    def write_shadows(self, records: Sequence[ShadowRecord]) -> None:
+        """Insert shadow versions' decisions on logged requests (after their requests: same key)."""
+        with writing(self.engine) as connection:
+            self._insert_shadows.run(connection, records)
 
     def version(self, model: str, version: str) -> tuple[str, dict[str, Any]] | None:
         """(task, metadata) of a model version ever served, or None."""
@@ -377,7 +410,7 @@ class LogStore:
                 if not chunk:
                     break
                 last = chunk[-1].key
-                for table in (t, labels, label_history, outcomes):
+                for table in (t, labels, label_history, outcomes, shadow_predictions):
                     connection.execute(sa.delete(table).where(table.c.key <= last))
                 deleted += sum(row.rows for row in chunk)
         kept_from = _minute(datetime.fromtimestamp(issued_at(first_kept_key), UTC))

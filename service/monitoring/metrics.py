@@ -93,6 +93,7 @@ class Metrics:
     log_queue_rows: Gauge
     log_write_duration: Histogram
     log_deleted_rows: Counter
+    shadow_rows: Counter
     writes: PendingWrites  # how the hot paths write the metrics above
 
     @classmethod
@@ -298,6 +299,13 @@ class Metrics:
             log_deleted_rows=Counter(
                 "classifier_prediction_log_deleted_rows",
                 "Predictions deleted from the log past the retention period.",
+                registry=r,
+            ),
+            shadow_rows=Counter(
+                "classifier_shadow_rows",
+                "Rows a shadow version scored beside the served one, by whether its default decision agreed "
+                "(result: agree, disagree), or rows it left unscored (skipped: it fell behind; failed: it raised).",
+                [*model, "version", "result"],
                 registry=r,
             ),
         )

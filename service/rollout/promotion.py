@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +23,7 @@ from ..errors import DependencyUnavailableError, UnknownModelError
 from ..feedback.log import DatabaseUnavailableError, PredictionLog
 from ..serving import ModelRegistry
 from ..store import LoadedModel, ModelNotFoundError, load_model
+from .shadow import check_shadow
 
 logger = logging.getLogger(__name__)
 
@@ -71,15 +73,40 @@ class Promotions:
             "workers_follow_within_seconds": self._poll_seconds,
         }
 
+    async def shadow(self, name: str, version: str | None) -> dict[str, Any]:
+        """`PUT` (a version) or `DELETE` (None) `/admin/models/{name}/shadow`: the shadow of `name`, on every worker."""
+        registry = self._registry()
+        current = registry.served.get(name)
+        if current is None:
+            listed = ", ".join(sorted(registry.served)) or "none"
+            raise UnknownModelError(f"model '{name}' is not served; served models: {listed}", field="name")
+        shadow = None
+        if version is not None:
+            shadow = await anyio.to_thread.run_sync(_load, name, version, registry.settings.trusted_types)
+            check_shadow(current.model, shadow)
+        try:
+            await anyio.to_thread.run_sync(self._record_shadow, name, None if shadow is None else shadow.version)
+        except DatabaseUnavailableError as exc:
+            raise DependencyUnavailableError(f"the shadow cannot be recorded: {exc}") from None
+        with self._lock:
+            served = registry.served[name]
+            registry.swap(replace(served, shadow=shadow))
+        still = registry.shadow_versions().get(name) if shadow is None else shadow.version
+        return {"model": name, "version": served.model.version, "shadow": still}
+
     def _record(self, name: str, version: str) -> None:
         self._log.store.promote(name, version, datetime.now(UTC))
+
+    def _record_shadow(self, name: str, version: str | None) -> None:
+        self._log.store.set_shadow(name, version, datetime.now(UTC))
 
     def _swap(self, registry: ModelRegistry, model: LoadedModel) -> str | None:
         with self._lock:
             served = registry.served.get(model.name)
             if served is not None and served.model.version == model.version:
                 return served.model.version
-            replaced = registry.swap(registry.serving(model))
+            shadow = None if served is None or served.shadow is None else served.shadow.version
+            replaced = registry.swap(registry.serving(model, registry.load_shadow(model, shadow)))
             return None if replaced is None else replaced.model.version
 
     def _run(self) -> None:
@@ -90,8 +117,29 @@ class Promotions:
                 logger.exception("following promotions failed")
 
     def follow(self) -> None:
-        """Serve the versions promoted since the last poll (by this worker or another one)."""
+        """Serve the versions promoted, and the shadows set, since the last poll (by this worker or another one)."""
         registry = self._registry()
+        self._follow_promotions(registry)
+        self._follow_shadows(registry)
+
+    def _follow_shadows(self, registry: ModelRegistry) -> None:
+        wanted = registry.shadow_versions()
+        for name, served in list(registry.served.items()):
+            version = wanted.get(name)
+            if version == served.model.version:
+                version = None  # a promoted shadow shadows nothing
+            current = None if served.shadow is None else served.shadow.version
+            if version == current or (name, str(version)) in self._refused:
+                continue
+            shadow = registry.load_shadow(served.model, version)
+            if version is not None and shadow is None:
+                self._refused.add((name, version))  # load_shadow said why, once; the current shadow stays
+                continue
+            with self._lock:
+                if registry.served.get(name) is served:
+                    registry.swap(replace(served, shadow=shadow))
+
+    def _follow_promotions(self, registry: ModelRegistry) -> None:
         for name, version in self._log.promoted_versions().items():
             served = registry.served.get(name)
             if served is None or name in registry.pinned or served.model.version == version:

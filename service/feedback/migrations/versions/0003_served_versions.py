@@ -1,4 +1,5 @@
-"""Promotion: the version each model serves, shared by every worker and replica of the log.
+"""Promotion and shadows: what each model serves, shared by every worker and replica of the log, and the shadow
+versions' decisions on logged requests.
 
 Revision ID: 0003
 Revises: 0002
@@ -19,11 +20,24 @@ def upgrade() -> None:
     op.create_table(
         "served_versions",
         sa.Column("model", sa.String(256), nullable=False),
-        sa.Column("version", sa.String(64), nullable=False),
-        sa.Column("promoted_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("version", sa.String(64)),
+        sa.Column("promoted_at", sa.DateTime(timezone=True)),
+        sa.Column("shadow_version", sa.String(64)),
+        sa.Column("shadow_set_at", sa.DateTime(timezone=True)),
         sa.PrimaryKeyConstraint("model", name="pk_served_versions"),
+    )
+    op.create_table(
+        "shadow_predictions",
+        sa.Column("key", sa.String(32), nullable=False),
+        sa.Column("model", sa.String(256), nullable=False),
+        sa.Column("version", sa.String(64), nullable=False),
+        sa.Column("rows", sa.Integer, nullable=False),
+        sa.Column("decision_keys", sa.LargeBinary, nullable=False),
+        sa.Column("confidence", sa.LargeBinary, nullable=False),
+        sa.PrimaryKeyConstraint("key", name="pk_shadow_predictions"),
     )
 
 
 def downgrade() -> None:
+    op.drop_table("shadow_predictions")
     op.drop_table("served_versions")
