@@ -127,6 +127,8 @@ class ModelRegistry:
         except (InvalidModelError, InvalidInputError) as exc:
             logger.error("%s is served without its shadow %s: %s", served.tag, version, getattr(exc, "message", exc))
             return None
+        # known to the log: labels of the rows it shadowed realize its figures beside the served version's
+        self.log.versions.serve(version_info(shadow.name, shadow.version, shadow.task.name, shadow.metadata))
         logger.info("%s shadows %s", shadow.tag, served.tag)
         return shadow
 

@@ -162,6 +162,10 @@ labels = sa.Table(
     sa.Column("first_batch", sa.String(BATCH_LENGTH), nullable=False),  # the feedback request of the first label
     sa.Column("first_labelled_at", UTCDateTime(), nullable=False),
     sa.Column("labelled_at", UTCDateTime(), nullable=False),
+    # the shadow version's decision on the same row and its confidence, when one was logged before the first label
+    sa.Column("shadow_version", sa.String(VERSION_LENGTH)),
+    sa.Column("shadow_decision_key", sa.Text),
+    sa.Column("shadow_confidence", sa.Float),
     sa.Index(None, "model", "predicted_at"),
     sa.Index(None, "first_batch"),  # a feedback request finds the labels it was first to give
 )

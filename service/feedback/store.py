@@ -95,6 +95,9 @@ class LoggedPrediction:
     rows: int  # of its request
     decision_key: str | None
     confidence: float
+    shadow_version: str | None = None  # a shadow's decision on the same row, when it was logged
+    shadow_decision_key: str | None = None
+    shadow_confidence: float | None = None
 
 
 @dataclass(frozen=True)
@@ -383,19 +386,25 @@ class LogStore:
                 _find_predictions_sql(len(wanted), self.engine.dialect.positional),
                 tuple(value for prediction in wanted for value in prediction),
             ).all()
-        return {
-            (key, row): LoggedPrediction(
+        predictions = {}
+        for key, row, model, version, created_at, rows, code, distinct, confidence, *shadow in found:
+            issued = row < rows
+            shadow_version, shadow_code, shadow_distinct, shadow_confidence = shadow
+            shadowed = issued and shadow_version is not None
+            predictions[(key, row)] = LoggedPrediction(
                 key,
                 row,
                 model,
                 version,
                 self._read_time(created_at),
                 rows,
-                decode_key(bytes(code), bytes(distinct)) if row < rows else None,
-                decode_float(bytes(confidence)) if row < rows else float("nan"),
+                decode_key(bytes(code), bytes(distinct)) if issued else None,
+                decode_float(bytes(confidence)) if issued else float("nan"),
+                shadow_version if shadowed else None,
+                decode_key(bytes(shadow_code), bytes(shadow_distinct)) if shadowed else None,
+                decode_float(bytes(shadow_confidence)) if shadowed else None,
             )
-            for key, row, model, version, created_at, rows, code, distinct, confidence in found
-        }
+        return predictions
 
     def delete_before(self, first_kept_key: str) -> int:
         """Delete every prediction whose request key sorts before `first_kept_key`, with its labels and outcomes;
@@ -469,6 +478,9 @@ class LogStore:
                             "first_batch": batch,
                             "first_labelled_at": now,
                             "labelled_at": now,
+                            "shadow_version": w.prediction.shadow_version,
+                            "shadow_decision_key": w.prediction.shadow_decision_key,
+                            "shadow_confidence": w.prediction.shadow_confidence,
                         }
                         for w in latest.values()
                     ],
@@ -537,17 +549,23 @@ class LogStore:
     # --- realized metrics --------------------------------------------------------------------------------------
 
     def pair_counts(self, since: datetime, until: datetime, model: str | None = None) -> list[PairCount]:
-        """Labelled predictions made in [since, until), counted by model, version, decision and label."""
+        """Labelled predictions made in [since, until), counted by model, version, decision and label; a shadow
+        version's decisions on them count under the shadow's version."""
         c = labels.c
-        query = (
-            sa.select(c.model, c.version, c.decision_key, c.truth_key, sa.func.count(), sa.func.sum(c.confidence))
-            .where(c.predicted_at >= since, c.predicted_at < until)
-            .group_by(c.model, c.version, c.decision_key, c.truth_key)
-        )
-        if model is not None:
-            query = query.where(c.model == model)
-        with self.engine.connect() as connection:
-            return [PairCount(*row) for row in connection.execute(query)]
+        found = []
+        served = (c.version, c.decision_key, c.confidence)
+        shadowed = (c.shadow_version, c.shadow_decision_key, c.shadow_confidence)
+        for version, decision, confidence in (served, shadowed):
+            query = (
+                sa.select(c.model, version, decision, c.truth_key, sa.func.count(), sa.func.sum(confidence))
+                .where(c.predicted_at >= since, c.predicted_at < until, version.is_not(None))
+                .group_by(c.model, version, decision, c.truth_key)
+            )
+            if model is not None:
+                query = query.where(c.model == model)
+            with self.engine.connect() as connection:
+                found += [PairCount(*row) for row in connection.execute(query)]
+        return found
 
     def logged_predictions(
         self, since: datetime, until: datetime, model: str | None = None
@@ -676,6 +694,9 @@ def _find_predictions_sql(count: int, qmark: bool) -> str:
         f'WITH wanted ("key", "row") AS (VALUES {wanted}) '
         'SELECT wanted."key", wanted."row", p.model, p.version, p.created_at, p.rows, '
         'substr(p.decision_keys, wanted."row" * 4 + 1, 4), substr(p.decision_keys, p.rows * 4 + 1), '
-        'substr(p.confidence, wanted."row" * 8 + 1, 8) '
-        'FROM wanted JOIN prediction_requests AS p ON p."key" = wanted."key"'
+        'substr(p.confidence, wanted."row" * 8 + 1, 8), '
+        's.version, substr(s.decision_keys, wanted."row" * 4 + 1, 4), substr(s.decision_keys, s.rows * 4 + 1), '
+        'substr(s.confidence, wanted."row" * 8 + 1, 8) '
+        'FROM wanted JOIN prediction_requests AS p ON p."key" = wanted."key" '
+        'LEFT JOIN shadow_predictions AS s ON s."key" = wanted."key"'
     )

@@ -7,10 +7,11 @@ import time
 from collections.abc import Callable
 
 import bentoml
+import numpy as np
 import pydantic
 import pytest
 import sqlalchemy as sa
-from sklearn.datasets import load_digits
+from sklearn.datasets import load_breast_cancer, load_digits
 from sklearn.linear_model import LogisticRegression
 from starlette.testclient import TestClient
 
@@ -68,6 +69,26 @@ def test_a_shadow_scores_the_rows_after_the_answer_and_never_changes_it(
     wait_for(lambda: logged_shadow(key) is not None, "the shadow's decisions in the log")
     logged = logged_shadow(key)
     assert logged is not None and (logged.model, logged.version, logged.rows) == (name, v2, len(ROWS))
+
+
+def test_labels_realize_the_shadows_accuracy_beside_the_served_versions(
+    api: TestClient, reconfigure: Callable[..., None]
+) -> None:
+    name, v1, v2 = two_versions()
+    reconfigure(models=name, shadow=f"{name}:{v2}")
+    answer = api.post("/predict", json={"model": name, "instances": ROWS.tolist()}).json()
+    key = answer["predictions"][0]["id"].split("-")[0]
+    wait_for(lambda: logged_shadow(key) is not None, "the shadow's decisions in the log")
+    truth = load_breast_cancer().target_names[load_breast_cancer().target][: len(ROWS)]
+    items = [{"prediction_id": p["id"], "label": str(t)} for p, t in zip(answer["predictions"], truth, strict=True)]
+    assert api.post("/feedback", json={"feedback": items}).json()["accepted"] == len(ROWS)
+
+    figures = {v["version"]: v for v in api.get(f"/models/{name}/performance").json()["versions"]}
+    for version in (v1, v2):
+        right = np.mean([d == t for d, t in zip(decisions(f"{name}:{version}"), truth, strict=True)])
+        assert figures[version]["labelled"] == len(ROWS)
+        assert figures[version]["accuracy"] == pytest.approx(right)
+    assert figures[v1]["accuracy"] != figures[v2]["accuracy"]
 
 
 def test_the_admin_route_sets_and_stops_a_shadow_on_every_worker(

@@ -1,5 +1,5 @@
-"""Promotion and shadows: what each model serves, shared by every worker and replica of the log, and the shadow
-versions' decisions on logged requests.
+"""Promotion and shadows: what each model serves, shared by every worker and replica of the log, the shadow
+versions' decisions on logged requests, and a labelled prediction's shadow decision.
 
 Revision ID: 0003
 Revises: 0002
@@ -36,8 +36,14 @@ def upgrade() -> None:
         sa.Column("confidence", sa.LargeBinary, nullable=False),
         sa.PrimaryKeyConstraint("key", name="pk_shadow_predictions"),
     )
+    op.add_column("labels", sa.Column("shadow_version", sa.String(64)))
+    op.add_column("labels", sa.Column("shadow_decision_key", sa.Text))
+    op.add_column("labels", sa.Column("shadow_confidence", sa.Float))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("labels") as labels:  # SQLite drops a column by copying the table
+        for column in ("shadow_confidence", "shadow_decision_key", "shadow_version"):
+            labels.drop_column(column)
     op.drop_table("shadow_predictions")
     op.drop_table("served_versions")
