@@ -76,14 +76,18 @@ def retrain(
 
 
 def newest_split(times: pd.Series | None, logged: int, share: float) -> Split:
-    """Validation: the newest `share` of the logged predictions; older rows, `--data` rows included, train."""
+    """Validation: the newest `share` of the logged predictions, and every prediction made at the same time as the
+    oldest of them (a request's rows share a time: none of them trains while another validates, so `compare` can
+    judge on everything made since); older rows, `--data` rows included, train."""
     assert times is not None
     size = max(1, math.ceil(share * logged))
-    if len(times) - size < 2:
-        raise DataError(f"{logged} labelled predictions are too few to train and validate on")
     order = np.argsort(times.to_numpy(), kind="stable")
     since = times.iloc[order[-size]]
-    return Split(order[:-size], order[-size:], f"time-based: the newest {size} labelled predictions, from {since}")
+    newest = (times >= since).to_numpy()[order]
+    validation, train = order[newest], order[~newest]
+    if len(train) < 2:
+        raise DataError(f"{logged} labelled predictions are too few to train and validate on")
+    return Split(train, validation, f"time-based: the newest {len(validation)} labelled predictions, from {since}")
 
 
 def _target(task: str, label: dict[str, Any]) -> str:
