@@ -29,7 +29,7 @@ class Settings(BaseSettings):
         (), description="shadow versions, `name:version`: they score a served model's rows off the response path"
     )
     shadow_max_pending_rows: int = Field(
-        10_000, ge=1, description="rows a worker's shadows may have waiting; beyond, rows go unscored (counted)"
+        100_000, ge=1, description="rows a worker's shadows may have waiting; beyond, rows go unscored (counted)"
     )
     max_batch_rows: int = Field(1000, ge=1, description="most instances in one request")
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="largest accepted request body")

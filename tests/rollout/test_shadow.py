@@ -15,9 +15,10 @@ from sklearn.datasets import load_breast_cancer, load_digits
 from sklearn.linear_model import LogisticRegression
 from starlette.testclient import TestClient
 
-from service.classifiers import Options
+from service.classifiers import DecisionKeys, Options
 from service.feedback.schema import shadow_predictions
 from service.rollout.promotion import Promotions
+from service.rollout.shadow import agreeing
 from service.serving import ModelRegistry
 from service.settings import Settings
 from service.store import load_model, register_model
@@ -143,3 +144,9 @@ def test_a_shadow_names_its_version() -> None:
     with pytest.raises(pydantic.ValidationError, match="name a version"):
         Settings(shadow="breast_cancer")
     assert Settings(shadow="a:v1, b:v2").shadow == ("a:v1", "b:v2")
+
+
+def test_agreement_is_counted_over_each_sides_own_keys() -> None:
+    ours = DecisionKeys(["b", "a", None], np.array([0, 1, 2, 1, 0]))  # b a None a b
+    theirs = DecisionKeys(["a", "c", None, "b"], np.array([3, 0, 2, 1, 3]))  # b a None c b
+    assert agreeing(ours, theirs) == 4
