@@ -107,7 +107,7 @@ class ModelRegistry:
                 logger.error("model %s failed to load: %s", entry, exc)
                 registry.failed[name] = str(exc)
                 continue
-            registry.served[name] = registry.serving(model, registry.load_shadow(model, shadows_set.get(name)))
+            registry.swap(registry.serving(model, registry.load_shadow(model, shadows_set.get(name))))
             logger.info("serving %s (%s)", model.tag, model.metadata["task"])
         return registry
 
@@ -162,6 +162,13 @@ class ModelRegistry:
         self.failed.pop(name, None)
         if previous is not None and previous.monitor is not None and previous.model.version != served.model.version:
             previous.monitor.retire()
+        before = None if previous is None or previous.shadow is None else previous.shadow.version
+        after = None if served.shadow is None else served.shadow.version
+        if before != after:  # summed over workers: how many carry each shadow
+            if before is not None:
+                self.metrics.shadow_info.labels(model=name, version=before).set(0)
+            if after is not None:
+                self.metrics.shadow_info.labels(model=name, version=after).set(1)
         return previous
 
     @property

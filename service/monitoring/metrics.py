@@ -94,6 +94,7 @@ class Metrics:
     log_write_duration: Histogram
     log_deleted_rows: Counter
     shadow_rows: Counter
+    shadow_info: Gauge
     writes: PendingWrites  # how the hot paths write the metrics above
 
     @classmethod
@@ -299,6 +300,13 @@ class Metrics:
             log_deleted_rows=Counter(
                 "classifier_prediction_log_deleted_rows",
                 "Predictions deleted from the log past the retention period.",
+                registry=r,
+            ),
+            shadow_info=Gauge(
+                "classifier_shadow_info",
+                "Workers carrying this shadow version of the model (each worker sets 1, or 0 once it stopped).",
+                [*model, "version"],
+                multiprocess_mode="livesum",
                 registry=r,
             ),
             shadow_rows=Counter(

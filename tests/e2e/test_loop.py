@@ -7,8 +7,10 @@ The figures of the run are printed (`pytest -s`) for the issue's note.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -42,23 +44,40 @@ def original_world(rows: int, seed: int) -> tuple[list[dict[str, Any]], list[str
     return records, table["bin"].tolist()
 
 
-def serve_and_label(url: str, rows: list[dict[str, Any]], labels: list[str]) -> list[dict[str, Any]]:
-    """Predict in 100-row requests and send every prediction's label back; the answers."""
+def predict(url: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The answers to `rows`, sent in 100-row requests."""
     answers = []
     for start in range(0, len(rows), 100):
         response = httpx.post(
             f"{url}/predict", json={"model": MODEL, "instances": rows[start : start + 100]}, timeout=TIMEOUT
         )
         assert response.status_code == 200, response.text
-        predictions = response.json()["predictions"]
+        answers += response.json()["predictions"]
+    return answers
+
+
+def send_labels(url: str, answers: list[dict[str, Any]], labels: list[str]) -> None:
+    for start in range(0, len(answers), 100):
         items = [
             {"prediction_id": p["id"], "label": t}
-            for p, t in zip(predictions, labels[start : start + 100], strict=True)
+            for p, t in zip(answers[start : start + 100], labels[start : start + 100], strict=True)
         ]
         accepted = httpx.post(f"{url}/feedback", json={"feedback": items}, timeout=TIMEOUT).json()["accepted"]
         assert accepted == len(items)
-        answers += [{**p, "version": response.json()["version"]} for p in predictions]
-    return answers
+
+
+def serve_and_label(url: str, rows: list[dict[str, Any]], labels: list[str]) -> None:
+    send_labels(url, predict(url, rows), labels)
+
+
+def shadow_logged(home: Path, answers: list[dict[str, Any]]) -> bool:
+    """Whether the shadow's decisions on every request of `answers` are in the server's SQLite log."""
+    keys = sorted({answer["id"].split("-")[0] for answer in answers})
+    with contextlib.closing(sqlite3.connect(home / "data" / "predictions.db")) as connection:
+        (found,) = connection.execute(
+            f"SELECT count(*) FROM shadow_predictions WHERE key IN ({', '.join('?' * len(keys))})", keys
+        ).fetchone()
+    return bool(found == len(keys))
 
 
 def realized(url: str, since: datetime) -> dict[str, dict[str, Any]]:
@@ -115,13 +134,18 @@ def test_the_loop_from_a_csv_to_a_promoted_retrained_version(
         # 5. shadow v2 on live traffic: it scores, agrees sometimes, and its labels realize its accuracy
         shadowed = httpx.put(f"{url}/admin/models/{MODEL}/shadow", json={"version": v2}, timeout=TIMEOUT)
         assert shadowed.status_code == 200, shadowed.text
-        wait_until(
-            lambda: all(httpx.get(f"{url}/models/{MODEL}").json()["shadow"] == v2 for _ in range(6)),
-            "every worker to carry the shadow",
-            600,
-        )
+
+        def carried() -> bool:  # `classifier_shadow_info` sums the workers that carry it
+            return value(scrape(url), "classifier_shadow_info", model=MODEL, version=v2) == 2
+
+        wait_until(carried, "both workers to carry the shadow", 600)
         shadow_start = datetime.now(UTC)
-        serve_and_label(url, *drifted_world(300, seed=5))
+        shadow_rows, shadow_labels = drifted_world(300, seed=5)
+        shadowed_answers = predict(url, shadow_rows)
+        # a label counts for the shadow once its decisions are written (about a second after the answer); labels
+        # usually come later than that, here they wait for it
+        wait_until(lambda: shadow_logged(home, shadowed_answers), "the shadow's decisions in the log", 600)
+        send_labels(url, shadowed_answers, shadow_labels)
         during = realized(url, shadow_start)
         figures["shadow period"] = {v: during[v]["accuracy"] for v in (v1, v2) if v in during}
         assert during[v2]["labelled"] > 0 and during[v2]["accuracy"] > during[v1]["accuracy"] + 0.2

@@ -62,6 +62,7 @@ SPEC: dict[str, tuple[str, tuple[str, ...]]] = {
     "classifier_prediction_log_write_duration_seconds": ("histogram", ()),
     "classifier_prediction_log_deleted_rows_total": ("counter", ()),
     "classifier_shadow_rows_total": ("counter", ("model", "version", "result")),
+    "classifier_shadow_info": ("gauge", ("model", "version")),
 }
 SCRAPE_TIME = ("classifier_feature_drift_psi", "classifier_prediction_drift_psi", "classifier_drift_window_rows")
 

@@ -106,6 +106,7 @@ def test_the_admin_route_sets_and_stops_a_shadow_on_every_worker(
     wait_for(lambda: shadow_rows(name, v2, "agree") + shadow_rows(name, v2, "disagree") == len(ROWS), "the shadow")
     assert bentoml.get_current_service().log.shadow_versions()[name] == v2  # recorded: other workers follow
     assert api.get(f"/models/{name}").json()["shadow"] == v2
+    assert service.metrics.shadow_info.labels(model=name, version=v2)._value.get() == 1
     Promotions(lambda: other, service.log, 3600).follow()  # its next poll
     assert other.served[name].shadow is not None and other.served[name].shadow.version == v2
 
