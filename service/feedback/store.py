@@ -50,6 +50,7 @@ def share_the_lock(since: float) -> float:
 
 COMPACT_KEYS = 16  # more keys than this (a model of many classes): a request stores only the keys it used
 DELETE_CHUNK = 5000  # requests per retention delete: SQLite holds its write lock for one chunk at a time
+SHADOW_LOOKUP_KEYS = 500  # request keys per lookup of the labels a shadow's decisions arrived after
 Prediction = tuple[str, int]  # (request key, row)
 
 
@@ -357,9 +358,46 @@ class LogStore:
             return {str(model): str(version) for model, version in found}
 
     def write_shadows(self, records: Sequence[ShadowRecord]) -> None:
-        """Insert shadow versions' decisions on logged requests (after their requests: same key)."""
+        """Insert shadow versions' decisions on logged requests (after their requests: same key), and give them to
+        the labels that arrived first."""
         with writing(self.engine) as connection:
             self._insert_shadows.run(connection, records)
+            self._label_shadowed(connection, records)
+
+    def _label_shadowed(self, connection: sa.Connection, records: Sequence[ShadowRecord]) -> None:
+        by_key = {record.key: record for record in records}
+        c = labels.c
+        keys = list(by_key)
+        found: list[tuple[str, int]] = []
+        for start in range(0, len(keys), SHADOW_LOOKUP_KEYS):
+            chunk = keys[start : start + SHADOW_LOOKUP_KEYS]
+            query = sa.select(c.key, c.row).where(c.key.in_(chunk), c.shadow_version.is_(None))
+            found += [(str(key), int(row)) for key, row in connection.execute(query)]
+        updates = []
+        for key, row in found:
+            record = by_key[key]
+            if row < record.rows:
+                codes, distinct = record.decision_keys[4 * row : 4 * row + 4], record.decision_keys[4 * record.rows :]
+                updates.append(
+                    {
+                        "at_key": key,
+                        "at_row": row,
+                        "to_version": record.version,
+                        "to_key": decode_key(codes, distinct),
+                        "to_confidence": decode_float(record.confidence[8 * row : 8 * row + 8]),
+                    }
+                )
+        if updates:
+            statement = (
+                sa.update(labels)
+                .where(c.key == sa.bindparam("at_key"), c.row == sa.bindparam("at_row"))
+                .values(
+                    shadow_version=sa.bindparam("to_version"),
+                    shadow_decision_key=sa.bindparam("to_key"),
+                    shadow_confidence=sa.bindparam("to_confidence"),
+                )
+            )
+            connection.execute(statement, updates)
 
     def version(self, model: str, version: str) -> tuple[str, dict[str, Any]] | None:
         """(task, metadata) of a model version ever served, or None."""

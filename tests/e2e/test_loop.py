@@ -142,8 +142,8 @@ def test_the_loop_from_a_csv_to_a_promoted_retrained_version(
         shadow_start = datetime.now(UTC)
         shadow_rows, shadow_labels = drifted_world(300, seed=5)
         shadowed_answers = predict(url, shadow_rows)
-        # a label counts for the shadow once its decisions are written (about a second after the answer); labels
-        # usually come later than that, here they wait for it
+        # labels sent before the shadow's decisions are written get them when they are; these wait for them, so that
+        # the figures below are complete when they are read
         wait_until(lambda: shadow_logged(home, shadowed_answers), "the shadow's decisions in the log", 600)
         send_labels(url, shadowed_answers, shadow_labels)
         during = realized(url, shadow_start)

@@ -17,7 +17,7 @@ from service.classifiers import DecisionKeys
 from service.feedback.database import create_database_engine, current_revision, head_revision, migrate
 from service.feedback.ids import first_key_at
 from service.feedback.schema import metadata, prediction_requests
-from service.feedback.store import LabelWrite, LogStore, OutcomeWrite, encode_floats, encode_keys
+from service.feedback.store import LabelWrite, LogStore, OutcomeWrite, ShadowRecord, encode_floats, encode_keys
 from tests.feedback.helpers import T0, decisions_of, logged, prediction, request_record
 
 
@@ -310,3 +310,16 @@ def test_a_request_of_a_model_of_many_classes_stores_only_the_keys_it_used(store
     store.write_requests([record])
     found = store.find_predictions([(record.key, row) for row in range(3)])
     assert [found[(record.key, row)].decision_key for row in range(3)] == ["class 7", "class 999", "class 7"]
+
+
+def test_a_label_that_arrived_before_the_shadows_decisions_gets_them(store: LogStore) -> None:
+    (key,) = logged(store, request_record(decisions=["0", "1", "2"]))
+    store.store_feedback([LabelWrite("1", prediction(store, key, 1))], [], T0 + timedelta(minutes=1))
+    shadow = ShadowRecord(key, "digits", "v2", 3, encode_keys(decisions_of(["0", "7", "2"])), encode_floats(np.ones(3)))
+    store.write_shadows([shadow])
+    pairs = {(p.version, p.decision_key, p.truth_key): p.count for p in store.pair_counts(T0, T0 + timedelta(hours=1))}
+    assert pairs == {("v1", "1", "1"): 1, ("v2", "7", "1"): 1}  # the served version right, its shadow wrong
+    relabelled = store.store_feedback([LabelWrite("7", prediction(store, key, 1))], [], T0 + timedelta(minutes=2))
+    assert relabelled.first_labels == set()
+    pairs = {(p.version, p.decision_key, p.truth_key): p.count for p in store.pair_counts(T0, T0 + timedelta(hours=1))}
+    assert pairs == {("v1", "1", "7"): 1, ("v2", "7", "7"): 1}  # a relabel keeps the shadow's decision
