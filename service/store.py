@@ -71,12 +71,17 @@ def save_model(
 ) -> str:
     """Write estimators (skops) and metadata as a new version of `name`; returns the tag. A `candidate` is served
     only when named by its version: `name` and `name:latest` resolve to the newest version that is not one."""
-    files = {key: f"estimator-{i}.skops" for i, key in enumerate(estimators)}
-    full_metadata = {**metadata, "schema": METADATA_SCHEMA, "task": task, "estimators": files}
+    return _save({key: skops.io.dumps(e) for key, e in estimators.items()}, name, task, metadata, candidate)
+
+
+def _save(files: Mapping[str, bytes], name: str, task: str, metadata: Mapping[str, Any], candidate: bool) -> str:
+    """Write estimator files already in skops' format, and the metadata, as a new version of `name`."""
+    names = {key: f"estimator-{i}.skops" for i, key in enumerate(files)}
+    full_metadata = {**metadata, "schema": METADATA_SCHEMA, "task": task, "estimators": names}
     labels = {"owner": OWNER_LABEL, "task": task, **({"stage": CANDIDATE} if candidate else {})}
     with bentoml.models.create(name, labels=labels, metadata=full_metadata) as model:
-        for key, estimator in estimators.items():
-            skops.io.dump(estimator, model.path_of(files[key]))
+        for key, blob in files.items():
+            Path(model.path_of(names[key])).write_bytes(blob)
     logger.info("registered %s (%s)", model.tag, task)
     return str(model.tag)
 
@@ -136,10 +141,14 @@ def check_sklearn_version(trained_with: str) -> None:
 
 def _load_estimator(path: Path, trusted: set[str]) -> Any:
     untrusted = skops.io.get_untrusted_types(file=path)
+    _refuse_untrusted(untrusted, trusted, path.name)
+    return skops.io.load(path, trusted=untrusted)
+
+
+def _refuse_untrusted(untrusted: Sequence[str], trusted: set[str], what: str) -> None:
     refused = sorted(set(untrusted) - trusted)
     if refused:
-        raise InvalidModelError(f"{path.name} holds types outside the trusted list: {refused}")
-    return skops.io.load(path, trusted=untrusted)
+        raise InvalidModelError(f"{what} holds types outside the trusted list: {refused}")
 
 
 def register_model(
@@ -218,21 +227,20 @@ def register_model(
     sensitivity = feature_sensitivity(served, X_val)
     ranked = [names[j] for j in np.argsort(-sensitivity, kind="stable").tolist()]
     metadata["monitored_features"] = [name for name in ranked if name not in features.text]
-    check_servable(served, estimators, metadata, X_val)
-    return save_model(name, task, estimators, metadata, candidate)
+    files = {key: skops.io.dumps(estimator) for key, estimator in estimators.items()}
+    check_servable(served, files, metadata, X_val)
+    return _save(files, name, task, metadata, candidate)
 
 
-def check_servable(served: Task, estimators: Mapping[str, Any], metadata: Mapping[str, Any], X_val: Any) -> None:
-    """Refuse, before anything is saved, estimators the service would not serve as they were measured: each must
-    go through skops with the trusted types only, and the task built from what comes back must score validation
-    rows as the fitted estimators do."""
+def check_servable(served: Task, files: Mapping[str, bytes], metadata: Mapping[str, Any], X_val: Any) -> None:
+    """Refuse, before anything is saved, estimators the service would not serve as they were measured: each file
+    must load with the trusted types only, and the task built from what comes back must score validation rows as
+    the fitted estimators do."""
     loaded = {}
-    for key, estimator in estimators.items():
-        blob = skops.io.dumps(estimator)
-        refused = sorted(set(skops.io.get_untrusted_types(data=blob)) - set(TRUSTED_TYPES))
-        if refused:
-            raise InvalidModelError(f"estimator '{key}' holds types outside the trusted list: {refused}")
-        loaded[key] = skops.io.loads(blob, trusted=skops.io.get_untrusted_types(data=blob))
+    for key, blob in files.items():
+        untrusted = skops.io.get_untrusted_types(data=blob)
+        _refuse_untrusted(untrusted, set(TRUSTED_TYPES), f"estimator '{key}'")
+        loaded[key] = skops.io.loads(blob, trusted=untrusted)
     rows = X_val.iloc[:50] if hasattr(X_val, "iloc") else X_val[:50]
     reloaded = type(served)(loaded, metadata)
     if not np.allclose(reloaded.score_matrix(rows), served.score_matrix(rows), rtol=1e-9, atol=1e-12):
