@@ -174,16 +174,17 @@ def compare_command(args: argparse.Namespace) -> int:
 def promote_command(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
-    from service.export import ExportError, open_store
     from service.settings import Settings
+
+    from .logdata import open_log
 
     settings = Settings()
     try:
         if args.tag.partition(":")[2] in ("", "latest"):
             raise DataError(f"name the version to promote ('{args.tag.partition(':')[0]}:VERSION')")
         model = _served(args.tag)
-        open_store(settings).promote(model.name, model.version, datetime.now(UTC))
-    except (DataError, ExportError) as exc:
+        open_log(settings).promote(model.name, model.version, datetime.now(UTC))
+    except DataError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return BAD_DATA_EXIT
     sys.stdout.write(

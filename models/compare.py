@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 
 from service.classifiers import GivenLabel
-from service.export import ExportError, open_store
+from service.feedback.store import LogStore
 from service.settings import Settings
 from service.store import LoadedModel
 
 from .dataset import DataError
-from .logdata import LabelledLog, labelled_log, since_time
+from .logdata import LabelledLog, labelled_log, open_log, since_time
 
 MAX_DISAGREEMENTS = 10
 
@@ -64,13 +64,14 @@ def compare(a: LoadedModel, b: LoadedModel, since: str | None, margin: float, se
     if list(b.metadata["features"]["names"]) != features or a.task.name != b.task.name:
         raise DataError(f"{a.tag} and {b.tag} take different features or do different tasks: they cannot be compared")
     start = unseen_since(since_time(since), a, b)
-    log = labelled_log(settings, a.name, features, start)
+    store = open_log(settings)
+    log = labelled_log(store, a.name, features, start)
     if len(log) == 0:
         raise DataError(f"no labelled predictions of '{a.name}' with logged inputs to compare on")
     truth = a.task.ground_truth(a.metadata)
     truth_keys = [truth.key(_given(label)) for label in log.labels]
     decided = {model.version: _decisions(model, log) for model in (a, b)}
-    rates = _take_rates(settings, a.name, start)
+    rates = _take_rates(store, a.name, start)
     results = [_result(model, truth, decided[model.version], truth_keys, rates) for model in (a, b)]
     pairs = list(zip(decided[a.version], decided[b.version], strict=True))
     differing = Counter((x, y) for x, y in pairs if x != y)
@@ -125,12 +126,8 @@ def _result(model: LoadedModel, truth: Any, decided: list[str | None], keys: lis
     )
 
 
-def _take_rates(settings: Settings, model: str, since: datetime | None) -> Rates:
+def _take_rates(store: LogStore, model: str, since: datetime | None) -> Rates:
     """(version, outcome) -> outcomes per logged prediction, over the versions that served since `since`."""
-    try:
-        store = open_store(settings)
-    except ExportError as exc:
-        raise DataError(str(exc)) from None
     start, until = since or datetime.min.replace(tzinfo=UTC), datetime.now(UTC)
     logged = store.logged_predictions(start, until, model)
     return {

@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from service.export import ExportError, key_range, open_store, rows
+from service.feedback.store import LogStore
 from service.feedback.timerange import parse_time
 from service.feedback.versions import Versions
 from service.settings import Settings
@@ -41,12 +42,16 @@ def since_time(text: str | None) -> datetime | None:
         raise DataError(f"--since: {exc}") from None
 
 
-def labelled_log(settings: Settings, model: str, features: list[str], since: datetime | None) -> LabelledLog:
-    """The labelled predictions of `model` made since `since` (all when None)."""
+def open_log(settings: Settings) -> LogStore:
+    """The service's prediction log (its settings say where), or a `DataError` saying why it cannot be read."""
     try:
-        store = open_store(settings)
+        return open_store(settings)
     except ExportError as exc:
         raise DataError(str(exc)) from None
+
+
+def labelled_log(store: LogStore, model: str, features: list[str], since: datetime | None) -> LabelledLog:
+    """The labelled predictions of `model` made since `since` (all when None)."""
     inputs, labels, times, versions, skipped = [], [], [], [], 0
     for joined in rows(store, Versions(), model, key_range(since, None), labelled_only=True):
         if joined["inputs"] is None or list(joined["inputs"]) != features:

@@ -22,7 +22,7 @@ from service.settings import Settings
 from service.store import LoadedModel
 
 from .dataset import DataError, prepare, read_table
-from .logdata import labelled_log, since_time
+from .logdata import labelled_log, open_log, since_time
 from .training import Split, TrainedModel, TrainingOptions, fit_and_register
 
 PREDICTED_AT = "__predicted_at__"  # the log's time column while training: validation takes the newest rows
@@ -46,7 +46,7 @@ def retrain(
     task = str(metadata["task"])
     added = None if extra is None else _extra_rows(read_table(extra), features, target, task)
     progress("reading the prediction log")
-    log = labelled_log(settings, model.name, features, since_time(since))
+    log = labelled_log(open_log(settings), model.name, features, since_time(since))
     if len(log) == 0:
         skipped = f" ({log.skipped} labelled ones were logged without inputs or with other features)"
         raise DataError(f"no labelled predictions of '{model.name}' to train on{skipped if log.skipped else ''}")

@@ -21,7 +21,7 @@ import anyio
 from ..classifiers import InvalidInputError, InvalidModelError
 from ..errors import DependencyUnavailableError, UnknownModelError
 from ..feedback.log import DatabaseUnavailableError, PredictionLog
-from ..serving import ModelRegistry
+from ..serving import ModelRegistry, Served
 from ..store import LoadedModel, ModelNotFoundError, load_model
 from .shadow import check_shadow
 
@@ -49,10 +49,7 @@ class Promotions:
     async def promote(self, name: str, version: str) -> dict[str, Any]:
         """`POST /admin/models/{name}/promote`: serve `version` of `name` here now, and on every worker soon."""
         registry = self._registry()
-        current = registry.served.get(name)
-        if current is None:
-            served = ", ".join(sorted(registry.served)) or "none"
-            raise UnknownModelError(f"model '{name}' is not served; served models: {served}", field="name")
+        current = _served(registry, name)
         if name in registry.pinned:
             raise InvalidInputError(
                 f"model '{name}' is pinned to version {current.model.version} by CLF_MODELS ('{name}:version'); "
@@ -76,10 +73,7 @@ class Promotions:
     async def shadow(self, name: str, version: str | None) -> dict[str, Any]:
         """`PUT` (a version) or `DELETE` (None) `/admin/models/{name}/shadow`: the shadow of `name`, on every worker."""
         registry = self._registry()
-        current = registry.served.get(name)
-        if current is None:
-            listed = ", ".join(sorted(registry.served)) or "none"
-            raise UnknownModelError(f"model '{name}' is not served; served models: {listed}", field="name")
+        current = _served(registry, name)
         shadow = None
         if version is not None:
             shadow = await anyio.to_thread.run_sync(_load, name, version, registry.settings.trusted_types)
@@ -154,6 +148,15 @@ class Promotions:
                 continue
             previous = self._swap(registry, model)
             logger.info("following the promotion of %s (was %s)", model.tag, previous)
+
+
+def _served(registry: ModelRegistry, name: str) -> Served:
+    """What `name` serves, or the route's 404."""
+    current = registry.served.get(name)
+    if current is None:
+        listed = ", ".join(sorted(registry.served)) or "none"
+        raise UnknownModelError(f"model '{name}' is not served; served models: {listed}", field="name")
+    return current
 
 
 def _load(name: str, version: str, trusted_types: Any) -> LoadedModel:
