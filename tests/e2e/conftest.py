@@ -13,9 +13,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -92,6 +94,43 @@ def matching(samples: Samples, name: str, **labels: str) -> dict[frozenset[tuple
     """Every series of `name` whose labels include `labels`."""
     wanted = set(labels.items())
     return {key: v for (sample, key), v in samples.items() if sample == name and wanted <= key}
+
+
+LOAD_CONNECTIONS = 4
+Answer = tuple[int, str | None]  # a /predict answer's status, and the version that made it
+
+
+@contextlib.contextmanager
+def predict_load(url: str, model: str, rows: list[Any]) -> Iterator[list[Answer]]:
+    """`LOAD_CONNECTIONS` clients posting `rows` to `/predict` in a closed loop until the block ends; yields the
+    answers as they arrive."""
+    answers: list[Answer] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(timeout=120) as client:
+            while not stop.is_set():
+                response = client.post(f"{url}/predict", json={"model": model, "instances": rows})
+                version = response.json().get("version") if response.status_code == 200 else None
+                answers.append((response.status_code, version))
+
+    threads = [threading.Thread(target=load) for _ in range(LOAD_CONNECTIONS)]
+    for thread in threads:
+        thread.start()
+    try:
+        yield answers
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=120)
+
+
+def serves_everywhere(url: str, model: str, task: str, served: str, replaced: str) -> bool:
+    """Whether every worker serves `served` in place of `replaced`: `classifier_model_info` is the workers' max, 0
+    for `replaced` once every worker has replaced it."""
+    samples = scrape(url)
+    info = {v: value(samples, "classifier_model_info", model=model, version=v, task=task) for v in (served, replaced)}
+    return info == {served: 1.0, replaced: 0.0}
 
 
 @pytest.fixture(scope="session")

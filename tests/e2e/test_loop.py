@@ -13,7 +13,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,16 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import PROJECT, scrape, serving, value, wait_until
+from tests.e2e.conftest import (
+    LOAD_CONNECTIONS,
+    PROJECT,
+    predict_load,
+    scrape,
+    serves_everywhere,
+    serving,
+    value,
+    wait_until,
+)
 from tests.models.test_retrain import FEATURES, drifted_world
 from tests.models.test_train import synthetic_table
 
@@ -151,39 +159,14 @@ def test_the_loop_from_a_csv_to_a_promoted_retrained_version(
         assert during[v2]["labelled"] > 0 and during[v2]["accuracy"] > during[v1]["accuracy"] + 0.2
 
         # 6. promote under load: no failed request, every answer from v1 or v2, then every worker on v2
-        answers: list[tuple[int, str | None]] = []
-        stop = threading.Event()
         rows = drifted_world(100, seed=6)[0][:16]
-
-        def load() -> None:
-            with httpx.Client(timeout=TIMEOUT) as client:
-                while not stop.is_set():
-                    response = client.post(f"{url}/predict", json={"model": MODEL, "instances": rows})
-                    answered = response.json().get("version") if response.status_code == 200 else None
-                    answers.append((response.status_code, answered))
-
-        threads = [threading.Thread(target=load) for _ in range(4)]
-        for thread in threads:
-            thread.start()
-        try:
+        with predict_load(url, MODEL, rows) as answers:
             wait_until(lambda: len(answers) >= 50, "load before the promotion", 600)
             promoted = httpx.post(f"{url}/admin/models/{MODEL}/promote", json={"version": v2}, timeout=TIMEOUT)
             assert promoted.status_code == 200, promoted.text
-
-            def everywhere() -> bool:
-                info = scrape(url)
-                served = {
-                    v: value(info, "classifier_model_info", model=MODEL, version=v, task="binary") for v in (v1, v2)
-                }
-                return served == {v1: 0.0, v2: 1.0}
-
-            wait_until(everywhere, "every worker to serve v2", 600)
-            swapped = len(answers) + len(threads)
+            wait_until(lambda: serves_everywhere(url, MODEL, "binary", v2, v1), "every worker to serve v2", 600)
+            swapped = len(answers) + LOAD_CONNECTIONS  # the requests under way at the check may end on either version
             wait_until(lambda: len(answers) > swapped + 50, "load after the promotion", 600)
-        finally:
-            stop.set()
-            for thread in threads:
-                thread.join(timeout=120)
         figures["promotion"] = {
             "requests": len(answers),
             "failed": sum(code != 200 for code, _ in answers),

@@ -8,14 +8,20 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import httpx
 import pytest
 
 from models.catalog import held_out_rows
-from tests.e2e.conftest import PROJECT, scrape, serving, value, wait_until
+from tests.e2e.conftest import (
+    LOAD_CONNECTIONS,
+    PROJECT,
+    predict_load,
+    serves_everywhere,
+    serving,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -52,43 +58,20 @@ def test_a_promotion_under_load_fails_no_request_and_reaches_every_worker(
     rows = held_out_rows(MODEL)[:8].tolist()
     settings = {"workers": "2", "models": MODEL, "admin": "true", "promotion_poll_seconds": "0.5"}
     with serving(e2e_env, home, **settings) as url:
-        answers: list[tuple[int, str | None]] = []
-        stop = threading.Event()
-
-        def load() -> None:
-            with httpx.Client(timeout=120) as client:
-                while not stop.is_set():
-                    response = client.post(f"{url}/predict", json={"model": MODEL, "instances": rows})
-                    version = response.json().get("version") if response.status_code == 200 else None
-                    answers.append((response.status_code, version))
-
-        threads = [threading.Thread(target=load) for _ in range(4)]
-        for thread in threads:
-            thread.start()
-        try:
+        with predict_load(url, MODEL, rows) as answers:
             wait_until(lambda: len(answers) >= 100, "100 answers before the promotion", 600)
             assert {v for _, v in answers} == {new}
             promoted = httpx.post(f"{url}/admin/models/{MODEL}/promote", json={"version": old}, timeout=120)
             assert promoted.status_code == 200, promoted.text
             assert promoted.json()["previous"] == new
             at_promotion = len(answers)
-
-            def every_worker_serves_old() -> bool:
-                # `classifier_model_info` is the workers' max: 0 for `new` once every worker has replaced it
-                samples = scrape(url)
-                info = {
-                    v: value(samples, "classifier_model_info", model=MODEL, version=v, task="binary")
-                    for v in (old, new)
-                }
-                return info == {old: 1.0, new: 0.0}
-
-            wait_until(every_worker_serves_old, "every worker to serve the promoted version", 600)
-            swapped = len(answers) + len(threads)  # the requests under way at the check may end on either version
+            wait_until(
+                lambda: serves_everywhere(url, MODEL, "binary", old, new),
+                "every worker to serve the promoted version",
+                600,
+            )
+            swapped = len(answers) + LOAD_CONNECTIONS  # the requests under way at the check may end on either version
             wait_until(lambda: len(answers) > max(swapped, at_promotion) + 100, "100 answers after the swaps", 600)
-        finally:
-            stop.set()
-            for thread in threads:
-                thread.join(timeout=120)
         failed = [code for code, _ in answers if code != 200]
         assert failed == [] and {v for _, v in answers} == {old, new}
         assert {v for _, v in answers[swapped:]} == {old}
