@@ -27,7 +27,7 @@ from service.classifiers import InvalidModelError
 from service.store import LoadedModel, load_model
 
 from .catalog import CATALOG
-from .dataset import TASKS, DataError, prepare, read_table
+from .dataset import LABEL_SEP, PATH_SEP, TASKS, DataError, prepare, read_table
 
 logger = logging.getLogger("models")
 BAD_DATA_EXIT = 2
@@ -62,10 +62,10 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--data", required=True, type=Path, help="a .csv, .jsonl or .parquet file")
     train.add_argument("--target", required=True, help="the column to predict")
     train.add_argument("--positive-class", help="binary: the class the threshold is tuned for")
-    train.add_argument("--label-sep", default="|", help="multilabel: the separator of a row's labels (default |)")
+    train.add_argument("--label-sep", default=LABEL_SEP, help=f"multilabel: a row's labels' separator ({LABEL_SEP})")
     train.add_argument("--multilabel-strategy", choices=["per-label", "joint"], default="per-label",
                        help="one binary model per label, or one model for all labels")  # fmt: skip
-    train.add_argument("--path-sep", default="/", help="hierarchical: the separator of a path's nodes (default /)")
+    train.add_argument("--path-sep", default=PATH_SEP, help=f"hierarchical: a path's nodes' separator ({PATH_SEP})")
     train.add_argument("--categorical", default="", help="comma-separated columns to treat as categories")
     train.add_argument("--text", default="", help="comma-separated columns to treat as free text")
     train.add_argument("--drop", default="", help="comma-separated columns to leave out")
@@ -134,10 +134,14 @@ def train_command(args: argparse.Namespace) -> int:
             )  # fmt: skip
             trained = train(args.name, data, options, progress)
     except DataError as exc:
-        sys.stderr.write(f"error: {exc}\nnothing was registered\n")
-        return BAD_DATA_EXIT
+        return _not_registered(exc)
     sys.stdout.write(card(trained))
     return 0
+
+
+def _not_registered(exc: DataError) -> int:
+    sys.stderr.write(f"error: {exc}\nnothing was registered\n")
+    return BAD_DATA_EXIT
 
 
 def retrain_command(args: argparse.Namespace) -> int:
@@ -150,8 +154,7 @@ def retrain_command(args: argparse.Namespace) -> int:
         with progress_bar(total=4) as progress:
             trained = retrain(_served(args.name), args.since, args.data, Settings(), progress)
     except DataError as exc:
-        sys.stderr.write(f"error: {exc}\nnothing was registered\n")
-        return BAD_DATA_EXIT
+        return _not_registered(exc)
     sys.stdout.write(card(trained))
     sys.stdout.write(f"\n{trained.tag} is a candidate: compare it, shadow it, then promote it to serve it\n")
     return 0

@@ -41,7 +41,7 @@ def card(trained: TrainedModel) -> str:
     records = list(model.task.decide(model.task.score(X_val), Options()).records())
     truth, decided = _as_sets(data.task, data.y[rows.validation], records, data.labels)
     train_sets, _ = _as_sets(data.task, data.y[rows.train], [], data.labels)
-    classes = _classes(data, model.metadata)
+    classes = list(data.labels) if data.task == "multilabel" else sorted({str(v) for v in data.y})
     figures = _figures(classes, train_sets, truth, decided)
     metrics = model.metadata["metrics"]
     columns = data.columns
@@ -85,12 +85,6 @@ def _as_sets(task: str, y: Any, records: list[dict[str, Any]], labels: list[str]
         truth = [frozenset(label for label, on in zip(labels, row, strict=True) if on) for row in np.asarray(y)]
         return truth, [frozenset(r["labels"]) for r in records]
     return [str(v) for v in y], [r.get("label") for r in records]
-
-
-def _classes(data: Any, metadata: Any) -> list[str]:
-    if data.task == "multilabel":
-        return list(data.labels)
-    return sorted({str(v) for v in data.y})
 
 
 def _figures(classes: list[str], train: list[Any], truth: list[Any], decided: list[Any]) -> list[ClassFigures]:

@@ -15,7 +15,10 @@ import numpy as np
 import pandas as pd
 
 from service.classifiers import ROOT
+from service.export import CSV_LIST_SEPARATOR
 
+# a row's labels and a path in a target column: as the prediction log's CSV export writes them
+LABEL_SEP, PATH_SEP = CSV_LIST_SEPARATOR["labels"], CSV_LIST_SEPARATOR["path"]
 TASKS = ("binary", "multiclass", "multilabel", "hierarchical")
 POSITIVE_NAMES = ("1", "true", "yes", "y", "positive", "pos")  # the positive class when none is named
 TEXT_MIN_WORDS = 3.0  # a string column whose values average more words than this is free text, not a category
@@ -87,8 +90,8 @@ def prepare(
     target: str,
     *,
     positive_class: str | None = None,
-    label_sep: str = "|",
-    path_sep: str = "/",
+    label_sep: str = LABEL_SEP,
+    path_sep: str = PATH_SEP,
     categorical: Sequence[str] = (),
     text: Sequence[str] = (),
     drop: Sequence[str] = (),

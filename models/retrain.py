@@ -21,7 +21,7 @@ import pandas as pd
 from service.settings import Settings
 from service.store import LoadedModel
 
-from .dataset import DataError, prepare, read_table
+from .dataset import LABEL_SEP, PATH_SEP, DataError, prepare, read_table
 from .logdata import labelled_log, open_log, since_time
 from .training import Split, TrainedModel, TrainingOptions, fit_and_register
 
@@ -105,7 +105,7 @@ def _extra_rows(table: pd.DataFrame, features: list[str], target: str, task: str
         raise DataError(f"--data lacks columns {missing}: it needs the model's features and the target '{target}'")
     extra = table[[*features, target]].copy()
     if task in ("multilabel", "hierarchical"):  # written with the separators `python -m models train` reads
-        sep = "|" if task == "multilabel" else "/"
+        sep = LABEL_SEP if task == "multilabel" else PATH_SEP
         extra[target] = [
             "" if pd.isna(v) else SEPARATOR.join(p.strip() for p in str(v).split(sep) if p.strip())
             for v in extra[target]
