@@ -18,6 +18,7 @@ from .classifiers import InvalidInputError, InvalidModelError, Task
 from .errors import ModelUnavailableError, UnknownModelError
 from .feedback.ids import prediction_ids
 from .feedback.log import Entry, LogConfig, PredictionLog
+from .feedback.store import Rollout
 from .feedback.versions import version_info
 from .monitoring.metrics import NO_MODEL, Metrics
 from .monitoring.monitor import ModelMonitor, MonitoringConfig, render_drift, window_directory
@@ -93,8 +94,8 @@ class ModelRegistry:
             metrics, log, settings.shadow_max_pending_rows, functools.partial(limit_native_threads, settings)
         )
         registry = cls(settings, metrics, log, inference, shadows)
-        promoted = log.promoted_versions()
-        shadows_set = registry.shadow_versions()
+        rollout = log.rollout()
+        promoted, shadows_set = rollout.promoted, registry.shadow_versions(rollout)
         for entry in settings.models:
             name, _, version = entry.partition(":")
             if version and version != "latest":
@@ -111,10 +112,11 @@ class ModelRegistry:
             logger.info("serving %s (%s)", model.tag, model.metadata["task"])
         return registry
 
-    def shadow_versions(self) -> dict[str, str]:
-        """model -> its shadow version: the admin route's (the log's database), else `CLF_SHADOW`'s."""
+    def shadow_versions(self, rollout: Rollout) -> dict[str, str]:
+        """model -> its shadow version: the admin route's (`rollout`, from the log's database), else
+        `CLF_SHADOW`'s."""
         configured = dict(entry.split(":", 1) for entry in self.settings.shadow)
-        return configured | self.log.shadow_versions()
+        return configured | rollout.shadows
 
     def load_shadow(self, served: LoadedModel, version: str | None) -> LoadedModel | None:
         """The shadow version of a served model, or None (none set, the served version itself, or one that cannot

@@ -18,7 +18,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -30,7 +30,16 @@ from ..classifiers import Options, Task
 from ..monitoring.metrics import Children, Metrics
 from .database import create_database_engine, migrate
 from .ids import first_key_at, new_key
-from .store import LogStore, RequestRecord, ShadowRecord, encode_floats, encode_inputs, encode_keys, share_the_lock
+from .store import (
+    LogStore,
+    RequestRecord,
+    Rollout,
+    ShadowRecord,
+    encode_floats,
+    encode_inputs,
+    encode_keys,
+    share_the_lock,
+)
 from .versions import Versions
 
 logger = logging.getLogger(__name__)
@@ -143,21 +152,14 @@ class PredictionLog:
             raise DatabaseUnavailableError(self._problem)
         return self._store
 
-    def promoted_versions(self) -> dict[str, str]:
-        """model -> the version promoted for it; none while the database is unavailable (models then serve their
-        newest version that is not a candidate, or stay as they are)."""
-        return self._served(LogStore.promoted_versions, "promoted versions")
-
-    def shadow_versions(self) -> dict[str, str]:
-        """model -> the shadow version set for it through the admin route; none while the database is down."""
-        return self._served(LogStore.shadow_versions, "shadow versions")
-
-    def _served(self, query: Callable[[LogStore], dict[str, str]], what: str) -> dict[str, str]:
+    def rollout(self) -> Rollout:
+        """The versions promoted and the shadows set through the admin routes; none while the database is
+        unavailable (models then serve their newest version that is not a candidate, or stay as they are)."""
         try:
-            return query(self.store)
+            return self.store.rollout()
         except (DatabaseUnavailableError, sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
-            logger.warning("prediction log: %s unavailable: %s", what, _describe(exc))
-            return {}
+            logger.warning("prediction log: promoted and shadow versions unavailable: %s", _describe(exc))
+            return Rollout()
 
     @property
     def queued_rows(self) -> int:

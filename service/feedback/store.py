@@ -7,7 +7,7 @@ import operator
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -69,6 +69,16 @@ class RequestRecord:
     options: str
     decisions: str
     inputs: bytes | None
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """What the workers sharing the log serve, as the admin routes set it: model -> version promoted, and
+    model -> shadow version. A model that is in neither serves its newest non-candidate version, `CLF_SHADOW`'s
+    shadow if any."""
+
+    promoted: dict[str, str] = field(default_factory=dict)
+    shadows: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -337,25 +347,21 @@ class LogStore:
         with writing(self.engine) as connection:
             connection.execute(statement, {"model": model, "version": version, "promoted_at": now})
 
-    def promoted_versions(self) -> dict[str, str]:
-        """model -> the version promoted for it, for the models ever promoted."""
-        return self._served(served_versions.c.version)
-
     def set_shadow(self, model: str, version: str | None, now: datetime) -> None:
         """Make `version` the shadow of `model` on every worker and replica of this log (None: stop it)."""
         statement = self._upsert(served_versions, ("model",), replace=("shadow_version", "shadow_set_at"))
         with writing(self.engine) as connection:
             connection.execute(statement, {"model": model, "shadow_version": version, "shadow_set_at": now})
 
-    def shadow_versions(self) -> dict[str, str]:
-        """model -> the shadow version set for it through the admin route."""
-        return self._served(served_versions.c.shadow_version)
-
-    def _served(self, column: sa.Column[Any]) -> dict[str, str]:
-        """model -> `column` of `served_versions`, where it is set."""
+    def rollout(self) -> Rollout:
+        """The versions promoted and the shadows set through the admin routes, by model, in one read."""
+        c = served_versions.c
         with self.engine.connect() as connection:
-            found = connection.execute(sa.select(served_versions.c.model, column).where(column.is_not(None)))
-            return {str(model): str(version) for model, version in found}
+            found = connection.execute(sa.select(c.model, c.version, c.shadow_version)).all()
+        return Rollout(
+            promoted={str(model): str(version) for model, version, _ in found if version is not None},
+            shadows={str(model): str(shadow) for model, _, shadow in found if shadow is not None},
+        )
 
     def write_shadows(self, records: Sequence[ShadowRecord]) -> None:
         """Insert shadow versions' decisions on logged requests (after their requests: same key), and give them to

@@ -85,7 +85,7 @@ class Promotions:
         with self._lock:
             served = registry.served[name]
             registry.swap(replace(served, shadow=shadow))
-        still = registry.shadow_versions().get(name) if shadow is None else shadow.version
+        still = registry.shadow_versions(self._log.rollout()).get(name) if shadow is None else shadow.version
         return {"model": name, "version": served.model.version, "shadow": still}
 
     def _record(self, name: str, version: str) -> None:
@@ -113,11 +113,11 @@ class Promotions:
     def follow(self) -> None:
         """Serve the versions promoted, and the shadows set, since the last poll (by this worker or another one)."""
         registry = self._registry()
-        self._follow_promotions(registry)
-        self._follow_shadows(registry)
+        rollout = self._log.rollout()
+        self._follow_promotions(registry, rollout.promoted)
+        self._follow_shadows(registry, registry.shadow_versions(rollout))
 
-    def _follow_shadows(self, registry: ModelRegistry) -> None:
-        wanted = registry.shadow_versions()
+    def _follow_shadows(self, registry: ModelRegistry, wanted: dict[str, str]) -> None:
         for name, served in list(registry.served.items()):
             version = wanted.get(name)
             if version == served.model.version:
@@ -133,8 +133,8 @@ class Promotions:
                 if registry.served.get(name) is served:
                     registry.swap(replace(served, shadow=shadow))
 
-    def _follow_promotions(self, registry: ModelRegistry) -> None:
-        for name, version in self._log.promoted_versions().items():
+    def _follow_promotions(self, registry: ModelRegistry, promoted: dict[str, str]) -> None:
+        for name, version in promoted.items():
             served = registry.served.get(name)
             if served is None or name in registry.pinned or served.model.version == version:
                 continue

@@ -104,7 +104,7 @@ def test_the_admin_route_sets_and_stops_a_shadow_on_every_worker(
     assert started.json() == {"model": name, "version": v1, "shadow": v2}
     scores(api, name)
     wait_for(lambda: shadow_rows(name, v2, "agree") + shadow_rows(name, v2, "disagree") == len(ROWS), "the shadow")
-    assert bentoml.get_current_service().log.shadow_versions()[name] == v2  # recorded: other workers follow
+    assert bentoml.get_current_service().log.rollout().shadows[name] == v2  # recorded: other workers follow
     assert api.get(f"/models/{name}").json()["shadow"] == v2
     assert service.metrics.shadow_info.labels(model=name, version=v2)._value.get() == 1
     Promotions(lambda: other, service.log, 3600).follow()  # its next poll
@@ -114,7 +114,7 @@ def test_the_admin_route_sets_and_stops_a_shadow_on_every_worker(
     assert stopped.status_code == 200 and stopped.json()["shadow"] is None
     scores(api, name)
     assert bentoml.get_current_service().registry.served[name].shadow is None
-    assert name not in bentoml.get_current_service().log.shadow_versions()
+    assert name not in bentoml.get_current_service().log.rollout().shadows
     Promotions(lambda: other, service.log, 3600).follow()
     assert other.served[name].shadow is None
 
