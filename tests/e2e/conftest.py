@@ -27,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 PROJECT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 600  # a loaded machine has taken minutes to start a worker
 SERVERS: dict[str, subprocess.Popen[bytes]] = {}  # the running servers by base URL, for tests that kill one
+SERVER_LOGS: dict[str, Path] = {}  # their logs: a wait that times out shows their tails
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -38,11 +39,12 @@ def free_port() -> int:
 
 
 def wait_until(condition: Callable[[], bool], what: str, timeout: float = 180.0) -> None:
-    """Poll `condition` until it holds; fail naming `what` at the deadline."""
+    """Poll `condition` until it holds; fail naming `what` at the deadline, with the running servers' log tails."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+            tails = "".join(f"\n--- {url}: {log}\n{log.read_text()[-3000:]}" for url, log in SERVER_LOGS.items())
+            pytest.fail(f"timed out after {timeout}s waiting for {what}{tails}")
         time.sleep(0.1)
 
 
@@ -164,11 +166,12 @@ def serving(e2e_env: dict[str, str], home: Path, **settings: str) -> Iterator[st
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     SERVERS[url] = process
+    SERVER_LOGS[url] = log
     try:
         wait_until(lambda: answers_200(f"{url}/readyz", process, log), f"bentoml serve on {url}", READY_TIMEOUT_S)
         yield url
     finally:
-        del SERVERS[url]
+        del SERVERS[url], SERVER_LOGS[url]
         stop(process, signal.SIGTERM)
 
 
