@@ -59,12 +59,13 @@ def error_response(exc: Exception, request: Request) -> Response:
 def endpoint(verb: str, route: str, handler: Handler) -> Route:
     """A route that answers JSON, turns every exception into CONTRACT.md's error body, and is measured.
 
-    Handlers set `request.state.model` once they know which served model the request is for.
+    Handlers set `request.state.model` once they know which served model the request is for: the (model, version)
+    labels of its metrics.
     """
 
     async def run(request: Request) -> Response:
         service: ClassifierService = bentoml.get_current_service()
-        request.state.model = NO_MODEL
+        request.state.model = (NO_MODEL, "")
         writes = service.metrics.writes
         in_flight = service.in_flight(route)
         writes.inc(in_flight)
@@ -77,9 +78,9 @@ def endpoint(verb: str, route: str, handler: Handler) -> Route:
             code = classify(exc).code
         finally:
             writes.dec(in_flight)
-        model = request.state.model
-        writes.inc(service.requests(model, route, code))
-        writes.observe(service.request_duration(model, route), time.perf_counter() - started)
+        model, version = request.state.model
+        writes.inc(service.requests(model, version, route, code))
+        writes.observe(service.request_duration(model, version, route), time.perf_counter() - started)
         return response
 
     return Route(route, run, methods=[verb])
@@ -118,7 +119,9 @@ async def predict(request: Request, service: ClassifierService) -> Any:
     body = parse_predict_request(decode_json(raw))
     request.state.model = service.registry.model_label(body.model)
     # without the bytes `true` or `false` the body holds no boolean: validation can skip looking for one
-    return await service.registry.predict(body, booleans_possible=b"true" in raw or b"false" in raw)
+    answer = await service.registry.predict(body, booleans_possible=b"true" in raw or b"false" in raw)
+    request.state.model = (answer["model"], answer["version"])  # the version that answered, whatever a promotion did
+    return answer
 
 
 async def list_models(request: Request, service: ClassifierService) -> Any:
@@ -227,8 +230,8 @@ class ClassifierService:
         self.settings = SERVER_SETTINGS
         limit_native_threads(self.settings)
         self.metrics = shared_metrics()
-        self.requests = Children(self.metrics.requests)  # model, endpoint, code
-        self.request_duration = Children(self.metrics.request_duration)  # model, endpoint
+        self.requests = Children(self.metrics.requests)  # model, version, endpoint, code
+        self.request_duration = Children(self.metrics.request_duration)  # model, version, endpoint
         self.in_flight = Children(self.metrics.in_flight)  # endpoint
         self.log = PredictionLog(log_config(self.settings), self.metrics)
         self.log.start()  # first: the log's database says which version of a model was promoted

@@ -181,10 +181,14 @@ class ModelRegistry:
     def ready(self) -> bool:
         return not self.failed
 
-    def model_label(self, ref: str) -> str:
-        """The `model` metric label for a requested name: the configured name, or `none` (label values stay bounded)."""
+    def model_label(self, ref: str) -> tuple[str, str]:
+        """The (model, version) metric labels for a requested name: the configured name and its served version
+        (empty while it failed to load), or `none` (label values stay bounded)."""
         name = ref.partition(":")[0]
-        return name if name in self.served or name in self.failed else NO_MODEL
+        served = self.served.get(name)
+        if served is not None:
+            return name, served.model.version
+        return (name, "") if name in self.failed else (NO_MODEL, "")
 
     def resolve(self, ref: str) -> Served:
         """The served model for `name` or `name:version`."""
@@ -237,7 +241,7 @@ class ModelRegistry:
         if monitor and given:
             monitor.observe_options(given, prediction.decided_labels)
         now = time.time()
-        key, logged = self.log.issue(model.name, rows, now)
+        key, logged = self.log.issue(model.name, model.version, rows, now)
         predictions = list(prediction.records())
         if logged:
             decisions = orjson.dumps(predictions, option=orjson.OPT_SERIALIZE_NUMPY)  # the log's copy, without ids

@@ -39,9 +39,11 @@ def scrape(api: TestClient) -> Samples:
 
 
 def model_series(before: Samples, after: Samples, name: str, model: str) -> dict[frozenset[tuple[str, str]], float]:
-    """The increase of every series of `name` for `model` that moved, by label set (the `model` label left out)."""
+    """The increase of every series of `name` for `model` that moved, by label set (the `model` and `version` labels
+    left out: one version is served here)."""
     increases = {
-        labels - {("model", model)}: value - before.get((sample_name, labels), 0.0)
+        frozenset((k, v) for k, v in labels if k not in ("model", "version")): value
+        - before.get((sample_name, labels), 0.0)
         for (sample_name, labels), value in after.items()
         if sample_name == name and ("model", model) in labels
     }

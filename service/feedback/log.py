@@ -93,7 +93,7 @@ class PredictionLog:
         self.config = config
         self.versions = Versions()
         self._metrics = metrics
-        self._rows = Children(metrics.log_rows)  # model, result
+        self._rows = Children(metrics.log_rows)  # model, version, result
         self._queue: deque[Entry] = deque()
         self._queued_rows = 0
         self._shadows: deque[ShadowRecord] = deque()  # the shadow thread's; bounded by `queue_rows` like the queue
@@ -111,11 +111,11 @@ class PredictionLog:
 
     # --- the request path (event loop) -------------------------------------------------------------------------
 
-    def issue(self, model: str, rows: int, now: float) -> tuple[str, bool]:
+    def issue(self, model: str, version: str, rows: int, now: float) -> tuple[str, bool]:
         """A new request key and whether the request is sampled into the log."""
         logged = self.config.sample_rate >= 1.0 or random.random() < self.config.sample_rate
         if not logged:
-            self._rows(model, "unsampled").inc(rows)
+            self._rows(model, version, "unsampled").inc(rows)
         return new_key(logged, now), logged
 
     def submit(self, entry: Entry) -> None:
@@ -133,7 +133,7 @@ class PredictionLog:
         # set on every change: a writer backing off from a database that is down may not set it for a minute
         self._metrics.log_queue_rows.set(queued)
         if dropped:
-            self._rows(entry.model, "dropped").inc(entry.rows)
+            self._rows(entry.model, entry.version, "dropped").inc(entry.rows)
 
     def submit_shadow(self, record: ShadowRecord) -> bool:
         """Queue a shadow version's decisions on a logged request (the shadow thread); False when dropped."""
@@ -177,7 +177,7 @@ class PredictionLog:
             self._queue.clear()
             self._queued_rows = 0
         for entry in lost:
-            self._rows(entry.model, "failed").inc(entry.rows)
+            self._rows(entry.model, entry.version, "failed").inc(entry.rows)
         if lost:
             logger.error(
                 "prediction log: %d queued predictions were not written before the stop",
@@ -242,7 +242,7 @@ class PredictionLog:
             except Exception:  # noqa: BLE001 -- one model's unencodable requests must not lose the others
                 logger.exception("prediction log: %d requests of %s could not be encoded", len(group), group[0].model)
                 for entry in group:
-                    self._rows(entry.model, "failed").inc(entry.rows)
+                    self._rows(entry.model, entry.version, "failed").inc(entry.rows)
         started = time.perf_counter()
         try:
             self.versions.save(store, datetime.now(UTC))
@@ -282,11 +282,12 @@ class PredictionLog:
             self._queued_rows -= sum(e.rows for e in batch)
             queued = self._queued_rows
         self._metrics.log_queue_rows.set(queued)
-        by_model: dict[str, int] = {}
+        by_version: dict[tuple[str, str], int] = {}
         for entry in entries:
-            by_model[entry.model] = by_model.get(entry.model, 0) + entry.rows
-        for model, rows in by_model.items():
-            self._rows(model, result).inc(rows)
+            key = (entry.model, entry.version)
+            by_version[key] = by_version.get(key, 0) + entry.rows
+        for (model, version), rows in by_version.items():
+            self._rows(model, version, result).inc(rows)
 
     def encode(self, entries: Sequence[Entry]) -> list[RequestRecord]:
         """The database rows of queued requests of one model version. The model's own decisions and confidences

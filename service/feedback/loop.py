@@ -75,10 +75,11 @@ class FeedbackLoop:
         self.versions = log.versions
         self.window_seconds = window_seconds
         self.pending_seconds = 2 * log.config.flush_seconds + 5.0
-        self._items = Children(metrics.feedback_items)  # model, kind, result
-        self._outcomes = Children(metrics.outcomes)  # model, outcome
-        self._outcome_values = Children(metrics.outcome_value)  # model, outcome
-        self._delays = Children(metrics.label_delay)  # model
+        # labels: the model and version of the prediction an item is about, then the family's own
+        self._items = Children(metrics.feedback_items)  # model, version, kind, result
+        self._outcomes = Children(metrics.outcomes)  # model, version, outcome
+        self._outcome_values = Children(metrics.outcome_value)  # model, version, outcome
+        self._delays = Children(metrics.label_delay)  # model, version
         # feedback is not a hot path: its figures are written at once, so the next scrape of any worker shows them
         self._writes = PendingWrites(buffered=False)
         self._outcome_names = frozenset(outcomes)
@@ -114,12 +115,12 @@ class FeedbackLoop:
         versions = await self._query(self._versions_of, store, predictions.values())
         label_writes: list[LabelWrite] = []
         outcome_writes: list[OutcomeWrite] = []
-        models: dict[int, str] = {}
+        models: dict[int, tuple[str, str]] = {}
         for index, ref in refs.items():
             item = items[index]
             try:
                 prediction = self._logged(ref, predictions, f"feedback[{index}].prediction_id")
-                models[index] = prediction.model
+                models[index] = (prediction.model, prediction.version)
                 if _has_label(item):
                     truth_key = self._truth_key(versions[(prediction.model, prediction.version)], item, index)
                     label_writes.append(LabelWrite(truth_key, prediction))
@@ -142,36 +143,38 @@ class FeedbackLoop:
         self,
         items: Sequence[FeedbackItem],
         errors: dict[int, ItemError],
-        models: dict[int, str],
+        models: dict[int, tuple[str, str]],
         label_writes: Sequence[LabelWrite],
         outcome_writes: Sequence[OutcomeWrite],
         stored: Stored,
         now: float,
     ) -> None:
         """The feedback counters, one update per series, not per item (each update writes a shared file)."""
-        results: Counter[tuple[str, str, str]] = Counter()
+        results: Counter[tuple[str, str, str, str]] = Counter()
         for index, item in enumerate(items):
             error = errors.get(index)
+            model, version = models.get(index, (NO_MODEL, ""))
             for kind in _kinds(item):
-                results[(models.get(index, NO_MODEL), kind, "accepted" if error is None else error.code)] += 1
+                results[(model, version, kind, "accepted" if error is None else error.code)] += 1
         for labels, count in results.items():
             self._items(*labels).inc(count)
-        delays: dict[str, list[float]] = {}
+        delays: dict[tuple[str, str], list[float]] = {}
         for write in label_writes:
             prediction = write.prediction
             if (prediction.key, prediction.row) in stored.first_labels:
-                delays.setdefault(prediction.model, []).append(now - prediction.created_at.timestamp())
-        for model, seconds in delays.items():
-            self._writes.observe_many(self._delays(model), np.maximum(np.asarray(seconds), 0.0))
-        reported: dict[tuple[str, str], list[float]] = {}
+                seconds = now - prediction.created_at.timestamp()
+                delays.setdefault((prediction.model, prediction.version), []).append(seconds)
+        for (model, version), all_seconds in delays.items():
+            self._writes.observe_many(self._delays(model, version), np.maximum(np.asarray(all_seconds), 0.0))
+        reported: dict[tuple[str, str, str], list[float]] = {}
         for outcome in outcome_writes:
             prediction = outcome.prediction
             if (prediction.key, prediction.row, outcome.name) in stored.new_outcomes:
                 name = outcome.name if outcome.name in self._outcome_names else OTHER_OUTCOME
-                reported.setdefault((prediction.model, name), []).append(outcome.value)
-        for (model, name), values in reported.items():
-            self._outcomes(model, name).inc(len(values))
-            self._outcome_values(model, name).inc(sum(values))
+                reported.setdefault((prediction.model, prediction.version, name), []).append(outcome.value)
+        for (model, version, name), values in reported.items():
+            self._outcomes(model, version, name).inc(len(values))
+            self._outcome_values(model, version, name).inc(sum(values))
 
     def _truth_key(self, version: VersionInfo, item: FeedbackItem, index: int) -> str:
         given = GivenLabel(item.label, item.labels, item.path)

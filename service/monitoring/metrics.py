@@ -102,7 +102,7 @@ class Metrics:
         """Create the metrics in `registry` (a fresh `CollectorRegistry()` in unit tests); `buffered`: the hot
         paths' writes wait in memory for `writes.flush()` (see `PendingWrites`)."""
         r = registry
-        model = ("model",)
+        model = ("model", "version")  # the version that answered: a promotion starts new series
         return cls(
             writes=PendingWrites(buffered),
             requests=Counter("classifier_requests", "Requests answered.", [*model, "endpoint", "code"], registry=r),
@@ -230,7 +230,7 @@ class Metrics:
             model_info=Gauge(
                 "classifier_model_info",
                 "The served model version and task: 1 while served, 0 once a promotion replaced it.",
-                [*model, "version", "task"],
+                [*model, "task"],
                 multiprocess_mode="max",
                 registry=r,
             ),
@@ -305,7 +305,7 @@ class Metrics:
             shadow_info=Gauge(
                 "classifier_shadow_info",
                 "Workers carrying this shadow version of the model (each worker sets 1, or 0 once it stopped).",
-                [*model, "version"],
+                ["model", "version"],  # the shadow version
                 multiprocess_mode="livesum",
                 registry=r,
             ),
@@ -313,7 +313,7 @@ class Metrics:
                 "classifier_shadow_rows",
                 "Rows a shadow version scored beside the served one, by whether its default decision agreed "
                 "(result: agree, disagree), or rows it left unscored (skipped: it fell behind; failed: it raised).",
-                [*model, "version", "result"],
+                ["model", "version", "result"],  # the shadow version
                 registry=r,
             ),
         )

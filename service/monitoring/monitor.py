@@ -76,6 +76,7 @@ class ModelMonitor:
         directory: Path,
     ) -> None:
         self.name = name
+        self.version = version
         self.metrics = metrics
         self.config = config
         features = metadata["features"]
@@ -108,32 +109,34 @@ class ModelMonitor:
 
         m = metrics
         self._writes = metrics.writes
-        self._predictions = Children(m.predictions)  # labels: model, label, level
+        self._predictions = Children(m.predictions)  # labels: model, version, label, level
         self._model_children: dict[int, Any] = {}
-        self._input_issues = Children(m.input_issues)  # labels: model, feature, kind
-        self._option_requests = Children(m.option_requests)  # labels: model, option
-        self._option_predictions = Children(m.option_predictions)  # labels: model, label
-        self._accepted_rows = m.rows.labels(model=name, outcome="accepted")
-        self._confidence = m.confidence.labels(model=name)
-        self._estimated_correct = m.estimated_correct.labels(model=name)
-        self._estimated_rows = m.estimated_rows.labels(model=name)
-        self._inference = m.inference_duration.labels(model=name)
-        self._batch_rows = m.batch_rows.labels(model=name)
+        self._input_issues = Children(m.input_issues)  # labels: model, version, feature, kind
+        self._option_requests = Children(m.option_requests)  # labels: model, version, option
+        self._option_predictions = Children(m.option_predictions)  # labels: model, version, label
+        self._accepted_rows = m.rows.labels(name, version, "accepted")
+        self._rejected_rows = m.rows.labels(name, version, "rejected")
+        self._confidence = m.confidence.labels(name, version)
+        self._estimated_correct = m.estimated_correct.labels(name, version)
+        self._estimated_rows = m.estimated_rows.labels(name, version)
+        self._inference = m.inference_duration.labels(name, version)
+        self._batch_rows = m.batch_rows.labels(name, version)
         validation = metadata.get("metrics", {})
-        m.validation_accuracy.labels(model=name).set(float(validation.get("accuracy", float("nan"))))
-        m.validation_mean_confidence.labels(model=name).set(float(validation.get("mean_confidence", float("nan"))))
-        m.validation_ece.labels(model=name).set(float(validation.get("ece", float("nan"))))
+        m.validation_accuracy.labels(name, version).set(float(validation.get("accuracy", float("nan"))))
+        m.validation_mean_confidence.labels(name, version).set(float(validation.get("mean_confidence", float("nan"))))
+        m.validation_ece.labels(name, version).set(float(validation.get("ece", float("nan"))))
         for level, folder in self.level_labels.items():
             if level == "" and len(self.level_labels) > 1:
                 continue  # hierarchical: shares are per level
             shares = folder.fold(validation_shares[level])
             shares = shares / max(shares.sum(), 1e-12)  # share of decided labels (multilabel stores label rates)
             for label, share in zip(folder.names, shares.tolist(), strict=True):
-                m.validation_prediction_share.labels(model=name, label=label, level=level).set(share)
-        self._info = m.model_info.labels(model=name, version=version, task=str(metadata["task"]))
+                m.validation_prediction_share.labels(name, version, label, level).set(share)
+        self._info = m.model_info.labels(name, version, str(metadata["task"]))
         self._info.set(1)
-        m.trained_timestamp.labels(model=name).set(datetime.fromisoformat(str(metadata["trained_at"])).timestamp())
-        m.loaded_timestamp.labels(model=name).set(time.time())
+        trained_at = datetime.fromisoformat(str(metadata["trained_at"])).timestamp()
+        m.trained_timestamp.labels(name, version).set(trained_at)
+        m.loaded_timestamp.labels(name, version).set(time.time())
 
     def retire(self) -> None:
         """This version is no longer served here: a promotion replaced it."""
@@ -150,7 +153,7 @@ class ModelMonitor:
 
     def observe_rejected(self, rows: int, issues: Mapping[tuple[str, str], int]) -> None:
         """Rows of a rejected request, and the faults validation found in them (by feature name and kind)."""
-        self._writes.inc(self.metrics.rows.labels(model=self.name, outcome="rejected"), rows)
+        self._writes.inc(self._rejected_rows, rows)
         folded: dict[tuple[str, str], int] = {}
         for (feature, kind), count in issues.items():
             key = (self.inputs.fold_feature(feature), kind)
@@ -171,7 +174,7 @@ class ModelMonitor:
             if labels is summary.drift_labels:
                 drift_tally = tally  # flat tasks: the same labels, counted once
             for code, count in tally.items():
-                self._writes.inc(self._predictions(self.name, folder.names[code], level), count)
+                self._writes.inc(self._predictions(self.name, self.version, folder.names[code], level), count)
         self._writes.observe_many(self._confidence, summary.confidence)
         if summary.expected_correct is not None and len(summary.expected_correct):
             self._writes.inc(self._estimated_correct, float(summary.expected_correct.sum()))
@@ -196,15 +199,15 @@ class ModelMonitor:
         """A request that set decision options, and the labels it was answered: what clients ask for and get,
         apart from the model's own signals (nothing alerts on these)."""
         for option in options:
-            self._writes.inc(self._option_requests(self.name, option))
+            self._writes.inc(self._option_requests(self.name, self.version, option))
         for code, count in self.drift_labels.tally(labels).items():
-            self._writes.inc(self._option_predictions(self.name, self.drift_labels.names[code]), count)
+            self._writes.inc(self._option_predictions(self.name, self.version, self.drift_labels.names[code]), count)
 
     def _per_model(self, metric: Any) -> Any:
         """The metric's child for this model, created on first use."""
         child = self._model_children.get(id(metric))
         if child is None:
-            child = self._model_children[id(metric)] = metric.labels(model=self.name)
+            child = self._model_children[id(metric)] = metric.labels(self.name, self.version)
         return child
 
     def drift(self) -> tuple[int, dict[str, float], float]:
@@ -222,7 +225,7 @@ class ModelMonitor:
 
     def _count_issues(self, issues: Mapping[tuple[str, str], int]) -> None:
         for (feature, kind), count in issues.items():
-            self._writes.inc(self._input_issues(self.name, feature, kind), count)
+            self._writes.inc(self._input_issues(self.name, self.version, feature, kind), count)
 
 
 def render_drift(monitors: Iterable[ModelMonitor]) -> str:
@@ -232,24 +235,25 @@ def render_drift(monitors: Iterable[ModelMonitor]) -> str:
     window_rows: list[tuple[tuple[str, ...], float]] = []
     for monitor in monitors:
         rows, features, prediction = monitor.drift()
-        window_rows.append(((monitor.name,), float(rows)))
-        prediction_psi.append(((monitor.name,), prediction))
-        feature_psi.extend(((monitor.name, feature), value) for feature, value in features.items())
+        model = (monitor.name, monitor.version)
+        window_rows.append((model, float(rows)))
+        prediction_psi.append((model, prediction))
+        feature_psi.extend(((*model, feature), value) for feature, value in features.items())
     return render_gauges(
         [
             GaugeFamily(
                 "classifier_feature_drift_psi",
                 "PSI of the drift window's inputs against the training profile.",
-                ("model", "feature"),
+                ("model", "version", "feature"),
                 feature_psi,
             ),
             GaugeFamily(
                 "classifier_prediction_drift_psi",
                 "PSI of the drift window's decided labels against the validation prediction distribution.",
-                ("model",),
+                ("model", "version"),
                 prediction_psi,
             ),
-            GaugeFamily("classifier_drift_window_rows", "Rows in the drift window.", ("model",), window_rows),
+            GaugeFamily("classifier_drift_window_rows", "Rows in the drift window.", ("model", "version"), window_rows),
         ]
     )
 

@@ -88,8 +88,9 @@ def increased(before: Samples, name: str, by: float, **labels: str) -> Callable[
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
-    """One sample's value; 0 when the series does not exist yet (a counter never incremented)."""
-    return samples.get((name, frozenset(labels.items())), 0.0)
+    """The sum of the samples of `name` whose labels include `labels` (a counter of a model sums its versions, unless
+    `version` is given); 0 when there is none yet (a counter never incremented)."""
+    return sum(matching(samples, name, **labels).values())
 
 
 def matching(samples: Samples, name: str, **labels: str) -> dict[frozenset[tuple[str, str]], float]:

@@ -46,7 +46,7 @@ def entry(model: str, rows: int = 2, X: Any = None) -> Entry:
 def rows(metrics: Metrics, result: str, model: str) -> float:
     """A counter of `model`. Metric values live in per-process files shared by every registry, so each test
     logs for a model name of its own."""
-    return metrics.log_rows.labels(model=model, result=result)._value.get()  # type: ignore[no-any-return]
+    return metrics.log_rows.labels(model=model, version="v1", result=result)._value.get()  # type: ignore[no-any-return]
 
 
 def wait_for(condition: Callable[[], bool], what: str) -> None:
@@ -156,10 +156,10 @@ def test_sampling_issues_ids_that_say_they_were_not_logged(
     model: str, make_log: Callable[..., PredictionLog], metrics: Metrics
 ) -> None:
     log = make_log(sample_rate=0.0)
-    key, logged = log.issue(model, 7, time.time())
+    key, logged = log.issue(model, "v1", 7, time.time())
     assert not logged and int(key[13], 16) < 8
     assert rows(metrics, "unsampled", model) == 7
-    assert make_log(sample_rate=1.0).issue(model, 1, time.time())[1]
+    assert make_log(sample_rate=1.0).issue(model, "v1", 1, time.time())[1]
 
 
 def test_an_unreachable_database_keeps_predictions_queued_then_counts_them_failed(model: str, metrics: Metrics) -> None:

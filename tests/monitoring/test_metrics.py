@@ -27,37 +27,37 @@ from service.monitoring.metrics import (
 # /tmp/spec/metrics.md's table: exposition name -> (type, label names). `pid` of the heartbeat is added by the
 # gauge's multiprocess mode, not declared.
 SPEC: dict[str, tuple[str, tuple[str, ...]]] = {
-    "classifier_requests_total": ("counter", ("model", "endpoint", "code")),
-    "classifier_request_duration_seconds": ("histogram", ("model", "endpoint")),
+    "classifier_requests_total": ("counter", ("model", "version", "endpoint", "code")),
+    "classifier_request_duration_seconds": ("histogram", ("model", "version", "endpoint")),
     "classifier_requests_in_flight": ("gauge", ("endpoint",)),
-    "classifier_inference_duration_seconds": ("histogram", ("model",)),
-    "classifier_batch_rows": ("histogram", ("model",)),
-    "classifier_rows_total": ("counter", ("model", "outcome")),
-    "classifier_predictions_total": ("counter", ("model", "label", "level")),
-    "classifier_prediction_confidence": ("histogram", ("model",)),
-    "classifier_estimated_correct_total": ("counter", ("model",)),
-    "classifier_estimated_rows_total": ("counter", ("model",)),
-    "classifier_option_requests_total": ("counter", ("model", "option")),
-    "classifier_option_predictions_total": ("counter", ("model", "label")),
-    "classifier_prediction_margin": ("histogram", ("model",)),
-    "classifier_abstentions_total": ("counter", ("model",)),
-    "classifier_labels_per_instance": ("histogram", ("model",)),
-    "classifier_path_depth": ("histogram", ("model",)),
-    "classifier_incomplete_paths_total": ("counter", ("model",)),
-    "classifier_input_issues_total": ("counter", ("model", "feature", "kind")),
-    "classifier_validation_accuracy": ("gauge", ("model",)),
-    "classifier_validation_mean_confidence": ("gauge", ("model",)),
-    "classifier_validation_ece": ("gauge", ("model",)),
-    "classifier_validation_prediction_share": ("gauge", ("model", "label", "level")),
+    "classifier_inference_duration_seconds": ("histogram", ("model", "version")),
+    "classifier_batch_rows": ("histogram", ("model", "version")),
+    "classifier_rows_total": ("counter", ("model", "version", "outcome")),
+    "classifier_predictions_total": ("counter", ("model", "version", "label", "level")),
+    "classifier_prediction_confidence": ("histogram", ("model", "version")),
+    "classifier_estimated_correct_total": ("counter", ("model", "version")),
+    "classifier_estimated_rows_total": ("counter", ("model", "version")),
+    "classifier_option_requests_total": ("counter", ("model", "version", "option")),
+    "classifier_option_predictions_total": ("counter", ("model", "version", "label")),
+    "classifier_prediction_margin": ("histogram", ("model", "version")),
+    "classifier_abstentions_total": ("counter", ("model", "version")),
+    "classifier_labels_per_instance": ("histogram", ("model", "version")),
+    "classifier_path_depth": ("histogram", ("model", "version")),
+    "classifier_incomplete_paths_total": ("counter", ("model", "version")),
+    "classifier_input_issues_total": ("counter", ("model", "version", "feature", "kind")),
+    "classifier_validation_accuracy": ("gauge", ("model", "version")),
+    "classifier_validation_mean_confidence": ("gauge", ("model", "version")),
+    "classifier_validation_ece": ("gauge", ("model", "version")),
+    "classifier_validation_prediction_share": ("gauge", ("model", "version", "label", "level")),
     "classifier_model_info": ("gauge", ("model", "version", "task")),
-    "classifier_model_trained_timestamp_seconds": ("gauge", ("model",)),
-    "classifier_model_loaded_timestamp_seconds": ("gauge", ("model",)),
+    "classifier_model_trained_timestamp_seconds": ("gauge", ("model", "version")),
+    "classifier_model_loaded_timestamp_seconds": ("gauge", ("model", "version")),
     "classifier_worker_heartbeat_timestamp_seconds": ("gauge", ()),
-    "classifier_feedback_items_total": ("counter", ("model", "kind", "result")),
-    "classifier_label_delay_seconds": ("histogram", ("model",)),
-    "classifier_outcomes_total": ("counter", ("model", "outcome")),
-    "classifier_outcome_value_total": ("counter", ("model", "outcome")),
-    "classifier_prediction_log_rows_total": ("counter", ("model", "result")),
+    "classifier_feedback_items_total": ("counter", ("model", "version", "kind", "result")),
+    "classifier_label_delay_seconds": ("histogram", ("model", "version")),
+    "classifier_outcomes_total": ("counter", ("model", "version", "outcome")),
+    "classifier_outcome_value_total": ("counter", ("model", "version", "outcome")),
+    "classifier_prediction_log_rows_total": ("counter", ("model", "version", "result")),
     "classifier_prediction_log_queue_rows": ("gauge", ()),
     "classifier_prediction_log_write_duration_seconds": ("histogram", ()),
     "classifier_prediction_log_deleted_rows_total": ("counter", ()),
@@ -271,10 +271,11 @@ def test_latency_and_confidence_buckets_span_the_spec_range() -> None:
     registry = CollectorRegistry()
     metrics = Metrics.create(registry)
     model = unique()
-    metrics.confidence.labels(model=model).observe(0.1)
-    metrics.request_duration.labels(model=model, endpoint="/predict").observe(10.0)
-    assert registry.get_sample_value("classifier_prediction_confidence_bucket", {"model": model, "le": "0.1"}) == 1
-    duration = {"model": model, "endpoint": "/predict", "le": "10.0"}
+    metrics.confidence.labels(model=model, version="1").observe(0.1)
+    metrics.request_duration.labels(model=model, version="1", endpoint="/predict").observe(10.0)
+    confidence = {"model": model, "version": "1", "le": "0.1"}
+    assert registry.get_sample_value("classifier_prediction_confidence_bucket", confidence) == 1
+    duration = {"model": model, "version": "1", "endpoint": "/predict", "le": "10.0"}
     assert registry.get_sample_value("classifier_request_duration_seconds_bucket", duration) == 1
 
 

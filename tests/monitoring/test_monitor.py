@@ -84,6 +84,7 @@ class Built:
     monitor: ModelMonitor
     registry: CollectorRegistry
     name: str
+    version: str
 
 
 def build(registered: Registered, tmp_path: Path, **config: Any) -> Built:
@@ -94,7 +95,7 @@ def build(registered: Registered, tmp_path: Path, **config: Any) -> Built:
     monitor = ModelMonitor(
         name, registered.version, registered.metadata, Metrics.create(registry), MonitoringConfig(**settings), tmp_path
     )
-    return Built(monitor, registry, name)
+    return Built(monitor, registry, name, registered.version)
 
 
 @pytest.fixture
@@ -103,7 +104,8 @@ def built(registered: Registered, tmp_path: Path) -> Built:
 
 
 def value(built: Built, name: str, **labels: str) -> float | None:
-    return built.registry.get_sample_value(name, {"model": built.name, **labels})
+    """A sample of the built monitor's model and version."""
+    return built.registry.get_sample_value(name, {"model": built.name, "version": built.version, **labels})
 
 
 def test_construction_sets_the_model_gauges(registered: Registered, built: Built) -> None:
@@ -112,7 +114,7 @@ def test_construction_sets_the_model_gauges(registered: Registered, built: Built
     assert value(built, "classifier_validation_accuracy") == metrics["accuracy"]
     assert value(built, "classifier_validation_mean_confidence") == metrics["mean_confidence"]
     assert value(built, "classifier_validation_ece") == metrics["ece"]
-    assert value(built, "classifier_model_info", version=registered.version, task="binary") == 1.0
+    assert value(built, "classifier_model_info", task="binary") == 1.0
     assert value(built, "classifier_model_trained_timestamp_seconds") == TRAINED_AT_UNIX
     loaded = value(built, "classifier_model_loaded_timestamp_seconds")
     assert loaded is not None and loaded > TRAINED_AT_UNIX
@@ -144,7 +146,9 @@ def test_observe_accepted_counts_rows_and_fills_the_window(registered: Registere
     built.monitor.observe_accepted(registered.X_train[:7])
     built.monitor.observe_accepted(registered.X_train[7:10])
     assert value(built, "classifier_rows_total", outcome="accepted") == 10.0
-    assert value(built, "classifier_rows_total", outcome="rejected") is None
+    assert (
+        value(built, "classifier_rows_total", outcome="rejected") == 0.0
+    )  # exported from the start, so a rate over it is 0, not absent
     assert built.monitor.drift()[0] == 10
 
 
@@ -348,13 +352,16 @@ def test_render_drift_exposes_one_feature_sample_per_tracked_feature(registered:
     families = {f.name: f for f in text_string_to_metric_families(render_drift([built.monitor]))}
     features = {s.labels["feature"]: s.value for s in families["classifier_feature_drift_psi"].samples}
     assert sorted(features) == sorted(built.monitor.inputs.tracked)
-    assert all(s.labels["model"] == built.name for s in families["classifier_feature_drift_psi"].samples)
+    model = {"model": built.name, "version": built.version}
+    assert all(
+        s.labels == {**model, "feature": s.labels["feature"]} for s in families["classifier_feature_drift_psi"].samples
+    )
     _, expected, _ = built.monitor.drift()
     assert features == pytest.approx(expected)
     (prediction,) = families["classifier_prediction_drift_psi"].samples
-    assert prediction.labels == {"model": built.name}
+    assert prediction.labels == model
     (rows,) = families["classifier_drift_window_rows"].samples
-    assert (rows.labels, rows.value) == ({"model": built.name}, 60.0)
+    assert (rows.labels, rows.value) == (model, 60.0)
 
 
 def test_render_drift_of_no_monitor_declares_the_families() -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import bentoml
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -93,6 +94,54 @@ def test_another_worker_follows_the_promotion_and_a_new_one_starts_on_it(
     Promotions(lambda: other, service.log, 3600).follow()  # its next poll
     assert other.served[name].model.version == v2
     assert ModelRegistry.load(service.settings, service.metrics, service.log).served[name].model.version == v2
+
+
+def series(api: TestClient, model: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """The samples of `/metrics` of `model`."""
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(api.get("/metrics").text)
+        for sample in family.samples
+        if sample.labels.get("model") == model
+    }
+
+
+def versions_of(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str) -> set[str]:
+    return {dict(labels)["version"] for sample, labels in samples if sample == name}
+
+
+def test_the_metrics_of_a_request_carry_the_version_that_answered_it(
+    api: TestClient, served: tuple[str, str, str]
+) -> None:
+    """Before the promotion every series of the model names v1; after it the requests, decisions, baselines and
+    drift gauges of v2 are series of their own, and the model info says which version is served."""
+    name, v1, v2 = served
+    scores(api, name)
+    before = series(api, name)
+    for family in ("classifier_requests_total", "classifier_predictions_total", "classifier_validation_accuracy"):
+        assert versions_of(before, family) == {v1}, family
+    assert promote(api, name, v2).status_code == 200
+    scores(api, name)
+    after = series(api, name)
+    ok = {("model", name), ("endpoint", "/predict"), ("code", "ok")}
+    for version in (v1, v2):
+        assert after[("classifier_requests_total", frozenset(ok | {("version", version)}))] == 1.0
+        assert after[
+            ("classifier_rows_total", frozenset({("model", name), ("version", version), ("outcome", "accepted")}))
+        ] == len(ROWS)
+    for family in (
+        "classifier_predictions_total",
+        "classifier_prediction_confidence_count",
+        "classifier_estimated_rows_total",
+        "classifier_validation_accuracy",
+        "classifier_model_trained_timestamp_seconds",
+    ):
+        assert versions_of(after, family) == {v1, v2}, family
+    assert versions_of(after, "classifier_drift_window_rows") == {v2}  # computed at scrape time: the served version
+    info = {
+        dict(labels)["version"]: value for (sample, labels), value in after.items() if sample == "classifier_model_info"
+    }
+    assert info == {v1: 0.0, v2: 1.0}
 
 
 def test_requests_during_promotions_each_get_one_whole_version(api: TestClient, served: tuple[str, str, str]) -> None:
