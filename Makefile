@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps serve catalog test lint fmt type build clean bench scorecard
+.PHONY: help install system-deps serve catalog test lint fmt type build clean bench scorecard fuzz
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -29,6 +29,10 @@ serve: catalog ## serve the configured models on $(HOST):$(PORT)
 
 test: system-deps lint type ## lint, type check, then run the whole test suite
 	$(PY) -m pytest
+
+fuzz: system-deps $(STAMP) ## schemathesis, 20,000+ cases with the stateful links, against a served catalog (make test runs 2,000)
+	FUZZ_MIN_CASES=20000 FUZZ_EXAMPLES_PER_OPERATION=3000 FUZZ_PHASES=examples,coverage,fuzzing,stateful \
+		$(PY) -m pytest -p no:cacheprovider -s tests/e2e/test_fuzz.py
 
 lint: $(STAMP) ## ruff lint and format check
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

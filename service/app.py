@@ -31,8 +31,28 @@ from .feedback.loop import FeedbackLoop
 from .middleware import ErrorBodyMiddleware
 from .monitoring.metrics import CONTENT_TYPE, NO_MODEL, Children, exposition, shared_metrics
 from .monitoring.monitor import Heartbeat
+from .openapi import DOCUMENT_PATH, OpenAPIDocument, Operation, openapi_document
+from .openapi.responses import (
+    FeedbackResponse,
+    LoggedPrediction,
+    ModelCard,
+    ModelList,
+    PerformanceResponse,
+    PredictResponse,
+    PromoteResponse,
+    ShadowResponse,
+)
 from .rollout.promotion import Promotions
-from .schemas import parse_feedback_request, parse_performance_query, parse_predict_request, parse_version_request
+from .schemas import (
+    FeedbackRequest,
+    PerformanceQuery,
+    PredictRequest,
+    VersionRequest,
+    parse_feedback_request,
+    parse_performance_query,
+    parse_predict_request,
+    parse_version_request,
+)
 from .serving import ModelRegistry, limit_native_threads, log_config
 from .settings import Settings
 
@@ -56,12 +76,14 @@ def error_response(exc: Exception, request: Request) -> Response:
     return json_response(error_body(kind.code, message, getattr(exc, "field", None)), kind.status)
 
 
-def endpoint(verb: str, route: str, handler: Handler) -> Route:
+def endpoint(operation: Operation, handler: Handler) -> Route:
     """A route that answers JSON, turns every exception into CONTRACT.md's error body, and is measured.
 
     Handlers set `request.state.model` once they know which served model the request is for: the (model, version)
     labels of its metrics.
     """
+
+    route = operation.path
 
     async def run(request: Request) -> Response:
         service: ClassifierService = bentoml.get_current_service()
@@ -83,7 +105,7 @@ def endpoint(verb: str, route: str, handler: Handler) -> Route:
         writes.observe(service.request_duration(model, version, route), time.perf_counter() - started)
         return response
 
-    return Route(route, run, methods=[verb])
+    return Route(route, run, methods=[operation.method])
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:
@@ -192,19 +214,92 @@ async def metrics(request: Request) -> Response:
     return Response(await anyio.to_thread.run_sync(render), media_type=CONTENT_TYPE)
 
 
+PREDICT_LINKS = {  # where a prediction leads: the stateful fuzz tests follow these
+    "GetPrediction": {"operationId": "get_predictions_id", "parameters": {"id": "$response.body#/predictions/0/id"}},
+    "Feedback": {
+        "operationId": "post_feedback",
+        "requestBody": {"feedback": [{"prediction_id": "$response.body#/predictions/0/id", "outcome": "clicked"}]},
+    },
+    "GetModel": {"operationId": "get_models_name", "parameters": {"name": "$response.body#/model"}},
+}
+MODEL_LINKS = {
+    "Performance": {"operationId": "get_models_name_performance", "parameters": {"name": "$response.body#/name"}},
+}
+ERRORS_OF_A_BODY = (400, 413)
+ROUTES: tuple[tuple[Operation, Handler], ...] = (
+    (
+        Operation(
+            "POST", "/predict", "Classify a batch of instances with one model", PredictResponse,
+            body=PredictRequest, errors=(*ERRORS_OF_A_BODY, 404, 503), links=PREDICT_LINKS,
+        ),
+        predict,
+    ),
+    (Operation("GET", "/models", "Every served model's card", ModelList), list_models),
+    (
+        Operation("GET", "/models/{name}", "One served model's card", ModelCard, errors=(404, 503), links=MODEL_LINKS),
+        get_model,
+    ),
+    (
+        Operation(
+            "GET", "/models/{name}/performance", "Realized figures of a model's logged predictions, per version",
+            PerformanceResponse, query=PerformanceQuery, errors=(400, 404, 503),
+        ),
+        performance,
+    ),
+    (
+        Operation(
+            "POST", "/feedback", "Labels and business outcomes of earlier predictions", FeedbackResponse,
+            body=FeedbackRequest, errors=(*ERRORS_OF_A_BODY, 503),
+        ),
+        feedback,
+    ),
+    (
+        Operation(
+            "GET", "/predictions/{id}", "One logged prediction with its labels and outcomes", LoggedPrediction,
+            errors=(404, 503),
+        ),
+        get_prediction,
+    ),
+    (
+        Operation(
+            "POST", "/admin/models/{name}/promote", "Serve another version on every worker, live", PromoteResponse,
+            tag="admin", body=VersionRequest, errors=(*ERRORS_OF_A_BODY, 403, 404, 503),
+        ),
+        promote,
+    ),
+    (
+        Operation(
+            "PUT", "/admin/models/{name}/shadow", "Shadow the served version with another one", ShadowResponse,
+            tag="admin", body=VersionRequest, errors=(*ERRORS_OF_A_BODY, 403, 404, 503),
+        ),
+        set_shadow,
+    ),
+    (
+        Operation(
+            "DELETE", "/admin/models/{name}/shadow", "Stop the shadow set by the admin route", ShadowResponse,
+            tag="admin", errors=(403, 404, 503),
+        ),
+        stop_shadow,
+    ),
+)  # fmt: skip
+INFRASTRUCTURE = (
+    Operation("GET", "/metrics", "Prometheus text exposition", None, tag="infrastructure"),
+    Operation("GET", "/livez", "Liveness", None, tag="infrastructure"),
+    Operation("GET", "/readyz", "Readiness: 503 until every configured model is loaded", None, tag="infrastructure",
+              errors=(503,)),
+)  # fmt: skip
+
 api = Starlette(
     routes=[
-        endpoint("POST", "/predict", predict),
-        endpoint("GET", "/models", list_models),
-        endpoint("GET", "/models/{name}", get_model),
-        endpoint("GET", "/models/{name}/performance", performance),
-        endpoint("POST", "/feedback", feedback),
-        endpoint("GET", "/predictions/{id}", get_prediction),
-        endpoint("POST", "/admin/models/{name}/promote", promote),
-        endpoint("PUT", "/admin/models/{name}/shadow", set_shadow),
-        endpoint("DELETE", "/admin/models/{name}/shadow", stop_shadow),
+        *(endpoint(operation, handler) for operation, handler in ROUTES),
         Route("/metrics", metrics, methods=["GET"]),
     ]
+)
+DOCUMENT = openapi_document(
+    [*(operation for operation, _ in ROUTES), *INFRASTRUCTURE],
+    title="classifier-service",
+    description=f"Binary, multiclass, multilabel and hierarchical classifiers behind one API. This document: "
+    f"`{DOCUMENT_PATH}`; the error bodies and codes are those of every non-2xx answer.",
 )
 
 
@@ -262,3 +357,4 @@ class ClassifierService:
 
 
 ClassifierService.add_asgi_middleware(ErrorBodyMiddleware)  # type: ignore[attr-defined]
+ClassifierService.add_asgi_middleware(OpenAPIDocument, document=DOCUMENT)  # type: ignore[attr-defined]

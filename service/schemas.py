@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
 
 from .classifiers import InvalidInputError, Options
 from .settings import OUTCOME_NAME
@@ -12,6 +12,27 @@ from .settings import OUTCOME_NAME
 MAX_FEEDBACK_ITEMS = 1000
 M = TypeVar("M", bound=BaseModel)
 Name = Annotated[str, Field(min_length=1, max_length=256)]
+_VALUE: dict[str, Any] = {"anyOf": [{"type": "number"}, {"type": "string"}, {"type": "null"}]}
+INSTANCE_SCHEMA: dict[str, Any] = {
+    "description": "A row: its feature values in the model's feature order, or an object keyed by feature name (all "
+    "of them, no others). A value is a number, a string (categorical or text features) or null (missing).",
+    "anyOf": [{"type": "array", "items": _VALUE}, {"type": "object", "additionalProperties": _VALUE}],
+}
+
+
+# examples of the OpenAPI document, for the default catalog (CONTRACT.md)
+PREDICT_EXAMPLES: list[JsonValue] = [
+    {"model": "digits", "instances": [[0.0] * 64], "options": {"top_k": 3}, "request_id": "req-1"},
+    {"model": "digit_groups", "instances": [[1.0] * 64], "options": {"min_confidence": 0.5}},
+    {"model": "digit_attributes", "instances": [[2.0] * 64], "options": {"return_probabilities": True}},
+    {
+        "model": "breast_cancer",
+        "instances": [[14.1, 19.3, 92.0, 655.0, 0.096, 0.104, 0.089, 0.049, 0.181, 0.063, 0.405, 1.217, 2.866, 40.3,
+                       0.007, 0.025, 0.032, 0.012, 0.021, 0.004, 16.3, 25.7, 107.3, 880.6, 0.132, 0.254, 0.272, 0.115,
+                       0.29, 0.084]],
+        "options": {"threshold": 0.4},
+    },
+]  # fmt: skip
 
 
 class PredictOptions(BaseModel):
@@ -27,10 +48,13 @@ class PredictOptions(BaseModel):
 
 
 class PredictRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(
+        extra="forbid", strict=True, frozen=True, json_schema_extra={"examples": PREDICT_EXAMPLES}
+    )
 
     model: str = Field(min_length=1, max_length=256)
-    instances: list[Any] = Field(min_length=1)
+    # validated row by row by the model's feature schema (which names the row and feature at fault), not here
+    instances: list[Any] = Field(min_length=1, json_schema_extra={"items": INSTANCE_SCHEMA})
     options: PredictOptions = PredictOptions()
     request_id: str | None = Field(None, max_length=256)
 
@@ -67,8 +91,8 @@ class PerformanceQuery(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    since: str | None = Field(None, max_length=64)
-    until: str | None = Field(None, max_length=64)
+    since: str | None = Field(None, max_length=64, examples=["7d", "2026-11-01T00:00:00+00:00"])
+    until: str | None = Field(None, max_length=64, examples=["1h", "2026-12-01T00:00:00+00:00"])
 
 
 class VersionRequest(BaseModel):

@@ -163,23 +163,30 @@ def test_monitoring_gets_the_calls_of_a_while_joined_after_the_answers(
     assert inputs == [9] and scored == [9]  # one observation of the three calls' rows
 
 
-def test_monitoring_observes_after_its_interval_or_at_max_rows(
-    catalog: dict[str, str], executor: ThreadPoolExecutor
-) -> None:
-    batcher, inputs, _ = observing_batcher(catalog["digits"], executor, every=0.05, max_rows=5)
-    rows = catalog_rows("digits", 7)
+def test_monitoring_observes_at_once_when_max_rows_wait(catalog: dict[str, str], executor: ThreadPoolExecutor) -> None:
+    batcher, inputs, _ = observing_batcher(catalog["digits"], executor, max_rows=5)  # the interval: a minute
+    rows = catalog_rows("digits", 6)
 
     async def calls() -> None:
         await batcher.score(rows[:2], 2)
-        await batcher.score(rows[2:6], 4)  # 6 rows wait: over max_rows, observed at once
-        assert inputs == [6]
-        await batcher.score(rows[6:], 1)
-        deadline = asyncio.get_running_loop().time() + 60
-        while inputs == [6] and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.01)  # the interval's timer fires on the loop
+        assert inputs == []
+        await batcher.score(rows[2:], 4)  # 6 rows wait: over max_rows, observed at once
 
     asyncio.run(calls())
-    assert inputs == [6, 1]
+    assert inputs == [6]
+
+
+def test_monitoring_observes_after_its_interval(catalog: dict[str, str], executor: ThreadPoolExecutor) -> None:
+    batcher, inputs, _ = observing_batcher(catalog["digits"], executor, every=0.05)
+
+    async def call_then_wait() -> None:
+        await batcher.score(catalog_rows("digits", 1), 1)
+        deadline = asyncio.get_running_loop().time() + 120
+        while not inputs and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)  # the interval's timer fires on the loop
+
+    asyncio.run(call_then_wait())
+    assert inputs == [1]
 
 
 def test_a_failed_call_still_counts_its_inputs(catalog: dict[str, str], executor: ThreadPoolExecutor) -> None:

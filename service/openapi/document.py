@@ -1,0 +1,153 @@
+"""The OpenAPI 3.1 document of the whole API, built from the route table and the pydantic models of the bodies.
+
+BentoML's own `/docs.json` (OpenAPI 3.0) describes only its infrastructure routes: the routes of a mounted Starlette
+app are invisible to it. `OpenAPIDocument` answers `GET /docs.json` with this document instead, so BentoML's docs page
+at `/` shows the whole API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import orjson
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .responses import ErrorBody
+
+OPENAPI_VERSION = "3.1.0"
+DOCUMENT_PATH = "/docs.json"
+REF = "#/components/schemas/{model}"
+
+# every status an error body can come with, and when (CONTRACT.md's error table)
+ERROR_STATUSES: dict[int, str] = {
+    400: "Invalid input (`invalid_input`): malformed JSON, wrong types, unknown fields, values the model cannot take.",
+    401: "API keys are configured and the key is missing or wrong (`unauthorized`).",
+    403: "The key lacks the route's scope, or the admin routes are off (`forbidden`).",
+    404: "No such model or version (`unknown_model`), or prediction (`unknown_prediction`).",
+    413: "The body is over `CLF_MAX_BODY_BYTES` (`payload_too_large`).",
+    500: "A bug (`internal`): the message carries an error id that the service log has with the traceback.",
+    503: "The model failed to load (`model_unavailable`), or a dependency is down (`unavailable`).",
+    504: "No answer within the service's time limit (`timeout`).",
+}
+ALWAYS = (500, 504)  # any route: a bug, or the traffic timeout
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One route as the document describes it. `answer` None: a text/plain answer (`/metrics`, health)."""
+
+    method: str
+    path: str
+    summary: str
+    answer: type[BaseModel] | None
+    tag: str = "classifier"
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    errors: tuple[int, ...] = ()
+    description: str = ""
+    links: Mapping[str, Any] = field(default_factory=dict)  # OpenAPI links of the 200 answer, by name
+
+    @property
+    def operation_id(self) -> str:
+        words = [p.strip("{}") for p in self.path.strip("/").replace(".", "_").split("/")]
+        return "_".join([self.method.lower(), *words])
+
+
+def openapi_document(operations: Iterable[Operation], title: str, description: str) -> dict[str, Any]:
+    """The OpenAPI document of `operations`."""
+    operations = list(operations)
+    models: set[type[BaseModel]] = {ErrorBody}
+    for op in operations:
+        models.update(m for m in (op.answer, op.body) if m is not None)
+    _, schemas = models_json_schema(
+        [(model, "validation") for model in sorted(models, key=lambda m: m.__name__)], ref_template=REF
+    )
+    paths: dict[str, dict[str, Any]] = {}
+    for op in operations:
+        paths.setdefault(op.path, {})[op.method.lower()] = _operation(op)
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {"title": title, "version": _package_version(), "description": description},
+        "servers": [{"url": "/"}],
+        "paths": paths,
+        "components": {"schemas": schemas.get("$defs", {})},
+    }
+
+
+def _operation(op: Operation) -> dict[str, Any]:
+    described: dict[str, Any] = {
+        "operationId": op.operation_id,
+        "summary": op.summary,
+        "tags": [op.tag],
+        "responses": {"200": _ok(op)},
+    }
+    if op.description:
+        described["description"] = op.description
+    parameters = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+        for name in _path_parameters(op.path)
+    ]
+    if op.query is not None:
+        query = op.query.model_json_schema(ref_template=REF)
+        required = set(query.get("required", ()))
+        parameters += [
+            {"name": name, "in": "query", "required": name in required, "schema": schema}
+            for name, schema in query["properties"].items()
+        ]
+    if parameters:
+        described["parameters"] = parameters
+    if op.body is not None:
+        described["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": REF.format(model=op.body.__name__)}}},
+        }
+    for status in sorted({*op.errors, *ALWAYS}):
+        described["responses"][str(status)] = {
+            "description": ERROR_STATUSES[status],
+            "content": {"application/json": {"schema": {"$ref": REF.format(model=ErrorBody.__name__)}}},
+        }
+    return described
+
+
+def _ok(op: Operation) -> dict[str, Any]:
+    if op.answer is None:
+        return {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}}
+    ok: dict[str, Any] = {
+        "description": "OK",
+        "content": {"application/json": {"schema": {"$ref": REF.format(model=op.answer.__name__)}}},
+    }
+    if op.links:
+        ok["links"] = dict(op.links)
+    return ok
+
+
+def _path_parameters(path: str) -> list[str]:
+    return [part[1:-1] for part in path.split("/") if part.startswith("{") and part.endswith("}")]
+
+
+def _package_version() -> str:
+    try:
+        return version("classifier-service")
+    except PackageNotFoundError:  # run from a source tree that was not installed
+        return "0"
+
+
+class OpenAPIDocument:
+    """ASGI middleware answering `GET /docs.json` with the document (rendered once), before BentoML's own route."""
+
+    def __init__(self, app: ASGIApp, document: Mapping[str, Any]) -> None:
+        self.app = app
+        self._body = orjson.dumps(document)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == DOCUMENT_PATH and scope["method"] in ("GET", "HEAD"):
+            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(self._body)).encode())]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": self._body if scope["method"] == "GET" else b""})
+            return
+        await self.app(scope, receive, send)
