@@ -24,8 +24,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from . import bentoml_fixes
+from .auth.guard import Guard
+from .auth.keys import Scope, read_keys
 from .classifiers import InvalidInputError
-from .errors import ForbiddenError, PayloadTooLargeError, classify, error_body
+from .errors import PayloadTooLargeError, classify, error_body
 from .feedback.log import PredictionLog
 from .feedback.loop import FeedbackLoop
 from .middleware import ErrorBodyMiddleware
@@ -53,11 +55,15 @@ def error_response(exc: Exception, request: Request) -> Response:
         return json_response(error_body(kind.code, f"internal error {error_id}; the service log has details"), 500)
     message = getattr(exc, "message", str(exc))
     logger.info("%s %s -> %d %s: %s", request.method, request.url.path, kind.status, kind.code, message)
-    return json_response(error_body(kind.code, message, getattr(exc, "field", None)), kind.status)
+    response = json_response(error_body(kind.code, message, getattr(exc, "field", None)), kind.status)
+    if kind.status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="classifier-service"'  # RFC 9110: a 401 names its scheme
+    return response
 
 
-def endpoint(verb: str, route: str, handler: Handler) -> Route:
-    """A route that answers JSON, turns every exception into CONTRACT.md's error body, and is measured.
+def endpoint(verb: str, route: str, handler: Handler, scope: Scope) -> Route:
+    """A route that takes a key with `scope` (when keys are configured, `service.auth`), answers JSON (or the
+    handler's own `Response`), turns every exception into CONTRACT.md's error body, and is measured.
 
     Handlers set `request.state.model` once they know which served model the request is for: the (model, version)
     labels of its metrics.
@@ -71,7 +77,9 @@ def endpoint(verb: str, route: str, handler: Handler) -> Route:
         writes.inc(in_flight)
         started = time.perf_counter()
         try:
-            response = json_response(await handler(request, service))
+            service.guard.check(request.headers, scope, f"{verb} {route}")  # before the body is read
+            answer = await handler(request, service)
+            response = answer if isinstance(answer, Response) else json_response(answer)
             code = "ok"
         except Exception as exc:  # noqa: BLE001 -- the error table decides; unknown errors become `internal`
             response = error_response(exc, request)
@@ -154,11 +162,9 @@ async def performance(request: Request, service: ClassifierService) -> Any:
 
 
 def admin(request: Request, service: ClassifierService) -> str:
-    """The model an admin route is for; refuses the route while the admin routes are off."""
+    """The model an admin route is for."""
     name: str = request.path_params["name"]
     request.state.model = service.registry.model_label(name)
-    if not service.settings.admin:
-        raise ForbiddenError("the admin routes are off; set CLF_ADMIN=true to use them")
     return name
 
 
@@ -178,10 +184,9 @@ async def stop_shadow(request: Request, service: ClassifierService) -> Any:
     return await service.promotions.shadow(admin(request, service), None)
 
 
-async def metrics(request: Request) -> Response:
+async def metrics(request: Request, service: ClassifierService) -> Response:
     """Every worker's metrics, summed, plus the gauges computed now: drift from the shared windows, realized
     figures from the prediction log."""
-    service: ClassifierService = bentoml.get_current_service()
     service.registry.flush_observations()  # here, on the loop, where the calls wait
 
     def render() -> bytes:
@@ -194,22 +199,25 @@ async def metrics(request: Request) -> Response:
 
 api = Starlette(
     routes=[
-        endpoint("POST", "/predict", predict),
-        endpoint("GET", "/models", list_models),
-        endpoint("GET", "/models/{name}", get_model),
-        endpoint("GET", "/models/{name}/performance", performance),
-        endpoint("POST", "/feedback", feedback),
-        endpoint("GET", "/predictions/{id}", get_prediction),
-        endpoint("POST", "/admin/models/{name}/promote", promote),
-        endpoint("PUT", "/admin/models/{name}/shadow", set_shadow),
-        endpoint("DELETE", "/admin/models/{name}/shadow", stop_shadow),
-        Route("/metrics", metrics, methods=["GET"]),
+        # the scope a key needs (README "API keys"); BentoML's own routes (/livez, /readyz, /docs.json, ...) take none
+        endpoint("POST", "/predict", predict, "predict"),
+        endpoint("GET", "/models", list_models, "predict"),
+        endpoint("GET", "/models/{name}", get_model, "predict"),
+        endpoint("GET", "/models/{name}/performance", performance, "feedback"),
+        endpoint("POST", "/feedback", feedback, "feedback"),
+        endpoint("GET", "/predictions/{id}", get_prediction, "feedback"),
+        endpoint("POST", "/admin/models/{name}/promote", promote, "admin"),
+        endpoint("PUT", "/admin/models/{name}/shadow", set_shadow, "admin"),
+        endpoint("DELETE", "/admin/models/{name}/shadow", stop_shadow, "admin"),
+        endpoint("GET", "/metrics", metrics, "metrics"),  # a key only once some key has the scope `metrics`
     ]
 )
 
 
 # Read once per process: BentoML takes the server-level ones when the class is defined, the worker the rest.
 SERVER_SETTINGS = Settings()
+if SERVER_SETTINGS.api_keys_file is not None:
+    read_keys(SERVER_SETTINGS.api_keys_file)  # a bad keys file stops `bentoml serve` here, not each worker in a loop
 bentoml_fixes.apply()
 
 
@@ -228,6 +236,7 @@ class ClassifierService:
 
     def __init__(self) -> None:
         self.settings = SERVER_SETTINGS
+        self.guard = Guard.configured(self.settings.api_keys_file, self.settings.admin)
         limit_native_threads(self.settings)
         self.metrics = shared_metrics()
         self.requests = Children(self.metrics.requests)  # model, version, endpoint, code
