@@ -24,8 +24,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from . import bentoml_fixes
+from .auth.guard import Guard
+from .auth.keys import SCOPES, Scope, read_keys
 from .classifiers import InvalidInputError
-from .errors import ForbiddenError, PayloadTooLargeError, classify, error_body
+from .errors import PayloadTooLargeError, classify, error_body
 from .feedback.log import PredictionLog
 from .feedback.loop import FeedbackLoop
 from .middleware import ErrorBodyMiddleware
@@ -73,17 +75,24 @@ def error_response(exc: Exception, request: Request) -> Response:
         return json_response(error_body(kind.code, f"internal error {error_id}; the service log has details"), 500)
     message = getattr(exc, "message", str(exc))
     logger.info("%s %s -> %d %s: %s", request.method, request.url.path, kind.status, kind.code, message)
-    return json_response(error_body(kind.code, message, getattr(exc, "field", None)), kind.status)
+    response = json_response(error_body(kind.code, message, getattr(exc, "field", None)), kind.status)
+    if kind.status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="classifier-service"'  # RFC 9110: a 401 names its scheme
+    return response
 
 
 def endpoint(operation: Operation, handler: Handler) -> Route:
-    """A route that answers JSON, turns every exception into CONTRACT.md's error body, and is measured.
+    """A route that takes a key with the operation's scope (when keys are configured, `service.auth`), answers JSON
+    (or the handler's own `Response`), turns every exception into CONTRACT.md's error body, and is measured.
 
     Handlers set `request.state.model` once they know which served model the request is for: the (model, version)
     labels of its metrics.
     """
 
-    route = operation.path
+    route, verb = operation.path, operation.method
+    if operation.scope not in SCOPES:
+        raise ValueError(f"{verb} {route}: scope {operation.scope!r} is not one of {SCOPES}")
+    scope: Scope = operation.scope
 
     async def run(request: Request) -> Response:
         service: ClassifierService = bentoml.get_current_service()
@@ -93,7 +102,9 @@ def endpoint(operation: Operation, handler: Handler) -> Route:
         writes.inc(in_flight)
         started = time.perf_counter()
         try:
-            response = json_response(await handler(request, service))
+            service.guard.check(request.headers, scope, f"{verb} {route}")  # before the body is read
+            answer = await handler(request, service)
+            response = answer if isinstance(answer, Response) else json_response(answer)
             code = "ok"
         except Exception as exc:  # noqa: BLE001 -- the error table decides; unknown errors become `internal`
             response = error_response(exc, request)
@@ -105,7 +116,7 @@ def endpoint(operation: Operation, handler: Handler) -> Route:
         writes.observe(service.request_duration(model, version, route), time.perf_counter() - started)
         return response
 
-    return Route(route, run, methods=[operation.method])
+    return Route(route, run, methods=[verb])
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:
@@ -176,11 +187,9 @@ async def performance(request: Request, service: ClassifierService) -> Any:
 
 
 def admin(request: Request, service: ClassifierService) -> str:
-    """The model an admin route is for; refuses the route while the admin routes are off."""
+    """The model an admin route is for."""
     name: str = request.path_params["name"]
     request.state.model = service.registry.model_label(name)
-    if not service.settings.admin:
-        raise ForbiddenError("the admin routes are off; set CLF_ADMIN=true to use them")
     return name
 
 
@@ -200,10 +209,9 @@ async def stop_shadow(request: Request, service: ClassifierService) -> Any:
     return await service.promotions.shadow(admin(request, service), None)
 
 
-async def metrics(request: Request) -> Response:
+async def metrics(request: Request, service: ClassifierService) -> Response:
     """Every worker's metrics, summed, plus the gauges computed now: drift from the shared windows, realized
     figures from the prediction log."""
-    service: ClassifierService = bentoml.get_current_service()
     service.registry.flush_observations()  # here, on the loop, where the calls wait
 
     def render() -> bytes:
@@ -230,60 +238,69 @@ ROUTES: tuple[tuple[Operation, Handler], ...] = (
     (
         Operation(
             "POST", "/predict", "Classify a batch of instances with one model", PredictResponse,
-            body=PredictRequest, errors=(*ERRORS_OF_A_BODY, 404, 503), links=PREDICT_LINKS,
+            body=PredictRequest, errors=(*ERRORS_OF_A_BODY, 404, 503), links=PREDICT_LINKS, scope="predict",
         ),
         predict,
     ),
-    (Operation("GET", "/models", "Every served model's card", ModelList), list_models),
+    (Operation("GET", "/models", "Every served model's card", ModelList, scope="predict"), list_models),
     (
-        Operation("GET", "/models/{name}", "One served model's card", ModelCard, errors=(404, 503), links=MODEL_LINKS),
+        Operation(
+            "GET", "/models/{name}", "One served model's card", ModelCard, errors=(404, 503), links=MODEL_LINKS,
+            scope="predict",
+        ),
         get_model,
     ),
     (
         Operation(
             "GET", "/models/{name}/performance", "Realized figures of a model's logged predictions, per version",
-            PerformanceResponse, query=PerformanceQuery, errors=(400, 404, 503),
+            PerformanceResponse, query=PerformanceQuery, errors=(400, 404, 503), scope="feedback",
         ),
         performance,
     ),
     (
         Operation(
             "POST", "/feedback", "Labels and business outcomes of earlier predictions", FeedbackResponse,
-            body=FeedbackRequest, errors=(*ERRORS_OF_A_BODY, 503),
+            body=FeedbackRequest, errors=(*ERRORS_OF_A_BODY, 503), scope="feedback",
         ),
         feedback,
     ),
     (
         Operation(
             "GET", "/predictions/{id}", "One logged prediction with its labels and outcomes", LoggedPrediction,
-            errors=(404, 503),
+            errors=(404, 503), scope="feedback",
         ),
         get_prediction,
     ),
     (
         Operation(
             "POST", "/admin/models/{name}/promote", "Serve another version on every worker, live", PromoteResponse,
-            tag="admin", body=VersionRequest, errors=(*ERRORS_OF_A_BODY, 403, 404, 503),
+            tag="admin", body=VersionRequest, errors=(*ERRORS_OF_A_BODY, 404, 503), scope="admin",
         ),
         promote,
     ),
     (
         Operation(
             "PUT", "/admin/models/{name}/shadow", "Shadow the served version with another one", ShadowResponse,
-            tag="admin", body=VersionRequest, errors=(*ERRORS_OF_A_BODY, 403, 404, 503),
+            tag="admin", body=VersionRequest, errors=(*ERRORS_OF_A_BODY, 404, 503), scope="admin",
         ),
         set_shadow,
     ),
     (
         Operation(
             "DELETE", "/admin/models/{name}/shadow", "Stop the shadow set by the admin route", ShadowResponse,
-            tag="admin", errors=(403, 404, 503),
+            tag="admin", errors=(404, 503), scope="admin",
         ),
         stop_shadow,
     ),
+    (
+        Operation(
+            "GET", "/metrics", "Prometheus text exposition", None, tag="infrastructure", scope="metrics",
+            description="Takes a key only once some key of the keys file has the scope `metrics`.",
+        ),
+        metrics,
+    ),
 )  # fmt: skip
-INFRASTRUCTURE = (
-    Operation("GET", "/metrics", "Prometheus text exposition", None, tag="infrastructure"),
+INFRASTRUCTURE = (  # BentoML's own routes: they take no key
     Operation("GET", "/livez", "Liveness", None, tag="infrastructure"),
     Operation("GET", "/readyz", "Readiness: 503 until every configured model is loaded", None, tag="infrastructure",
               errors=(503,)),
@@ -292,7 +309,6 @@ INFRASTRUCTURE = (
 api = Starlette(
     routes=[
         *(endpoint(operation, handler) for operation, handler in ROUTES),
-        Route("/metrics", metrics, methods=["GET"]),
     ]
 )
 DOCUMENT = openapi_document(
@@ -305,6 +321,8 @@ DOCUMENT = openapi_document(
 
 # Read once per process: BentoML takes the server-level ones when the class is defined, the worker the rest.
 SERVER_SETTINGS = Settings()
+if SERVER_SETTINGS.api_keys_file is not None:
+    read_keys(SERVER_SETTINGS.api_keys_file)  # a bad keys file stops `bentoml serve` here, not each worker in a loop
 bentoml_fixes.apply()
 
 
@@ -323,6 +341,7 @@ class ClassifierService:
 
     def __init__(self) -> None:
         self.settings = SERVER_SETTINGS
+        self.guard = Guard.configured(self.settings.api_keys_file, self.settings.admin)
         limit_native_threads(self.settings)
         self.metrics = shared_metrics()
         self.requests = Children(self.metrics.requests)  # model, version, endpoint, code

@@ -36,8 +36,12 @@ class DependencyUnavailableError(ServiceError):
     """A dependency the route needs is down (the prediction log's database)."""
 
 
+class UnauthorizedError(ServiceError):
+    """API keys are configured and the request sends none, or one that is not a key of the service."""
+
+
 class ForbiddenError(ServiceError):
-    """The route is off, or the caller may not use it."""
+    """The route is off, or the caller's key lacks the route's scope."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,7 @@ ERROR_TABLE: dict[type[Exception], ErrorKind] = {
     ModelUnavailableError: ErrorKind(503, "model_unavailable"),
     UnknownPredictionError: ErrorKind(404, "unknown_prediction"),
     DependencyUnavailableError: ErrorKind(503, "unavailable"),
+    UnauthorizedError: ErrorKind(401, "unauthorized"),
     ForbiddenError: ErrorKind(403, "forbidden"),
 }
 INTERNAL = ErrorKind(500, "internal")

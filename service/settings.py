@@ -44,7 +44,12 @@ class Settings(BaseSettings):
     drift_slots: int = Field(30, ge=1, le=3600, description="time slots the drift window slides by")
     drift_min_rows: int = Field(100, ge=1, description="fewer rows in the window: PSI is NaN (too noisy to alert on)")
     heartbeat_seconds: float = Field(5.0, gt=0, description="how often each worker sets its heartbeat gauge")
-    admin: bool = Field(False, description="the admin routes (`POST /admin/models/{name}/promote`); off: 403")
+    admin: bool = Field(
+        False, description="the admin routes (`/admin/...`) without API keys; off: 403 (with keys: scope `admin`)"
+    )
+    api_keys_file: Path | None = Field(
+        None, description="the API keys file (`python -m service.auth`); unset: no route takes a key"
+    )
     promotion_poll_seconds: float = Field(
         2.0, gt=0, le=300, description="how often a worker checks for a version promoted by another one"
     )

@@ -43,18 +43,20 @@ def reconfigure(api: TestClient) -> Iterator[Callable[..., None]]:
     """Swap the running service's settings (and the models they load); restored after the test."""
     import bentoml
 
+    from service.auth.guard import Guard
     from service.serving import ModelRegistry
     from service.settings import Settings
 
     service = bentoml.get_current_service()
-    saved = service.settings, service.registry
+    saved = service.settings, service.registry, service.guard
 
     def apply(**overrides: Any) -> None:
         service.settings = Settings(**overrides)
         service.registry = ModelRegistry.load(service.settings, service.metrics, service.log)
+        service.guard = Guard.configured(service.settings.api_keys_file, service.settings.admin)
 
     yield apply
-    service.settings, service.registry = saved
+    service.settings, service.registry, service.guard = saved
 
 
 @pytest.fixture(scope="session")

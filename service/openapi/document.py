@@ -31,10 +31,18 @@ ERROR_STATUSES: dict[int, str] = {
     404: "No such model or version (`unknown_model`), or prediction (`unknown_prediction`).",
     413: "The body is over `CLF_MAX_BODY_BYTES` (`payload_too_large`).",
     500: "A bug (`internal`): the message carries an error id that the service log has with the traceback.",
-    503: "The model failed to load (`model_unavailable`), or a dependency is down (`unavailable`).",
+    503: "The model failed to load (`model_unavailable`), or a dependency is down (`unavailable`: the prediction "
+    "log's database, the API keys file).",
     504: "No answer within the service's time limit (`timeout`).",
 }
 ALWAYS = (500, 504)  # any route: a bug, or the traffic timeout
+SECURITY_SCHEME = "apiKey"
+API_KEY = {
+    "type": "http",
+    "scheme": "bearer",
+    "description": "An API key of the keys file (`python -m service.auth create`), as `Authorization: Bearer <key>` "
+    "or `X-API-Key: <key>`. Only when the service runs with `CLF_API_KEYS_FILE`.",
+}
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,7 @@ class Operation:
     errors: tuple[int, ...] = ()
     description: str = ""
     links: Mapping[str, Any] = field(default_factory=dict)  # OpenAPI links of the 200 answer, by name
+    scope: str | None = None  # the API key scope the route takes (`service.auth`); None: open
 
     @property
     def operation_id(self) -> str:
@@ -75,7 +84,7 @@ def openapi_document(operations: Iterable[Operation], title: str, description: s
         "info": {"title": title, "version": _package_version(), "description": description},
         "servers": [{"url": "/"}],
         "paths": paths,
-        "components": {"schemas": schemas.get("$defs", {})},
+        "components": {"schemas": schemas.get("$defs", {}), "securitySchemes": {SECURITY_SCHEME: API_KEY}},
     }
 
 
@@ -86,8 +95,14 @@ def _operation(op: Operation) -> dict[str, Any]:
         "tags": [op.tag],
         "responses": {"200": _ok(op)},
     }
-    if op.description:
-        described["description"] = op.description
+    errors = {*op.errors, *ALWAYS}
+    description = op.description
+    if op.scope is not None:  # keys are optional: `{}` says the route also answers without one when none are set
+        described["security"] = [{SECURITY_SCHEME: []}, {}]
+        errors |= {401, 403, 503}  # 503: the keys file cannot be read
+        description = f"{description} API key scope: `{op.scope}` (when `CLF_API_KEYS_FILE` is set).".strip()
+    if description:
+        described["description"] = description
     parameters = [
         {"name": name, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
         for name in _path_parameters(op.path)
@@ -106,7 +121,7 @@ def _operation(op: Operation) -> dict[str, Any]:
             "required": True,
             "content": {"application/json": {"schema": {"$ref": REF.format(model=op.body.__name__)}}},
         }
-    for status in sorted({*op.errors, *ALWAYS}):
+    for status in sorted(errors):
         described["responses"][str(status)] = {
             "description": ERROR_STATUSES[status],
             "content": {"application/json": {"schema": {"$ref": REF.format(model=ErrorBody.__name__)}}},
