@@ -7,6 +7,7 @@ node's classifier runs once per batch, a linear one as a matrix product (`linear
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -303,6 +304,17 @@ class HierarchicalTask(Task):
             return parts[0]
         nodes = np.concatenate([p.nodes for p in parts])
         return HierarchicalScores(None, nodes, np.concatenate([p.scores for p in parts]), [])
+
+    def non_finite_rows(self, scores: HierarchicalScores) -> np.ndarray:
+        # the children's probabilities at each level a row reached: its path's scores are taken from them (past
+        # the end of a path, a score is NaN by design), and `return_probabilities` shows them
+        blocks = [block for level in scores.level_proba for block in level]
+        if math.isfinite(sum(float(proba.sum()) for _, _, proba in blocks)):  # the usual case: one sum per node
+            return np.empty(0, dtype=np.intp)
+        bad = np.zeros(len(scores.nodes), dtype=bool)
+        for rows, _, proba in blocks:
+            bad[rows[~np.isfinite(proba).all(axis=1)]] = True
+        return np.flatnonzero(bad)
 
     def row_confidence(self, scores: HierarchicalScores) -> np.ndarray:
         confidence: np.ndarray = np.prod(np.where(scores.nodes >= 0, scores.scores, 1.0), axis=1)

@@ -265,6 +265,16 @@ def test_threshold_does_not_apply() -> None:
     assert excinfo.value.field == "options.threshold"
 
 
+def test_a_path_that_ends_early_is_finite_and_any_child_probability_counts() -> None:
+    """Past a path's end (D is a leaf at level 0) the scores are NaN by design, not a fault; a non-finite
+    probability of a child the path did not take is one (`return_probabilities` would show it)."""
+    task = make_task()
+    hidden = row([0.5, 0.25, 0.125, -np.inf], [0.75, 0.25], [0.5, 0.5], [0.75, 0.25])  # greedy: A, A1, A1x
+    scores = task.score(np.array([ROW_D, ROW_A1X, hidden]))
+    assert np.isnan(scores.scores[0, 1:]).all()
+    assert task.non_finite_rows(scores).tolist() == [2]
+
+
 def test_each_node_estimator_is_called_once_per_batch() -> None:
     """Rows are grouped by the node they reached: one call per reached node, with exactly its rows."""
     task = make_task(counting=True)
