@@ -25,7 +25,7 @@ from starlette.routing import Route
 
 from . import bentoml_fixes
 from .classifiers import InvalidInputError
-from .errors import ForbiddenError, PayloadTooLargeError, classify, error_body
+from .errors import TIMEOUT, ForbiddenError, PayloadTooLargeError, classify, error_body
 from .feedback.log import PredictionLog
 from .feedback.loop import FeedbackLoop
 from .middleware import ErrorBodyMiddleware
@@ -60,7 +60,8 @@ def endpoint(verb: str, route: str, handler: Handler) -> Route:
     """A route that answers JSON, turns every exception into CONTRACT.md's error body, and is measured.
 
     Handlers set `request.state.model` once they know which served model the request is for: the (model, version)
-    labels of its metrics.
+    labels of its metrics. A request cancelled before its answer is counted with code `timeout`: the only canceller
+    of a handler is BentoML's traffic timeout (`bentoml_fixes`), which answers 504 `timeout` in its place.
     """
 
     async def run(request: Request) -> Response:
@@ -70,6 +71,7 @@ def endpoint(verb: str, route: str, handler: Handler) -> Route:
         in_flight = service.in_flight(route)
         writes.inc(in_flight)
         started = time.perf_counter()
+        code = TIMEOUT  # until answered: BentoML's traffic timeout cancels the handler, and answers 504 itself
         try:
             response = json_response(await handler(request, service))
             code = "ok"
@@ -78,9 +80,9 @@ def endpoint(verb: str, route: str, handler: Handler) -> Route:
             code = classify(exc).code
         finally:
             writes.dec(in_flight)
-        model, version = request.state.model
-        writes.inc(service.requests(model, version, route, code))
-        writes.observe(service.request_duration(model, version, route), time.perf_counter() - started)
+            model, version = request.state.model
+            writes.inc(service.requests(model, version, route, code))
+            writes.observe(service.request_duration(model, version, route), time.perf_counter() - started)
         return response
 
     return Route(route, run, methods=[verb])

@@ -212,6 +212,41 @@ def test_internal_error_hides_details_and_logs_them(
     assert logged and logged[0].exc_info is not None and logged[0].exc_info[0] is RuntimeError
 
 
+def traffic_timeout(api: TestClient) -> Any:
+    """The running service's BentoML TimeoutMiddleware (answers 504 `timeout` past `traffic.timeout`)."""
+    from bentoml._internal.server.http.traffic import TimeoutMiddleware
+
+    assert api.get("/livez").status_code == 200  # the middleware stack is built on the first request
+    node = api.app.middleware_stack  # type: ignore[attr-defined]
+    while not isinstance(node, TimeoutMiddleware):
+        node = node.app
+    return node
+
+
+def test_a_request_that_times_out_is_answered_504_and_counted(api: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A handler that never answers (a model call stuck here) is cancelled at the traffic timeout, lowered for the
+    test: 504 `timeout`, counted in `classifier_requests_total` and the duration histogram like any answer."""
+    import asyncio
+
+    from tests.test_signals_http import model_series, scrape
+
+    async def stuck(self: ModelRegistry, request: Any, **_: Any) -> Any:
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(traffic_timeout(api), "timeout", 0.5)
+    monkeypatch.setattr(ModelRegistry, "predict", stuck)
+    before = scrape(api)
+    error = assert_error(api.post("/predict", json=digits_body(1)), 504, "timeout")
+    assert "0.5 s" in error["message"]
+    after = scrape(api)
+    requests = model_series(before, after, "classifier_requests_total", "digits")
+    assert requests == {frozenset({("endpoint", "/predict"), ("code", "timeout")}): 1.0}
+    durations = model_series(before, after, "classifier_request_duration_seconds_count", "digits")
+    assert durations == {frozenset({("endpoint", "/predict")}): 1.0}
+    seconds = model_series(before, after, "classifier_request_duration_seconds_sum", "digits")
+    assert sum(seconds.values()) >= 0.5
+
+
 def test_client_errors_log_no_traceback(api: TestClient, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO):
         api.post("/predict", json={"model": "digits", "instances": [[0] * 3]})
