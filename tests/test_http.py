@@ -105,6 +105,22 @@ def test_hierarchical_fields(api: TestClient) -> None:
         assert len(p["top_k"]) == 2 and p["top_k"][0]["confidence"] >= p["top_k"][1]["confidence"]
 
 
+@pytest.mark.parametrize("top_k", ["1000000000", "1" + "0" * 400])
+@pytest.mark.parametrize(("model", "count"), [("digits", 10), ("digit_attributes", 4), ("digit_groups", 10)])
+def test_top_k_is_capped_at_what_the_model_has(api: TestClient, model: str, count: int, top_k: str) -> None:
+    """Every class (label, leaf path) once, best first, however large `top_k` is."""
+    rows = orjson.dumps(digits_rows(2)[0].tolist()).decode()
+    body = f'{{"model": "{model}", "instances": {rows}, "options": {{"top_k": {top_k}}}}}'
+    response = api.post("/predict", content=body)
+    assert response.status_code == 200, response.text
+    for p in response.json()["predictions"]:
+        if model == "digit_attributes":  # multilabel: exactly k labels, highest score first
+            scores = [p["scores"][label] for label in p["labels"]]
+        else:  # a label's score, a path's confidence
+            scores = [entry.get("score", entry.get("confidence")) for entry in p["top_k"]]
+        assert len(scores) == count and scores == sorted(scores, reverse=True)
+
+
 def test_models_lists_every_served_model(api: TestClient, catalog: dict[str, str]) -> None:
     models = {m["name"]: m for m in api.get("/models").json()["models"]}
     assert set(models) == set(catalog)

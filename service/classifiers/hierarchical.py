@@ -421,17 +421,25 @@ def best_paths(nodes: NodeClassifiers, X: Any, k: int) -> list[list[tuple[list[s
 
     A beam of width k finds k complete paths cheaply; the k-th one's confidence is a lower bound on the answer.
     Confidence never rises down a path, so a second pass that keeps every partial path at or above that bound
-    cannot miss a better one (a plain beam can: a likely leaf under a less likely group).
+    cannot miss a better one (a plain beam can: a likely leaf under a less likely group). A tree has one path per
+    leaf: k is capped there, and a beam that wide misses nothing, so it needs no second pass.
     """
     n = _len(X)
+    k = min(k, len(nodes.tree.leaves))
+    if k == len(nodes.tree.leaves):
+        return _paths_by_row(nodes.tree, n, _best_per_row(_search(nodes, X, lambda found: found), k))
     row, _, _, conf = _search(nodes, X, lambda found: _best_per_row(found, k))
     counts = np.bincount(row, minlength=n)
     kth = conf[np.maximum(np.searchsorted(row, np.arange(n), side="right") - 1, 0)]
     bound = np.where(counts >= k, kth, 0.0)  # fewer than k paths: the beam saw every path already
-    found = _best_per_row(_search(nodes, X, lambda found: _at_least(found, bound)), k)
+    return _paths_by_row(nodes.tree, n, _best_per_row(_search(nodes, X, lambda found: _at_least(found, bound)), k))
+
+
+def _paths_by_row(tree: Tree, n: int, found: Candidates) -> list[list[tuple[list[str], float]]]:
+    """Per row of `n`, its (path names, confidence) candidates in `found`'s order."""
     result: list[list[tuple[list[str], float]]] = [[] for _ in range(n)]
     for r, path, c in zip(found[0].tolist(), found[1].tolist(), found[3].tolist(), strict=True):
-        result[r].append(([nodes.tree.names[p] for p in path if p >= 0], c))
+        result[r].append(([tree.names[p] for p in path if p >= 0], c))
     return result
 
 
