@@ -27,7 +27,7 @@ from . import bentoml_fixes
 from .auth.guard import Guard
 from .auth.keys import SCOPES, Scope, read_keys
 from .classifiers import InvalidInputError
-from .errors import PayloadTooLargeError, classify, error_body
+from .errors import TIMEOUT, PayloadTooLargeError, classify, error_body
 from .feedback.log import PredictionLog
 from .feedback.loop import FeedbackLoop
 from .middleware import ErrorBodyMiddleware
@@ -86,7 +86,8 @@ def endpoint(operation: Operation, handler: Handler) -> Route:
     (or the handler's own `Response`), turns every exception into CONTRACT.md's error body, and is measured.
 
     Handlers set `request.state.model` once they know which served model the request is for: the (model, version)
-    labels of its metrics.
+    labels of its metrics. A request cancelled before its answer is counted with code `timeout`: the only canceller
+    of a handler is BentoML's traffic timeout (`bentoml_fixes`), which answers 504 `timeout` in its place.
     """
 
     route, verb = operation.path, operation.method
@@ -101,6 +102,7 @@ def endpoint(operation: Operation, handler: Handler) -> Route:
         in_flight = service.in_flight(route)
         writes.inc(in_flight)
         started = time.perf_counter()
+        code = TIMEOUT  # until answered: BentoML's traffic timeout cancels the handler, and answers 504 itself
         try:
             service.guard.check(request.headers, scope, f"{verb} {route}")  # before the body is read
             answer = await handler(request, service)
@@ -111,9 +113,9 @@ def endpoint(operation: Operation, handler: Handler) -> Route:
             code = classify(exc).code
         finally:
             writes.dec(in_flight)
-        model, version = request.state.model
-        writes.inc(service.requests(model, version, route, code))
-        writes.observe(service.request_duration(model, version, route), time.perf_counter() - started)
+            model, version = request.state.model
+            writes.inc(service.requests(model, version, route, code))
+            writes.observe(service.request_duration(model, version, route), time.perf_counter() - started)
         return response
 
     return Route(route, run, methods=[verb])

@@ -6,7 +6,9 @@ thread (while the model's recent calls took under `INLINE_CALL_S`, a call runs o
 cost more than the call).
 While a call runs, new requests queue up, so the batch size follows the load: one row at low traffic, many
 under load, with no fixed wait unless `max_wait` asks for one. Each request gets back exactly
-its rows' scores and applies its own options to them.
+its rows' scores and applies its own options to them, or its own failure: a call the model fails is bisected by
+request until the failing requests are alone, and a request whose rows got a NaN or infinite score gets
+`NonFiniteScoreError`; the other requests of the batch get their scores.
 
 Monitoring sees the calls' inputs and scores after the callers have their answers, in groups: `Observations`
 holds them for up to `OBSERVE_EVERY_S` (or `OBSERVE_MAX_ROWS` rows) and hands them over joined, so its fixed cost
@@ -25,7 +27,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
-from .classifiers import Task
+from .classifiers import NonFiniteScoreError, Task
 
 logger = logging.getLogger(__name__)
 
@@ -63,13 +65,12 @@ class Observations:
         self._rows = 0
         self._timer: asyncio.TimerHandle | None = None
 
-    def add(self, X: Any, scores: Any | None) -> None:
-        """A model call's input, and its scores (None when the call failed)."""
+    def add(self, X: Any, scores: Any) -> None:
+        """The rows of a model call that got an answer, and their scores."""
         if self.observe_rows is None and self.observe_scores is None:
             return
         self._inputs.append(X)
-        if scores is not None:
-            self._scores.append(scores)
+        self._scores.append(scores)
         self._rows += int(X.shape[0])
         if self._rows >= self.max_rows:
             self.flush()
@@ -156,34 +157,52 @@ class Batcher:
         return batch
 
     async def _run(self, batch: list[_Queued]) -> None:
+        """Score `batch` in one call; a call that fails is bisected by request, so that a request the model cannot
+        score costs about 2 log2(n) extra calls, not one per request, and the others get their scores."""
         X = self.task.join_inputs([q.X for q in batch])
         try:
             # by the model's speed only: a slow call on the loop (a forest on 64 rows) holds every other request
             scores = self._call(X) if self._recent_call_s < INLINE_CALL_S else await self._score(X)
-        except Exception:  # noqa: BLE001 -- isolate the failure: score each request on its own
-            if len(batch) > 1:
-                logger.warning("a batched model call failed; scoring its %d requests one by one", len(batch))
-            for queued in batch:
-                await self._run_alone(queued)
+        except Exception as exc:  # noqa: BLE001 -- the model's failure is the failing request's 400
+            if len(batch) == 1:
+                if not batch[0].future.done():  # a caller that went away cancelled its future
+                    batch[0].future.set_exception(exc)
+                return
+            middle = len(batch) // 2
+            await self._run(batch[:middle])
+            await self._run(batch[middle:])
+            return
+        if len(self.task.non_finite_rows(scores)):  # one vectorised test per call
+            self._hand_out_finite(batch, scores)
             return
         start = 0
         for queued in batch:
-            if not queued.future.done():  # a caller that went away cancelled its future
+            if not queued.future.done():
                 queued.future.set_result(self.task.slice_scores(scores, start, start + queued.rows))
             start += queued.rows
         self.observations.add(X, scores)
 
-    async def _run_alone(self, queued: _Queued) -> None:
-        try:
-            scores = await self._score(queued.X)
-        except Exception as exc:  # noqa: BLE001 -- handed to the one request it belongs to
+    def _hand_out_finite(self, batch: list[_Queued], scores: Any) -> None:
+        """Scores to the requests whose rows all got finite ones; `NonFiniteScoreError` to the others, whose rows
+        monitoring must not count as decisions."""
+        task = self.task
+        inputs, finite = [], []
+        start = 0
+        for queued in batch:
+            piece = task.slice_scores(scores, start, start + queued.rows)
+            start += queued.rows
+            try:
+                task.check_finite(piece)
+            except NonFiniteScoreError as exc:
+                if not queued.future.done():
+                    queued.future.set_exception(exc)
+                continue
             if not queued.future.done():
-                queued.future.set_exception(exc)
-            self.observations.add(queued.X, None)  # validated rows that reached the model: their inputs count
-            return
-        if not queued.future.done():
-            queued.future.set_result(scores)
-        self.observations.add(queued.X, scores)
+                queued.future.set_result(piece)
+            inputs.append(queued.X)
+            finite.append(piece)
+        if inputs:
+            self.observations.add(task.join_inputs(inputs), task.join_scores(finite))
 
     async def _score(self, X: Any) -> Any:
         """One model call, on the inference thread: the event loop reads and answers requests meanwhile."""

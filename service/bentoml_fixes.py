@@ -15,6 +15,8 @@ from typing import Any
 from bentoml._internal.server.http import traffic
 from starlette.responses import JSONResponse
 
+from .errors import TIMEOUT
+
 
 async def _call(self: Any, scope: Any, receive: Any, send: Any) -> None:
     if scope["type"] not in ("http", "websocket"):
@@ -34,7 +36,7 @@ async def _call(self: Any, scope: Any, receive: Any, send: Any) -> None:
         await answered
     except TimeoutError:
         if handling.cancel():
-            body = {"error": {"code": "timeout", "message": f"no answer within {self.timeout} s"}}
+            body = {"error": {"code": TIMEOUT, "message": f"no answer within {self.timeout} s"}}
             await JSONResponse(body, status_code=504)(scope, receive, send)
     else:
         await handling

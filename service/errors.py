@@ -61,6 +61,7 @@ ERROR_TABLE: dict[type[Exception], ErrorKind] = {
     ForbiddenError: ErrorKind(403, "forbidden"),
 }
 INTERNAL = ErrorKind(500, "internal")
+TIMEOUT = "timeout"  # the code of a request answered 504 by the traffic timeout (`bentoml_fixes`)
 
 # Codes for error responses that BentoML or Starlette produce before our handlers run.
 CODE_BY_STATUS: dict[int, str] = {

@@ -14,7 +14,7 @@ import orjson
 from threadpoolctl import threadpool_limits
 
 from .batching import Batcher
-from .classifiers import InvalidInputError, InvalidModelError, Task
+from .classifiers import InvalidInputError, InvalidModelError, NonFiniteScoreError, Task, unscored_rows
 from .errors import ModelUnavailableError, UnknownModelError
 from .feedback.ids import prediction_ids
 from .feedback.log import Entry, LogConfig, PredictionLog
@@ -226,16 +226,19 @@ class ModelRegistry:
             if monitor:
                 monitor.observe_rejected(rows, exc.issues)
             raise
-        if batcher:
-            scores = await batcher.score(X, rows)  # the batcher observes rows and scores, once per model call
-        else:
-            if monitor:
-                monitor.observe_accepted(X)
-            started = time.perf_counter()
-            scores = task.score(X)
-            if monitor:
-                monitor.observe_inference(time.perf_counter() - started, rows)
-                observe_scores(task, monitor, scores)
+        started = time.perf_counter()
+        try:
+            if batcher:
+                scores = await batcher.score(X, rows)  # the batcher observes rows and scores, once per model call
+            else:
+                scores = task.score(X)
+                task.check_finite(scores)
+        except Exception as exc:  # noqa: BLE001 -- whatever the model raised on these rows is this request's 400
+            raise self.unscored(served, X, rows, exc) from exc
+        if monitor and not batcher:
+            monitor.observe_accepted(X)
+            monitor.observe_inference(time.perf_counter() - started, rows)
+            observe_scores(task, monitor, scores)
         prediction = task.decide(scores, options)
         given = options.given()
         if monitor and given:
@@ -261,6 +264,17 @@ class ModelRegistry:
             "request_id": request.request_id,
             "predictions": predictions,
         }
+
+    def unscored(self, served: Served, X: Any, rows: int, exc: Exception) -> InvalidInputError:
+        """The 400 of a request whose validated rows the model could not score, logged once; monitoring counts the
+        rows as rejected, with the faults their inputs show (values far out of the training range, typically)."""
+        if isinstance(exc, NonFiniteScoreError):
+            logger.warning("%s gave row %d of a request a NaN or infinite score", served.model.tag, exc.row)
+        else:
+            logger.warning("%s could not score the %d rows of a request", served.model.tag, rows, exc_info=exc)
+        if served.monitor is not None:
+            served.monitor.observe_unscored(X)
+        return unscored_rows(served.model.name, exc)
 
     def describe(self, name: str) -> dict[str, Any]:
         """One model's card for `GET /models/{name}`."""

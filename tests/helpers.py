@@ -1,9 +1,13 @@
-"""Shared test helpers: catalog data."""
+"""Shared test helpers: catalog data, a categorical user model."""
 
 from __future__ import annotations
 
 import numpy as np
+from sklearn.compose import ColumnTransformer
 from sklearn.datasets import load_breast_cancer, load_digits
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder
 
 
 def digits_rows(n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -21,3 +25,30 @@ def cancer_rows(n: int | None = None) -> tuple[np.ndarray, list[str]]:
 def catalog_rows(name: str, n: int | None = None) -> np.ndarray:
     """Rows a catalog model takes: breast cancer rows for `breast_cancer`, digits for the others."""
     return cancer_rows(n)[0] if name == "breast_cancer" else digits_rows(n)[0]
+
+
+def register_colors_model(name: str, handle_unknown: str = "ignore") -> str:
+    """Registers a binary user model on a category (`color`: red, green or blue, one-hot encoded with
+    `handle_unknown`) and a number (`size`); returns its tag. `yes` when red or size > 1."""
+    from service.store import register_model
+
+    rng = np.random.default_rng(0)
+    colors = rng.choice(["red", "green", "blue"], 200)
+    size = rng.normal(size=200)
+    X = np.column_stack([colors, size]).astype(object)
+    X[:, 1] = X[:, 1].astype(float)
+    y = np.where((colors == "red") | (size > 1), "yes", "no")
+    pipeline = make_pipeline(
+        ColumnTransformer([("color", OneHotEncoder(handle_unknown=handle_unknown), [0])], remainder="passthrough"),
+        LogisticRegression(),
+    ).fit(X[:150], y[:150])
+    return register_model(
+        name,
+        "binary",
+        pipeline,
+        X[150:],
+        y[150:],
+        feature_names=["color", "size"],
+        categorical_features=["color"],
+        positive_class="yes",
+    )

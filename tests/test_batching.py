@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 
 from service import batching
 from service.batching import INLINE_CALL_S, Batcher
-from service.classifiers import Options, Task
+from service.classifiers import NonFiniteScoreError, Options, Task
 from service.store import load_model
 from tests.helpers import catalog_rows
 
@@ -108,7 +108,55 @@ def test_a_failing_request_does_not_fail_the_others(catalog: dict[str, str], exe
     assert isinstance(results[1], ValueError)
     for part, scores in ((parts[0], results[0]), (parts[2], results[2])):
         np.testing.assert_array_equal(scores, type(task).score(task, part))
-    assert recording.calls == [6, 2, 2, 2]  # the batch failed, then each request alone
+    assert recording.calls == [6, 2, 4, 2, 2]  # the batch failed: its halves, then the failing half's
+
+
+def test_a_failed_batch_is_bisected_not_scored_again_request_by_request(
+    catalog: dict[str, str], executor: ThreadPoolExecutor
+) -> None:
+    """One bad request among 8 one-row requests: halves are scored, and only a half that fails is split again,
+    down to the bad request alone; every other request gets its scores."""
+    batcher, recording, task = batcher_for(catalog["digits"], executor)
+    parts = requests_of(catalog_rows("digits", 8), [1] * 8)
+    parts[5] = parts[5].copy()
+    parts[5][0, 0] = -1.0
+    results = asyncio.run(score_all(batcher, parts))
+    assert recording.calls == [8, 4, 4, 2, 1, 1, 2]  # [0-7], [0-3], [4-7], [4-5], [4], [5], [6-7]: depth first
+    assert [isinstance(r, ValueError) for r in results] == [i == 5 for i in range(8)]
+    for i in (0, 4, 7):
+        np.testing.assert_array_equal(results[i], type(task).score(task, parts[i]))
+
+
+def test_one_bad_request_among_many_costs_a_logarithmic_number_of_calls(
+    catalog: dict[str, str], executor: ThreadPoolExecutor
+) -> None:
+    batcher, recording, _ = batcher_for(catalog["breast_cancer"], executor)
+    parts = requests_of(catalog_rows("breast_cancer", 64), [1] * 64)
+    parts[37] = parts[37].copy()
+    parts[37][0, 0] = -1.0
+    results = asyncio.run(score_all(batcher, parts))
+    assert len(recording.calls) == 1 + 2 * 6  # the batch, then two halves on each of log2(64) levels
+    assert sum(isinstance(r, ValueError) for r in results) == 1 and isinstance(results[37], ValueError)
+
+
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
+def test_a_request_given_non_finite_scores_fails_alone_without_scoring_again(
+    catalog: dict[str, str], executor: ThreadPoolExecutor
+) -> None:
+    """Rows so far out of range that the model's arithmetic overflows score NaN: their request gets
+    `NonFiniteScoreError` naming its first such row, the others their scores, from the one call; monitoring sees
+    the answered requests' rows only."""
+    batcher, recording, inputs, scored = recorded_and_observed(catalog["breast_cancer"], executor)
+    task = batcher.task
+    parts = requests_of(catalog_rows("breast_cancer", 7), [2, 3, 2])
+    parts[1] = parts[1].copy()
+    parts[1][1:] = 1e308  # rows 1 and 2 of the second request
+    results = score_then_observe(batcher, parts)
+    assert recording.calls == [7]
+    assert isinstance(results[1], NonFiniteScoreError) and results[1].row == 1
+    for part, scores in ((parts[0], results[0]), (parts[2], results[2])):
+        np.testing.assert_array_equal(scores, type(task).score(task, part))
+    assert inputs == [4] and scored == [4]
 
 
 def test_concurrent_http_requests_with_mixed_options(api: TestClient) -> None:
@@ -144,6 +192,25 @@ def observing_batcher(
     batcher.observations.every = every
     batcher.observations.max_rows = max_rows
     return batcher, inputs, scored
+
+
+def recorded_and_observed(tag: str, executor: ThreadPoolExecutor) -> tuple[Batcher, Recording, list[int], list[int]]:
+    """`observing_batcher` whose task's model calls are recorded (`Recording`)."""
+    batcher, inputs, scored = observing_batcher(tag, executor)
+    recording = Recording(batcher.task)
+    batcher.task.score = recording  # type: ignore[method-assign]
+    return batcher, recording, inputs, scored
+
+
+def score_then_observe(batcher: Batcher, parts: list[np.ndarray]) -> list[Any]:
+    """Every request's scores (or exception), then monitoring handed what waits for it."""
+
+    async def run() -> list[Any]:
+        results = await score_all(batcher, parts)
+        batcher.observations.flush()
+        return results
+
+    return asyncio.run(run())
 
 
 def test_monitoring_gets_the_calls_of_a_while_joined_after_the_answers(
@@ -189,21 +256,15 @@ def test_monitoring_observes_after_its_interval(catalog: dict[str, str], executo
     assert inputs == [1]
 
 
-def test_a_failed_call_still_counts_its_inputs(catalog: dict[str, str], executor: ThreadPoolExecutor) -> None:
-    batcher, inputs, scored = observing_batcher(catalog["breast_cancer"], executor)
-    task = batcher.task
-    recording = Recording(task)
-    task.score = recording  # type: ignore[method-assign]
+def test_rows_of_a_failed_request_are_not_observed(catalog: dict[str, str], executor: ThreadPoolExecutor) -> None:
+    """Monitoring sees the rows that got an answer; the serving layer counts a failed request's rows as rejected."""
+    batcher, recording, inputs, scored = recorded_and_observed(catalog["breast_cancer"], executor)
     parts = requests_of(catalog_rows("breast_cancer", 6), [2, 2, 2])
     parts[1] = parts[1].copy()
     parts[1][0, 0] = -1.0
-
-    async def run() -> None:
-        await score_all(batcher, parts)
-        batcher.observations.flush()
-
-    asyncio.run(run())
-    assert inputs == [6] and scored == [4]  # every validated row's inputs; the scores of the calls that succeeded
+    results = score_then_observe(batcher, parts)
+    assert isinstance(results[1], ValueError) and recording.calls == [6, 2, 4, 2, 2]
+    assert inputs == [4] and scored == [4]
 
 
 class CountingExecutor(ThreadPoolExecutor):

@@ -105,6 +105,22 @@ def test_hierarchical_fields(api: TestClient) -> None:
         assert len(p["top_k"]) == 2 and p["top_k"][0]["confidence"] >= p["top_k"][1]["confidence"]
 
 
+@pytest.mark.parametrize("top_k", ["1000000000", "1" + "0" * 400])
+@pytest.mark.parametrize(("model", "count"), [("digits", 10), ("digit_attributes", 4), ("digit_groups", 10)])
+def test_top_k_is_capped_at_what_the_model_has(api: TestClient, model: str, count: int, top_k: str) -> None:
+    """Every class (label, leaf path) once, best first, however large `top_k` is."""
+    rows = orjson.dumps(digits_rows(2)[0].tolist()).decode()
+    body = f'{{"model": "{model}", "instances": {rows}, "options": {{"top_k": {top_k}}}}}'
+    response = api.post("/predict", content=body)
+    assert response.status_code == 200, response.text
+    for p in response.json()["predictions"]:
+        if model == "digit_attributes":  # multilabel: exactly k labels, highest score first
+            scores = [p["scores"][label] for label in p["labels"]]
+        else:  # a label's score, a path's confidence
+            scores = [entry.get("score", entry.get("confidence")) for entry in p["top_k"]]
+        assert len(scores) == count and scores == sorted(scores, reverse=True)
+
+
 def test_models_lists_every_served_model(api: TestClient, catalog: dict[str, str]) -> None:
     models = {m["name"]: m for m in api.get("/models").json()["models"]}
     assert set(models) == set(catalog)
@@ -210,6 +226,41 @@ def test_internal_error_hides_details_and_logs_them(
     error_id = error["message"].split()[2].rstrip(";")
     logged = [r for r in caplog.records if error_id in r.getMessage()]
     assert logged and logged[0].exc_info is not None and logged[0].exc_info[0] is RuntimeError
+
+
+def traffic_timeout(api: TestClient) -> Any:
+    """The running service's BentoML TimeoutMiddleware (answers 504 `timeout` past `traffic.timeout`)."""
+    from bentoml._internal.server.http.traffic import TimeoutMiddleware
+
+    assert api.get("/livez").status_code == 200  # the middleware stack is built on the first request
+    node = api.app.middleware_stack  # type: ignore[attr-defined]
+    while not isinstance(node, TimeoutMiddleware):
+        node = node.app
+    return node
+
+
+def test_a_request_that_times_out_is_answered_504_and_counted(api: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A handler that never answers (a model call stuck here) is cancelled at the traffic timeout, lowered for the
+    test: 504 `timeout`, counted in `classifier_requests_total` and the duration histogram like any answer."""
+    import asyncio
+
+    from tests.test_signals_http import model_series, scrape
+
+    async def stuck(self: ModelRegistry, request: Any, **_: Any) -> Any:
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(traffic_timeout(api), "timeout", 0.5)
+    monkeypatch.setattr(ModelRegistry, "predict", stuck)
+    before = scrape(api)
+    error = assert_error(api.post("/predict", json=digits_body(1)), 504, "timeout")
+    assert "0.5 s" in error["message"]
+    after = scrape(api)
+    requests = model_series(before, after, "classifier_requests_total", "digits")
+    assert requests == {frozenset({("endpoint", "/predict"), ("code", "timeout")}): 1.0}
+    durations = model_series(before, after, "classifier_request_duration_seconds_count", "digits")
+    assert durations == {frozenset({("endpoint", "/predict")}): 1.0}
+    seconds = model_series(before, after, "classifier_request_duration_seconds_sum", "digits")
+    assert sum(seconds.values()) >= 0.5
 
 
 def test_client_errors_log_no_traceback(api: TestClient, caplog: pytest.LogCaptureFixture) -> None:

@@ -10,15 +10,12 @@ import numpy as np
 import pytest
 import sklearn
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import OneHotEncoder
 
 from service.classifiers import InvalidInputError, InvalidModelError, Options
 from service.store import TRUSTED_TYPES, load_model, register_model, save_model
-from tests.helpers import cancer_rows
+from tests.helpers import cancer_rows, register_colors_model
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -76,26 +73,7 @@ def test_model_without_missing_value_support_rejects_null() -> None:
 
 
 def test_categorical_pipeline_takes_strings_only_where_encoded() -> None:
-    rng = np.random.default_rng(0)
-    colors = rng.choice(["red", "green", "blue"], 200)
-    size = rng.normal(size=200)
-    X = np.column_stack([colors, size]).astype(object)
-    X[:, 1] = X[:, 1].astype(float)
-    y = np.where((colors == "red") | (size > 1), "yes", "no")
-    pipeline = make_pipeline(
-        ColumnTransformer([("color", OneHotEncoder(handle_unknown="ignore"), [0])], remainder="passthrough"),
-        LogisticRegression(),
-    ).fit(X[:150], y[:150])
-    tag = register_model(
-        "user_categorical",
-        "binary",
-        pipeline,
-        X[150:],
-        y[150:],
-        feature_names=["color", "size"],
-        categorical_features=["color"],
-        positive_class="yes",
-    )
+    tag = register_colors_model("user_categorical")
     model = load_model(tag)
     assert model.metadata["reference_profile"]["color"]["kind"] == "categorical"
     rows = model.task.validate([["red", 0.0], {"size": 2.0, "color": "purple"}])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from . import binary, hierarchical, multiclass, multilabel  # noqa: F401  (registers the task kinds)
 from .base import Description, Options, Prediction, Task, get_task, register_task, registered_tasks
-from .errors import ClassifierError, InvalidInputError, InvalidModelError
+from .errors import ClassifierError, InvalidInputError, InvalidModelError, NonFiniteScoreError, unscored_rows
 from .features import FeatureSchema
 from .hierarchical import ROOT, fit_hierarchy
 from .profile import profile_features
@@ -20,6 +20,7 @@ __all__ = [
     "GivenLabel",
     "InvalidInputError",
     "InvalidModelError",
+    "NonFiniteScoreError",
     "Options",
     "Pair",
     "Prediction",
@@ -31,4 +32,5 @@ __all__ = [
     "profile_features",
     "register_task",
     "registered_tasks",
+    "unscored_rows",
 ]

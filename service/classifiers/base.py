@@ -6,6 +6,7 @@ rows) and `decide` (the decision policy, per request), so rows of several reques
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -13,12 +14,13 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-from .errors import InvalidInputError, InvalidModelError
+from .errors import InvalidInputError, InvalidModelError, NonFiniteScoreError
 from .evaluation import Calibration
 from .features import FeatureSchema
 from .truth import DecisionKeys, Truth
 
 OPTION_NAMES = ("top_k", "threshold", "min_confidence", "return_probabilities")
+NO_ROWS = np.empty(0, dtype=np.intp)
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,22 @@ class Task(ABC):
     @abstractmethod
     def score(self, X: Any) -> Any:
         """Run the estimators once over every row of `X`."""
+
+    def non_finite_rows(self, scores: Any) -> np.ndarray:
+        """The rows, ascending, with a NaN or infinite score anywhere in the scores of a model call (or of rows
+        sliced from one): a row far outside the training range can overflow a model's arithmetic. Such rows get
+        no answer (`check_finite`). Tasks whose scores are not one rows x k matrix override this."""
+        # one reduction in the usual case: probabilities sum to at most rows x columns, so only a NaN or an
+        # infinity makes their sum non-finite
+        if math.isfinite(scores.sum()):
+            return NO_ROWS
+        return np.flatnonzero(~np.isfinite(scores).all(axis=1))
+
+    def check_finite(self, scores: Any) -> None:
+        """Raise `NonFiniteScoreError` naming the first row of one request's scores that is not finite."""
+        rows = self.non_finite_rows(scores)
+        if len(rows):
+            raise NonFiniteScoreError(int(rows[0]))
 
     def join_inputs(self, parts: Sequence[Any]) -> Any:
         """One estimator input holding the validated rows of several requests, in order."""

@@ -27,3 +27,33 @@ class InvalidInputError(ClassifierError, ValueError):
 
 class InvalidModelError(ClassifierError, ValueError):
     """A stored or registered model is inconsistent: unfitted, wrong classes, unknown task."""
+
+
+class NonFiniteScoreError(ClassifierError):
+    """The model gave row `row` (of one request) a NaN or infinite score: there is no answer to give for it."""
+
+    def __init__(self, row: int) -> None:
+        super().__init__(f"row {row} got a NaN or infinite score")
+        self.row = row
+
+
+MAX_CAUSE_CHARS = 200
+
+
+def unscored_rows(model: str, exc: Exception) -> InvalidInputError:
+    """The input error of a request whose rows `model` could not score: it gave a row a non-finite score, or it
+    raised `exc` (named by its type and first line only: the rest is internals, and the log has it)."""
+    if isinstance(exc, NonFiniteScoreError):
+        return InvalidInputError(
+            f"model '{model}' gave row {exc.row} a NaN or infinite score; expected values it can score "
+            "(values far outside the ones it was trained on can overflow its arithmetic)",
+            field=f"instances[{exc.row}]",
+        )
+    lines = str(exc).strip().splitlines()
+    cause = type(exc).__name__ + (f": {lines[0]}" if lines else "")
+    if len(cause) > MAX_CAUSE_CHARS:
+        cause = cause[: MAX_CAUSE_CHARS - 3] + "..."
+    return InvalidInputError(
+        f"model '{model}' could not score the rows of this request ({cause}); expected rows it can score",
+        field="instances",
+    )

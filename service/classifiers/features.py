@@ -157,12 +157,13 @@ class FeatureSchema:
                     else:
                         first = first or self._rejection(i, j, value)
                 elif isinstance(value, Real) and not isinstance(value, bool):
-                    if not math.isfinite(value):
+                    number = _as_double(value)
+                    if not math.isfinite(number):
                         issues[self.names[j], NON_FINITE] += 1
                         first = first or self._rejection(i, j, value)
                     elif takes_string[j]:
                         first = first or self._rejection(i, j, value)
-                    out[i, j] = float(value)
+                    out[i, j] = number
                 else:
                     first = first or self._rejection(i, j, value)
         if first is not None:
@@ -216,7 +217,19 @@ def _json_type(value: Any) -> str:
     return {dict: "object", list: "list", str: "string", bool: "boolean", type(None): "null"}.get(type(value), "number")
 
 
+def _as_double(value: Real) -> float:
+    """The value as a double; infinite when no double holds it (an integer literal of hundreds of digits)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
+
+
 def _describe(value: Any) -> str:
     if isinstance(value, Real) and not isinstance(value, bool):
-        return repr(value) if math.isfinite(value) else f"{value!r} (not finite)"
+        if math.isfinite(_as_double(value)):
+            return repr(value)
+        if isinstance(value, int):  # too large for a double: its digits would flood the message
+            return f"an integer of {len(str(abs(value)))} digits (too large for a double)"
+        return f"{value!r} (not finite)"
     return f"a {_json_type(value)} ({value!r})"

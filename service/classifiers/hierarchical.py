@@ -7,6 +7,7 @@ node's classifier runs once per batch, a linear one as a matrix product (`linear
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -304,6 +305,17 @@ class HierarchicalTask(Task):
         nodes = np.concatenate([p.nodes for p in parts])
         return HierarchicalScores(None, nodes, np.concatenate([p.scores for p in parts]), [])
 
+    def non_finite_rows(self, scores: HierarchicalScores) -> np.ndarray:
+        # the children's probabilities at each level a row reached: its path's scores are taken from them (past
+        # the end of a path, a score is NaN by design), and `return_probabilities` shows them
+        blocks = [block for level in scores.level_proba for block in level]
+        if math.isfinite(sum(float(proba.sum()) for _, _, proba in blocks)):  # the usual case: one sum per node
+            return np.empty(0, dtype=np.intp)
+        bad = np.zeros(len(scores.nodes), dtype=bool)
+        for rows, _, proba in blocks:
+            bad[rows[~np.isfinite(proba).all(axis=1)]] = True
+        return np.flatnonzero(bad)
+
     def row_confidence(self, scores: HierarchicalScores) -> np.ndarray:
         confidence: np.ndarray = np.prod(np.where(scores.nodes >= 0, scores.scores, 1.0), axis=1)
         return confidence
@@ -409,17 +421,25 @@ def best_paths(nodes: NodeClassifiers, X: Any, k: int) -> list[list[tuple[list[s
 
     A beam of width k finds k complete paths cheaply; the k-th one's confidence is a lower bound on the answer.
     Confidence never rises down a path, so a second pass that keeps every partial path at or above that bound
-    cannot miss a better one (a plain beam can: a likely leaf under a less likely group).
+    cannot miss a better one (a plain beam can: a likely leaf under a less likely group). A tree has one path per
+    leaf: k is capped there, and a beam that wide misses nothing, so it needs no second pass.
     """
     n = _len(X)
+    k = min(k, len(nodes.tree.leaves))
+    if k == len(nodes.tree.leaves):
+        return _paths_by_row(nodes.tree, n, _best_per_row(_search(nodes, X, lambda found: found), k))
     row, _, _, conf = _search(nodes, X, lambda found: _best_per_row(found, k))
     counts = np.bincount(row, minlength=n)
     kth = conf[np.maximum(np.searchsorted(row, np.arange(n), side="right") - 1, 0)]
     bound = np.where(counts >= k, kth, 0.0)  # fewer than k paths: the beam saw every path already
-    found = _best_per_row(_search(nodes, X, lambda found: _at_least(found, bound)), k)
+    return _paths_by_row(nodes.tree, n, _best_per_row(_search(nodes, X, lambda found: _at_least(found, bound)), k))
+
+
+def _paths_by_row(tree: Tree, n: int, found: Candidates) -> list[list[tuple[list[str], float]]]:
+    """Per row of `n`, its (path names, confidence) candidates in `found`'s order."""
     result: list[list[tuple[list[str], float]]] = [[] for _ in range(n)]
     for r, path, c in zip(found[0].tolist(), found[1].tolist(), found[3].tolist(), strict=True):
-        result[r].append(([nodes.tree.names[p] for p in path if p >= 0], c))
+        result[r].append(([tree.names[p] for p in path if p >= 0], c))
     return result
 
 

@@ -160,6 +160,14 @@ class ModelMonitor:
             folded[key] = folded.get(key, 0) + count
         self._count_issues(folded)
 
+    def observe_unscored(self, X: Any) -> None:
+        """Validated rows of a request the model could not score: rejected, with the faults their inputs show
+        (out of range, unseen categories); not in the drift window, which holds the inputs that were answered."""
+        report = self.inputs.observe(X)
+        self._writes.inc(self._rejected_rows, report.rows)
+        if report.issues:
+            self._count_issues(report.issues)
+
     def observe_inference(self, seconds: float, rows: int) -> None:
         self._writes.observe(self._inference, seconds)
         self._writes.observe(self._batch_rows, rows)

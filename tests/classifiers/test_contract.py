@@ -16,6 +16,7 @@ from service.classifiers import (
     GivenLabel,
     InvalidInputError,
     InvalidModelError,
+    NonFiniteScoreError,
     Options,
     Prediction,
     Task,
@@ -198,6 +199,23 @@ def test_validate_rejects_a_short_row(name: str) -> None:
     with pytest.raises(InvalidInputError) as excinfo:
         case.task.validate(rows)
     assert excinfo.value.field == "instances[1]"
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_rows_with_a_non_finite_score_are_found(name: str) -> None:
+    """`non_finite_rows` finds every row whose scores hold a NaN (a model's arithmetic overflowed), and only those,
+    in the task's own score structure; `check_finite` names the first (a request's 400)."""
+    case = build(name)
+    X = np.array(case.task.validate(case.rows), dtype=np.float64)
+    scores = case.task.score(X)
+    assert case.task.non_finite_rows(scores).tolist() == []
+    case.task.check_finite(scores)
+    X[1:, 0] = np.nan  # the fakes' probabilities are read from X: rows 1.. get a NaN probability
+    scores = case.task.score(X)
+    assert case.task.non_finite_rows(scores).tolist() == list(range(1, len(X)))
+    with pytest.raises(NonFiniteScoreError) as excinfo:
+        case.task.check_finite(case.task.slice_scores(scores, 1, len(X)))
+    assert excinfo.value.row == 0  # rows count from the start of the scores given: one request's
 
 
 def test_register_task_raises_on_a_duplicate_name() -> None:

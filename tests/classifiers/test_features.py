@@ -104,6 +104,21 @@ def test_non_finite_numbers_are_rejected(value: float) -> None:
     assert "finite" in error.message
 
 
+@pytest.mark.parametrize("schema", [NUMERIC, MISSING_OK, MIXED])
+@pytest.mark.parametrize("sign", [1, -1])
+def test_an_integer_too_large_for_a_double_is_rejected(schema: FeatureSchema, sign: int) -> None:
+    """A JSON integer of hundreds of digits is no double: an input error naming row and feature, counted as
+    non-finite, with its length rather than its digits in the message."""
+    huge = sign * 10**400
+    row: list[Any] = ["red", huge] if schema is MIXED else [1.0, huge, 3.0]
+    feature = schema.names[1]
+    error = invalid(schema, [row[:], row[:1] + [2.0] + row[2:], row])
+    assert error.field == f"instances[0].{feature}"
+    assert "row 0" in error.message and f"'{feature}'" in error.message and "401 digits" in error.message
+    assert str(10**400) not in error.message
+    assert error.issues == {(feature, "non_finite"): 2}
+
+
 def test_null_is_rejected_without_missing_value_support() -> None:
     """`null` where the model takes no missing values is an input error naming the feature."""
     error = invalid(NUMERIC, [[1.0, 2.0, 3.0], [1.0, 2.0, None]])

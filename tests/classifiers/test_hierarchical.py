@@ -235,6 +235,23 @@ def test_top_k_capped_at_the_number_of_leaves_lists_every_path_once() -> None:
     assert paths[:4] == DETOUR_RANKED
 
 
+@pytest.mark.parametrize("k", [len(LEAVES), 10**9, 10**400], ids=["leaves", "1e9", "400 digits"])
+def test_top_k_at_or_beyond_the_leaves_is_one_search_of_the_tree(k: int) -> None:
+    """A tree has one path per leaf: `top_k` is capped there, and a beam as wide as the leaves misses nothing, so
+    the search calls each node once with the rows that reach it, whatever k (no second, bounded pass)."""
+    task = make_task(counting=True)
+    X = np.array([ROW_A1X, ROW_B2, ROW_DETOUR])
+    scores = task.score(X)
+    for estimator in task.nodes.estimators.values():
+        estimator.calls_.clear()
+    prediction = task.decide(scores, Options(top_k=k))
+    calls = {name: task.nodes.estimators[task.tree.index[name]].calls_ for name in NODE_COLUMNS}
+    assert calls == {ROOT: [3], "A": [3], "B": [3], "A1": [3]}
+    assert prediction.top_k is not None
+    assert [len(paths) for paths in prediction.top_k] == [len(LEAVES)] * 3
+    assert prediction.top_k[2][:4] == DETOUR_RANKED
+
+
 def test_top_k_matches_brute_force_on_random_probabilities(rng: np.random.Generator) -> None:
     """On random rows, `top_k` equals the k best of every leaf's path confidence, enumerated by hand."""
     X = np.column_stack([rng.dirichlet(np.ones(k), size=30) for k in (4, 2, 2, 2)])
@@ -263,6 +280,16 @@ def test_threshold_does_not_apply() -> None:
     with pytest.raises(InvalidInputError) as excinfo:
         make_task().predict(np.array([ROW_D]), Options(threshold=0.5))
     assert excinfo.value.field == "options.threshold"
+
+
+def test_a_path_that_ends_early_is_finite_and_any_child_probability_counts() -> None:
+    """Past a path's end (D is a leaf at level 0) the scores are NaN by design, not a fault; a non-finite
+    probability of a child the path did not take is one (`return_probabilities` would show it)."""
+    task = make_task()
+    hidden = row([0.5, 0.25, 0.125, -np.inf], [0.75, 0.25], [0.5, 0.5], [0.75, 0.25])  # greedy: A, A1, A1x
+    scores = task.score(np.array([ROW_D, ROW_A1X, hidden]))
+    assert np.isnan(scores.scores[0, 1:]).all()
+    assert task.non_finite_rows(scores).tolist() == [2]
 
 
 def test_each_node_estimator_is_called_once_per_batch() -> None:

@@ -185,6 +185,21 @@ def test_observe_rejected_counts_rows_and_folds_issues(registered: Registered, b
     assert built.monitor.drift()[0] == 0
 
 
+def test_observe_unscored_counts_rejected_rows_with_their_faults_outside_the_window(
+    registered: Registered, built: Built
+) -> None:
+    """Validated rows the model could not score: rejected, with the faults the profile finds in them (here a tracked
+    feature far above its training max), and not in the drift window."""
+    tracked = built.monitor.inputs.tracked[0]
+    X = registered.X_train[:4].copy()
+    X[:3, registered.feature_names.index(tracked)] = 1e308
+    built.monitor.observe_unscored(X)
+    assert value(built, "classifier_rows_total", outcome="rejected") == 4.0
+    assert value(built, "classifier_rows_total", outcome="accepted") == 0.0
+    assert value(built, "classifier_input_issues_total", feature=tracked, kind="out_of_range") == 3.0
+    assert built.monitor.drift()[0] == 0
+
+
 def test_observe_rejected_sums_the_faults_folded_into_other(registered: Registered, built: Built) -> None:
     """Two untracked features with faults of one kind: `other` gets the sum of both counts.
 
