@@ -19,6 +19,7 @@ import anyio
 import bentoml
 import orjson
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -54,6 +55,12 @@ def error_response(exc: Exception, request: Request) -> Response:
     message = getattr(exc, "message", str(exc))
     logger.info("%s %s -> %d %s: %s", request.method, request.url.path, kind.status, kind.code, message)
     return json_response(error_body(kind.code, message, getattr(exc, "field", None)), kind.status)
+
+
+def probe_failure(reason: str) -> HTTPException:
+    """A failed `/livez` or `/readyz` that says why: BentoML answers the exception a probe hook raises, where a
+    False gives only its own fixed sentence (`ErrorBodyMiddleware` makes it CONTRACT's `unavailable` error)."""
+    return HTTPException(status_code=503, detail=reason)
 
 
 def endpoint(verb: str, route: str, handler: Handler) -> Route:
@@ -247,7 +254,9 @@ class ClassifierService:
         gc.freeze()
 
     def __is_ready__(self) -> bool:
-        return self.registry.ready
+        if not self.registry.ready:
+            raise probe_failure(self.registry.unready_reason())
+        return True
 
     @bentoml.on_shutdown  # type: ignore[untyped-decorator]  # bentoml ships no type information
     def flush_prediction_log(self) -> None:
