@@ -18,6 +18,7 @@ from typing import Any
 import anyio
 import bentoml
 import orjson
+from bentoml.serving import running_inside_container
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -31,7 +32,8 @@ from .feedback.log import PredictionLog
 from .feedback.loop import FeedbackLoop
 from .middleware import ErrorBodyMiddleware
 from .monitoring.metrics import CONTENT_TYPE, NO_MODEL, Children, exposition, shared_metrics
-from .monitoring.monitor import Heartbeat
+from .monitoring.monitor import Heartbeat, window_directory
+from .monitoring.workers import Workers
 from .rollout.promotion import Promotions
 from .schemas import parse_feedback_request, parse_performance_query, parse_predict_request, parse_version_request
 from .serving import ModelRegistry, limit_native_threads, log_config
@@ -247,11 +249,24 @@ class ClassifierService:
         self.promotions.start()
         self.loop = FeedbackLoop(self.log, self.metrics, self.settings.outcomes, self.settings.feedback_window_seconds)
         self.heartbeat = Heartbeat(self.metrics, self.settings.heartbeat_seconds)
+        self.workers = Workers(window_directory(), respawned=not running_inside_container())
+        replaced = self.workers.clean_up(self.registry.drift_windows())
+        if replaced:
+            logger.info("removed the metric files of dead workers %s, and took over their drift windows", replaced)
         self.metrics.writes.start(self.settings.metrics_flush_seconds)
         # Everything allocated so far (models, libraries) lives as long as the worker: moved out of the
         # collector's reach, full collections walk only what requests allocate.
         gc.collect()
         gc.freeze()
+
+    def __is_alive__(self) -> bool:
+        lost = self.workers.lost()
+        if lost:
+            raise probe_failure(
+                f"worker pid {', '.join(map(str, lost))} of this server died, and BentoML does not replace workers "
+                "in a container (BENTOML_CONTAINERIZED): restart the container"
+            )
+        return True
 
     def __is_ready__(self) -> bool:
         if not self.registry.ready:

@@ -22,6 +22,7 @@ from .feedback.store import Rollout
 from .feedback.versions import version_info
 from .monitoring.metrics import NO_MODEL, Metrics
 from .monitoring.monitor import ModelMonitor, MonitoringConfig, render_drift, window_directory
+from .monitoring.window import SlidingCounts
 from .rollout.shadow import ShadowRunner, check_shadow
 from .schemas import PredictRequest
 from .settings import Settings
@@ -287,6 +288,10 @@ class ModelRegistry:
         for served in list(self.served.values()):
             if served.batcher is not None:
                 served.batcher.observations.flush()
+
+    def drift_windows(self) -> list[SlidingCounts]:
+        """The drift windows of the served models (this worker's files)."""
+        return [served.monitor.window for served in self.served.values() if served.monitor is not None]
 
     def drift_exposition(self) -> str:
         """Scrape-time drift gauges of every served model."""
