@@ -18,7 +18,9 @@ from typing import Any
 import anyio
 import bentoml
 import orjson
+from bentoml.serving import running_inside_container
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -32,7 +34,8 @@ from .feedback.log import PredictionLog
 from .feedback.loop import FeedbackLoop
 from .middleware import ErrorBodyMiddleware
 from .monitoring.metrics import CONTENT_TYPE, NO_MODEL, Children, exposition, shared_metrics
-from .monitoring.monitor import Heartbeat
+from .monitoring.monitor import Heartbeat, window_directory
+from .monitoring.workers import Workers
 from .openapi import DOCUMENT_PATH, OpenAPIDocument, Operation, openapi_document
 from .openapi.responses import (
     FeedbackResponse,
@@ -79,6 +82,12 @@ def error_response(exc: Exception, request: Request) -> Response:
     if kind.status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="classifier-service"'  # RFC 9110: a 401 names its scheme
     return response
+
+
+def probe_failure(reason: str) -> HTTPException:
+    """A failed `/livez` or `/readyz` that says why: BentoML answers the exception a probe hook raises, where a
+    False gives only its own fixed sentence (`ErrorBodyMiddleware` makes it CONTRACT's `unavailable` error)."""
+    return HTTPException(status_code=503, detail=reason)
 
 
 def endpoint(operation: Operation, handler: Handler) -> Route:
@@ -303,7 +312,8 @@ ROUTES: tuple[tuple[Operation, Handler], ...] = (
     ),
 )  # fmt: skip
 INFRASTRUCTURE = (  # BentoML's own routes: they take no key
-    Operation("GET", "/livez", "Liveness", None, tag="infrastructure"),
+    Operation("GET", "/livez", "Liveness: 503 inside a container once a worker died", None, tag="infrastructure",
+              errors=(503,)),
     Operation("GET", "/readyz", "Readiness: 503 until every configured model is loaded", None, tag="infrastructure",
               errors=(503,)),
 )  # fmt: skip
@@ -356,14 +366,29 @@ class ClassifierService:
         self.promotions.start()
         self.loop = FeedbackLoop(self.log, self.metrics, self.settings.outcomes, self.settings.feedback_window_seconds)
         self.heartbeat = Heartbeat(self.metrics, self.settings.heartbeat_seconds)
+        self.workers = Workers(window_directory(), respawned=not running_inside_container())
+        replaced = self.workers.clean_up(self.registry.drift_windows())
+        if replaced:
+            logger.info("removed the metric files of dead workers %s, and took over their drift windows", replaced)
         self.metrics.writes.start(self.settings.metrics_flush_seconds)
         # Everything allocated so far (models, libraries) lives as long as the worker: moved out of the
         # collector's reach, full collections walk only what requests allocate.
         gc.collect()
         gc.freeze()
 
+    def __is_alive__(self) -> bool:
+        lost = self.workers.lost()
+        if lost:
+            raise probe_failure(
+                f"worker pid {', '.join(map(str, lost))} of this server died, and BentoML does not replace workers "
+                "in a container (BENTOML_CONTAINERIZED): restart the container"
+            )
+        return True
+
     def __is_ready__(self) -> bool:
-        return self.registry.ready
+        if not self.registry.ready:
+            raise probe_failure(self.registry.unready_reason())
+        return True
 
     @bentoml.on_shutdown  # type: ignore[untyped-decorator]  # bentoml ships no type information
     def flush_prediction_log(self) -> None:

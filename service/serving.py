@@ -22,6 +22,7 @@ from .feedback.store import Rollout
 from .feedback.versions import version_info
 from .monitoring.metrics import NO_MODEL, Metrics
 from .monitoring.monitor import ModelMonitor, MonitoringConfig, render_drift, window_directory
+from .monitoring.window import SlidingCounts
 from .rollout.shadow import ShadowRunner, check_shadow
 from .schemas import PredictRequest
 from .settings import Settings
@@ -63,6 +64,7 @@ class Served:
     which reads it once, never mixes two versions."""
 
     model: LoadedModel
+    card: dict[str, Any]  # `GET /models/{name}`, without the shadow
     monitor: ModelMonitor | None
     batcher: Batcher | None
     shadow: LoadedModel | None = None  # scores the same rows after the answers (`rollout.shadow`)
@@ -104,12 +106,15 @@ class ModelRegistry:
                 version = promoted.get(name, "latest")
             try:
                 model = load_model(f"{name}:{version}", settings.trusted_types)
-            except InvalidModelError as exc:
-                logger.error("model %s failed to load: %s", entry, exc)
-                registry.failed[name] = str(exc)
+                served = registry.serving(model, registry.load_shadow(model, shadows_set.get(name)))
+            except Exception as exc:  # noqa: BLE001 -- one model's broken artifact must not take the others down
+                registry.failed[name] = load_failure(exc)
+                logger.error(
+                    "model %s failed to load: %s", entry, registry.failed[name], exc_info=unexpected_failure(exc)
+                )
                 continue
-            registry.swap(registry.serving(model, registry.load_shadow(model, shadows_set.get(name))))
-            logger.info("serving %s (%s)", model.tag, model.metadata["task"])
+            registry.swap(served)
+            logger.info("serving %s (%s)", model.tag, model.task.name)
         return registry
 
     def shadow_versions(self, rollout: Rollout) -> dict[str, str]:
@@ -135,9 +140,9 @@ class ModelRegistry:
         return shadow
 
     def serving(self, model: LoadedModel, shadow: LoadedModel | None = None) -> Served:
-        """`model` with a monitor and a batcher of its own (and `shadow`), ready to be served."""
+        """`model` with its card, a monitor and a batcher of its own (and `shadow`), ready to be served."""
         settings = self.settings
-        self.log.versions.serve(version_info(model.name, model.version, model.task.name, model.metadata))
+        card = describe_model(model, settings.monitored_features)
         monitor = None
         if settings.monitoring:
             config = monitoring_config(settings)
@@ -153,7 +158,8 @@ class ModelRegistry:
                 monitor.observe_accepted if monitor else None,
                 functools.partial(observe_scores, model.task, monitor) if monitor else None,
             )
-        return Served(model, monitor, batcher, shadow)
+        self.log.versions.serve(version_info(model.name, model.version, model.task.name, model.metadata))
+        return Served(model, card, monitor, batcher, shadow)
 
     def swap(self, served: Served) -> Served | None:
         """Serve `served` in place of its model's current version (one assignment: requests already under way
@@ -181,6 +187,12 @@ class ModelRegistry:
     def ready(self) -> bool:
         return not self.failed
 
+    def unready_reason(self) -> str:
+        """Why `/readyz` is 503: each configured model that failed to load, and why."""
+        failures = "; ".join(f"model '{name}' failed to load: {why}" for name, why in sorted(self.failed.items()))
+        configured = len(self.failed) + len(self.served)
+        return f"{len(self.failed)} of {configured} configured models are not served: {failures}"
+
     def model_label(self, ref: str) -> tuple[str, str]:
         """The (model, version) metric labels for a requested name: the configured name and its served version
         (empty while it failed to load), or `none` (label values stay bounded)."""
@@ -195,7 +207,7 @@ class ModelRegistry:
         name, _, version = ref.partition(":")
         if name in self.failed:
             raise ModelUnavailableError(
-                f"model '{name}' is configured but failed to load; the log says why", field="model"
+                f"model '{name}' is configured but failed to load; GET /readyz says why", field="model"
             )
         served = self.served.get(name)
         if served is None or version not in ("", "latest", served.model.version):
@@ -280,7 +292,7 @@ class ModelRegistry:
         """One model's card for `GET /models/{name}`."""
         served = self.resolve(name)
         shadow = None if served.shadow is None else served.shadow.version
-        return {**describe_model(served.model, self.settings.monitored_features), "shadow": shadow}
+        return {**served.card, "shadow": shadow}
 
     def describe_all(self) -> list[dict[str, Any]]:
         return [self.describe(name) for name in sorted(self.served)]
@@ -291,9 +303,23 @@ class ModelRegistry:
             if served.batcher is not None:
                 served.batcher.observations.flush()
 
+    def drift_windows(self) -> list[SlidingCounts]:
+        """The drift windows of the served models (this worker's files)."""
+        return [served.monitor.window for served in self.served.values() if served.monitor is not None]
+
     def drift_exposition(self) -> str:
         """Scrape-time drift gauges of every served model."""
         return render_drift([served.monitor for served in self.served.values() if served.monitor is not None])
+
+
+def load_failure(exc: Exception) -> str:
+    """Why a configured model is not served, as `/readyz` and the log say it."""
+    return str(exc) if isinstance(exc, InvalidModelError) else f"{type(exc).__name__}: {exc}"
+
+
+def unexpected_failure(exc: Exception) -> bool:
+    """Whether a load failure is worth a traceback in the log: not one of the faults the store names."""
+    return not isinstance(exc, InvalidModelError)
 
 
 def limit_native_threads(settings: Settings) -> int:
@@ -316,24 +342,24 @@ def observe_scores(task: Task, monitor: ModelMonitor, scores: Any) -> None:
 def describe_model(model: LoadedModel, monitored_features: int) -> dict[str, Any]:
     """The model card of `GET /models`: identity, classes, features, validation metrics, decision defaults."""
     meta = model.metadata
-    classes = list(meta["classes"])
-    features = meta["features"]
+    classes = model.task.classes
+    features = model.task.features
     return {
         "name": model.name,
         "version": model.version,
-        "task": meta["task"],
+        "task": model.task.name,
         "classes": {"count": len(classes), "names": classes[:MAX_CLASS_NAMES_LISTED]},
         "features": {
-            "count": len(features["names"]),
-            "names": features["names"],
-            "categorical": features["categorical"],
-            "text": features.get("text", []),
-            "allows_missing": features["allows_missing"],
+            "count": len(features.names),
+            "names": list(features.names),
+            "categorical": sorted(features.categorical),
+            "text": sorted(features.text),
+            "allows_missing": features.allows_missing,
         },
         "trained_at": meta["trained_at"],
         "sklearn_version": meta["sklearn_version"],
         "metrics": meta["metrics"],
         "decision": meta["decision"],
         "options": sorted(model.task.options),
-        "monitored_features": list(meta.get("monitored_features", features["names"]))[:monitored_features],
+        "monitored_features": list(meta.get("monitored_features", features.names))[:monitored_features],
     }

@@ -28,6 +28,9 @@ logger = logging.getLogger(__name__)
 METADATA_SCHEMA = 1
 OWNER_LABEL = "classifier-service"
 CANDIDATE = "candidate"  # the `stage` label of a version registered for comparison: `latest` skips it
+# Metadata every served version holds besides what its task reads (`register_model` writes all of it): the model
+# card and monitoring read these, so a version lacking one fails to load rather than at its first request.
+SERVED_METADATA = ("metrics", "trained_at", "sklearn_version", "reference_profile", "prediction_distribution")
 
 # scikit-learn's internal helper types that skops does not trust by default. Each is plain data
 # (tree arrays, optimiser state, distance metrics), never a callable chosen by the file.
@@ -87,18 +90,52 @@ def _save(files: Mapping[str, bytes], name: str, task: str, metadata: Mapping[st
 
 
 def load_model(tag: str, trusted_types: Sequence[str] = ()) -> LoadedModel:
-    """Load a model from the store and build its task; raises `InvalidModelError` on any fault."""
+    """Load a model from the store and build its task; raises `InvalidModelError` on any fault of the stored
+    artifact: a file missing, truncated or corrupt, metadata lacking a key, estimators that do not take the
+    features the metadata names.
+
+    `name` and `name:latest` are resolved once: the metadata and the estimators come from that one version, whatever
+    is registered meanwhile.
+    """
     model, metadata = _stored(tag)
-    estimators = read_estimators(str(model.tag), trusted_types)  # the version resolved above, not a newer one
-    task = get_task(metadata["task"])(estimators, metadata)
+    try:
+        for key in SERVED_METADATA:
+            _metadata_entry(metadata, key)
+        estimators = _read_estimators(model, metadata, trusted_types)
+        task = _build_task(metadata, estimators)
+    except InvalidModelError as exc:
+        raise InvalidModelError(f"{model.tag}: {exc}") from exc
     return LoadedModel(name=model.tag.name, version=str(model.tag.version), task=task, metadata=metadata)
 
 
 def read_estimators(tag: str, trusted_types: Sequence[str] = ()) -> dict[str, Any]:
     """The fitted estimators of a stored model by key, read with skops and the trusted-type list."""
     model, metadata = _stored(tag)
+    return _read_estimators(model, metadata, trusted_types)
+
+
+def _read_estimators(model: bentoml.Model, metadata: Mapping[str, Any], trusted_types: Sequence[str]) -> dict[str, Any]:
     trusted = set(TRUSTED_TYPES) | set(trusted_types)
-    return {key: _load_estimator(Path(model.path_of(file)), trusted) for key, file in metadata["estimators"].items()}
+    files = _metadata_entry(metadata, "estimators")
+    return {key: _load_estimator(Path(model.path_of(file)), trusted) for key, file in files.items()}
+
+
+def _build_task(metadata: Mapping[str, Any], estimators: Mapping[str, Any]) -> Task:
+    task_class = get_task(_metadata_entry(metadata, "task"))
+    try:
+        return task_class(estimators, metadata)
+    except InvalidModelError:
+        raise
+    except KeyError as exc:
+        raise InvalidModelError(f"the metadata lacks {exc} (a {task_class.name} model needs it)") from exc
+    except (TypeError, ValueError, AttributeError) as exc:  # a value of the wrong shape or type
+        raise InvalidModelError(f"the metadata does not describe a {task_class.name} model: {exc}") from exc
+
+
+def _metadata_entry(metadata: Mapping[str, Any], key: str) -> Any:
+    if key not in metadata:
+        raise InvalidModelError(f"the metadata lacks '{key}'")
+    return metadata[key]
 
 
 def is_candidate(model: bentoml.Model) -> bool:
@@ -123,6 +160,8 @@ def _stored(tag: str) -> tuple[bentoml.Model, dict[str, Any]]:
         raise ModelNotFoundError(f"model '{tag}' is not in the BentoML store") from exc
     except bentoml.exceptions.BentoMLException as exc:  # a malformed name or version
         raise ModelNotFoundError(f"'{tag}' is not a model tag (name:version): {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 -- a damaged model.yaml fails in its parser or in BentoML's checks
+        raise InvalidModelError(f"model '{tag}': its model.yaml cannot be read ({_describe(exc)})") from exc
     metadata = dict(model.info.metadata)
     if metadata.get("schema") != METADATA_SCHEMA:
         raise InvalidModelError(f"model '{tag}' was not registered by classifier-service (no metadata schema)")
@@ -140,9 +179,21 @@ def check_sklearn_version(trained_with: str) -> None:
 
 
 def _load_estimator(path: Path, trusted: set[str]) -> Any:
-    untrusted = skops.io.get_untrusted_types(file=path)
+    if not path.is_file():
+        raise InvalidModelError(f"{path.name} is missing from the model's folder")
+    try:
+        untrusted = skops.io.get_untrusted_types(file=path)
+    except Exception as exc:  # noqa: BLE001 -- a damaged file fails in many ways (zip, JSON, missing members)
+        raise InvalidModelError(f"{path.name} is not a readable skops file ({_describe(exc)})") from exc
     _refuse_untrusted(untrusted, trusted, path.name)
-    return skops.io.load(path, trusted=untrusted)
+    try:
+        return skops.io.load(path, trusted=untrusted)
+    except Exception as exc:  # noqa: BLE001 -- as above: the file's content decides what breaks
+        raise InvalidModelError(f"{path.name} cannot be loaded ({_describe(exc)})") from exc
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _refuse_untrusted(untrusted: Sequence[str], trusted: set[str], what: str) -> None:

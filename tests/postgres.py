@@ -14,6 +14,7 @@ import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 DATABASE = "clf"
@@ -52,15 +53,46 @@ def _as_owner(command: list[str], log: Path) -> None:
         raise PostgresUnavailable(f"`{' '.join(command)}` exited {result.returncode}:\n{tail}")
 
 
+@dataclass(frozen=True)
+class Cluster:
+    """A running throwaway cluster: its SQLAlchemy URL, and a stop and a start for tests of a database that goes
+    away and comes back."""
+
+    url: str
+    binaries: Path
+    data: Path
+    options: str
+    log: Path
+
+    def stop(self) -> None:
+        """Stop the server as an operator would (`pg_ctl stop -m fast`: open connections are terminated)."""
+        self.pg_ctl("-m", "fast", "-w", "stop")
+
+    def start(self) -> None:
+        """Start it again, on the same port, with the same data."""
+        self.pg_ctl("-l", str(self.log.with_name("server.log")), "-o", self.options, "-w", "-t",
+                     str(START_TIMEOUT_S), "start")  # fmt: skip
+
+    def pg_ctl(self, *args: str) -> None:
+        _as_owner([str(self.binaries / "pg_ctl"), "-D", str(self.data), *args], self.log)
+
+
 @contextlib.contextmanager
 def throwaway_cluster(fsync: bool = True) -> Iterator[str]:
     """Start a cluster with one database; yields its SQLAlchemy URL (`postgresql+psycopg://...`).
 
     `fsync=False` trades crash safety of the test cluster for speed; the benchmark keeps it on.
     """
+    with restartable_cluster(fsync) as cluster:
+        yield cluster.url
+
+
+@contextlib.contextmanager
+def restartable_cluster(fsync: bool = True) -> Iterator[Cluster]:
+    """`throwaway_cluster`, as a `Cluster` that a test can stop and start."""
     binaries = server_bin()
     root = Path(tempfile.mkdtemp(prefix="clf-postgres-"))
-    data, log, server_log = root / "data", root / "commands.log", root / "server.log"
+    data, log = root / "data", root / "commands.log"
     root.chmod(0o755)
     if os.geteuid() == 0:
         shutil.chown(root, "postgres", "postgres")
@@ -69,14 +101,15 @@ def throwaway_cluster(fsync: bool = True) -> Iterator[str]:
         f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={root} "
         f"-c fsync={'on' if fsync else 'off'} -c max_connections=100"
     )
+    cluster = Cluster(f"postgresql+psycopg://postgres@127.0.0.1:{port}/{DATABASE}", binaries, data, options, log)
     try:
         _as_owner([str(binaries / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"], log)
-        _as_owner([str(binaries / "pg_ctl"), "-D", str(data), "-l", str(server_log), "-o", options,
-                   "-w", "-t", str(START_TIMEOUT_S), "start"], log)  # fmt: skip
+        cluster.start()
         try:
             _as_owner([str(binaries / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", DATABASE], log)
-            yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/{DATABASE}"
+            yield cluster
         finally:
-            _as_owner([str(binaries / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"], log)
+            with contextlib.suppress(PostgresUnavailable):  # a test may have left it stopped
+                cluster.pg_ctl("-m", "immediate", "-w", "stop")
     finally:
         shutil.rmtree(root, ignore_errors=True)

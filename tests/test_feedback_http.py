@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import bentoml
@@ -21,12 +22,15 @@ from sklearn.metrics import f1_score
 from starlette.testclient import TestClient
 
 from models.catalog import CATALOG, DIGIT_ATTRIBUTES, held_out
+from service.feedback.database import create_database_engine, migrate
 from service.feedback.ids import new_key, prediction_id
 from service.feedback.log import PredictionLog
 from service.feedback.loop import FeedbackLoop
 from service.serving import ModelRegistry, log_config
+from tests.feedback.test_log import wait_for
 from tests.helpers import cancer_rows, digits_rows
 from tests.test_http import assert_error
+from tests.volumes import ext4_volume, fail_volume, fill, make_writable, read_only_view, small_disk
 
 LABELS = list(DIGIT_ATTRIBUTES)
 # options a client may send that change the answer, never the model: realized figures must not move with them
@@ -456,3 +460,100 @@ def test_feedback_on_an_unsampled_prediction_says_so(api: TestClient, with_log: 
     (error,) = feedback(api, {"prediction_id": prediction, "label": "0"})["errors"]
     assert error["code"] == "unknown_prediction" and "not sampled" in error["message"]
     assert metric(api, "classifier_prediction_log_rows_total", model="digits", result="unsampled") == before + 1
+
+
+# --- the log's database going away mid-traffic, and coming back ---------------------------------------------------
+
+QUEUE_ROWS = 30  # each worker holds this many predictions for a database that is away; the rest are dropped
+
+
+def log_rows(api: TestClient, result: str) -> float:
+    return metric(api, "classifier_prediction_log_rows_total", model="digits", result=result) or 0.0
+
+
+def written_once_back(api: TestClient, away: Callable[[], None], back: Callable[[], None]) -> None:
+    """Traffic while the log's database is `away`, then `back`: predictions answer throughout, what the queue cannot
+    hold is dropped and counted, feedback is refused 503 rather than acknowledged, and the queued predictions are
+    written once the database is back."""
+    X = digits_rows(60)[0]
+    written, dropped = log_rows(api, "written"), log_rows(api, "dropped")
+    before = predict(api, "digits", X[:10])
+    wait_for(lambda: log_rows(api, "written") == written + 10, "the first predictions to be written")
+    assert feedback(api, {"prediction_id": before[0], "label": "0"})["accepted"] == 1
+
+    away()
+    during = [predict(api, "digits", X[start : start + 10]) for start in range(10, 60, 10)]  # 50 rows
+    assert log_rows(api, "dropped") == dropped + 50 - QUEUE_ROWS  # the queue holds the first three requests
+    refused = api.post("/feedback", json={"feedback": [{"prediction_id": before[1], "label": "0"}]})
+    assert "database" in assert_error(refused, 503, "unavailable")["message"]
+    assert api.get("/readyz").status_code == 200 and api.get("/metrics").status_code == 200
+
+    back()
+    wait_for(lambda: log_rows(api, "written") == written + 10 + QUEUE_ROWS, "the queued predictions to be written")
+    assert log_rows(api, "dropped") == dropped + 50 - QUEUE_ROWS
+    assert api.get(f"/predictions/{during[0][0]}").status_code == 200  # queued while away, written once back
+    lost = api.get(f"/predictions/{during[-1][0]}")
+    assert "lost before it was written" in assert_error(lost, 404, "unknown_prediction")["message"]
+    accepted = feedback(api, {"prediction_id": before[1], "label": "0"}, {"prediction_id": during[2][0], "label": "0"})
+    assert accepted == {"accepted": 2, "errors": []}
+
+
+def test_postgresql_stopped_mid_traffic_then_started(api: TestClient, with_log: Callable[..., PredictionLog]) -> None:
+    from tests.postgres import restartable_cluster
+
+    with restartable_cluster(fsync=False) as cluster:
+        with_log(database_url=cluster.url, queue_rows=QUEUE_ROWS)
+        written_once_back(api, cluster.stop, cluster.start)
+
+
+def test_sqlite_on_a_disk_that_fills_up_then_has_room_again(
+    api: TestClient, with_log: Callable[..., PredictionLog], tmp_path: Path
+) -> None:
+    with small_disk(tmp_path / "disk", "8m") as disk:
+        with_log(database_url=f"sqlite:///{disk / 'predictions.db'}", queue_rows=QUEUE_ROWS)
+        fillers: list[Path] = []
+        written_once_back(api, lambda: fillers.append(fill(disk)), lambda: fillers.pop().unlink())
+
+
+def test_sqlite_on_a_read_only_volume_then_writable(
+    api: TestClient, with_log: Callable[..., PredictionLog], tmp_path: Path
+) -> None:
+    source = tmp_path / "data"
+    engine = create_database_engine(f"sqlite:///{source / 'predictions.db'}")
+    migrate(engine)  # a log written before, on a volume now mounted read-only
+    engine.dispose()
+    with read_only_view(source, tmp_path / "read-only") as data:
+        X = digits_rows(50)[0]
+        written, dropped = log_rows(api, "written"), log_rows(api, "dropped")
+        log = with_log(database_url=f"sqlite:///{data / 'predictions.db'}", queue_rows=QUEUE_ROWS)
+        during = [predict(api, "digits", X[start : start + 10]) for start in range(0, 50, 10)]
+        assert log_rows(api, "dropped") == dropped + 50 - QUEUE_ROWS
+        refused = api.post("/feedback", json={"feedback": [{"prediction_id": during[0][0], "label": "0"}]})
+        assert "Read-only file system" in assert_error(refused, 503, "unavailable")["message"]
+
+        make_writable(data)
+        wait_for(lambda: log_rows(api, "written") == written + QUEUE_ROWS, "the queued predictions to be written")
+        assert feedback(api, {"prediction_id": during[0][0], "label": "0"})["accepted"] == 1
+        log.close()  # before the volume goes
+
+
+def test_sqlite_on_a_volume_that_turns_read_only_mid_traffic(
+    api: TestClient, with_log: Callable[..., PredictionLog], tmp_path: Path
+) -> None:
+    # the repair (unmount, fsck, mount) needs the service to let go of the log: a restart, not tested here
+    with ext4_volume(tmp_path / "volume") as volume:
+        X = digits_rows(60)[0]
+        written, dropped = log_rows(api, "written"), log_rows(api, "dropped")
+        log = with_log(database_url=f"sqlite:///{volume / 'predictions.db'}", queue_rows=QUEUE_ROWS)
+        before = predict(api, "digits", X[:10])
+        wait_for(lambda: log_rows(api, "written") == written + 10, "the first predictions to be written")
+
+        fail_volume(volume)
+        for start in range(10, 60, 10):
+            predict(api, "digits", X[start : start + 10])
+        assert log_rows(api, "dropped") == dropped + 50 - QUEUE_ROWS
+        refused = api.post("/feedback", json={"feedback": [{"prediction_id": before[0], "label": "0"}]})
+        assert_error(refused, 503, "unavailable")
+        assert log_rows(api, "written") == written + 10
+        log.close(timeout=1)  # the 30 queued rows cannot be written: counted failed
+        assert log_rows(api, "failed") >= QUEUE_ROWS

@@ -106,6 +106,8 @@ def test_untrusted_types_are_refused_unless_listed() -> None:
         "features": {"names": [f"x{i}" for i in range(30)]},
         "decision": {"positive_class": "malignant", "threshold": 0.5},
         "sklearn_version": sklearn.__version__,
+        **dict.fromkeys(("metrics", "reference_profile", "prediction_distribution"), {}),
+        "trained_at": "2026-01-01T00:00:00+00:00",
     }
     tag = save_model("user_untrusted", "binary", {"model": estimator}, metadata)
     with pytest.raises(InvalidModelError, match=re.escape(f"{__name__}.Memorised")):

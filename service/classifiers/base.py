@@ -134,6 +134,8 @@ class Task(ABC):
     def __init__(self, estimators: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
         self.classes: list[str] = [str(c) for c in metadata["classes"]]
         self.features = FeatureSchema.from_metadata(metadata["features"])
+        for key, estimator in estimators.items():
+            check_features(estimator, self.features, f"estimator '{key}'")
         self.decision: dict[str, Any] = dict(metadata.get("decision", {}))
         self.truth = self.ground_truth(metadata)
         self.calibration = Calibration.from_metadata(metadata)
@@ -294,6 +296,17 @@ def check_probabilities(estimator: Any, what: str) -> None:
         check_is_fitted(estimator)
     except Exception as exc:  # NotFittedError and TypeError for non-estimators
         raise InvalidModelError(f"{what}: {exc}") from exc
+
+
+def check_features(estimator: Any, features: FeatureSchema, what: str) -> None:
+    """Fail at load, not at every request, when an estimator was fitted on other features than the metadata names:
+    a file swapped or edited after registration."""
+    fitted = getattr(estimator, "n_features_in_", None)
+    if fitted is not None and fitted != len(features.names):
+        raise InvalidModelError(f"{what} was fitted on {fitted} features; the metadata names {len(features.names)}")
+    fitted_names = getattr(estimator, "feature_names_in_", None)
+    if features.as_frame and fitted_names is not None and list(fitted_names) != list(features.names):
+        raise InvalidModelError(f"{what} was fitted on other feature names than the metadata's")
 
 
 def class_names(estimator: Any) -> list[str]:

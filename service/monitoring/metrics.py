@@ -10,6 +10,7 @@ import bisect
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -443,6 +444,31 @@ def render_gauges(families: Sequence[GaugeFamily]) -> str:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Collector())
     return generate_latest(registry).decode("utf-8")
+
+
+# A dead process's gauge files that go with it: its own series (`all`) and its say in a max, a min or the most recent
+# value (its replacement sets its own); prometheus_client's `mark_process_dead` removes the `live*` ones. Counters,
+# histograms and `sum` gauges stay: the sums they export include the dead process's counts.
+_PER_PROCESS_GAUGE_MODES = ("all", "max", "min", "mostrecent")
+_LIVE_GAUGE_MODES = ("liveall", "livesum", "livemax", "livemin", "livemostrecent")
+
+
+def gauge_process_ids(directory: Path) -> set[int]:
+    """The processes with gauge files in the multiprocess folder `directory` that `forget_process` would remove:
+    every process that created the service's metrics (`classifier_prediction_log_queue_rows` is one), until then."""
+    pids: set[int] = set()
+    for mode in _PER_PROCESS_GAUGE_MODES + _LIVE_GAUGE_MODES:
+        suffixes = (path.stem.rpartition("_")[2] for path in directory.glob(f"gauge_{mode}_*.db"))
+        pids.update(int(suffix) for suffix in suffixes if suffix.isdigit())
+    return pids
+
+
+def forget_process(pid: int, directory: Path) -> None:
+    """Remove the gauge files of a dead process from the multiprocess folder `directory`: its series stop being
+    exported, and its files do not pile up across restarts."""
+    multiprocess.mark_process_dead(pid, str(directory))  # type: ignore[no-untyped-call]
+    for mode in _PER_PROCESS_GAUGE_MODES:
+        (directory / f"gauge_{mode}_{pid}.db").unlink(missing_ok=True)
 
 
 def exposition() -> bytes:

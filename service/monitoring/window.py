@@ -2,7 +2,8 @@
 
 Each worker adds its counts to its own memory-mapped file (one row per time slot, a ring); a reader sums the
 recent slots of every worker's file. The files live in `PROMETHEUS_MULTIPROC_DIR`, which BentoML wipes at each
-start, so the window shares the metrics' lifetime. A dead worker's rows stay valid: they are rows it served.
+start, so the window shares the metrics' lifetime. A dead worker's rows stay valid: they are rows it served, and
+the worker that replaces it takes them over (`absorb`) rather than leave one more file behind per restart.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ class SlidingCounts:
         self.slot_seconds = slot_seconds
         self.slots = slots
         safe_key = re.sub(r"[^A-Za-z0-9_.-]", "_", key)
-        self._pattern = f"clf_window_{safe_key}@*.bin"  # '@' cannot occur in safe_key: no key matches another's files
-        path = directory / f"clf_window_{safe_key}@{owner or os.getpid()}.bin"
+        self._pattern = window_file(safe_key, "*")  # '@' cannot occur in safe_key: no key matches another's files
+        self._safe_key = safe_key
+        path = directory / window_file(safe_key, owner or str(os.getpid()))
         directory.mkdir(parents=True, exist_ok=True)
         # column 0 holds the slot number a row counts for; the rest are the counters
         shape = (slots, width + 1)
@@ -53,23 +55,71 @@ class SlidingCounts:
             self._current_row(now)[1 + column] += count
 
     def _current_row(self, now: float | None) -> np.ndarray:
-        """The ring row of the current slot, emptied first if it still holds an older slot's counts."""
-        slot = int((time.time() if now is None else now) // self.slot_seconds)
+        return self._row(self._slot(now))
+
+    def _slot(self, now: float | None) -> int:
+        return int((time.time() if now is None else now) // self.slot_seconds)
+
+    def _row(self, slot: int) -> np.ndarray:
+        """The ring row of `slot`, emptied first if it still holds an older slot's counts."""
         row: np.ndarray = self._ring[slot % self.slots]
         if row[0] != slot:
             row[1:] = 0
             row[0] = slot
         return row
 
+    def absorb(self, owner: str, now: float | None = None) -> bool:
+        """Take over the file of a writer that is gone (a dead worker's, of this key): its slots still in the window
+        are added to this writer's, and its file is removed. Whether there was such a file."""
+        path = self._directory / window_file(self._safe_key, owner)
+        claimed = path.with_name(f"{path.name}.absorbed-by-{os.getpid()}")  # out of the readers' pattern
+        try:
+            path.rename(claimed)  # one taker per file, should two replacements start together
+        except FileNotFoundError:
+            return False
+        try:
+            ring = self._read(claimed)
+        finally:
+            claimed.unlink(missing_ok=True)
+        if ring is None:
+            return True
+        with self._lock:
+            for row in ring[self._recent(ring, self._slot(now))]:
+                self._row(int(row[0]))[1:] += row[1:]
+        return True
+
     def total(self, now: float | None = None) -> np.ndarray:
         """The counts of the window ending now, summed over every worker's file."""
-        current = int((time.time() if now is None else now) // self.slot_seconds)
+        current = self._slot(now)
         total = np.zeros(self.width)
         for path in self._directory.glob(self._pattern):
-            try:
-                ring = np.fromfile(path, dtype=np.float64).reshape(self.slots, self.width + 1)
-            except (OSError, ValueError):  # another layout (an older model version) or a file being created
-                continue
-            recent = (ring[:, 0] > current - self.slots) & (ring[:, 0] <= current)
-            total += ring[recent, 1:].sum(axis=0)
+            ring = self._read(path)
+            if ring is not None:
+                total += ring[self._recent(ring, current), 1:].sum(axis=0)
         return total
+
+    def _read(self, path: Path) -> np.ndarray | None:
+        try:
+            return np.fromfile(path, dtype=np.float64).reshape(self.slots, self.width + 1)
+        except (OSError, ValueError):  # another layout (an older model version), a file being created or taken
+            return None
+
+    def _recent(self, ring: np.ndarray, current: int) -> np.ndarray:
+        """Which rows of a ring count for the window ending at slot `current`."""
+        recent: np.ndarray = (ring[:, 0] > current - self.slots) & (ring[:, 0] <= current)
+        return recent
+
+
+def window_file(safe_key: str, owner: str) -> str:
+    return f"clf_window_{safe_key}@{owner}.bin"
+
+
+def window_owners(directory: Path) -> set[str]:
+    """The writers (worker pids) with a window file in `directory`."""
+    return {path.stem.rpartition("@")[2] for path in directory.glob(window_file("*", "*"))}
+
+
+def remove_windows(directory: Path, owner: str) -> None:
+    """Remove every window file of `owner` (the keys no one took over: versions no longer served)."""
+    for path in directory.glob(window_file("*", owner)):
+        path.unlink(missing_ok=True)

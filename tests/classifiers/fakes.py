@@ -1,6 +1,7 @@
 """Fitted scikit-learn-compatible fakes whose probabilities are read from the input itself.
 
-Tests put the exact probabilities they want into `X` and hand-compute the decision the task must take.
+Tests put the exact probabilities they want into `X` and hand-compute the decision the task must take. They take
+rows of any width, so they claim no `n_features_in_`.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ class FixedProba(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
 
     def fit(self, X: Any, y: Any) -> FixedProba:
         self.classes_ = np.asarray(self.classes if self.classes is not None else np.unique(np.asarray(y)))
-        self.n_features_in_ = np.asarray(X).shape[1]
         return self
 
     def predict_proba(self, X: Any) -> np.ndarray:
@@ -60,7 +60,6 @@ class OneColumnBinary(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
 
     def fit(self, X: Any, y: Any) -> OneColumnBinary:
         self.classes_ = np.array([0, 1])
-        self.n_features_in_ = np.asarray(X).shape[1]
         return self
 
     def predict_proba(self, X: Any) -> np.ndarray:
@@ -79,7 +78,6 @@ class FixedMultiOutput(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
 
     def fit(self, X: Any, y: Any) -> FixedMultiOutput:
         self.classes_ = [np.array([0, 1]) for _ in range(self.n_outputs)]
-        self.n_features_in_ = np.asarray(X).shape[1]
         return self
 
     def predict_proba(self, X: Any) -> list[np.ndarray]:

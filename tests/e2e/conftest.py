@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 PROJECT = Path(__file__).resolve().parents[2]
+# Generous bounds, none of them a measure of speed: the machine is shared, and its speed varies tenfold.
 READY_TIMEOUT_S = 600  # a loaded machine has taken minutes to start a worker
+STOP_TIMEOUT_S = 300  # a graceful stop finishes requests under way and writes the prediction log's queue
+WAIT_S = 300.0  # a condition a test polls for: another worker's metrics, a promotion followed, a scrape
+TIMEOUT = httpx.Timeout(300.0)  # one request: a loaded worker has taken minutes to answer its first ones
 SERVERS: dict[str, subprocess.Popen[bytes]] = {}  # the running servers by base URL, for tests that kill one
 SERVER_LOGS: dict[str, Path] = {}  # their logs: a wait that times out shows their tails
 
@@ -38,14 +42,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 180.0) -> None:
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
     """Poll `condition` until it holds; fail naming `what` at the deadline, with the running servers' log tails."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            tails = "".join(f"\n--- {url}: {log}\n{log.read_text()[-3000:]}" for url, log in SERVER_LOGS.items())
-            pytest.fail(f"timed out after {timeout}s waiting for {what}{tails}")
+            pytest.fail(f"timed out after {timeout}s waiting for {what}{log_tails(SERVER_LOGS.items())}")
         time.sleep(0.1)
+
+
+def log_tails(logs: Iterable[tuple[str, Path]]) -> str:
+    return "".join(f"\n--- {name}: {log}\n{log.read_text()[-3000:]}" for name, log in logs)
 
 
 def answers_200(url: str, process: subprocess.Popen[bytes], log: Path) -> bool:
@@ -53,14 +60,14 @@ def answers_200(url: str, process: subprocess.Popen[bytes], log: Path) -> bool:
     if process.poll() is not None:
         pytest.fail(f"{process.args[0]} exited with {process.returncode}:\n{log.read_text()[-3000:]}")
     try:
-        return httpx.get(url, timeout=2).status_code == 200
+        return httpx.get(url, timeout=TIMEOUT).status_code == 200
     except httpx.TransportError:
         return False
 
 
 def scrape(url: str) -> Samples:
     """Every sample of `/metrics`, keyed by (sample name, labels)."""
-    text = httpx.get(f"{url}/metrics", timeout=10).text
+    text = httpx.get(f"{url}/metrics", timeout=TIMEOUT).text
     return {
         (sample.name, frozenset(sample.labels.items())): sample.value
         for family in text_string_to_metric_families(text)
@@ -111,7 +118,7 @@ def predict_load(url: str, model: str, rows: list[Any]) -> Iterator[list[Answer]
     stop = threading.Event()
 
     def load() -> None:
-        with httpx.Client(timeout=120) as client:
+        with httpx.Client(timeout=TIMEOUT) as client:
             while not stop.is_set():
                 response = client.post(f"{url}/predict", json={"model": model, "instances": rows})
                 version = response.json().get("version") if response.status_code == 200 else None
@@ -125,7 +132,7 @@ def predict_load(url: str, model: str, rows: list[Any]) -> Iterator[list[Answer]
     finally:
         stop.set()
         for thread in threads:
-            thread.join(timeout=120)
+            thread.join(timeout=STOP_TIMEOUT_S)
 
 
 def serves_everywhere(url: str, model: str, task: str, served: str, replaced: str) -> bool:
@@ -173,23 +180,27 @@ def serving(e2e_env: dict[str, str], home: Path, **settings: str) -> Iterator[st
         yield url
     finally:
         del SERVERS[url], SERVER_LOGS[url]
-        stop(process, signal.SIGTERM)
+        stop(process, signal.SIGTERM, log)
 
 
-def stop(process: subprocess.Popen[bytes], how: signal.Signals) -> None:
+def stop(process: subprocess.Popen[bytes], how: signal.Signals, log: Path | None = None) -> None:
     """Signal a server's arbiter and, for SIGKILL, its workers too: circus starts each worker in a session of its
-    own, so only the arbiter stops them gracefully. Whatever is left after 60 s is killed."""
+    own, so only the arbiter stops them gracefully. A server still running after `STOP_TIMEOUT_S` is killed, and
+    the test fails with its `log`'s tail."""
     workers = _workers(process)
     with contextlib.suppress(ProcessLookupError):  # already gone, or killed by the test
         os.killpg(process.pid, how)
     if how == signal.SIGKILL:
         _kill(workers)
     try:
-        process.wait(timeout=60)
+        process.wait(timeout=STOP_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+        _kill([w for w in workers if w.is_running()])
+        tail = log_tails([(str(process.args), log)]) if log is not None else ""
+        pytest.fail(f"{process.args} did not stop within {STOP_TIMEOUT_S}s of {how.name}{tail}")
     _kill([w for w in workers if w.is_running()])
 
 
@@ -203,7 +214,7 @@ def _kill(processes: list[psutil.Process]) -> None:
     for child in processes:
         with contextlib.suppress(psutil.NoSuchProcess):
             child.kill()
-    psutil.wait_procs(processes, timeout=60)
+    psutil.wait_procs(processes, timeout=STOP_TIMEOUT_S)
 
 
 @pytest.fixture(scope="session")

@@ -19,12 +19,11 @@ import pytest
 
 from models.catalog import held_out
 from service.feedback.ids import new_key, prediction_id
-from tests.e2e.conftest import SERVERS, Samples, scrape, serving, stop, value
+from tests.e2e.conftest import SERVERS, TIMEOUT, Samples, scrape, serving, stop, value
 
 pytestmark = pytest.mark.e2e
 
 MODEL = "breast_cancer"
-TIMEOUT = httpx.Timeout(120.0)
 
 
 def predict(url: str, X: np.ndarray, **options: Any) -> list[dict[str, Any]]:
@@ -69,7 +68,7 @@ def test_labels_and_outcomes_become_realized_figures_and_take_rate(loop_server: 
     assert feedback(loop_server, items) == {"accepted": len(items), "errors": []}  # sent at once: some wait
 
     after = scrape(loop_server)
-    version = httpx.get(f"{loop_server}/models/{MODEL}").json()["version"]
+    version = httpx.get(f"{loop_server}/models/{MODEL}", timeout=TIMEOUT).json()["version"]
     right = sum(p["label"] == t for p, t in zip(answers, labels, strict=True))
     assert realized(after, "classifier_realized_labelled", model=MODEL, version=version) == 100
     assert realized(after, "classifier_realized_accuracy", model=MODEL, version=version) == right / 100
@@ -81,7 +80,7 @@ def test_labels_and_outcomes_become_realized_figures_and_take_rate(loop_server: 
     assert delta("classifier_feedback_items_total", kind="outcome", result="accepted") == 25
     assert delta("classifier_outcomes_total", outcome="clicked") == 25
     assert delta("classifier_label_delay_seconds_count") == 100
-    performance = httpx.get(f"{loop_server}/models/{MODEL}/performance").json()
+    performance = httpx.get(f"{loop_server}/models/{MODEL}/performance", timeout=TIMEOUT).json()
     (figures,) = performance["versions"]
     (clicked,) = figures["outcomes"]
     assert (clicked["count"], clicked["take_rate"]) == (25, 25 / figures["predictions"])
@@ -99,7 +98,7 @@ def test_labels_and_outcomes_become_realized_figures_and_take_rate(loop_server: 
     feedback(loop_server, [{"prediction_id": p["id"], "label": t} for p, t in flipped])
     restored = scrape(loop_server)
     assert realized(restored, "classifier_realized_accuracy", model=MODEL, version=version) == right / 100
-    history = httpx.get(f"{loop_server}/predictions/{flipped[0][0]['id']}").json()["label_history"]
+    history = httpx.get(f"{loop_server}/predictions/{flipped[0][0]['id']}", timeout=TIMEOUT).json()["label_history"]
     assert [h["label"] for h in history] == [flipped[0][1], other[flipped[0][1]], flipped[0][1]]
 
 
@@ -173,6 +172,8 @@ def test_a_log_that_cannot_write_drops_and_counts_and_predictions_go_on(
         assert queued <= 60 and dropped >= 140 - 60  # each worker holds at most 30 rows
         assert dropped + queued == 140
         assert value(samples, "classifier_prediction_log_rows_total", model=MODEL, result="written") == 0
-        refused = httpx.post(f"{url}/feedback", json={"feedback": [{"prediction_id": "x", "outcome": "clicked"}]})
+        refused = httpx.post(
+            f"{url}/feedback", json={"feedback": [{"prediction_id": "x", "outcome": "clicked"}]}, timeout=TIMEOUT
+        )
         assert refused.status_code == 503 and refused.json()["error"]["code"] == "unavailable"
-        assert httpx.get(f"{url}/readyz").status_code == 200
+        assert httpx.get(f"{url}/readyz", timeout=TIMEOUT).status_code == 200

@@ -23,6 +23,7 @@ import pytest
 from tests.e2e.conftest import (
     LOAD_CONNECTIONS,
     PROJECT,
+    TIMEOUT,
     predict_load,
     scrape,
     serves_everywhere,
@@ -36,7 +37,6 @@ from tests.models.test_train import synthetic_table
 pytestmark = pytest.mark.e2e
 
 MODEL = "loop_reviews"
-TIMEOUT = httpx.Timeout(120.0)
 
 
 def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:

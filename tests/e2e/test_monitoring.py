@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from models.catalog import CATALOG, held_out_rows
-from tests.e2e.conftest import Samples, increased, matching, scrape, scrape_when, value
+from tests.e2e.conftest import TIMEOUT, Samples, increased, matching, scrape, scrape_when, value
 
 pytestmark = pytest.mark.e2e
 
@@ -22,7 +22,7 @@ BATCH = 50
 
 
 def post(url: str, model: str, rows: Any, expect: int = 200) -> httpx.Response:
-    response = httpx.post(f"{url}/predict", json={"model": model, "instances": rows}, timeout=60)
+    response = httpx.post(f"{url}/predict", json={"model": model, "instances": rows}, timeout=TIMEOUT)
     assert response.status_code == expect, response.text
     return response
 
@@ -33,7 +33,7 @@ def send(url: str, model: str, X: np.ndarray) -> None:
 
 
 def model_card(url: str, model: str) -> dict[str, Any]:
-    return dict(httpx.get(f"{url}/models/{model}").json())
+    return dict(httpx.get(f"{url}/models/{model}", timeout=TIMEOUT).json())
 
 
 def drift_window_grew(url: str, before: Samples, rows: dict[str, int]) -> Samples:
@@ -103,7 +103,7 @@ def test_out_of_range_and_missing_values_move_data_quality_counters(monitored_se
         row[cancer["features"]["names"].index(cancer_feature)] = None
     post(monitored_server, "breast_cancer", cancer_rows, expect=400)
     nan_body = '{"model": "breast_cancer", "instances": [[NaN' + ", 1.0" * 29 + "]]}"
-    httpx.post(f"{monitored_server}/predict", content=nan_body)
+    httpx.post(f"{monitored_server}/predict", content=nan_body, timeout=TIMEOUT)
 
     rejected = increased(before, "classifier_rows_total", 6, model="breast_cancer", outcome="rejected")
     accepted = increased(before, "classifier_rows_total", 17, model="digit_attributes", outcome="accepted")

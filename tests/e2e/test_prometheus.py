@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -15,7 +14,18 @@ import pytest
 import yaml
 
 from models.catalog import CATALOG, held_out, held_out_rows
-from tests.e2e.conftest import PROJECT, answers_200, free_port, increased, scrape, scrape_when, value, wait_until
+from tests.e2e.conftest import (
+    PROJECT,
+    TIMEOUT,
+    answers_200,
+    free_port,
+    increased,
+    scrape,
+    scrape_when,
+    stop,
+    value,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -39,11 +49,12 @@ def prometheus(monitored_server: str, tmp_path_factory: pytest.TempPathFactory) 
     # every series exists before the first scrape, so that rate() over the test's window sees its traffic whole
     for model in CATALOG:
         rows = held_out_rows(model)[:1].tolist()
-        response = httpx.post(f"{monitored_server}/predict", json={"model": model, "instances": rows})
+        response = httpx.post(f"{monitored_server}/predict", json={"model": model, "instances": rows}, timeout=TIMEOUT)
         assert response.status_code == 200
         if model == TAKE_RATE_MODEL:
             item = {"prediction_id": response.json()["predictions"][0]["id"], "outcome": "clicked"}
-            assert httpx.post(f"{monitored_server}/feedback", json={"feedback": [item]}, timeout=120).status_code == 200
+            answered = httpx.post(f"{monitored_server}/feedback", json={"feedback": [item]}, timeout=TIMEOUT)
+            assert answered.status_code == 200
     port = free_port()
     log = (home / "prometheus.log").open("wb")
     process = subprocess.Popen(
@@ -57,14 +68,13 @@ def prometheus(monitored_server: str, tmp_path_factory: pytest.TempPathFactory) 
         wait_until(lambda: query(url, 'up{job="classifier-service"}') == [1.0], "the first scrape of the service")
         yield url
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
+        stop(process, signal.SIGTERM, home / "prometheus.log")
         log.close()
 
 
 def query(url: str, promql: str) -> list[float]:
     """The values of an instant query's result vector."""
-    body: dict[str, Any] = httpx.get(f"{url}/api/v1/query", params={"query": promql}, timeout=10).json()
+    body: dict[str, Any] = httpx.get(f"{url}/api/v1/query", params={"query": promql}, timeout=TIMEOUT).json()
     assert body["status"] == "success", body
     return [float(sample["value"][1]) for sample in body["data"]["result"]]
 
@@ -76,7 +86,8 @@ def test_scraped_values_and_recording_rules_match_the_service(monitored_server: 
     X = np.clip(held_out_rows(model) + np.random.default_rng(1).normal(0, 4, (450, 64)), 0, 16)
     for start in range(0, len(X), 150):
         rows = X[start : start + 150].tolist()
-        assert httpx.post(f"{monitored_server}/predict", json={"model": model, "instances": rows}).status_code == 200
+        response = httpx.post(f"{monitored_server}/predict", json={"model": model, "instances": rows}, timeout=TIMEOUT)
+        assert response.status_code == 200
     decided = increased(before, "classifier_estimated_rows_total", len(X), model=model)
     answered = increased(before, "classifier_requests_total", 3, model=model, endpoint="/predict", code="ok")
     after = scrape_when(monitored_server, lambda s: decided(s) and answered(s), "both workers' requests and decisions")
@@ -125,7 +136,7 @@ def test_take_rate_and_realized_accuracy_through_the_recording_rules(monitored_s
         answers += response.json()["predictions"]
     items = [{"prediction_id": a["id"], "label": str(t)} for a, t in zip(answers, y[:120], strict=True)]
     items += [{"prediction_id": a["id"], "outcome": "clicked"} for a in answers[::3]]
-    response = httpx.post(f"{monitored_server}/feedback", json={"feedback": items}, timeout=120)
+    response = httpx.post(f"{monitored_server}/feedback", json={"feedback": items}, timeout=TIMEOUT)
     assert response.status_code == 200 and response.json()["accepted"] == len(items)
     # every prediction was written before its feedback was taken; a writer counts its rows just after the commit
     written_all = increased(before, "classifier_prediction_log_rows_total", 120, model=model, result="written")
@@ -141,7 +152,7 @@ def test_take_rate_and_realized_accuracy_through_the_recording_rules(monitored_s
     take_rate = f'classifier:take_rate:rate1h{{model="{model}",outcome="clicked"}}'
     wait_until(lambda: _close(query(prometheus, take_rate), expected), f"{take_rate} == {expected}")
 
-    version = httpx.get(f"{monitored_server}/models/{model}").json()["version"]
+    version = httpx.get(f"{monitored_server}/models/{model}", timeout=TIMEOUT).json()["version"]
     accuracy = value(scrape(monitored_server), "classifier_realized_accuracy", model=model, version=version)
     right = sum(a["label"] == str(t) for a, t in zip(answers, y[:120], strict=True))
     assert accuracy == pytest.approx(right / 120)  # the labelled predictions: these 120

@@ -17,6 +17,7 @@ from models.catalog import held_out_rows
 from tests.e2e.conftest import (
     LOAD_CONNECTIONS,
     PROJECT,
+    TIMEOUT,
     predict_load,
     serves_everywhere,
     serving,
@@ -61,7 +62,7 @@ def test_a_promotion_under_load_fails_no_request_and_reaches_every_worker(
         with predict_load(url, MODEL, rows) as answers:
             wait_until(lambda: len(answers) >= 100, "100 answers before the promotion", 600)
             assert {v for _, v in answers} == {new}
-            promoted = httpx.post(f"{url}/admin/models/{MODEL}/promote", json={"version": old}, timeout=120)
+            promoted = httpx.post(f"{url}/admin/models/{MODEL}/promote", json={"version": old}, timeout=TIMEOUT)
             assert promoted.status_code == 200, promoted.text
             assert promoted.json()["previous"] == new
             at_promotion = len(answers)
@@ -77,5 +78,5 @@ def test_a_promotion_under_load_fails_no_request_and_reaches_every_worker(
         assert {v for _, v in answers[swapped:]} == {old}
         # once, in CI, one of these cards still named the replaced version after the check above had passed:
         # the cards are waited for (generously) until 20 in a row, from either worker, name the promoted one
-        cards = lambda: {httpx.get(f"{url}/models/{MODEL}", timeout=60).json()["version"] for _ in range(20)}  # noqa: E731
+        cards = lambda: {httpx.get(f"{url}/models/{MODEL}", timeout=TIMEOUT).json()["version"] for _ in range(20)}  # noqa: E731
         wait_until(lambda: cards() == {old}, "every worker's model card to name the promoted version", 600)

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from service.settings import DEFAULT_CATALOG
-from tests.e2e.conftest import increased, scrape, scrape_when, value
+from tests.e2e.conftest import TIMEOUT, increased, scrape, scrape_when, value
 from tests.helpers import catalog_rows, digits_rows
 
 pytestmark = pytest.mark.e2e
@@ -20,12 +20,12 @@ FIELDS = {
 
 
 def test_every_catalog_model_answers(server: str) -> None:
-    models = httpx.get(f"{server}/models").json()["models"]
+    models = httpx.get(f"{server}/models", timeout=TIMEOUT).json()["models"]
     assert sorted(m["name"] for m in models) == sorted(DEFAULT_CATALOG)
     for model in models:
         rows = catalog_rows(model["name"], 5).tolist()
         response = httpx.post(
-            f"{server}/predict", json={"model": model["name"], "instances": rows, "request_id": "e2e"}
+            f"{server}/predict", json={"model": model["name"], "instances": rows, "request_id": "e2e"}, timeout=TIMEOUT
         )
         assert response.status_code == 200, response.text
         body = response.json()
@@ -36,7 +36,7 @@ def test_every_catalog_model_answers(server: str) -> None:
 
 def test_digits_classifies_through_the_server(server: str) -> None:
     X, y = digits_rows(500)
-    body = httpx.post(f"{server}/predict", json={"model": "digits", "instances": X.tolist()}, timeout=30).json()
+    body = httpx.post(f"{server}/predict", json={"model": "digits", "instances": X.tolist()}, timeout=TIMEOUT).json()
     correct = sum(p["label"] == str(t) for p, t in zip(body["predictions"], y.tolist(), strict=True))
     assert correct / len(y) >= 0.95
 
@@ -53,14 +53,14 @@ def test_digits_classifies_through_the_server(server: str) -> None:
 def test_errors_are_one_json_object(
     server: str, method: str, path: str, body: bytes | None, status: int, code: str
 ) -> None:
-    response = httpx.request(method, f"{server}{path}", content=body)
+    response = httpx.request(method, f"{server}{path}", content=body, timeout=TIMEOUT)
     assert response.status_code == status
     assert response.json()["error"]["code"] == code
 
 
 def test_metrics_are_the_services_own(server: str) -> None:
     before = scrape(server)
-    httpx.post(f"{server}/predict", json={"model": "digits", "instances": digits_rows(1)[0].tolist()})
+    httpx.post(f"{server}/predict", json={"model": "digits", "instances": digits_rows(1)[0].tolist()}, timeout=TIMEOUT)
     ok = {"model": "digits", "endpoint": "/predict", "code": "ok"}
     after = scrape_when(server, increased(before, "classifier_requests_total", 1, **ok), "the request's count")
     assert value(after, "classifier_requests_total", **ok) == value(before, "classifier_requests_total", **ok) + 1

@@ -111,3 +111,27 @@ def test_a_new_writer_starts_empty(tmp_path: Path, owner: str | None) -> None:
     window = SlidingCounts(tmp_path, KEY, 2, SLOT, SLOTS, owner=owner)
     assert window.total(now=0.0).tolist() == [0.0, 0.0]
     assert window.total(now=1e9).tolist() == [0.0, 0.0]
+
+
+def test_a_replacement_takes_over_a_dead_writers_rows_in_the_window(tmp_path: Path) -> None:
+    """The rows of a writer that is gone keep counting once another writer absorbs its file, which goes away."""
+    dead, replacement = writer(tmp_path, "101"), writer(tmp_path, "102")
+    dead.add(np.array([1.0, 1.0, 1.0]), now=100.0)  # slot 10: out of the window at t = 160
+    dead.add(np.array([2.0, 0.0, 0.0]), now=130.0)  # slot 13
+    replacement.add(np.array([0.0, 0.0, 5.0]), now=131.0)  # slot 13 too: the absorbed rows add to it
+    before = replacement.total(now=160.0)
+    assert replacement.absorb("101", now=160.0)
+    assert not (tmp_path / "clf_window_unit-model-v1@101.bin").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["clf_window_unit-model-v1@102.bin"]
+    assert replacement.total(now=160.0).tolist() == before.tolist() == [2.0, 0.0, 5.0]
+    assert replacement.total(now=189.9).tolist() == [2.0, 0.0, 5.0]  # slot 13 still in the window
+    assert not replacement.absorb("101", now=160.0)  # taken once: a second replacement finds nothing
+
+
+def test_absorbed_rows_from_before_a_slot_was_reused_do_not_count(tmp_path: Path) -> None:
+    """The replacement's ring row of slot 13 held slot 7 (out of the window): it is emptied before the rows add."""
+    dead, replacement = writer(tmp_path, "101"), writer(tmp_path, "102")
+    replacement.add(np.array([9.0, 9.0, 9.0]), now=70.0)  # slot 7, same ring row as slot 13
+    dead.add(np.array([1.0, 2.0, 3.0]), now=130.0)  # slot 13
+    replacement.absorb("101", now=135.0)
+    assert replacement.total(now=135.0).tolist() == [1.0, 2.0, 3.0]

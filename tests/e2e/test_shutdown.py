@@ -1,0 +1,90 @@
+"""SIGTERM to `bentoml serve` under load: the requests under way are answered, and every answered prediction is in the
+log afterwards.
+
+What BentoML does: the circus arbiter passes SIGTERM on to each worker, whose uvicorn stops accepting, finishes the
+requests it has begun and closes its idle kept-alive connections; then the service's shutdown hook writes the
+prediction log's queue (here only the stop writes it: a 30-s flush interval). Requests sent once the workers stop
+accepting fail to connect, or find their kept-alive connection closed.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from models.catalog import held_out_rows
+from service.feedback.database import create_database_engine
+from service.feedback.ids import parse_id
+from service.feedback.store import LogStore
+from tests.e2e.conftest import SERVER_LOGS, SERVERS, STOP_TIMEOUT_S, TIMEOUT, serving, stop, wait_until
+
+pytestmark = pytest.mark.e2e
+
+MODEL = "breast_cancer"
+CLIENTS = 8
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One request: when it was sent and answered, its status (or the transport error's name), its prediction ids."""
+
+    sent: float
+    answered: float
+    status: int | str
+    ids: tuple[str, ...] = ()
+
+
+def test_sigterm_under_load_answers_what_was_under_way_and_loses_no_answered_prediction(
+    e2e_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    home: Path = tmp_path_factory.mktemp("serve-sigterm")
+    rows = held_out_rows(MODEL)[:20].tolist()
+    outcomes: list[Outcome] = []
+    done = threading.Event()
+
+    def client() -> None:
+        with httpx.Client(timeout=TIMEOUT) as http:
+            while not done.is_set():
+                sent = time.time()
+                try:
+                    response = http.post(f"{url}/predict", json={"model": MODEL, "instances": rows})
+                except httpx.TransportError as exc:
+                    outcomes.append(Outcome(sent, time.time(), type(exc).__name__))
+                    continue
+                ids = tuple(p["id"] for p in response.json()["predictions"]) if response.status_code == 200 else ()
+                outcomes.append(Outcome(sent, time.time(), response.status_code, ids))
+
+    settings = {"workers": "2", "models": MODEL, "log_flush_seconds": "30"}  # only the stop writes the queue
+    with serving(e2e_env, home, **settings) as url:
+        clients = [threading.Thread(target=client) for _ in range(CLIENTS)]
+        for thread in clients:
+            thread.start()
+        try:
+            wait_until(lambda: sum(o.status == 200 for o in outcomes) >= 200, "200 answers before the signal")
+            signalled = time.time()
+            stop(SERVERS[url], signal.SIGTERM, SERVER_LOGS[url])  # returns once the arbiter has exited
+        finally:
+            done.set()
+            for thread in clients:
+                thread.join(STOP_TIMEOUT_S)
+
+    before = [o for o in outcomes if o.sent < signalled]
+    under_way = [o for o in before if o.answered >= signalled]
+    assert under_way and {o.status for o in before} == {200}, [o for o in before if o.status != 200]
+    answered = [o for o in outcomes if o.status == 200]
+    store = LogStore(create_database_engine(f"sqlite:///{home / 'data' / 'predictions.db'}"))
+    try:
+        wanted = [(ref.key, ref.row) for o in answered for ref in map(parse_id, o.ids) if ref is not None]
+        assert len(wanted) == len(answered) * len(rows)
+        assert len(store.find_predictions(wanted)) == len(wanted)  # every answered prediction was written
+    finally:
+        store.engine.dispose()
+    after = [o for o in outcomes if o.sent >= signalled]
+    refused = {str(o.status) for o in after if o.status != 200}
+    assert refused <= {"ConnectError", "ReadError", "RemoteProtocolError"}, refused  # no answer but refusals
