@@ -41,7 +41,6 @@ WORKERS = 2
 SAMPLE_S = 10.0
 SCRAPE_S = 5.0
 WARMUP_MINUTES = 5.0
-GROWTH_WINDOW_S = 60.0
 
 
 def arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -169,13 +168,28 @@ def main(argv: list[str] | None = None) -> int:
     outcome = Outcome(
         found, measured.alerts, len(ledger.refused), measured.graceful, measured.stop_detail, measured.unmeasured
     )
-    warmup_s = args.warmup_minutes * 60
     run = SoakRun(
-        facts, command, measured.elapsed_s, args.rate, args.threads, WORKERS, tuple(CATALOG), warmup_s,
-        max(SAMPLE_S, min(GROWTH_WINDOW_S, (measured.elapsed_s - warmup_s) / 2)), args.slice_minutes * 60, SAMPLE_S,
-        SCRAPE_S, prometheus_version(), measured.scrapes, measured.lowest_up, ledger.calls, measured.samples, outcome,
-        ledger.skipped, ledger.unexpected, machine.load_average(),
-    )  # fmt: skip
+        machine=facts,
+        command=command,
+        duration_s=measured.elapsed_s,
+        rate=args.rate,
+        threads=args.threads,
+        workers=WORKERS,
+        models=tuple(CATALOG),
+        warmup_s=args.warmup_minutes * 60,
+        slice_s=args.slice_minutes * 60,
+        sample_s=SAMPLE_S,
+        scrape_s=SCRAPE_S,
+        prometheus=prometheus_version(),
+        scrapes=measured.scrapes,
+        lowest_up=measured.lowest_up,
+        calls=ledger.calls,
+        samples=measured.samples,
+        outcome=outcome,
+        skipped=ledger.skipped,
+        unexpected=ledger.unexpected,
+        load_after=machine.load_average(),
+    )
     text = render(run)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)

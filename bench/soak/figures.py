@@ -7,10 +7,11 @@ what the log's database and Prometheus held), figures go out, so all of it is un
 from __future__ import annotations
 
 import math
-import statistics
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from ..feedback import percentile
 
@@ -77,12 +78,13 @@ class Slice:
 
 @dataclass(frozen=True)
 class Growth:
-    """A process's RSS after warm-up: the median of the samples in the first window after it (`baseline`) and in
-    the last window of the run (`end`); medians, so that one sample taken mid-request does not decide."""
+    """A process's RSS trend after warm-up: the least-squares line through its samples, read at the end of warm-up
+    (`baseline`) and at the last sample (`end`). A line, not two samples: a worker's RSS moves by tens of MB within
+    a minute as its allocator takes and gives back memory, while a leak is a slope."""
 
     pid: int
     role: str
-    baseline: float | None  # bytes; None: no sample in that window
+    baseline: float | None  # bytes; None: fewer than two samples after warm-up, or not sampled at the end
     end: float | None
 
     @property
@@ -209,23 +211,18 @@ def processes(samples: Sequence[Sample]) -> list[tuple[int, str]]:
     return sorted(seen.items(), key=lambda item: order.get(item[1], 2))
 
 
-def _median(values: list[int]) -> float | None:
-    return float(statistics.median(values)) if values else None
-
-
-def rss_growth(samples: Sequence[Sample], warmup_s: float, window_s: float) -> list[Growth]:
-    """Per process, the RSS growth from the window just after warm-up, [warmup_s, warmup_s + window_s], to the
-    last window of the run, [last - window_s, last]. A process missing from a window has no figure there."""
-    if not samples:
-        return []
-    last = samples[-1].at
-    first_window = [s for s in samples if warmup_s <= s.at <= warmup_s + window_s]
-    last_window = [s for s in samples if s.at >= last - window_s]
+def rss_growth(samples: Sequence[Sample], warmup_s: float) -> list[Growth]:
+    """Per process, the growth of its RSS trend from the end of warm-up to the last sample (see `Growth`). A process
+    absent from the first sample after warm-up or from the last one (restarted, died) has no figure."""
+    after = [s for s in samples if s.at >= warmup_s]
     found = []
     for pid, role in processes(samples):
-        baseline = [p.rss for s in first_window if (p := s.of(pid)) is not None]
-        end = [p.rss for s in last_window if (p := s.of(pid)) is not None]
-        found.append(Growth(pid, role, _median(baseline), _median(end)))
+        points = [(s.at, p.rss) for s in after if (p := s.of(pid)) is not None]
+        if len(points) < 2 or after[0].of(pid) is None or after[-1].of(pid) is None:
+            found.append(Growth(pid, role, None, None))
+            continue
+        slope, intercept = np.polyfit([at for at, _ in points], [rss for _, rss in points], 1)
+        found.append(Growth(pid, role, float(intercept + slope * warmup_s), float(intercept + slope * after[-1].at)))
     return found
 
 
@@ -247,7 +244,7 @@ def criteria(
     worker_growth = [g for g in growth if g.role == WORKER]
     for number, g in enumerate(worker_growth, start=1):
         measured = (
-            "not measured (no sample in a window)"
+            "not measured (too few samples after warm-up, or gone at the end)"
             if g.ratio is None
             else f"{g.ratio:+.1%} ({_mb(g.baseline)} → {_mb(g.end)})"
         )

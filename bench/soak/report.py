@@ -43,7 +43,6 @@ class SoakRun:
     workers: int
     models: tuple[str, ...]
     warmup_s: float
-    window_s: float  # of the medians that RSS growth compares
     slice_s: float
     sample_s: float
     scrape_s: float
@@ -58,7 +57,7 @@ class SoakRun:
     load_after: str = NA
 
     def growth(self) -> list[Growth]:
-        return rss_growth(self.samples, self.warmup_s, self.window_s)
+        return rss_growth(self.samples, self.warmup_s)
 
     def criteria(self) -> list[Criterion]:
         return criteria(self.calls, self.samples, self.growth(), self.outcome, self.workers)
@@ -164,8 +163,9 @@ def _method(run: SoakRun) -> list[str]:
         "fault injected.",
         f"- **Samples** every {run.sample_s:g} s: RSS and open file descriptors of the arbiter and each worker "
         "(psutil), files in the server's Prometheus multiprocess folder, the log's database with its WAL. "
-        f"Warm-up: the first {minutes(run.warmup_s)} min; RSS growth compares the median of the samples in "
-        f"the {run.window_s:g} s after warm-up with the median of the last {run.window_s:g} s "
+        f"Warm-up: the first {minutes(run.warmup_s)} min. RSS growth is that of the least-squares line through "
+        "a process's samples after warm-up, from the end of warm-up to the last sample: a worker's RSS moves by "
+        f"tens of MB within a minute as its allocator takes and gives back memory, a leak is a slope "
         f"(bound: < {MAX_RSS_GROWTH:.0%}).",
         "- **End**: the server is stopped with SIGTERM (in-flight requests finish, each worker writes its queued "
         "predictions), then its database is read with the service's own store code: every prediction id answered "
@@ -229,10 +229,10 @@ def _resources(run: SoakRun) -> list[str]:
     lines = [
         "## Memory, file descriptors, files",
         "",
-        f"RSS after warm-up (median of the {run.window_s:g} s after minute {minutes(run.warmup_s)}) and at the end "
-        f"(median of the last {run.window_s:g} s); the bound holds for the workers.",
+        f"RSS trend (least-squares line through the samples after warm-up) at minute {minutes(run.warmup_s)} and at "
+        "the end; the bound holds for the workers.",
         "",
-        table(["process", "pid", "after warm-up MB", "end MB", "growth", "result"], rows, right=2),
+        table(["process", "pid", "end of warm-up MB", "end MB", "growth", "result"], rows, right=2),
         "",
     ]
     after = [s for s in run.samples if s.at >= run.warmup_s] or run.samples
