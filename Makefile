@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps serve catalog test lint fmt type build clean bench scorecard fuzz
+.PHONY: help install system-deps serve catalog test lint fmt type build clean bench scorecard fuzz soak
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -51,6 +51,9 @@ bench: $(STAMP) ## benchmark service vs FastAPI vs raw model, write docs/benchma
 
 scorecard: system-deps $(STAMP) ## clean traffic and injected faults against the shipped alerts (promtool), write docs/monitoring-quality.md
 	$(PY) -m bench.scorecard $(SCORECARD_ARGS)
+
+soak: system-deps $(STAMP) ## 30 min of clean mixed traffic, 2 workers, a real Prometheus: docs/soak.md (SOAK_ARGS=--minutes 3)
+	$(PY) -m bench.soak $(SOAK_ARGS)
 
 clean: ## remove the venv and the project-local BentoML store
 	rm -rf $(VENV) .bentoml

@@ -13,12 +13,10 @@ import json
 import logging
 import os
 import shlex
-import signal
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from types import FrameType
 
 from . import feedback, floor, home, machine, payloads, report, runner, wrk
 from .config import (
@@ -33,7 +31,7 @@ from .config import (
     VARIANTS,
     WARMUP_S,
 )
-from .servers import PROJECT, Server
+from .servers import PROJECT, Server, interrupt_on_signals
 
 logger = logging.getLogger("bench")
 
@@ -78,17 +76,6 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--home", type=Path, default=PROJECT / ".bench", help="bench BentoML home (default .bench/)")
     parser.add_argument("--output", type=Path, default=PROJECT / "docs" / "benchmarks.md", help="the report file")
     return parser.parse_args(argv)
-
-
-def interrupt_on_signals() -> None:
-    """SIGINT and SIGTERM unwind as KeyboardInterrupt, so every server is stopped by its `finally` (SIGINT too when
-    the harness was started in the background, where the shell makes it ignore SIGINT)."""
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
 
 
 def main(argv: list[str] | None = None) -> int:

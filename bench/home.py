@@ -28,11 +28,11 @@ def snapshot(store: Path) -> Path:
     return source
 
 
-def prepare(store: Path, source: Path) -> None:
-    """`python -m models ensure`, then `python -m bench.models`, both with BENTOML_HOME=`store`."""
+def prepare(store: Path, source: Path, modules: tuple[str, ...] = ("models", "bench.models")) -> None:
+    """`python -m models ensure`, then `python -m bench.models` (the modules asked), with BENTOML_HOME=`store`."""
     store.mkdir(parents=True, exist_ok=True)
     env = base_env(store)
-    for module in ("models", "bench.models"):
+    for module in modules:
         logger.info("registering missing models into %s (python -m %s)", store, module)
         argv = [sys.executable, "-m", module] + (["ensure"] if module == "models" else [])
         subprocess.run(argv, cwd=source, env=env, check=True)

@@ -20,6 +20,7 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
 import psutil
 
@@ -76,6 +77,17 @@ def rss_mb(processes: list[psutil.Process]) -> float:
         with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
             total += process.memory_info().rss
     return total / 2**20
+
+
+def interrupt_on_signals() -> None:
+    """SIGINT and SIGTERM unwind as KeyboardInterrupt, so every server is stopped by its `finally` (SIGINT too when
+    the harness was started in the background, where the shell makes it ignore SIGINT)."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
 
 
 def free_port() -> int:
