@@ -1,13 +1,26 @@
-"""Shared test helpers: catalog data, a categorical user model."""
+"""Shared test helpers: catalog data, a categorical user model, the in-process service's `/metrics`."""
 
 from __future__ import annotations
 
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 from sklearn.compose import ColumnTransformer
 from sklearn.datasets import load_breast_cancer, load_digits
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
+from starlette.testclient import TestClient
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]  # (sample name, labels) -> value
+
+
+def scrape(api: TestClient) -> Samples:
+    """Every sample of the service's `/metrics`."""
+    return {
+        (sample.name, frozenset(sample.labels.items())): float(sample.value)
+        for family in text_string_to_metric_families(api.get("/metrics").text)
+        for sample in family.samples
+    }
 
 
 def digits_rows(n: int | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -10,12 +10,12 @@ import bentoml
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
-from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from models.catalog import CATALOG, held_out
 from service.monitoring.metrics import Metrics
 from service.monitoring.monitor import ModelMonitor, MonitoringConfig
+from tests.helpers import Samples, scrape
 
 # per model, option sets that change the answers (and one that changes nothing): none may move a model signal
 OPTION_SETS: dict[str, list[dict[str, Any]]] = {
@@ -26,16 +26,6 @@ OPTION_SETS: dict[str, list[dict[str, Any]]] = {
     "digit_groups": [{}, {"min_confidence": 0.999}, {"top_k": 3}, {"min_confidence": 0.5, "top_k": 2}],
 }
 ESTIMATE_TOLERANCE = 0.02
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def scrape(api: TestClient) -> Samples:
-    return {
-        (sample.name, frozenset(sample.labels.items())): float(sample.value)
-        for family in text_string_to_metric_families(api.get("/metrics").text)
-        for sample in family.samples
-    }
 
 
 def model_series(before: Samples, after: Samples, name: str, model: str) -> dict[frozenset[tuple[str, str]], float]:

@@ -11,7 +11,6 @@ from typing import Any
 import bentoml
 import numpy as np
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -22,6 +21,7 @@ from models.__main__ import BAD_DATA_EXIT, main
 from service.rollout.promotion import Promotions
 from service.serving import ModelRegistry
 from service.store import register_model
+from tests.helpers import Samples, scrape
 
 ROWS = load_breast_cancer().data[:40]
 
@@ -96,18 +96,9 @@ def test_another_worker_follows_the_promotion_and_a_new_one_starts_on_it(
     assert ModelRegistry.load(service.settings, service.metrics, service.log).served[name].model.version == v2
 
 
-def series(api: TestClient, model: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    """The samples of `/metrics` of `model`."""
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(api.get("/metrics").text)
-        for sample in family.samples
-        if sample.labels.get("model") == model
-    }
-
-
-def versions_of(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str) -> set[str]:
-    return {dict(labels)["version"] for sample, labels in samples if sample == name}
+def versions_of(samples: Samples, name: str, model: str) -> set[str]:
+    """The versions of `model` that `name` has series for."""
+    return {labels["version"] for sample, key in samples if sample == name and (labels := dict(key))["model"] == model}
 
 
 def test_the_metrics_of_a_request_carry_the_version_that_answered_it(
@@ -117,12 +108,12 @@ def test_the_metrics_of_a_request_carry_the_version_that_answered_it(
     drift gauges of v2 are series of their own, and the model info says which version is served."""
     name, v1, v2 = served
     scores(api, name)
-    before = series(api, name)
+    before = scrape(api)
     for family in ("classifier_requests_total", "classifier_predictions_total", "classifier_validation_accuracy"):
-        assert versions_of(before, family) == {v1}, family
+        assert versions_of(before, family, name) == {v1}, family
     assert promote(api, name, v2).status_code == 200
     scores(api, name)
-    after = series(api, name)
+    after = scrape(api)
     ok = {("model", name), ("endpoint", "/predict"), ("code", "ok")}
     for version in (v1, v2):
         assert after[("classifier_requests_total", frozenset(ok | {("version", version)}))] == 1.0
@@ -136,10 +127,13 @@ def test_the_metrics_of_a_request_carry_the_version_that_answered_it(
         "classifier_validation_accuracy",
         "classifier_model_trained_timestamp_seconds",
     ):
-        assert versions_of(after, family) == {v1, v2}, family
-    assert versions_of(after, "classifier_drift_window_rows") == {v2}  # computed at scrape time: the served version
+        assert versions_of(after, family, name) == {v1, v2}, family
+    # computed at scrape time: the served version only
+    assert versions_of(after, "classifier_drift_window_rows", name) == {v2}
+    assert versions_of(after, "classifier_model_info", name) == {v1, v2}
     info = {
-        dict(labels)["version"]: value for (sample, labels), value in after.items() if sample == "classifier_model_info"
+        v: after[("classifier_model_info", frozenset({("model", name), ("version", v), ("task", "binary")}))]
+        for v in (v1, v2)
     }
     assert info == {v1: 0.0, v2: 1.0}
 
