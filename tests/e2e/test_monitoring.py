@@ -37,10 +37,19 @@ def model_card(url: str, model: str) -> dict[str, Any]:
 
 
 def drift_window_grew(url: str, before: Samples, rows: dict[str, int]) -> Samples:
-    """The first scrape whose drift windows hold `rows` more rows per model than `before`: another worker observes
-    its model calls up to 0.1 s after answering them."""
-    grew = [increased(before, "classifier_drift_window_rows", n, model=model) for model, n in rows.items()]
-    return scrape_when(url, lambda samples: all(check(samples) for check in grew), "every worker's drift rows")
+    """The first scrape whose drift windows and row counters hold `rows` more rows per model than `before`: another
+    worker observes its model calls up to 0.1 s after answering them, and writes its counters up to
+    `CLF_METRICS_FLUSH_SECONDS` later. Waiting for both keeps one test's late counts out of the next test's deltas."""
+    grew = [
+        check
+        for model, n in rows.items()
+        for check in (
+            increased(before, "classifier_drift_window_rows", n, model=model),
+            increased(before, "classifier_rows_total", n, model=model, outcome="accepted"),
+            increased(before, "classifier_prediction_confidence_count", n, model=model),
+        )
+    ]
+    return scrape_when(url, lambda samples: all(check(samples) for check in grew), "every worker's rows")
 
 
 def test_held_out_replay_stays_under_every_drift_threshold(monitored_server: str) -> None:
@@ -129,11 +138,9 @@ def test_noisy_inputs_lower_live_confidence_below_the_baseline(monitored_server:
     rng = np.random.default_rng(0)
     X = held_out_rows(model)
     send(monitored_server, model, np.clip(X + rng.normal(0, 6, X.shape), 0, 16))
-    after = scrape_when(
-        monitored_server,
-        increased(before, "classifier_estimated_rows_total", len(X), model=model),
-        "both workers' decisions",
-    )
+    estimated = increased(before, "classifier_estimated_rows_total", len(X), model=model)
+    observed = increased(before, "classifier_prediction_confidence_count", len(X), model=model)
+    after = scrape_when(monitored_server, lambda s: estimated(s) and observed(s), "both workers' decisions")
     total = value(after, "classifier_prediction_confidence_sum", model=model) - value(
         before, "classifier_prediction_confidence_sum", model=model
     )
