@@ -117,6 +117,10 @@ def service_monitor(config: dict[str, Any]) -> dict[str, Any]:
         "port": HTTP_PORT_NAME,
         "path": job.get("metrics_path", "/metrics"),
         "scheme": "http",
+        # prometheus-operator sets the target label `endpoint` to the port's name; the service's own series carry an
+        # `endpoint` label (the route) that the rules select on. Honoured, the series' label wins; otherwise
+        # Prometheus would rename it `exported_endpoint` and every rule on `endpoint` would match nothing.
+        "honorLabels": True,
     }
     if interval is not None:
         endpoint["interval"] = interval

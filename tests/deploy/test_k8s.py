@@ -129,6 +129,15 @@ def test_dashboard_config_map_holds_the_dashboard_for_the_sidecar() -> None:
     assert variables[1:] == source["templating"]["list"]
 
 
+def test_service_monitor_keeps_the_series_own_endpoint_label() -> None:
+    # The operator's target label `endpoint` (the port name) would otherwise rename the routes' label, which the
+    # rules select on.
+    monitor = yaml.safe_load((ROOT / "deploy" / "k8s" / "base" / "servicemonitor.yaml").read_text())
+    assert [endpoint["honorLabels"] for endpoint in monitor["spec"]["endpoints"]] == [True]
+    rules = (ROOT / "deploy" / "prometheus" / "rules" / "recording.yml").read_text()
+    assert 'endpoint="/predict"' in rules or "by (model, endpoint" in rules
+
+
 def copy_sources(root: Path) -> None:
     for relative in (generate_k8s.RULES_DIR, generate_k8s.PROMETHEUS_CONFIG.parent, generate_k8s.DASHBOARD.parent):
         shutil.copytree(ROOT / relative, root / relative, dirs_exist_ok=True)
