@@ -8,10 +8,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps serve catalog test lint fmt type build clean bench scorecard fuzz soak
+.PHONY: help install system-deps serve catalog test lint fmt type build clean bench scorecard fuzz soak k8s
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV) && $(PY) -m pip install -q --upgrade pip && $(PY) -m pip install -q -e '.[dev]' && touch $@
@@ -41,10 +41,13 @@ fmt: $(STAMP) ## format the code
 	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
 
 type: $(STAMP) ## mypy, strict on service/
-	$(VENV)/bin/mypy service models bench
+	$(VENV)/bin/mypy service models bench scripts
 
 build: catalog ## build the bento (needs no Docker engine)
 	$(VENV)/bin/bentoml build
+
+k8s: $(STAMP) ## regenerate deploy/k8s/base's ServiceMonitor, PrometheusRule and dashboard ConfigMap from deploy/
+	$(PY) -m scripts.generate_k8s
 
 bench: $(STAMP) ## benchmark service vs FastAPI vs raw model, write docs/benchmarks.md (BENCH_ARGS=--quick: 3 s points)
 	bench/install-wrk.sh && $(PY) -m pip install -q -e '.[bench]' && $(PY) -m bench $(BENCH_ARGS)

@@ -1,0 +1,1 @@
+"""Repository scripts that are Python modules (`python -m scripts.<name>`)."""
