@@ -29,6 +29,11 @@ def requirement_pins(text: str) -> dict[str, str]:
     return pins
 
 
+def lock_all_pins(lock: Path = PROJECT / "uv.lock") -> dict[str, str]:
+    """name -> version of every package in the lock, the dev and bench extras' included."""
+    return {p["name"]: p["version"] for p in tomllib.loads(lock.read_text())["package"]}
+
+
 def lock_runtime_pins(lock: Path = PROJECT / "uv.lock") -> dict[str, str]:
     """name -> version of every package the project needs to run, extras left out: its dependencies, theirs
     (with the extras they ask of each other), on any platform, as the lock pins them."""

@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 from packaging.requirements import Requirement
 
-from tests.lock import PROJECT, lock_runtime_pins, normalized, requirement_pins, uv_command
+from tests.lock import PROJECT, lock_all_pins, lock_runtime_pins, normalized, requirement_pins, uv_command
 
 
 def test_lock_is_current_for_pyproject(tmp_path: Path) -> None:
@@ -36,3 +36,10 @@ def test_lock_runtime_pins_hold_the_declared_dependencies_and_no_dev_tool() -> N
     assert declared <= set(pins)
     assert {"pytest", "mypy", "ruff", "schemathesis", "fastapi"}.isdisjoint(pins)
     assert pins["bentoml"].startswith("1.4.") and pins["scikit-learn"].startswith("1.9.")
+
+
+def test_the_makefile_installs_with_the_locked_uv() -> None:
+    # the uv that creates .venv and the one inside it (that bentoml build runs) are one version
+    makefile = (PROJECT / "Makefile").read_text()
+    pinned = next(line.split(":=")[1].strip() for line in makefile.splitlines() if line.startswith("UV_VERSION"))
+    assert pinned == lock_all_pins()["uv"]
