@@ -6,17 +6,33 @@ export BENTOML_DO_NOT_TRACK ?= True
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# uv installs .venv from uv.lock: no resolution, parallel downloads, the exact versions the tests passed with.
+# It is pinned and kept in .uv/, so every machine installs with the same uv whatever else is on it.
+UV_VERSION := 0.13.9
+UV := .uv/bin/uv
+export UV_PYTHON_DOWNLOADS := never
+# the runtime pins of the bento (bentofile.yaml), exported from uv.lock by `make lock`
+EXPORT := $(UV) export -q --frozen --no-dev --no-emit-project --no-hashes --no-annotate --format requirements-txt
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps serve catalog test lint fmt type build clean bench scorecard fuzz soak k8s
+.PHONY: help install lock upgrade system-deps serve catalog test lint fmt type build clean bench scorecard fuzz soak k8s
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
-	python3 -m venv $(VENV) && $(PY) -m pip install -q --upgrade pip && $(PY) -m pip install -q -e '.[dev]' && touch $@
+$(UV):
+	python3 -m venv .uv && .uv/bin/pip install -q --disable-pip-version-check uv==$(UV_VERSION)
 
-install: $(STAMP) ## create .venv and install the project with its dev tools
+$(STAMP): uv.lock pyproject.toml | $(UV)
+	$(UV) sync -q --frozen --all-extras --python python3 && touch $@
+
+install: $(STAMP) ## create .venv from uv.lock: the project, its dev and bench tools, at the locked versions
+
+lock: | $(UV) ## after editing pyproject.toml: add what it asks to uv.lock (keeping the other pins), export requirements.txt
+	$(UV) lock -q && $(EXPORT) -o requirements.txt
+
+upgrade: | $(UV) ## move every dependency in uv.lock to its newest allowed version, export requirements.txt
+	$(UV) lock -q --upgrade && $(EXPORT) -o requirements.txt
 
 system-deps: ## install the Debian packages the tests need (prometheus, promtool, postgresql), when missing
 	scripts/install-system-deps.sh
@@ -50,7 +66,7 @@ k8s: $(STAMP) ## regenerate deploy/k8s/base's ServiceMonitor, PrometheusRule and
 	$(PY) -m scripts.generate_k8s
 
 bench: $(STAMP) ## benchmark service vs FastAPI vs raw model, write docs/benchmarks.md (BENCH_ARGS=--quick: 3 s points)
-	bench/install-wrk.sh && $(PY) -m pip install -q -e '.[bench]' && $(PY) -m bench $(BENCH_ARGS)
+	bench/install-wrk.sh && $(PY) -m bench $(BENCH_ARGS)
 
 scorecard: system-deps $(STAMP) ## clean traffic and injected faults against the shipped alerts (promtool), write docs/monitoring-quality.md
 	$(PY) -m bench.scorecard $(SCORECARD_ARGS)
@@ -58,5 +74,5 @@ scorecard: system-deps $(STAMP) ## clean traffic and injected faults against the
 soak: system-deps $(STAMP) ## 30 min of clean mixed traffic, 2 workers, a real Prometheus: docs/soak.md (SOAK_ARGS=--minutes 3)
 	$(PY) -m bench.soak $(SOAK_ARGS)
 
-clean: ## remove the venv and the project-local BentoML store
-	rm -rf $(VENV) .bentoml
+clean: ## remove the venv, the project's uv and the project-local BentoML store
+	rm -rf $(VENV) .uv .bentoml

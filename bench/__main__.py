@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from . import feedback, floor, home, machine, payloads, report, runner, wrk
+from . import feedback, floor, home, machine, payloads, report, runner, startup, wrk
 from .config import (
     ALL_MODELS,
     BENCH_MODELS,
@@ -70,6 +70,9 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     only.add_argument("--no-feedback", action="store_true", help="skip the POST /feedback benchmark")
     only.add_argument("--feedback-only", action="store_true",
                       help="only the POST /feedback benchmark: no raw floor, no /predict load")  # fmt: skip
+    only.add_argument("--startup-only", action="store_true",
+                      help="only the start-up table: update its section of the report, nothing else")  # fmt: skip
+    parser.add_argument("--startup-runs", type=int, default=3, help="start-ups measured (the median is kept)")
     parser.add_argument("--feedback-databases", type=choice_list(list(FEEDBACK_DATABASES)),
                         default=list(FEEDBACK_DATABASES),
                         help=f"comma-separated subset of {','.join(FEEDBACK_DATABASES)}")  # fmt: skip
@@ -90,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
 
     store.mkdir(parents=True, exist_ok=True)
     source = home.snapshot(store)
+    if args.startup_only:
+        home.prepare(store, source, modules=("models",))
+        return write_startup(args, store, source)
     facts = machine.collect(PROJECT, wrk.version())
     home.prepare(store, source)
     support = home.settings_support()
@@ -136,7 +142,16 @@ def main(argv: list[str] | None = None) -> int:
     (store / "last-run.json").write_text(json.dumps(raw, indent=1, default=str))
     sys.stdout.write(text)
     logger.info("wrote %s", args.output)
+    write_startup(args, store, source)
     return 1 if any(p.error for p in points) or any(not f.ok for f in feedback_results) else 0
+
+
+def write_startup(args: argparse.Namespace, store: Path, source: Path) -> int:
+    section = startup.table(startup.measure(store, source, args.startup_runs), machine.load_average())
+    startup.write_section(args.output, section)
+    sys.stdout.write(section)
+    logger.info("wrote the start-up section of %s", args.output)
+    return 0
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from pathlib import Path
 import orjson
 
 from service.classifiers import InvalidModelError
-from service.store import LoadedModel, load_model
+from service.store import LoadedModel, check_stored, load_model
 
 from .catalog import CATALOG
 from .dataset import LABEL_SEP, PATH_SEP, TASKS, DataError, prepare, read_table
@@ -34,14 +34,15 @@ BAD_DATA_EXIT = 2
 
 
 def servable(name: str) -> bool:
-    """Whether the store's latest version of `name` loads (present, and trained with this scikit-learn) and
+    """Whether the store's latest version of `name` would load, by its stored record (present, trained with this
+    scikit-learn, its files there: `check_stored`, no estimator read, as the workers load each model anyway) and
     carries what this release measures at registration (the calibration of its confidence)."""
     try:
-        model = load_model(f"{name}:latest")
+        metadata = check_stored(f"{name}:latest")
     except InvalidModelError as exc:
         logger.info("%s needs training: %s", name, exc)
         return False
-    if "calibration" not in model.metadata:
+    if "calibration" not in metadata:
         logger.info("%s needs training: registered before its confidence was calibrated", name)
         return False
     return True

@@ -35,7 +35,7 @@ from .feedback.loop import FeedbackLoop
 from .middleware import ErrorBodyMiddleware
 from .monitoring.metrics import CONTENT_TYPE, NO_MODEL, Children, exposition, shared_metrics
 from .monitoring.monitor import Heartbeat, window_directory
-from .monitoring.workers import Workers
+from .monitoring.workers import Workers, log_startup
 from .openapi import DOCUMENT_PATH, OpenAPIDocument, Operation, openapi_document
 from .openapi.responses import (
     FeedbackResponse,
@@ -352,6 +352,7 @@ class ClassifierService:
     """Serves the configured classifiers; `/readyz` is 503 until every one of them has loaded."""
 
     def __init__(self) -> None:
+        init_began = time.time()
         self.settings = SERVER_SETTINGS
         self.guard = Guard.configured(self.settings.api_keys_file, self.settings.admin)
         limit_native_threads(self.settings)
@@ -375,6 +376,7 @@ class ClassifierService:
         # collector's reach, full collections walk only what requests allocate.
         gc.collect()
         gc.freeze()
+        log_startup(init_began)
 
     def __is_alive__(self) -> bool:
         lost = self.workers.lost()

@@ -108,6 +108,22 @@ def load_model(tag: str, trusted_types: Sequence[str] = ()) -> LoadedModel:
     return LoadedModel(name=model.tag.name, version=str(model.tag.version), task=task, metadata=metadata)
 
 
+def check_stored(tag: str) -> Mapping[str, Any]:
+    """The metadata of a stored model that `load_model` would accept as far as its record tells, without reading an
+    estimator: registered by this service, with this scikit-learn minor release, its metadata complete, a known
+    task, and every estimator file present. Raises `InvalidModelError` like `load_model` otherwise. A file damaged
+    in place passes here and fails at the worker's load, which serves the other models and says why."""
+    model, metadata = _stored(tag)
+    try:
+        for key in SERVED_METADATA:
+            _metadata_entry(metadata, key)
+        get_task(_metadata_entry(metadata, "task"))
+        _estimator_paths(model, metadata)
+    except InvalidModelError as exc:
+        raise InvalidModelError(f"{model.tag}: {exc}") from exc
+    return metadata
+
+
 def read_estimators(tag: str, trusted_types: Sequence[str] = ()) -> dict[str, Any]:
     """The fitted estimators of a stored model by key, read with skops and the trusted-type list."""
     model, metadata = _stored(tag)
@@ -116,8 +132,15 @@ def read_estimators(tag: str, trusted_types: Sequence[str] = ()) -> dict[str, An
 
 def _read_estimators(model: bentoml.Model, metadata: Mapping[str, Any], trusted_types: Sequence[str]) -> dict[str, Any]:
     trusted = set(TRUSTED_TYPES) | set(trusted_types)
-    files = _metadata_entry(metadata, "estimators")
-    return {key: _load_estimator(Path(model.path_of(file)), trusted) for key, file in files.items()}
+    return {key: _load_estimator(path, trusted) for key, path in _estimator_paths(model, metadata).items()}
+
+
+def _estimator_paths(model: bentoml.Model, metadata: Mapping[str, Any]) -> dict[str, Path]:
+    paths = {key: Path(model.path_of(file)) for key, file in _metadata_entry(metadata, "estimators").items()}
+    for path in paths.values():
+        if not path.is_file():
+            raise InvalidModelError(f"{path.name} is missing from the model's folder")
+    return paths
 
 
 def _build_task(metadata: Mapping[str, Any], estimators: Mapping[str, Any]) -> Task:
@@ -179,8 +202,6 @@ def check_sklearn_version(trained_with: str) -> None:
 
 
 def _load_estimator(path: Path, trusted: set[str]) -> Any:
-    if not path.is_file():
-        raise InvalidModelError(f"{path.name} is missing from the model's folder")
     try:
         untrusted = skops.io.get_untrusted_types(file=path)
     except Exception as exc:  # noqa: BLE001 -- a damaged file fails in many ways (zip, JSON, missing members)

@@ -4,6 +4,7 @@ other model keeps serving. The damage is done to a registered model's files in t
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,10 @@ import yaml
 from sklearn.linear_model import LogisticRegression
 from starlette.testclient import TestClient
 
+from models.__main__ import servable
 from service import store
 from service.classifiers import InvalidModelError
-from service.store import load_model, register_model
+from service.store import check_stored, load_model, register_model
 from tests.helpers import digits_rows
 from tests.monitoring.test_metrics import unique
 from tests.test_http import assert_error, digits_body
@@ -184,3 +186,33 @@ def test_a_frame_model_whose_metadata_renames_a_feature_fails_to_load() -> None:
     edit_metadata(tag, lambda metadata: metadata["features"]["names"].__setitem__(0, "pixel_first"))
     with pytest.raises(InvalidModelError, match="other feature names"):
         load_model(tag)
+
+
+# the damages a model's record shows (model.yaml and the folder's listing), which `check_stored` finds without
+# reading an estimator; the others are found by the worker's load (above)
+RECORD_DAMAGES = ["missing file", "metadata without trained_at", "metadata without reference_profile",
+                  "metadata without task"]  # fmt: skip
+
+
+@pytest.mark.parametrize("damage", RECORD_DAMAGES)
+def test_the_record_check_finds_what_the_record_shows_as_the_load_does(damage: str) -> None:
+    tag = register_digits(unique("damaged"))
+    damaged, reason = DAMAGES[damage]
+    damaged(tag)
+    with pytest.raises(InvalidModelError, match=re.escape(reason)):
+        check_stored(tag)
+    assert not servable(tag.split(":")[0])  # `python -m models ensure` would retrain a catalog model so damaged
+
+
+def test_ensure_checks_a_model_by_its_record_without_loading_an_estimator(monkeypatch: pytest.MonkeyPatch) -> None:
+    name = unique("recorded")
+    tag = register_digits(name)
+
+    def no_load(*args: object, **kwargs: object) -> None:
+        raise AssertionError("an estimator was read")
+
+    monkeypatch.setattr(skops.io, "load", no_load)
+    monkeypatch.setattr(skops.io, "get_untrusted_types", no_load)
+    assert servable(name)
+    edit_metadata(tag, lambda metadata: metadata.update(sklearn_version="1.0.2"))
+    assert not servable(name)  # trained with another scikit-learn: retrained, as before

@@ -14,7 +14,9 @@ include the dead worker's counts. In a container nothing is removed: the files a
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -22,6 +24,19 @@ import psutil
 
 from .metrics import forget_process, gauge_process_ids
 from .window import SlidingCounts, remove_windows, window_owners
+
+logger = logging.getLogger(__name__)
+# `bentoml serve` sets the root logger to WARNING: this module's few lines (one per worker start) are shown anyway
+logger.setLevel(logging.INFO)
+
+# One line per worker start, read by `python -m bench --startup-only` (bench/startup.py): the two phases of a start
+STARTUP_LOG = "worker %d started: imports %.3f s (process start to the service's __init__), __init__ %.3f s (models)"
+
+
+def log_startup(init_began: float) -> None:
+    """Log how long this worker took to import the service and to run its `__init__` (loading the models, opening
+    the prediction log), from the process's start time and the time `__init__` began (`time.time()`)."""
+    logger.info(STARTUP_LOG, os.getpid(), init_began - psutil.Process().create_time(), time.time() - init_began)
 
 
 def process_alive(pid: int) -> bool:
