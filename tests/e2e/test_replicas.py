@@ -108,7 +108,8 @@ def test_rules_compute_drift_and_estimate_over_both_replicas_as_one_instance_wou
                 f"{url} to count its {rows} rows",
             )
             total = e2e.value(after, "classifier_rows_total", model=MODEL, outcome="accepted")
-            scraped = f'sum(classifier_rows_total{{model="{MODEL}", outcome="accepted", instance="{url[7:]}"}})'
+            host = url.removeprefix("http://")
+            scraped = f'sum(classifier_rows_total{{model="{MODEL}", outcome="accepted", instance="{host}"}})'
             e2e.wait_until(
                 lambda q=scraped, t=total: e2e.query(prometheus, q) == [t], f"Prometheus to scrape {total} rows"
             )
