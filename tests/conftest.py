@@ -74,16 +74,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'predictions.db'}"
         return
-    import sqlalchemy as sa
+    from tests.postgres import fresh_database
 
-    server = sa.make_url(request.getfixturevalue("postgres_server"))
-    name = f"test_{os.urandom(6).hex()}"
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f"CREATE DATABASE {name}")
-    try:
-        yield server.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
-        admin.dispose()
+    with fresh_database(request.getfixturevalue("postgres_server")) as url:
+        yield url

@@ -113,3 +113,21 @@ def restartable_cluster(fsync: bool = True) -> Iterator[Cluster]:
                 cluster.pg_ctl("-m", "immediate", "-w", "stop")
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def fresh_database(server_url: str) -> Iterator[str]:
+    """A new, empty database on the cluster at `server_url`, dropped at the end; yields its SQLAlchemy URL."""
+    import sqlalchemy as sa
+
+    server = sa.make_url(server_url)
+    name = f"test_{os.urandom(6).hex()}"
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f"CREATE DATABASE {name}")
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
+        admin.dispose()

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import bentoml
 import numpy as np
+from prometheus_client import CollectorRegistry
 from starlette.testclient import TestClient
 
 from models.__main__ import main as models_main
 from models.__main__ import servable
 from models.catalog import CATALOG
+from service.monitoring.metrics import Metrics
+from service.monitoring.monitor import ModelMonitor, MonitoringConfig
 from service.settings import DEFAULT_CATALOG
-from service.store import read_estimators
+from service.store import load_model, read_estimators
 from tests.helpers import catalog_rows, digits_rows
 
 ROWS = 60
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def predict(api: TestClient, model: str, X: np.ndarray, **options: Any) -> list[dict[str, Any]]:
@@ -107,3 +112,22 @@ def test_ensure_registers_only_missing_models(catalog: dict[str, str]) -> None:
     assert models_main(["ensure"]) == 0
     assert {name: str(bentoml.models.get(f"{name}:latest").tag) for name in CATALOG} == catalog
     assert not servable("no_such_model")
+
+
+def test_readme_states_the_drift_series_of_each_catalog_model(catalog: dict[str, str], tmp_path: Path) -> None:
+    """README "Drift across replicas": per model, watched features, drift bins, series per instance (a counter and a
+    reference gauge per bin) and decided labels per level, as a monitor of the registered model has them."""
+    section = README.read_text().split("### Drift across replicas", 1)[1].split("\n### ", 1)[0]
+    stated = {cells[0]: cells[2:] for line in section.splitlines() if (cells := line.strip("| ").split(" | "))}
+    for name, tag in catalog.items():
+        model = load_model(tag)
+        metrics = Metrics.create(CollectorRegistry())
+        monitor = ModelMonitor(name, model.version, model.metadata, metrics, MonitoringConfig(), tmp_path / name)
+        bins = len(monitor.inputs.bins())
+        levels = {level: len(folder.names) for level, folder in monitor.level_labels.items()}
+        labels = (
+            str(levels[""])
+            if len(levels) == 1
+            else ", ".join(f"{count} (level {level})" for level, count in levels.items() if level)
+        )
+        assert stated[name] == [str(len(monitor.inputs.feature_order)), str(bins), str(2 * bins), labels], name

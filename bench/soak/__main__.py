@@ -110,7 +110,7 @@ def measure(args: argparse.Namespace, store: Path, run_dir: Path, source: Path, 
         descriptions = {m: httpx.get(f"{server.url}/models/{m}", timeout=60).json() for m in catalog}
         models = [served(model, descriptions[model.name]) for model in load_models(descriptions)]
         traffic = Traffic(server.url, models, args.rate, args.threads, args.seed)
-        with prometheus.running(server.url, run_dir / "prometheus", SCRAPE_S) as prom:
+        with prometheus.running([server.url], run_dir / "prometheus", SCRAPE_S) as prom:
             stop_traffic = threading.Event()
             started_wall, started = time.time(), time.monotonic()
             sampler = Sampler(server, run_dir / "prometheus_multiproc_dir", run_dir / "data" / "predictions.db",

@@ -29,14 +29,14 @@ QUERY_TIMEOUT_S = 60.0
 MAX_POINTS = 10_000  # a range query answers at most 11,000 points per series
 
 
-def config(target: str, interval_s: float, rule_files: Sequence[Path]) -> dict[str, Any]:
-    """The shipped `prometheus.yml` with its job scraping `target` (host:port), the given rule files (the shipped
-    ones, copied), and scrape and evaluation every `interval_s` seconds."""
+def config(targets: Sequence[str], interval_s: float, rule_files: Sequence[Path]) -> dict[str, Any]:
+    """The shipped `prometheus.yml` with its job scraping `targets` (host:port each), the given rule files (the
+    shipped ones, copied), and scrape and evaluation every `interval_s` seconds."""
     loaded: dict[str, Any] = yaml.safe_load((SHIPPED / "prometheus.yml").read_text())
     loaded["global"].update(scrape_interval=f"{interval_s:g}s", evaluation_interval=f"{interval_s:g}s")
     loaded["rule_files"] = [str(path) for path in rule_files]
     (job,) = loaded["scrape_configs"]
-    job["static_configs"] = [{"targets": [target]}]
+    job["static_configs"] = [{"targets": list(targets)}]
     return loaded
 
 
@@ -87,16 +87,17 @@ def alerts_seen(matrix: Sequence[Mapping[str, Any]], start: float) -> list[Alert
 
 
 @contextlib.contextmanager
-def running(target_url: str, folder: Path, interval_s: float) -> Iterator[Prometheus]:
-    """A Prometheus on a free loopback port scraping `target_url`, its data and rule copies in `folder`; ready and
-    having scraped the service once when yielded; stopped (process group) on exit."""
+def running(target_urls: Sequence[str], folder: Path, interval_s: float) -> Iterator[Prometheus]:
+    """A Prometheus on a free loopback port scraping the servers at `target_urls`, its data and rule copies in
+    `folder`; ready and having scraped every server once when yielded; stopped (process group) on exit."""
     binary = shutil.which("prometheus")
     if binary is None:
         raise ServerError("prometheus is not on PATH: run scripts/install-system-deps.sh (make system-deps)")
     shutil.rmtree(folder, ignore_errors=True)
     rules = folder / "rules"
     shutil.copytree(SHIPPED / "rules", rules)
-    settings = config(target_url.removeprefix("http://"), interval_s, sorted(rules.glob("*.yml")))
+    targets = [url.removeprefix("http://") for url in target_urls]
+    settings = config(targets, interval_s, sorted(rules.glob("*.yml")))
     (folder / "prometheus.yml").write_text(yaml.safe_dump(settings, sort_keys=False))
     port = free_port()
     log = folder / "prometheus.log"
@@ -109,14 +110,14 @@ def running(target_url: str, folder: Path, interval_s: float) -> Iterator[Promet
     prometheus = Prometheus(f"http://127.0.0.1:{port}", process, log)
     try:
         wait(prometheus, lambda: http_status(f"{prometheus.url}/-/ready", timeout=2.0)[0] == 200, "ready")
-        wait(prometheus, lambda: _up(prometheus), "to scrape the service")
+        wait(prometheus, lambda: _up(prometheus, len(targets)), "to scrape the service")
         yield prometheus
     finally:
         stop(process)
 
 
-def _up(prometheus: Prometheus) -> bool:
-    return [float(s["value"][1]) for s in prometheus.query(f'up{{job="{JOB}"}}')] == [1.0]
+def _up(prometheus: Prometheus, targets: int) -> bool:
+    return [float(s["value"][1]) for s in prometheus.query(f'up{{job="{JOB}"}}')] == [1.0] * targets
 
 
 def wait(prometheus: Prometheus, condition: Callable[[], bool], what: str, timeout: float = READY_TIMEOUT_S) -> None:

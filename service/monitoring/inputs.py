@@ -12,6 +12,10 @@ OTHER_FEATURE = "other"
 MISSING = "missing"
 OUT_OF_RANGE = "out_of_range"
 UNSEEN_CATEGORY = "unseen_category"
+# the `bin` labels of the drift bins that are not a value range or a training category
+BELOW_FIRST_EDGE = "-Inf"
+MISSING_BIN = "missing"
+UNSEEN_BIN = "unseen"
 
 
 @dataclass(frozen=True)
@@ -67,19 +71,26 @@ class InputProfile:
         self._categories = {n: sorted(profile[n]["categories"]) for n in self.names if n in categorical_set}
 
         # the window's input columns: per tracked feature, its bins (missing last); `offsets` says where each starts
+        # and `bin_labels` names each bin (the `bin` label of classifier_drift_bin_rows_total: README "Drift across
+        # replicas")
         self.sizes: list[int] = []
         self.expected: list[np.ndarray] = []
+        self.bin_labels: list[list[str]] = []
         for name in self.tracked_numeric:
             reference = profile[name]
             missing = float(reference["missing_rate"])
             proportions = np.asarray(reference["proportions"], dtype=np.float64) * (1 - missing)
             self.expected.append(np.append(proportions, missing))
             self.sizes.append(len(reference["edges"]) + 2)
+            self.bin_labels.append([BELOW_FIRST_EDGE, *_edge_labels(reference["edges"]), MISSING_BIN])
         for name in self.tracked_categorical:
             reference = profile[name]
             shares = [float(reference["categories"][c]) for c in self._categories[name]]
             self.expected.append(np.array([*shares, 0.0, float(reference["missing_rate"])]))
             self.sizes.append(len(shares) + 2)
+            # a category spelled like a special bin is told apart by a leading "="
+            categories = [f"={c}" if c in (UNSEEN_BIN, MISSING_BIN) else c for c in self._categories[name]]
+            self.bin_labels.append([*categories, UNSEEN_BIN, MISSING_BIN])
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.intp)
         self.width = int(self.offsets[-1])
         self.feature_order = self.tracked_numeric + self.tracked_categorical
@@ -90,6 +101,14 @@ class InputProfile:
         self._numeric_offsets = self.offsets[: len(self.tracked_numeric)]
         self._missing_bin = np.asarray(self.sizes[: len(self.tracked_numeric)], dtype=np.intp) - 1
         self._numeric_width = int(self.offsets[len(self.tracked_numeric)])
+
+    def bins(self) -> list[tuple[str, str, float]]:
+        """(feature, bin label, reference share) of every input column of the window, in its order."""
+        return [
+            (name, label, float(share))
+            for name, labels, expected in zip(self.feature_order, self.bin_labels, self.expected, strict=True)
+            for label, share in zip(labels, expected.tolist(), strict=True)
+        ]
 
     def observe(self, X: Any) -> InputReport:
         """Drift bins and faults of an accepted batch (float matrix, object matrix or DataFrame)."""
@@ -147,6 +166,12 @@ class InputProfile:
     def fold_feature(self, name: str) -> str:
         """The `feature` label of a fault on `name`."""
         return name if name in self.tracked else OTHER_FEATURE
+
+
+def _edge_labels(edges: Sequence[float]) -> list[str]:
+    """Each numeric bin's lower edge as a label: 6 significant digits, or every digit where two would read alike."""
+    short = [f"{edge:.6g}" for edge in edges]
+    return short if len(set(short)) == len(short) else [repr(float(edge)) for edge in edges]
 
 
 def _bound(value: float | None, default: float) -> float:

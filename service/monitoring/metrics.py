@@ -7,11 +7,12 @@ add up across workers; each gauge says how workers combine (`multiprocess_mode`)
 from __future__ import annotations
 
 import bisect
+import math
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from prometheus_client import (
@@ -320,6 +321,12 @@ class Metrics:
         )
 
 
+class VectorSink(Protocol):
+    """Counts kept as one vector outside prometheus_client (a model's drift bins: `SlidingCounts`)."""
+
+    def add(self, counts: np.ndarray) -> None: ...
+
+
 class PendingWrites:
     """The hot paths' counter, histogram and gauge increments of one worker, summed in memory and written to the
     metric values in one pass by `flush()`.
@@ -335,6 +342,7 @@ class PendingWrites:
         self.buffered = buffered
         self._lock = threading.Lock()
         self._amounts: dict[Any, float] = {}  # a metric child's value object -> amount to add
+        self._vectors: dict[VectorSink, np.ndarray] = {}  # a vector of counts -> amounts to add
         self._stopped = threading.Event()
 
     def inc(self, child: Any, amount: float = 1.0) -> None:
@@ -344,6 +352,18 @@ class PendingWrites:
     def dec(self, child: Any, amount: float = 1.0) -> None:
         """`child.dec(amount)` (a gauge child)."""
         self._add(child._value, -amount)
+
+    def inc_vector(self, sink: VectorSink, amounts: np.ndarray) -> None:
+        """`sink.add(amounts)`: amounts summed in memory by one vector addition, added to the sink at the flush."""
+        if not self.buffered:
+            sink.add(amounts)
+            return
+        with self._lock:
+            pending = self._vectors.get(sink)
+            if pending is None:
+                self._vectors[sink] = np.array(amounts, dtype=np.float64)  # a copy: the caller's array is its own
+            else:
+                pending += amounts
 
     def observe(self, histogram: Any, value: float) -> None:
         """`histogram.observe(value)`: the first bucket whose bound is at least the value, and the sum."""
@@ -378,8 +398,11 @@ class PendingWrites:
         """Write what is pending."""
         with self._lock:
             amounts, self._amounts = self._amounts, {}
+            vectors, self._vectors = self._vectors, {}
         for value, amount in amounts.items():
             value.inc(amount)
+        for sink, pending in vectors.items():
+            sink.add(pending)
 
     def start(self, interval: float) -> None:
         """Flush every `interval` seconds from a daemon thread until `stop()`."""
@@ -444,6 +467,31 @@ def render_gauges(families: Sequence[GaugeFamily]) -> str:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Collector())
     return generate_latest(registry).decode("utf-8")
+
+
+def label_set(names: Sequence[str], values: Sequence[str]) -> str:
+    """`{name="value",...}` as the exposition format writes it."""
+    return "{" + ",".join(f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=True)) + "}"
+
+
+def _escape(text: str) -> str:
+    return text.replace("\\", r"\\").replace('"', r"\"").replace("\n", r"\n")
+
+
+def render_samples(name: str, kind: str, documentation: str, samples: Iterable[tuple[str, float]]) -> str:
+    """Exposition text of one family from label sets rendered beforehand (`label_set`): families of thousands of
+    samples rendered at every scrape, at a small fraction of prometheus_client's cost per sample."""
+    lines = [f"# HELP {name} {documentation}", f"# TYPE {name} {kind}"]
+    lines.extend(f"{name}{labels} {_sample_value(value)}" for labels, value in samples)
+    return "\n".join(lines) + "\n"
+
+
+def _sample_value(value: float) -> str:
+    if value != value:
+        return "NaN"
+    if value in (math.inf, -math.inf):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(float(value))
 
 
 # A dead process's gauge files that go with it: its own series (`all`) and its say in a max, a min or the most recent

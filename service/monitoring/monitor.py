@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import tempfile
 import threading
@@ -17,10 +18,12 @@ import numpy as np
 
 from .drift import LabelFolder, psi
 from .inputs import InputProfile
-from .metrics import Children, GaugeFamily, Metrics, render_gauges
-from .window import SlidingCounts
+from .metrics import Children, GaugeFamily, Metrics, label_set, render_gauges, render_samples
+from .window import TOTALS, SlidingCounts
 
 logger = logging.getLogger(__name__)
+
+BIN_LABELS = ("model", "version", "feature", "bin")
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,13 @@ class ModelMonitor:
         self._estimated_rows = m.estimated_rows.labels(name, version)
         self._inference = m.inference_duration.labels(name, version)
         self._batch_rows = m.batch_rows.labels(name, version)
+        # the drift bins' counts since the start, summed over workers like the window: exported as counters that
+        # the recording rules sum over replicas. Every bin has a series from the start (0 until a row falls in it),
+        # so the rules count the bins a window left empty too; label sets are rendered once, here.
+        self.bin_totals = SlidingCounts(directory, f"{name}-{version}", self.inputs.width, math.inf, 1, kind=TOTALS)
+        bins = self.inputs.bins()
+        self._bin_labels = [label_set(BIN_LABELS, (name, version, f, b)) for f, b, _ in bins]
+        self._reference_shares = [share for _, _, share in bins]
         validation = metadata.get("metrics", {})
         m.validation_accuracy.labels(name, version).set(float(validation.get("accuracy", float("nan"))))
         m.validation_mean_confidence.labels(name, version).set(float(validation.get("mean_confidence", float("nan"))))
@@ -147,6 +157,7 @@ class ModelMonitor:
         report = self.inputs.observe(X)
         self.window.add(report.bins)
         self.window.add_one(self._rows_at, report.rows)
+        self._writes.inc_vector(self.bin_totals, report.bins)
         self._writes.inc(self._accepted_rows, len(X))
         if report.issues:
             self._count_issues(report.issues)
@@ -231,38 +242,71 @@ class ModelMonitor:
         prediction = psi(labels, self.expected_labels) if enough else float("nan")
         return rows, features, prediction
 
+    def bin_samples(self) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
+        """Per drift bin, (label set, rows since the start, summed over workers) and (label set, reference share)."""
+        totals = self.bin_totals.total().tolist()
+        return list(zip(self._bin_labels, totals, strict=True)), list(
+            zip(self._bin_labels, self._reference_shares, strict=True)
+        )
+
     def _count_issues(self, issues: Mapping[tuple[str, str], int]) -> None:
         for (feature, kind), count in issues.items():
             self._writes.inc(self._input_issues(self.name, self.version, feature, kind), count)
 
 
 def render_drift(monitors: Iterable[ModelMonitor]) -> str:
-    """The scrape-time drift gauges of every model, in exposition format."""
+    """The scrape-time drift series of every model, in exposition format: this instance's PSI gauges, and the drift
+    bins' counts and reference shares that the recording rules turn into PSI over every replica."""
     feature_psi: list[tuple[tuple[str, ...], float]] = []
     prediction_psi: list[tuple[tuple[str, ...], float]] = []
     window_rows: list[tuple[tuple[str, ...], float]] = []
+    counts: list[tuple[str, float]] = []
+    references: list[tuple[str, float]] = []
     for monitor in monitors:
+        rows_per_bin, shares = monitor.bin_samples()
+        counts.extend(rows_per_bin)
+        references.extend(shares)
         rows, features, prediction = monitor.drift()
         model = (monitor.name, monitor.version)
         window_rows.append((model, float(rows)))
         prediction_psi.append((model, prediction))
         feature_psi.extend(((*model, feature), value) for feature, value in features.items())
-    return render_gauges(
+    gauges = render_gauges(
         [
             GaugeFamily(
                 "classifier_feature_drift_psi",
-                "PSI of the drift window's inputs against the training profile.",
+                "PSI of this instance's drift window's inputs against the training profile.",
                 ("model", "version", "feature"),
                 feature_psi,
             ),
             GaugeFamily(
                 "classifier_prediction_drift_psi",
-                "PSI of the drift window's decided labels against the validation prediction distribution.",
+                "PSI of this instance's drift window's decided labels against the validation prediction distribution.",
                 ("model", "version"),
                 prediction_psi,
             ),
-            GaugeFamily("classifier_drift_window_rows", "Rows in the drift window.", ("model", "version"), window_rows),
+            GaugeFamily(
+                "classifier_drift_window_rows",
+                "Rows in this instance's drift window.",
+                ("model", "version"),
+                window_rows,
+            ),
         ]
+    )
+    return (
+        gauges
+        + render_samples(
+            "classifier_drift_bin_rows_total",
+            "counter",
+            "Accepted rows by drift bin of each monitored feature since the start (README: Drift across replicas).",
+            counts,
+        )
+        + render_samples(
+            "classifier_drift_reference_share",
+            "gauge",
+            "Share of the training rows in each drift bin of each monitored feature: the PSI's reference.",
+            references,
+        )
     )
 
 

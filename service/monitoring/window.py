@@ -4,6 +4,8 @@ Each worker adds its counts to its own memory-mapped file (one row per time slot
 recent slots of every worker's file. The files live in `PROMETHEUS_MULTIPROC_DIR`, which BentoML wipes at each
 start, so the window shares the metrics' lifetime. A dead worker's rows stay valid: they are rows it served, and
 the worker that replaces it takes them over (`absorb`) rather than leave one more file behind per restart.
+
+The same files, of kind `TOTALS` with one slot of infinite length, count since the start: the drift bins' counters.
 """
 
 from __future__ import annotations
@@ -17,21 +19,33 @@ from pathlib import Path
 
 import numpy as np
 
+WINDOW = "window"
+TOTALS = "totals"
+
 
 class SlidingCounts:
     """`width` counters over the last `slots` x `slot_seconds` seconds, summed over workers."""
 
     def __init__(
-        self, directory: Path, key: str, width: int, slot_seconds: float, slots: int, owner: str | None = None
+        self,
+        directory: Path,
+        key: str,
+        width: int,
+        slot_seconds: float,
+        slots: int,
+        owner: str | None = None,
+        kind: str = WINDOW,
     ) -> None:
-        """`owner` names this writer's file (default: the worker's pid)."""
+        """`owner` names this writer's file (default: the worker's pid); `kind` its files' prefix (`TOTALS`: counts
+        since the start, one slot of infinite length, that outlive their writer as Prometheus counters' files do)."""
         self.width = width
         self.slot_seconds = slot_seconds
         self.slots = slots
         safe_key = re.sub(r"[^A-Za-z0-9_.-]", "_", key)
-        self._pattern = window_file(safe_key, "*")  # '@' cannot occur in safe_key: no key matches another's files
+        self._pattern = window_file(safe_key, "*", kind)  # '@' cannot occur in safe_key: no key matches another's
         self._safe_key = safe_key
-        path = directory / window_file(safe_key, owner or str(os.getpid()))
+        self._kind = kind
+        path = directory / window_file(safe_key, owner or str(os.getpid()), kind)
         directory.mkdir(parents=True, exist_ok=True)
         # column 0 holds the slot number a row counts for; the rest are the counters
         shape = (slots, width + 1)
@@ -71,7 +85,7 @@ class SlidingCounts:
     def absorb(self, owner: str, now: float | None = None) -> bool:
         """Take over the file of a writer that is gone (a dead worker's, of this key): its slots still in the window
         are added to this writer's, and its file is removed. Whether there was such a file."""
-        path = self._directory / window_file(self._safe_key, owner)
+        path = self._directory / window_file(self._safe_key, owner, self._kind)
         claimed = path.with_name(f"{path.name}.absorbed-by-{os.getpid()}")  # out of the readers' pattern
         try:
             path.rename(claimed)  # one taker per file, should two replacements start together
@@ -110,8 +124,8 @@ class SlidingCounts:
         return recent
 
 
-def window_file(safe_key: str, owner: str) -> str:
-    return f"clf_window_{safe_key}@{owner}.bin"
+def window_file(safe_key: str, owner: str, kind: str = WINDOW) -> str:
+    return f"clf_{kind}_{safe_key}@{owner}.bin"
 
 
 def window_owners(directory: Path) -> set[str]:

@@ -210,10 +210,12 @@ def test_alerts_are_read_from_a_range_query_with_their_first_and_last_evaluation
 
 def test_the_shipped_config_is_retargeted_and_promtool_accepts_it(tmp_path: Path) -> None:
     rules = sorted((prometheus.SHIPPED / "rules").glob("*.yml"))
-    config = prometheus.config("127.0.0.1:41234", 5.0, rules)
+    config = prometheus.config(["127.0.0.1:41234", "127.0.0.1:41235"], 5.0, rules)
     assert config["global"]["scrape_interval"] == config["global"]["evaluation_interval"] == "5s"
     (job,) = config["scrape_configs"]
-    assert job["job_name"] == prometheus.JOB and job["static_configs"] == [{"targets": ["127.0.0.1:41234"]}]
+    assert job["job_name"] == prometheus.JOB and job["static_configs"] == [
+        {"targets": ["127.0.0.1:41234", "127.0.0.1:41235"]}
+    ]
     assert config["rule_files"] == [str(path) for path in rules] and len(rules) == 2
     path = tmp_path / "prometheus.yml"
     path.write_text(yaml.safe_dump(config))

@@ -24,7 +24,7 @@ def exported_metrics() -> dict[str, str]:
         exported[family.name + ("_total" if family.type == "counter" else "")] = family.type
     scrape_time = render_drift([]) + render_gauges(realized_families([]))
     for family in text_string_to_metric_families(scrape_time):
-        exported[family.name] = family.type
+        exported[family.name + ("_total" if family.type == "counter" else "")] = family.type
     return exported
 
 

@@ -472,3 +472,16 @@ def test_every_model_scoped_query_filters_on_the_model_variable(dashboard: dict[
         for s in selectors_missing_model_filter(expr)
     ]
     assert not problems, "\n".join(problems)
+
+
+def test_drift_panels_plot_the_cross_replica_psi_of_the_recording_rules(dashboard: dict[str, Any]) -> None:
+    """Each replica's own drift gauges are one instance's window; the dashboard plots the rules' PSI over all."""
+    used = {name for _, expr in queries(dashboard) for name in scan(expr).metrics}
+    per_instance = {"classifier_feature_drift_psi", "classifier_prediction_drift_psi", "classifier_drift_window_rows"}
+    assert not used & per_instance
+    cross_replica = {
+        "classifier:feature_drift_psi:increase30m",
+        "classifier:prediction_drift_psi:increase30m",
+        "classifier:drift_window_rows:increase30m",
+    }
+    assert cross_replica <= used

@@ -24,6 +24,8 @@ import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.soak.prometheus import running
+
 PROJECT = Path(__file__).resolve().parents[2]
 # Generous bounds, none of them a measure of speed: the machine is shared, and its speed varies tenfold.
 READY_TIMEOUT_S = 600  # a loaded machine has taken minutes to start a worker
@@ -104,6 +106,30 @@ def matching(samples: Samples, name: str, **labels: str) -> dict[frozenset[tuple
     """Every series of `name` whose labels include `labels`."""
     wanted = set(labels.items())
     return {key: v for (sample, key), v in samples.items() if sample == name and wanted <= key}
+
+
+@contextlib.contextmanager
+def prometheus_scraping(urls: list[str], home: Path) -> Iterator[str]:
+    """A Prometheus on loopback with the shipped config and rules (the soak's, `bench.soak.prometheus`), scraping
+    the servers at `urls` and evaluating the rules every second; yields its base URL once it has scraped them all."""
+    with running(urls, home, 1.0) as prometheus:
+        SERVER_LOGS[prometheus.url] = prometheus.log
+        try:
+            yield prometheus.url
+        finally:
+            del SERVER_LOGS[prometheus.url]
+
+
+def query(url: str, promql: str) -> list[float]:
+    """The values of an instant query's result vector."""
+    return list(query_series(url, promql).values())
+
+
+def query_series(url: str, promql: str) -> dict[frozenset[tuple[str, str]], float]:
+    """An instant query's result vector: labels -> value."""
+    body: dict[str, Any] = httpx.get(f"{url}/api/v1/query", params={"query": promql}, timeout=TIMEOUT).json()
+    assert body["status"] == "success", body
+    return {frozenset(s["metric"].items()): float(s["value"][1]) for s in body["data"]["result"]}
 
 
 LOAD_CONNECTIONS = 4

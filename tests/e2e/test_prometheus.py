@@ -2,50 +2,23 @@
 
 from __future__ import annotations
 
-import shutil
-import signal
-import subprocess
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import numpy as np
 import pytest
-import yaml
 
 from models.catalog import CATALOG, held_out, held_out_rows
-from tests.e2e.conftest import (
-    PROJECT,
-    TIMEOUT,
-    answers_200,
-    free_port,
-    increased,
-    scrape,
-    scrape_when,
-    stop,
-    value,
-    wait_until,
-)
+from tests.e2e.conftest import TIMEOUT, increased, prometheus_scraping, query, scrape, scrape_when, value, wait_until
 
 pytestmark = pytest.mark.e2e
 
-SHIPPED = PROJECT / "deploy" / "prometheus"
 TAKE_RATE_MODEL = "breast_cancer"  # no other test of this module sends it traffic
 
 
 @pytest.fixture(scope="module")
 def prometheus(monitored_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Base URL of a Prometheus on loopback: the shipped config, pointed at the server, scraping every second."""
-    binary = shutil.which("prometheus")
-    if binary is None:
-        pytest.fail("prometheus is not on PATH: run scripts/install-system-deps.sh")
-    home = tmp_path_factory.mktemp("prometheus")
-    config = yaml.safe_load((SHIPPED / "prometheus.yml").read_text())
-    config["global"].update(scrape_interval="1s", evaluation_interval="1s")
-    config["rule_files"] = [str(SHIPPED / path) for path in config["rule_files"]]
-    (job,) = config["scrape_configs"]
-    job["static_configs"] = [{"targets": [monitored_server.removeprefix("http://")]}]
-    (home / "prometheus.yml").write_text(yaml.safe_dump(config))
     # every series exists before the first scrape, so that rate() over the test's window sees its traffic whole
     for model in CATALOG:
         rows = held_out_rows(model)[:1].tolist()
@@ -55,28 +28,8 @@ def prometheus(monitored_server: str, tmp_path_factory: pytest.TempPathFactory) 
             item = {"prediction_id": response.json()["predictions"][0]["id"], "outcome": "clicked"}
             answered = httpx.post(f"{monitored_server}/feedback", json={"feedback": [item]}, timeout=TIMEOUT)
             assert answered.status_code == 200
-    port = free_port()
-    log = (home / "prometheus.log").open("wb")
-    process = subprocess.Popen(
-        [binary, f"--config.file={home / 'prometheus.yml'}", f"--storage.tsdb.path={home / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: answers_200(f"{url}/-/ready", process, home / "prometheus.log"), "Prometheus to start", 300)
-        wait_until(lambda: query(url, 'up{job="classifier-service"}') == [1.0], "the first scrape of the service")
+    with prometheus_scraping([monitored_server], tmp_path_factory.mktemp("prometheus")) as url:
         yield url
-    finally:
-        stop(process, signal.SIGTERM, home / "prometheus.log")
-        log.close()
-
-
-def query(url: str, promql: str) -> list[float]:
-    """The values of an instant query's result vector."""
-    body: dict[str, Any] = httpx.get(f"{url}/api/v1/query", params={"query": promql}, timeout=TIMEOUT).json()
-    assert body["status"] == "success", body
-    return [float(sample["value"][1]) for sample in body["data"]["result"]]
 
 
 def test_scraped_values_and_recording_rules_match_the_service(monitored_server: str, prometheus: str) -> None:

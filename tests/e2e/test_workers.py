@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from service.monitoring.window import TOTALS, window_file
 from tests.e2e.conftest import (
     READY_TIMEOUT_S,
     TIMEOUT,
@@ -89,7 +90,10 @@ def test_a_killed_worker_is_replaced_serves_and_leaves_only_its_counts_behind(
         counted(url, 10)  # the dead workers' window rows were taken over, and their counters still add up
         folder = home / "prometheus_multiproc_dir"
         left = sorted(p.name for p in folder.iterdir() if str(first) in p.name or str(second) in p.name)
-        assert left == [f"{kind}_{pid}.db" for kind in ("counter", "histogram") for pid in (first, second)]
+        version = httpx.get(f"{url}/models/digits", timeout=TIMEOUT).json()["version"]
+        counts = [f"{kind}_{pid}.db" for kind in ("counter", "histogram") for pid in (first, second)]
+        drift_bins = [window_file(f"digits-{version}", str(pid), TOTALS) for pid in (first, second)]
+        assert left == sorted(counts + drift_bins)
         assert httpx.get(f"{url}/livez", timeout=TIMEOUT).status_code == 200
         assert httpx.get(f"{url}/readyz", timeout=TIMEOUT).status_code == 200
 

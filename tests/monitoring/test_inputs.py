@@ -204,3 +204,27 @@ def test_unbounded_reference_flags_nothing_out_of_range() -> None:
     report = profile.observe(np.array([[-1e300], [1e300], [NAN]]))
     assert report.issues == {("n", "missing"): 1}
     assert report.bins.tolist() == [2.0, 1.0]  # the one bin, the missing bin
+
+
+def test_bins_are_labelled_by_lower_edge_category_or_kind_with_their_reference_share() -> None:
+    """Numeric bins by lower edge (the first from -Inf), categorical ones by category, then `unseen`, `missing`
+    last; each with the share of the training rows the PSI compares against, in the window's column order."""
+    bins = mixed_profile().bins()
+    assert [(feature, label) for feature, label, _ in bins] == [
+        ("a", "-Inf"), ("a", "1"), ("a", "2"), ("a", "missing"),
+        ("b", "-Inf"), ("b", "10"), ("b", "missing"),
+        ("color", "blue"), ("color", "red"), ("color", "unseen"), ("color", "missing"),
+    ]  # fmt: skip
+    assert [share for _, _, share in bins] == pytest.approx([0.2, 0.4, 0.2, 0.2, 0.5, 0.5, 0.0, 0.3, 0.5, 0.0, 0.2])
+    assert len(bins) == mixed_profile().width
+
+
+def test_bin_labels_stay_distinct_when_edges_or_categories_read_alike() -> None:
+    """Edges equal to 6 significant digits get every digit; a category named like a special bin gets a `=`."""
+    close = {**NUMERIC_PROFILE["b"], "edges": [1.0000001, 1.0000002], "proportions": [0.3, 0.3, 0.4]}
+    odd = {"kind": "categorical", "categories": {"missing": 0.5, "unseen": 0.5}, "missing_rate": 0.0}
+    profile = InputProfile(["x", "k"], ["k"], {"x": close, "k": odd}, tracked=["x", "k"])
+    assert profile.bin_labels == [
+        ["-Inf", "1.0000001", "1.0000002", "missing"],
+        ["=missing", "=unseen", "unseen", "missing"],
+    ]

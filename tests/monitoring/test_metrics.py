@@ -21,7 +21,9 @@ from service.monitoring.metrics import (
     GaugeFamily,
     Metrics,
     PendingWrites,
+    label_set,
     render_gauges,
+    render_samples,
 )
 
 # /tmp/spec/metrics.md's table: exposition name -> (type, label names). `pid` of the heartbeat is added by the
@@ -64,7 +66,13 @@ SPEC: dict[str, tuple[str, tuple[str, ...]]] = {
     "classifier_shadow_rows_total": ("counter", ("model", "version", "result")),
     "classifier_shadow_info": ("gauge", ("model", "version")),
 }
-SCRAPE_TIME = ("classifier_feature_drift_psi", "classifier_prediction_drift_psi", "classifier_drift_window_rows")
+SCRAPE_TIME = (
+    "classifier_feature_drift_psi",
+    "classifier_prediction_drift_psi",
+    "classifier_drift_window_rows",
+    "classifier_drift_bin_rows",
+    "classifier_drift_reference_share",
+)
 
 
 def unique(prefix: str = "unit") -> str:
@@ -216,6 +224,51 @@ def test_unbuffered_writes_go_through_at_once() -> None:
     counter = Counter(f"{unique()}_hits", "hits", registry=registry)
     PendingWrites(buffered=False).inc(counter, 4.0)
     assert registry.get_sample_value(f"{counter._name}_total") == 4.0
+
+
+class Tally:
+    """A `VectorSink` that keeps what it was given."""
+
+    def __init__(self) -> None:
+        self.added: list[list[float]] = []
+
+    def add(self, counts: np.ndarray) -> None:
+        self.added.append(counts.tolist())
+
+
+def test_buffered_vectors_add_up_until_the_flush() -> None:
+    """Vectors of counts are summed in memory and added once at the flush; the caller's array, reused as a drift
+    report's is not, must not leak into the pending sum."""
+    tally, writes = Tally(), PendingWrites(buffered=True)
+    amounts = np.array([1.0, 0.0, 3.0])
+    writes.inc_vector(tally, amounts)
+    amounts[:] = [2.0, 0.0, 1.0]
+    writes.inc_vector(tally, amounts)
+    assert tally.added == []
+    writes.flush()
+    writes.flush()  # nothing pending: nothing added twice
+    assert tally.added == [[3.0, 0.0, 4.0]]
+
+
+def test_unbuffered_vectors_go_through_at_once() -> None:
+    tally = Tally()
+    PendingWrites(buffered=False).inc_vector(tally, np.array([1.0, 2.0]))
+    assert tally.added == [[1.0, 2.0]]
+
+
+def test_render_samples_round_trips_through_the_parser_with_escaped_labels() -> None:
+    """A counter family of label sets rendered beforehand: values, NaN and label values with quotes, backslashes
+    and newlines read back as written."""
+    names = ("model", "feature", "bin")
+    odd = 'a "quoted" \\ back\nslash'
+    samples = [(label_set(names, ("m", odd, "-Inf")), 3.0), (label_set(names, ("m", "f", "missing")), math.nan)]
+    text = render_samples("unit_bin_rows_total", "counter", "Rows per bin.", samples)
+    (family,) = text_string_to_metric_families(text)
+    assert family.type == "counter" and family.documentation == "Rows per bin."
+    read = [(s.name, s.labels, s.value) for s in family.samples]
+    assert read[0] == ("unit_bin_rows_total", {"model": "m", "feature": odd, "bin": "-Inf"}, 3.0)
+    assert read[1][:2] == ("unit_bin_rows_total", {"model": "m", "feature": "f", "bin": "missing"})
+    assert math.isnan(read[1][2])
 
 
 def test_create_names_every_spec_metric_but_the_scrape_time_gauges() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ from sklearn.preprocessing import StandardScaler
 
 from service.monitoring.metrics import Metrics
 from service.monitoring.monitor import ModelMonitor, MonitoringConfig, render_drift
+from service.monitoring.window import TOTALS, SlidingCounts, remove_windows, window_owners
 from service.store import load_model, register_model
 
 TRAINED_AT = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -380,11 +382,58 @@ def test_render_drift_exposes_one_feature_sample_per_tracked_feature(registered:
 
 
 def test_render_drift_of_no_monitor_declares_the_families() -> None:
-    """No served model: the three families are declared, with no sample."""
+    """No served model: the five families are declared, with no sample."""
     families = list(text_string_to_metric_families(render_drift([])))
     assert sorted(f.name for f in families) == [
+        "classifier_drift_bin_rows",
+        "classifier_drift_reference_share",
         "classifier_drift_window_rows",
         "classifier_feature_drift_psi",
         "classifier_prediction_drift_psi",
     ]
     assert all(not f.samples for f in families)
+
+
+def test_drift_bin_counters_hold_the_windows_input_bins_and_the_reference_shares(
+    registered: Registered, built: Built
+) -> None:
+    """What the recording rules sum over replicas, rendered at scrape time: every bin's accepted rows since the start
+    (0 for a bin no row fell in, so the rules count it) and its training share, per tracked feature."""
+    monitor = built.monitor
+
+    def rendered(name: str) -> dict[tuple[str, str], float]:
+        families = text_string_to_metric_families(render_drift([monitor]))
+        samples = [s for f in families for s in f.samples if s.name == name]
+        assert all(s.labels["model"] == built.name and s.labels["version"] == built.version for s in samples)
+        return {(s.labels["feature"], s.labels["bin"]): s.value for s in samples}
+
+    bins = monitor.inputs.bins()
+    assert rendered("classifier_drift_bin_rows_total") == {(f, b): 0.0 for f, b, _ in bins}
+    assert rendered("classifier_drift_reference_share") == {(f, b): share for f, b, share in bins}
+    observe_in_calls(monitor, registered.X_train[:120], rows_per_call=7)
+    observe_in_calls(monitor, registered.X_train[120:150], rows_per_call=30)
+    inputs = monitor.window.total()[: monitor.inputs.width]  # the window's input columns
+    totals = rendered("classifier_drift_bin_rows_total")
+    assert [totals[(f, b)] for f, b, _ in bins] == inputs.tolist()
+    first = monitor.inputs.feature_order[0]
+    assert sum(v for (f, _), v in totals.items() if f == first) == 150
+
+
+def test_drift_bin_counters_outlive_the_window_and_sum_every_workers_files(
+    registered: Registered, built: Built, tmp_path: Path
+) -> None:
+    """Counts since the start, not over the window: rows of an hour ago stay; a second worker's (another writer of
+    the same key in the same folder) add to them."""
+    monitor = built.monitor
+    hour_ago = time.time() - 3600
+    monitor.bin_totals.add(np.ones(monitor.inputs.width), now=hour_ago)
+    monitor.window.add(np.ones(monitor.inputs.width), now=hour_ago)
+    other = SlidingCounts(tmp_path, f"{built.name}-{built.version}", monitor.inputs.width, math.inf, 1, "other", TOTALS)
+    other.add(np.full(monitor.inputs.width, 2.0))
+    assert monitor.window.total().sum() == 0
+    counts, _ = monitor.bin_samples()
+    assert [v for _, v in counts] == [3.0] * monitor.inputs.width
+    # a dead worker's window files are cleaned up; its totals stay in the sum, as a Prometheus counter's file does
+    assert "other" not in window_owners(tmp_path)
+    remove_windows(tmp_path, "other")
+    assert [v for _, v in monitor.bin_samples()[0]] == [3.0] * monitor.inputs.width
