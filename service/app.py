@@ -26,6 +26,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from . import bentoml_fixes
+from .allocator import tune_allocator
 from .auth.guard import Guard
 from .auth.keys import SCOPES, Scope, read_keys
 from .classifiers import InvalidInputError
@@ -353,6 +354,7 @@ class ClassifierService:
 
     def __init__(self) -> None:
         init_began = time.time()
+        tune_allocator()  # before the worker's threads start
         self.settings = SERVER_SETTINGS
         self.guard = Guard.configured(self.settings.api_keys_file, self.settings.admin)
         limit_native_threads(self.settings)
