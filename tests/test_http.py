@@ -260,7 +260,8 @@ def test_a_request_that_times_out_is_answered_504_and_counted(api: TestClient, m
     durations = model_series(before, after, "classifier_request_duration_seconds_count", "digits")
     assert durations == {frozenset({("endpoint", "/predict")}): 1.0}
     seconds = model_series(before, after, "classifier_request_duration_seconds_sum", "digits")
-    assert sum(seconds.values()) >= 0.5
+    # the timeout's clock (the event loop's) and the histogram's (perf_counter) may differ by microseconds
+    assert sum(seconds.values()) >= 0.49
 
 
 def test_client_errors_log_no_traceback(api: TestClient, caplog: pytest.LogCaptureFixture) -> None:
