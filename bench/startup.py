@@ -93,7 +93,7 @@ def write_section(report: Path, section: str) -> None:
     start = text.find(HEADING + "\n")
     if start >= 0:
         end = text.find("\n## ", start + len(HEADING))
-        text = text[:start] + section + (text[end + 1 :] if end >= 0 else "")
+        text = text[:start] + section + ("\n" + text[end + 1 :] if end >= 0 else "")
     elif (notes := text.find("\n## Notes\n")) >= 0:
         text = text[: notes + 1] + section + "\n" + text[notes + 1 :]
     else:

@@ -38,5 +38,5 @@ def test_the_section_replaces_its_previous_self_and_nothing_else(tmp_path: Path)
     write_section(report, second)
     text = report.read_text()
     assert text.count(HEADING) == 1 and second in text and first not in text
-    assert "## digits\n\nrows" in text and text.endswith("## Notes\n\n- a note\n")
+    assert "## digits\n\nrows" in text and text.endswith(second + "\n## Notes\n\n- a note\n")
     assert "| `bentoml serve` launch to `/readyz` 200 | 3.0 s (3.0–3.0) |" in second
