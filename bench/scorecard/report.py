@@ -12,7 +12,7 @@ from typing import Any
 
 from ..machine import changed_paths, describe_commit, git
 from ..servers import PROJECT
-from .alerts import STEP_MINUTES, Evaluation
+from .alerts import STEP_MINUTES, Evaluation, Firing
 from .run import PhaseRun
 from .signals import Detection, Margin
 
@@ -32,6 +32,22 @@ class PhaseResult:
     @property
     def key(self) -> str:
         return self.phase.fault.key if self.phase.fault else "clean"
+
+
+def held_steps(pending: Sequence[Firing]) -> list[str]:
+    """Each alert whose condition held, per model (and level), with the steps it held at: a condition that held
+    only while the window was small reads differently from one that held throughout."""
+    steps: dict[str, set[int]] = {}
+    for f in pending:
+        level = f.label("level")
+        name = f"{f.alert}/{f.label('model')}" + (f" level {level}" if level is not None else "")
+        steps.setdefault(name, set()).add(f.step)
+    return [f"{name} ({_step_range(sorted(held))})" for name, held in sorted(steps.items())]
+
+
+def _step_range(steps: list[int]) -> str:
+    span = f"step {steps[0]}" if len(steps) == 1 else f"steps {steps[0]}–{steps[-1]}"
+    return span if len(steps) == steps[-1] - steps[0] + 1 else f"{span}, {len(steps)} of them"
 
 
 def _requests(step: int | None, per_step: int) -> str:
@@ -123,7 +139,7 @@ def _targets(clean: PhaseResult, faults: Sequence[PhaseResult]) -> list[str]:
     ]
     over = [f"{key}/{name} ({gap:.3f})" for key, name, gap in gaps if gap > GAP_TARGETS[key]]
     fired = sorted({f"{f.alert}/{f.label('model')}" for f in clean.evaluation.firing})
-    held = sorted({f"{f.alert}/{f.label('model')}" for f in clean.evaluation.pending})
+    held = held_steps(clean.evaluation.pending)
     clean_requests = max(run.sent for run in clean.phase.models.values())
 
     def verdict(ok: bool) -> str:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.scorecard.alerts import STEP_MINUTES, Scrape, Series, evaluate, input_series, parse_failures
+from bench.scorecard.alerts import STEP_MINUTES, Firing, Scrape, Series, evaluate, input_series, parse_failures
+from bench.scorecard.report import held_steps
 from bench.scorecard.run import PhaseRun
 from bench.scorecard.signals import detections, margins
 from bench.scorecard.traffic import (
@@ -75,6 +76,23 @@ def test_detections_name_the_faults_alerts_and_when() -> None:
     assert found.first == 4 and found.others == ()
     issues = [m for m in margins(phase, MODEL) if m.signal.startswith("rows with one fault")]
     assert issues[0].largest == pytest.approx(0.5)
+
+
+def test_conditions_held_are_named_with_their_model_level_and_steps() -> None:
+    def held(step: int, alert: str, **labels: str) -> Firing:
+        return Firing(step, alert, frozenset(labels.items()))
+
+    pending = [
+        held(3, "ClassifierFeatureDrift", model="a", feature="x"),
+        held(2, "ClassifierFeatureDrift", model="a", feature="y"),
+        held(4, "ClassifierPredictionDrift", model="h", level="1"),
+        held(9, "ClassifierPredictionDrift", model="h", level="1"),
+        held(5, "ClassifierPredictionDrift", model="h", level="1"),
+    ]
+    assert held_steps(pending) == [
+        "ClassifierFeatureDrift/a (steps 2–3)",
+        "ClassifierPredictionDrift/h level 1 (steps 4–9, 3 of them)",
+    ]
 
 
 def test_parse_failures_reads_promtools_report() -> None:
