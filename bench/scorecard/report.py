@@ -112,7 +112,8 @@ NOTES = [
     "at once, and once labels arrive `ClassifierRealizedAccuracyLow` and `ClassifierEstimateDiverges` say the "
     "estimate no longer holds. No label-free estimator can see a confident model being wrong on inputs it has no "
     "reason to doubt.",
-    "- *Held* is not *fired*. On clean traffic `ClassifierFeatureDrift`'s condition can hold for a few steps while "
+    "- *Held* is not *fired*. On clean traffic a drift alert's condition (`ClassifierFeatureDrift`, and "
+    "`ClassifierPredictionDrift` at a level of ten labels) can hold for a few steps while "
     "the drift window has 100-150 rows (a small sample's PSI, and a held-out set of a few hundred rows resampled), "
     "and its `for: 15m` keeps it from firing; the clean margins table shows how far each signal went.",
     "- A phase is shorter than the drift window (30 minutes of wall-clock time), so a phase's PSI covers every row "
