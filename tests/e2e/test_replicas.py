@@ -98,9 +98,10 @@ def test_rules_compute_drift_and_estimate_over_both_replicas_as_one_instance_wou
         labels = {dict(key)["label"] for (name, key) in samples if name == "classifier_predictions_total"}
         assert len(labels) == 10, f"{url} decided only {sorted(labels)} on the clean rows"
 
+    instance = {url: url.removeprefix("http://") for url in replicas}  # Prometheus' `instance` label of each
     with e2e.prometheus_scraping(replicas, tmp_path / "prometheus") as prometheus:
         for url in replicas:
-            scrapes = f'count_over_time(up{{instance="{url.removeprefix("http://")}"}}[10m])'
+            scrapes = f'count_over_time(up{{instance="{instance[url]}"}}[10m])'
             e2e.wait_until(
                 lambda q=scrapes: (e2e.query(prometheus, q) or [0])[0] >= SPAN_SCRAPES,
                 f"Prometheus to scrape {url} {SPAN_SCRAPES} times before the shifted traffic",
@@ -119,8 +120,7 @@ def test_rules_compute_drift_and_estimate_over_both_replicas_as_one_instance_wou
                 f"{url} to count its {rows} rows",
             )
             total = e2e.value(after, "classifier_rows_total", model=MODEL, outcome="accepted")
-            host = url.removeprefix("http://")
-            scraped = f'sum(classifier_rows_total{{model="{MODEL}", outcome="accepted", instance="{host}"}})'
+            scraped = f'sum(classifier_rows_total{{model="{MODEL}", outcome="accepted", instance="{instance[url]}"}})'
             e2e.wait_until(
                 lambda q=scraped, t=total: e2e.query(prometheus, q) == [t], f"Prometheus to scrape {total} rows"
             )
