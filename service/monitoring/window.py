@@ -6,6 +6,11 @@ start, so the window shares the metrics' lifetime. A dead worker's rows stay val
 the worker that replaces it takes them over (`absorb`) rather than leave one more file behind per restart.
 
 The same files, of kind `TOTALS` with one slot of infinite length, count since the start: the drift bins' counters.
+
+A file is never truncated: it may be mapped, and touching a mapping whose file shrank under it is a SIGBUS that kills
+the worker. A process maps each file once (`_mapped_ring`) and every `SlidingCounts` of that key shares the mapping,
+so a model version that comes back (a rollback, a shadow promoted, a reload) goes on counting where it stopped, and
+its drift-bin counters never go backwards.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import os
 import re
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -48,15 +54,8 @@ class SlidingCounts:
         path = directory / window_file(safe_key, owner or str(os.getpid()), kind)
         directory.mkdir(parents=True, exist_ok=True)
         # column 0 holds the slot number a row counts for; the rest are the counters
-        shape = (slots, width + 1)
-        with path.open("wb+") as file:
-            file.truncate(8 * shape[0] * shape[1])
-            self._mmap = mmap.mmap(file.fileno(), 0)
-        # a plain ndarray over the shared pages: indexing it is much cheaper than numpy.memmap's
-        self._ring = np.frombuffer(self._mmap, dtype=np.float64).reshape(shape)
-        self._ring[:, 0] = -1
+        self._ring, self._lock = _mapped_ring(path, (slots, width + 1))
         self._directory = directory
-        self._lock = threading.Lock()
 
     def add(self, counts: np.ndarray, offset: int = 0, now: float | None = None) -> None:
         """Add `counts` to the counters from `offset` on, in the current time slot."""
@@ -122,6 +121,55 @@ class SlidingCounts:
         """Which rows of a ring count for the window ending at slot `current`."""
         recent: np.ndarray = (ring[:, 0] > current - self.slots) & (ring[:, 0] <= current)
         return recent
+
+
+# Every ring this process maps, by file: the same key's file is mapped once, with one lock for its writers.
+_rings: dict[Path, _Ring] = {}
+_rings_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class _Ring:
+    counts: np.ndarray
+    lock: threading.Lock
+    file: tuple[int, int]  # (device, inode): a file removed and made anew at the path is another file
+
+
+def _mapped_ring(path: Path, shape: tuple[int, int]) -> tuple[np.ndarray, threading.Lock]:
+    """The ring of `path` mapped into this process, and the lock its writers share: this process's mapping of the
+    file if it has one, else the file's, created at `shape` (only the owner maps a file, so one this process does not
+    map may change size). A file found with the same layout keeps its counts: a worker that reuses a dead worker's
+    pid takes its rows over."""
+    with _rings_lock:
+        known = _rings.get(path)
+        if known is not None and known.file == _file_id(path):
+            if known.counts.shape != shape:
+                raise ValueError(f"{path.name} is mapped as {known.counts.shape} (rows, columns), not {shape}")
+            return known.counts, known.lock
+        size = 8 * shape[0] * shape[1]
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            status = os.fstat(descriptor)
+            if status.st_size != size:
+                os.ftruncate(descriptor, size)
+            mapping = mmap.mmap(descriptor, size)
+        finally:
+            os.close(descriptor)
+        # a plain ndarray over the shared pages: indexing it is much cheaper than numpy.memmap's
+        counts = np.frombuffer(mapping, dtype=np.float64).reshape(shape)
+        if status.st_size != size:  # a new file, or one of another layout: no slot is valid in it yet
+            counts[:, 1:] = 0
+            counts[:, 0] = -1
+        ring = _rings[path] = _Ring(counts, threading.Lock(), (status.st_dev, status.st_ino))
+        return ring.counts, ring.lock
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        status = path.stat()
+    except FileNotFoundError:
+        return None
+    return status.st_dev, status.st_ino
 
 
 def window_file(safe_key: str, owner: str, kind: str = WINDOW) -> str:

@@ -161,6 +161,12 @@ def predict_load(url: str, model: str, rows: list[Any]) -> Iterator[list[Answer]
             thread.join(timeout=STOP_TIMEOUT_S)
 
 
+def heartbeats(url: str) -> dict[int, float]:
+    """Each worker's last heartbeat, by pid."""
+    series = matching(scrape(url), "classifier_worker_heartbeat_timestamp_seconds")
+    return {int(dict(labels)["pid"]): v for labels, v in series.items()}
+
+
 def serves_everywhere(url: str, model: str, task: str, served: str, replaced: str) -> bool:
     """Whether every worker serves `served` in place of `replaced`: `classifier_model_info` is the workers' max, 0
     for `replaced` once every worker has replaced it."""

@@ -22,8 +22,7 @@ from tests.e2e.conftest import (
     READY_TIMEOUT_S,
     TIMEOUT,
     Samples,
-    matching,
-    scrape,
+    heartbeats,
     scrape_when,
     serving,
     value,
@@ -36,11 +35,6 @@ pytestmark = pytest.mark.e2e
 HEARTBEAT_S = 0.2
 ROWS = digits_rows(10)[0].tolist()
 OK = {"model": "digits", "endpoint": "/predict", "code": "ok"}
-
-
-def heartbeats(url: str) -> dict[int, float]:
-    series = matching(scrape(url), "classifier_worker_heartbeat_timestamp_seconds")
-    return {int(dict(labels)["pid"]): v for labels, v in series.items()}
 
 
 def predict(url: str) -> None:

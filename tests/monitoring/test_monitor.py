@@ -437,3 +437,21 @@ def test_drift_bin_counters_outlive_the_window_and_sum_every_workers_files(
     assert "other" not in window_owners(tmp_path)
     remove_windows(tmp_path, "other")
     assert [v for _, v in monitor.bin_samples()[0]] == [3.0] * monitor.inputs.width
+
+
+def test_a_version_monitored_again_continues_its_drift_bin_counters(
+    registered: Registered, built: Built, tmp_path: Path
+) -> None:
+    """A rollback builds a second monitor for a version this worker served before: its drift-bin counters and its
+    window go on from where they were (Prometheus reads a drop as a counter reset and counts the rows again)."""
+    first = built.monitor
+    observe_in_calls(first, registered.X_train[:60], rows_per_call=20)
+    before = [v for _, v in first.bin_samples()[0]]
+    window_before = first.window.total()
+    again = ModelMonitor(built.name, built.version, registered.metadata, first.metrics, first.config, tmp_path)
+    assert [v for _, v in again.bin_samples()[0]] == before
+    assert again.window.total().tolist() == window_before.tolist()
+    observe_in_calls(again, registered.X_train[60:80], rows_per_call=20)
+    first_feature = again.inputs.feature_order[0]
+    counts = dict(again.bin_samples()[0])
+    assert sum(v for labels, v in counts.items() if f'feature="{first_feature}"' in labels) == 80

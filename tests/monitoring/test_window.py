@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from service.monitoring.window import SlidingCounts
+from service.monitoring.window import TOTALS, WINDOW, SlidingCounts
 
 SLOT = 10.0  # seconds per slot
 SLOTS = 6  # the window: 60 s
@@ -135,3 +136,49 @@ def test_absorbed_rows_from_before_a_slot_was_reused_do_not_count(tmp_path: Path
     dead.add(np.array([1.0, 2.0, 3.0]), now=130.0)  # slot 13
     replacement.absorb("101", now=135.0)
     assert replacement.total(now=135.0).tolist() == [1.0, 2.0, 3.0]
+
+
+@pytest.mark.parametrize("kind", [WINDOW, TOTALS])
+def test_a_key_opened_again_in_the_same_process_goes_on_counting(tmp_path: Path, kind: str) -> None:
+    """A model version that comes back (a rollback, a shadow promoted) opens its key again: the counts so far stay,
+    and both objects write to one mapping. Truncating the file instead zeroed the counts, and a write into the old
+    mapping while the file was 0 bytes long was a SIGBUS that killed the worker."""
+    slot, slots = (math.inf, 1) if kind == TOTALS else (SLOT, SLOTS)
+    first = SlidingCounts(tmp_path, KEY, 3, slot, slots, kind=kind)
+    first.add(np.array([1.0, 2.0, 3.0]), now=100.0)
+    path = next(tmp_path.iterdir())
+    inode, size = path.stat().st_ino, path.stat().st_size
+    again = SlidingCounts(tmp_path, KEY, 3, slot, slots, kind=kind)
+    assert (path.stat().st_ino, path.stat().st_size) == (inode, size)
+    assert again.total(now=100.0).tolist() == [1.0, 2.0, 3.0]
+    first.add(np.array([1.0, 0.0, 0.0]), now=101.0)  # the old object writes on: the new one sees it
+    again.add(np.array([0.0, 1.0, 0.0]), now=101.0)
+    assert first.total(now=101.0).tolist() == again.total(now=101.0).tolist() == [2.0, 3.0, 3.0]
+
+
+def test_a_key_opened_again_with_another_layout_is_refused(tmp_path: Path) -> None:
+    """One process cannot map one file as two shapes: the second would read the first's counts as its own."""
+    writer(tmp_path, "a", width=3)
+    with pytest.raises(ValueError, match="mapped as"):
+        writer(tmp_path, "a", width=4)
+
+
+def test_a_file_left_by_a_process_with_the_same_owner_keeps_its_counts(tmp_path: Path) -> None:
+    """A file this process does not map yet (a dead worker's whose pid was reused) is taken as it is: its rows were
+    served, and zeroing them would make the counters that sum them go backwards."""
+    ring = np.full((SLOTS, 4), -1.0)
+    ring[10 % SLOTS] = [10.0, 4.0, 5.0, 6.0]  # slot 10 holds counts
+    ring.tofile(tmp_path / f"clf_window_{KEY}@left.bin")
+    assert writer(tmp_path, "left").total(now=100.0).tolist() == [4.0, 5.0, 6.0]
+
+
+def test_a_file_removed_and_made_anew_is_mapped_anew(tmp_path: Path) -> None:
+    """A folder emptied under the process (a server start wipes it) holds new files: counts go to them, not to the
+    mapping of a file that is gone."""
+    writer(tmp_path, "a").add(np.ones(3), now=100.0)
+    for path in tmp_path.iterdir():
+        path.unlink()
+    fresh = writer(tmp_path, "a")
+    assert fresh.total(now=100.0).tolist() == [0.0, 0.0, 0.0]
+    fresh.add(np.ones(3), now=100.0)
+    assert writer(tmp_path, "b").total(now=100.0).tolist() == [1.0, 1.0, 1.0]
