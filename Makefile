@@ -1,7 +1,6 @@
 # classifier-service: `make serve` serves the default catalog, `make test` runs every test.
 PORT ?= 3000
 HOST ?= 127.0.0.1
-export BENTOML_HOME ?= $(CURDIR)/.bentoml
 export BENTOML_DO_NOT_TRACK ?= True
 VENV := .venv
 PY := $(VENV)/bin/python

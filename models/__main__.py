@@ -23,6 +23,7 @@ from pathlib import Path
 
 import orjson
 
+from service import home
 from service.classifiers import InvalidModelError
 from service.store import LoadedModel, check_stored, load_model
 
@@ -208,6 +209,7 @@ def _served(tag: str) -> LoadedModel:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logger.info(home.describe())
     commands = {
         "train": train_command,
         "retrain": retrain_command,

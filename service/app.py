@@ -18,6 +18,7 @@ from typing import Any
 import anyio
 import bentoml
 import orjson
+import sqlalchemy as sa
 from bentoml.serving import running_inside_container
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -25,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from . import bentoml_fixes
+from . import bentoml_fixes, home
 from .allocator import tune_allocator
 from .auth.guard import Guard
 from .auth.keys import SCOPES, Scope, read_keys
@@ -336,7 +337,16 @@ DOCUMENT = openapi_document(
 SERVER_SETTINGS = Settings()
 if SERVER_SETTINGS.api_keys_file is not None:
     read_keys(SERVER_SETTINGS.api_keys_file)  # a bad keys file stops `bentoml serve` here, not each worker in a loop
-bentoml_fixes.apply()
+_server_metrics = bentoml_fixes.apply(home.bentoml_home()[0])
+if _server_metrics is not None:  # the arbiter of `bentoml serve`: once per server, before its workers start
+    _where = logging.getLogger("service.home")
+    _where.setLevel(logging.INFO)  # `bentoml serve` sets the root logger to WARNING
+    _where.info(
+        "%s; prediction log %s; metrics folder %s",
+        home.describe(),
+        sa.engine.make_url(SERVER_SETTINGS.log_database_url).render_as_string(hide_password=True),
+        _server_metrics,
+    )
 
 
 @bentoml.service(

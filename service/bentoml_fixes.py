@@ -1,21 +1,36 @@
-"""A fix to BentoML 1.4 applied when the service module is imported (BentoML is pinned to 1.4.x).
+"""Fixes to BentoML 1.4 applied when the service module is imported (BentoML is pinned to 1.4.x): the one module
+that writes to BentoML's internals, each change checked by tests/test_bentoml_fixes.py.
 
-`TimeoutMiddleware` arms `loop.call_later(timeout, ...)` for every request and never cancels it. The timer
-handle holds a copy of the request's context variables, so each request's context stays alive for the
+The traffic timeout. `TimeoutMiddleware` arms `loop.call_later(timeout, ...)` for every request and never cancels
+it. The timer handle holds a copy of the request's context variables, so each request's context stays alive for the
 traffic timeout (30 s here): at ~1,000 requests/s that is tens of thousands of live objects that every full
 garbage collection walks, the periodic 100-500 ms stalls BENTOML-NOTES.md measured. This version cancels the
 timer once the request is answered, and otherwise behaves the same (504 after the timeout).
+
+The store. `bentoml serve` and `bentoml build` resolve BentoML's home before they import the service; this package
+resolves it by its own rule (`service.home`): the CLI's cached store is pointed at the same folder.
+
+The metrics folder. BentoML gives every server `$BENTOML_HOME/prometheus_multiproc_dir` and empties it when a server
+starts, so a second server on one checkout deleted the first one's metric files under it. Each server (its arbiter,
+the process that imports the service before it starts the workers) gets a folder of its own under it instead,
+`server-<arbiter pid>`; the folders of servers that are gone are removed when the next one starts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+from pathlib import Path
 from typing import Any
 
+import psutil
+from bentoml._internal.configuration.containers import BentoMLContainer
 from bentoml._internal.server.http import traffic
 from starlette.responses import JSONResponse
 
 from .errors import TIMEOUT
+from .home import SERVER_FOLDER_PREFIX, server_metrics_folder
 
 
 async def _call(self: Any, scope: Any, receive: Any, send: Any) -> None:
@@ -44,6 +59,40 @@ async def _call(self: Any, scope: Any, receive: Any, send: Any) -> None:
         timer.cancel()
 
 
-def apply() -> None:
-    """Replace `TimeoutMiddleware.__call__` with the version that cancels its timer."""
+def use_store(home: Path) -> None:
+    """Point BentoML's home, model store and bento store at `home`, whatever its CLI resolved before."""
+    from bentoml._internal.bento import BentoStore
+    from bentoml._internal.models import ModelStore
+
+    if Path(BentoMLContainer.bentoml_home.get()).resolve() == home.resolve():
+        return
+    BentoMLContainer.bentoml_home.set(str(home))
+    BentoMLContainer.model_store_dir.set(str(home / "models"))
+    BentoMLContainer.model_store.set(ModelStore(str(home / "models")))
+    BentoMLContainer.bento_store_dir.set(str(home / "bentos"))
+    BentoMLContainer.bento_store.set(BentoStore(str(home / "bentos")))
+
+
+def metrics_folder_of_this_server(home: Path) -> Path | None:
+    """In a server's arbiter (no `PROMETHEUS_MULTIPROC_DIR` yet: its workers get it from the arbiter), make its
+    metrics folder `server-<pid>` under BentoML's, remove those of servers that are gone; the folder, or None
+    elsewhere (a worker, a test or a tool that chose a folder)."""
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        return None
+    parent = home / "prometheus_multiproc_dir"
+    if parent.is_dir():
+        for folder in parent.glob(f"{SERVER_FOLDER_PREFIX}*"):
+            pid = folder.name.removeprefix(SERVER_FOLDER_PREFIX)
+            if pid.isdigit() and not psutil.pid_exists(int(pid)):
+                shutil.rmtree(folder, ignore_errors=True)
+    folder = server_metrics_folder(home, os.getpid())
+    BentoMLContainer.prometheus_multiproc_dir.set(str(folder))
+    return folder
+
+
+def apply(home: Path) -> Path | None:
+    """Every fix: the traffic timeout, the store at `home`, this server's own metrics folder (which it returns in a
+    server's arbiter, else None)."""
     traffic.TimeoutMiddleware.__call__ = _call  # type: ignore[method-assign]
+    use_store(home)
+    return metrics_folder_of_this_server(home)

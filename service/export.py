@@ -24,6 +24,7 @@ import orjson
 import sqlalchemy as sa
 from pydantic import ValidationError
 
+from . import home
 from .classifiers import InvalidModelError
 from .feedback.database import create_database_engine, current_revision, head_revision, sqlite_path
 from .feedback.ids import first_key_at, prediction_id
@@ -256,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         sys.stderr.write(f"python -m service.export: invalid CLF_* settings: {exc}\n")
         return 2
+    sys.stderr.write(home.describe() + "\n")
     try:
         with ExitStack() as stack:
             out = sys.stdout if args.output is None else stack.enter_context(args.output.open("w", newline=""))

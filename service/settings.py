@@ -9,6 +9,8 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from . import home
+
 DEFAULT_CATALOG = ("breast_cancer", "digits", "digit_attributes", "digit_attributes_ovr", "digit_groups")
 OUTCOME_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
@@ -60,7 +62,10 @@ class Settings(BaseSettings):
     batching: bool = Field(True, description="coalesce concurrent requests' rows into one model call")
     batch_max_rows: int = Field(1000, ge=1, description="most rows in one coalesced model call")
     batch_max_wait_ms: float = Field(0.0, ge=0, description="wait this long for more rows before a model call")
-    data_dir: Path = Field(Path("data"), description="where the service keeps its files (the SQLite prediction log)")
+    data_dir: Path = Field(
+        default_factory=lambda: home.data_dir()[0],
+        description="where the service keeps its files (the SQLite prediction log); default: the checkout's `data`",
+    )
     database_url: str | None = Field(
         None, description="the prediction log's database; default SQLite in CLF_DATA_DIR (postgresql+psycopg://...)"
     )

@@ -19,6 +19,7 @@ import numpy as np
 import sklearn
 import skops.io
 
+from . import home
 from .classifiers import FeatureSchema, InvalidModelError, Task, get_task, profile_features
 from .classifiers.base import Description
 from .classifiers.evaluation import feature_sensitivity, measure_confidence
@@ -180,7 +181,7 @@ def _stored(tag: str) -> tuple[bentoml.Model, dict[str, Any]]:
     try:
         model = _get(tag)
     except bentoml.exceptions.NotFound as exc:
-        raise ModelNotFoundError(f"model '{tag}' is not in the BentoML store") from exc
+        raise ModelNotFoundError(f"model '{tag}' is not in the BentoML store {home.bentoml_home()[0]}") from exc
     except bentoml.exceptions.BentoMLException as exc:  # a malformed name or version
         raise ModelNotFoundError(f"'{tag}' is not a model tag (name:version): {exc}") from exc
     except Exception as exc:  # noqa: BLE001 -- a damaged model.yaml fails in its parser or in BentoML's checks

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import httpx
 
+from service.home import server_metrics_folder
+
 from .. import home, machine
 from ..config import Variant
 from ..scorecard.traffic import load_models
@@ -113,8 +115,8 @@ def measure(args: argparse.Namespace, store: Path, run_dir: Path, source: Path, 
         with prometheus.running([server.url], run_dir / "prometheus", SCRAPE_S) as prom:
             stop_traffic = threading.Event()
             started_wall, started = time.time(), time.monotonic()
-            sampler = Sampler(server, run_dir / "prometheus_multiproc_dir", run_dir / "data" / "predictions.db",
-                              started, SAMPLE_S, stop_traffic)  # fmt: skip
+            metrics = server_metrics_folder(run_dir, server.process.pid)
+            sampler = Sampler(server, metrics, run_dir / "data" / "predictions.db", started, SAMPLE_S, stop_traffic)
             logger.info("traffic: %g requests/s for %g minutes", args.rate, args.minutes)
             sampler.start()
             try:

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from service.settings import DEFAULT_CATALOG
-from tests.e2e.conftest import TIMEOUT, increased, scrape, scrape_when, value
+from tests.e2e.conftest import SERVERS, TIMEOUT, increased, scrape, scrape_when, serving, value, wait_until
 from tests.helpers import catalog_rows, digits_rows
 
 pytestmark = pytest.mark.e2e
@@ -66,3 +66,28 @@ def test_metrics_are_the_services_own(server: str) -> None:
     assert value(after, "classifier_requests_total", **ok) == value(before, "classifier_requests_total", **ok) + 1
     # BentoML's own request metrics (labelled by raw path) are switched off: /metrics is the service's
     assert not [name for name, _ in after if name.startswith("bentoml_")]
+
+
+def test_two_servers_on_one_store_keep_their_own_metrics_and_share_the_log(
+    e2e_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Issue 23: BentoML empties its home's Prometheus folder when a server starts, so a second server on one
+    checkout deleted the first one's metric files. Each server has its own folder now; the prediction log (SQLite
+    in the home's data folder) is shared, as replicas share theirs."""
+    home = tmp_path_factory.mktemp("serve-twice")
+    rows = {"model": "digits", "instances": digits_rows(2)[0].tolist()}
+    ok = {"model": "digits", "endpoint": "/predict", "code": "ok"}
+    with serving(e2e_env, home, models="digits") as first:
+        made = [httpx.post(f"{first}/predict", json=rows, timeout=TIMEOUT).json() for _ in range(3)]
+        scrape_when(first, lambda s: value(s, "classifier_requests_total", **ok) == 3, "the first server's 3 requests")
+        with serving(e2e_env, home, models="digits") as second:
+            assert httpx.post(f"{first}/predict", json=rows, timeout=TIMEOUT).status_code == 200
+            scrape_when(first, lambda s: value(s, "classifier_requests_total", **ok) == 4, "4 requests on the first")
+            assert value(scrape(second), "classifier_requests_total", **ok) == 0
+            folders = sorted(p.name for p in (home / "prometheus_multiproc_dir").iterdir())
+            assert folders == sorted(f"server-{SERVERS[url].pid}" for url in (first, second))
+            logged = made[0]["predictions"][0]["id"]
+            wait_until(
+                lambda: httpx.get(f"{second}/predictions/{logged}", timeout=TIMEOUT).status_code == 200,
+                "the second server to read the first one's prediction from the shared log",
+            )

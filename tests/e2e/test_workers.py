@@ -17,9 +17,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from service.home import server_metrics_folder
 from service.monitoring.window import TOTALS, window_file
 from tests.e2e.conftest import (
     READY_TIMEOUT_S,
+    SERVERS,
     TIMEOUT,
     Samples,
     heartbeats,
@@ -82,7 +84,7 @@ def test_a_killed_worker_is_replaced_serves_and_leaves_only_its_counts_behind(
         assert replacement in heartbeats(url)
 
         counted(url, 10)  # the dead workers' window rows were taken over, and their counters still add up
-        folder = home / "prometheus_multiproc_dir"
+        folder = server_metrics_folder(home, SERVERS[url].pid)
         left = sorted(p.name for p in folder.iterdir() if str(first) in p.name or str(second) in p.name)
         version = httpx.get(f"{url}/models/digits", timeout=TIMEOUT).json()["version"]
         counts = [f"{kind}_{pid}.db" for kind in ("counter", "histogram") for pid in (first, second)]
