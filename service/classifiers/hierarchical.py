@@ -417,22 +417,29 @@ Candidates = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # row, path 
 
 
 def best_paths(nodes: NodeClassifiers, X: Any, k: int) -> list[list[tuple[list[str], float]]]:
-    """The k most confident complete paths per row, exactly.
+    """The k most confident complete paths per row, exactly: min(k, leaves) of them, best first.
 
     A beam of width k finds k complete paths cheaply; the k-th one's confidence is a lower bound on the answer.
     Confidence never rises down a path, so a second pass that keeps every partial path at or above that bound
-    cannot miss a better one (a plain beam can: a likely leaf under a less likely group). A tree has one path per
-    leaf: k is capped there, and a beam that wide misses nothing, so it needs no second pass.
+    cannot miss a better one (a plain beam can: a likely leaf under a less likely group). The second pass computes
+    a node's probabilities over other rows than the first (those that reach the node), and a matrix product over
+    other rows may round differently: the beam's own k-th path can come out an ulp below its bound and be cut. So
+    the answer is the k best of both passes' paths: the beam's k are always there, and a path the second pass cut
+    by rounding ties the k-th to within rounding. A tree has one path per leaf: k is capped there, and a beam that
+    wide misses nothing, so it needs no second pass.
     """
     n = _len(X)
-    k = min(k, len(nodes.tree.leaves))
-    if k == len(nodes.tree.leaves):
-        return _paths_by_row(nodes.tree, n, _best_per_row(_search(nodes, X, lambda found: found), k))
-    row, _, _, conf = _search(nodes, X, lambda found: _best_per_row(found, k))
+    tree = nodes.tree
+    k = min(k, len(tree.leaves))
+    if k == len(tree.leaves):
+        return _paths_by_row(tree, n, _best_per_row(_search(nodes, X, lambda found: found), k))
+    beam = _search(nodes, X, lambda found: _best_per_row(found, k))
+    row, conf = beam[0], beam[3]
     counts = np.bincount(row, minlength=n)
     kth = conf[np.maximum(np.searchsorted(row, np.arange(n), side="right") - 1, 0)]
     bound = np.where(counts >= k, kth, 0.0)  # fewer than k paths: the beam saw every path already
-    return _paths_by_row(nodes.tree, n, _best_per_row(_search(nodes, X, lambda found: _at_least(found, bound)), k))
+    wide = _search(nodes, X, lambda found: _at_least(found, bound))
+    return _paths_by_row(tree, n, _best_per_row(_union(beam, wide, len(tree.names)), k))
 
 
 def _paths_by_row(tree: Tree, n: int, found: Candidates) -> list[list[tuple[list[str], float]]]:
@@ -486,6 +493,14 @@ def _at_least(found: Candidates, bound: np.ndarray) -> Candidates:
     row, paths, last, conf = found
     keep = conf >= bound[row]
     return row[keep], paths[keep], last[keep], conf[keep]
+
+
+def _union(first: Candidates, second: Candidates, n_nodes: int) -> Candidates:
+    """The candidates of both, each (row, last node) once: a path both found keeps its confidence in `first`
+    (the two differ by rounding at most)."""
+    row, paths, last, conf = (np.concatenate(pair) for pair in zip(first, second, strict=True))
+    _, once = np.unique(row * n_nodes + last, return_index=True)  # the first occurrence: `first`'s
+    return row[once], paths[once], last[once], conf[once]
 
 
 def _path_probability(nodes: NodeClassifiers, X: Any, paths: np.ndarray) -> np.ndarray:

@@ -52,6 +52,15 @@ class CountingProba(FixedProba):
         return super().predict_proba(X)
 
 
+class OddRowsRoundDown(FixedProba):
+    """A `FixedProba` one ulp lower on calls with an odd number of rows: a matrix product may round a row differently
+    when the call's other rows differ (BLAS blocks them differently); this makes that happen on cue."""
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        proba = super().predict_proba(X)
+        return np.nextafter(proba, 0.0) if len(X) % 2 else proba
+
+
 class OneColumnBinary(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     """A binary estimator with `classes_ == [0, 1]` whose P(1) is column `column` of `X`."""
 
@@ -113,6 +122,11 @@ def fixed_proba(classes: Sequence[Any], offset: int = 0) -> FixedProba:
 def counting_proba(classes: Sequence[Any], offset: int = 0) -> CountingProba:
     """A fitted `CountingProba` with `classes_ == classes`."""
     return CountingProba(classes=list(classes), offset=offset).fit(_DUMMY_X, [classes[0]])
+
+
+def odd_rows_round_down(classes: Sequence[Any], offset: int = 0) -> OddRowsRoundDown:
+    """A fitted `OddRowsRoundDown` with `classes_ == classes`."""
+    return OddRowsRoundDown(classes=list(classes), offset=offset).fit(_DUMMY_X, [classes[0]])
 
 
 def one_column_binary(column: int) -> OneColumnBinary:

@@ -7,12 +7,21 @@ import pytest
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
-from .fakes import FixedMultiOutput, FixedProba, counting_proba, fixed_proba, multi_output, one_column_binary
+from .fakes import (
+    FixedMultiOutput,
+    FixedProba,
+    counting_proba,
+    fixed_proba,
+    multi_output,
+    odd_rows_round_down,
+    one_column_binary,
+)
 
 
 def test_fitted_fakes_pass_check_is_fitted() -> None:
     """Every helper returns a fitted estimator; an unfitted one is reported as such."""
-    for estimator in (fixed_proba(["a", "b"]), counting_proba(["a", "b"]), one_column_binary(0), multi_output(2)):
+    fitted = (fixed_proba(["a", "b"]), counting_proba(["a", "b"]), odd_rows_round_down(["a", "b"]))
+    for estimator in (*fitted, one_column_binary(0), multi_output(2)):
         check_is_fitted(estimator)
     for unfitted in (FixedProba(), FixedMultiOutput()):
         with pytest.raises(NotFittedError):
@@ -41,3 +50,13 @@ def test_counting_proba_records_rows_per_call() -> None:
     estimator.predict_proba(np.zeros((3, 2)))
     estimator.predict_proba(np.zeros((1, 2)))
     assert estimator.calls_ == [3, 1]
+
+
+def test_odd_rows_round_down_by_one_ulp_on_odd_row_counts() -> None:
+    """Two rows read as `FixedProba` reads them; one of them alone comes out one ulp lower, and never above."""
+    estimator = odd_rows_round_down(["a", "b"])
+    X = np.array([[0.375, 0.625], [0.5, 0.5]])
+    np.testing.assert_array_equal(estimator.predict_proba(X), X)
+    alone = estimator.predict_proba(X[:1])
+    np.testing.assert_array_equal(alone, np.nextafter(X[:1], 0.0))
+    assert (alone < X[:1]).all()

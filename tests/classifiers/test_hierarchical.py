@@ -13,7 +13,7 @@ from service.classifiers import ROOT, InvalidInputError, InvalidModelError, Opti
 from service.classifiers.evaluation import measure_confidence
 from service.classifiers.hierarchical import HierarchicalTask, Tree
 
-from .fakes import RecordingFit, counting_proba, features, fixed_proba
+from .fakes import RecordingFit, counting_proba, features, fixed_proba, odd_rows_round_down
 
 # Three levels, leaves at depths 1 (D), 2 (A2, B1, B2, C1) and 3 (A1x, A1y). C has one child: no classifier.
 HIERARCHY: dict[str, list[str]] = {
@@ -203,8 +203,8 @@ PRUNED_RANKED = [
 ]
 
 
-def top_k(X: list[list[float]], k: int) -> list[list[tuple[list[str], float]]]:
-    return [[(e["path"], e["confidence"]) for e in r["top_k"]] for r in records(X, Options(top_k=k))]
+def top_k(X: list[list[float]], k: int, task: HierarchicalTask | None = None) -> list[list[tuple[list[str], float]]]:
+    return [[(e["path"], e["confidence"]) for e in r["top_k"]] for r in records(X, Options(top_k=k), task)]
 
 
 def test_top_k_paths_are_the_k_most_confident_complete_paths() -> None:
@@ -273,6 +273,29 @@ def test_top_k_matches_brute_force_on_random_probabilities(rng: np.random.Genera
             np.testing.assert_allclose([c for _, c in paths], best, err_msg=f"k={k}")
             for path, c in paths:
                 assert confidence[tuple(path)] == pytest.approx(c)
+
+
+# k = 2. The beam takes both rows to A at level 0, so it calls A with two rows; the second pass keeps A for the
+# first row only (the second's A, 0.25, is below its bound 0.3125), so it calls A with one row.
+#   first row:  B/B1 = 0.5 * 0.75 = 0.375, A/A2 = 0.5 * 0.625 = 0.3125 (the bound), A/A1 = 0.1875, B/B2 = 0.125
+#   second row: B/B1 = B/B2 = 0.625 * 0.5 = 0.3125, A 0.25, C/C1 and D 0.0625
+ROW_ROUNDED = row([0.5, 0.5, 0.0, 0.0], [0.375, 0.625], [0.75, 0.25], [0.5, 0.5])
+ROW_LEAVES_A = row([0.25, 0.625, 0.0625, 0.0625], [0.5, 0.5], [0.5, 0.5], [0.5, 0.5])
+
+
+def test_top_k_keeps_k_paths_when_a_node_rounds_differently_over_other_rows() -> None:
+    """Issue 16: A's probabilities come out an ulp lower over one row than over two, as a matrix product over other
+    rows may round, so the second pass finds A/A2 just below the bound its first-pass confidence set. The first
+    row still gets its two best paths, A/A2 at (within rounding) 0.3125."""
+    estimators = {node: fixed_proba(classes, offset) for node, (classes, offset) in NODE_COLUMNS.items()}
+    estimators["A"] = odd_rows_round_down(*NODE_COLUMNS["A"])
+    task = HierarchicalTask(
+        estimators, {"classes": LEAVES, "features": features(N_FEATURES), "decision": {"hierarchy": HIERARCHY}}
+    )
+    first, second = top_k([ROW_ROUNDED, ROW_LEAVES_A], 2, task)
+    assert [path for path, _ in first] == [["B", "B1"], ["A", "A2"]]
+    assert [c for _, c in first] == [0.375, pytest.approx(0.3125, rel=1e-15)]
+    assert sorted(second) == [(["B", "B1"], 0.3125), (["B", "B2"], 0.3125)]
 
 
 def test_threshold_does_not_apply() -> None:
