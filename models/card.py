@@ -52,6 +52,7 @@ def card(trained: TrainedModel) -> str:
         + (f", class weight {trained.options.class_weight}" if trained.options.class_weight else "")
         + (f", {_STRATEGIES[trained.options.multilabel_strategy]}" if data.task == "multilabel" else ""),
         f"  features: {len(columns.numeric)} numeric, {len(columns.categorical)} categorical, {len(columns.text)} text",
+        *_ignored(model.metadata.get("ignored_columns", [])),
         *[f"  note: {note}" for note in data.notes],
         "",
         f"Validation: accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}"
@@ -77,6 +78,11 @@ def card(trained: TrainedModel) -> str:
     warnings = _warnings(data.task, figures, truth, metrics)
     lines += ["", "Warnings:" if warnings else "Warnings: none", *[f"  - {w}" for w in warnings]]
     return "\n".join(lines) + "\n"
+
+
+def _ignored(columns: list[str]) -> list[str]:
+    """The line naming the file's columns that rows may hold and the model does not use, if any."""
+    return [f"  ignored columns (accepted in rows, not used): {', '.join(columns)}"] if columns else []
 
 
 def _as_sets(task: str, y: Any, records: list[dict[str, Any]], labels: list[str]) -> tuple[list[Any], list[Any]]:

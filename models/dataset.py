@@ -42,7 +42,9 @@ class Columns:
 @dataclass
 class TrainingData:
     """The features (a DataFrame in `columns.order`), the target in the task's form, and what the task needs:
-    `labels` (multilabel, the target's columns in order), `hierarchy` (parent -> children), `positive_class`."""
+    `labels` (multilabel, the target's columns in order), `hierarchy` (parent -> children), `positive_class`.
+    `ignored`: the file's other columns but the target (the time column, ids, `--drop`), which the served model
+    accepts in object rows and ignores."""
 
     task: str
     target: str
@@ -54,6 +56,7 @@ class TrainingData:
     hierarchy: dict[str, list[str]] = field(default_factory=dict)
     positive_class: str | None = None
     notes: list[str] = field(default_factory=list)  # what reading changed (rows without a target, ...)
+    ignored: list[str] = field(default_factory=list)
 
     def task_params(self) -> dict[str, Any]:
         if self.task == "binary":
@@ -147,6 +150,7 @@ def prepare(
     raw = table[target].reset_index(drop=True)
     data = TrainingData(task, target, X, np.empty(0), columns, None if times is None else times.reset_index(drop=True))
     data.notes = notes
+    data.ignored = [str(name) for name in table.columns if name != target and name not in X.columns]
     if task in ("binary", "multiclass"):
         _single_label(data, raw, positive_class)
     elif task == "multilabel":

@@ -64,6 +64,7 @@ def retrain(
         text=metadata["features"].get("text", []),
         time_column=PREDICTED_AT,
     )
+    data.ignored = list(metadata.get("ignored_columns", []))  # clients send the rows they sent the served version
     if log.skipped:
         data.notes.append(f"{log.skipped} labelled predictions left out: logged without inputs or with other features")
     progress("splitting")

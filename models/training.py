@@ -187,6 +187,7 @@ def fit_and_register(
             categorical_features=data.columns.categorical,
             text_features=data.columns.text,
             allows_missing=True,  # the pipeline imputes numbers and categories; a missing text is an empty one
+            ignored_columns=data.ignored,  # rows as the file has them (minus the target) are accepted
             optimize=options.optimize,
             training={
                 "target": data.target,

@@ -15,7 +15,8 @@ Name = Annotated[str, Field(min_length=1, max_length=256)]
 _VALUE: dict[str, Any] = {"anyOf": [{"type": "number"}, {"type": "string"}, {"type": "null"}]}
 INSTANCE_SCHEMA: dict[str, Any] = {
     "description": "A row: its feature values in the model's feature order, or an object keyed by feature name (all "
-    "of them, no others). A value is a number, a string (categorical or text features) or null (missing).",
+    "of them; no others, except the model card's `ignored_columns`, which are ignored). A value is a number, a string "
+    "(categorical or text features) or null (missing).",
     "anyOf": [{"type": "array", "items": _VALUE}, {"type": "object", "additionalProperties": _VALUE}],
 }
 

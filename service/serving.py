@@ -340,7 +340,8 @@ def observe_scores(task: Task, monitor: ModelMonitor, scores: Any) -> None:
 
 
 def describe_model(model: LoadedModel, monitored_features: int) -> dict[str, Any]:
-    """The model card of `GET /models`: identity, classes, features, validation metrics, decision defaults."""
+    """The model card of `GET /models`: identity, classes, features (and the columns object rows may hold besides
+    them), validation metrics, decision defaults."""
     meta = model.metadata
     classes = model.task.classes
     features = model.task.features
@@ -356,6 +357,7 @@ def describe_model(model: LoadedModel, monitored_features: int) -> dict[str, Any
             "text": sorted(features.text),
             "allows_missing": features.allows_missing,
         },
+        "ignored_columns": list(features.ignored),
         "trained_at": meta["trained_at"],
         "sklearn_version": meta["sklearn_version"],
         "metrics": meta["metrics"],

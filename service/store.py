@@ -237,6 +237,7 @@ def register_model(
     categorical_features: Sequence[str] = (),
     text_features: Sequence[str] = (),
     allows_missing: bool | None = None,
+    ignored_columns: Sequence[str] = (),
     trained_at: datetime | None = None,
     training: Mapping[str, Any] | None = None,
     candidate: bool = False,
@@ -260,6 +261,9 @@ def register_model(
         categorical_features: features that take categories as strings (the estimator's pipeline encodes them).
         text_features: features that take free text (the pipeline vectorizes them); watched for missing values only.
         allows_missing: whether `null` inputs are accepted; default the estimator's `allow_nan` tag.
+        ignored_columns: other keys an object row may hold, dropped unread: the columns of the training data that
+            the model does not use (a time column, an id), so that clients may send records as they have them.
+            Names distinct from the features; default none.
         trained_at: when the estimator was trained (default now).
         training: how it was trained (`python -m models train` records its options; `retrain` reuses them).
         candidate: register a candidate: served only when named by its version, until promoted.
@@ -277,12 +281,14 @@ def register_model(
         text=frozenset(text_features),
         allows_missing=_allows_missing(estimators) if allows_missing is None else allows_missing,
         as_frame=hasattr(first, "feature_names_in_") and hasattr(X_val, "columns"),
+        ignored=ignored_columns,
     )
     reference_X = X_val if X_train is None else X_train
     reference_y = y_val if y_train is None else y_train
     metadata: dict[str, Any] = {
         "classes": description.classes,
         "features": features.to_metadata(),
+        "ignored_columns": list(features.ignored),
         "decision": description.decision,
         "metrics": description.metrics,
         "class_prior": task_cls.label_distribution(reference_y, description.classes),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 from sklearn.compose import ColumnTransformer
@@ -40,9 +42,10 @@ def catalog_rows(name: str, n: int | None = None) -> np.ndarray:
     return cancer_rows(n)[0] if name == "breast_cancer" else digits_rows(n)[0]
 
 
-def register_colors_model(name: str, handle_unknown: str = "ignore") -> str:
+def register_colors_model(name: str, handle_unknown: str = "ignore", ignored_columns: Sequence[str] = ()) -> str:
     """Registers a binary user model on a category (`color`: red, green or blue, one-hot encoded with
-    `handle_unknown`) and a number (`size`); returns its tag. `yes` when red or size > 1."""
+    `handle_unknown`) and a number (`size`), accepting `ignored_columns` in object rows; returns its tag. `yes` when
+    red or size > 1."""
     from service.store import register_model
 
     rng = np.random.default_rng(0)
@@ -63,5 +66,6 @@ def register_colors_model(name: str, handle_unknown: str = "ignore") -> str:
         y[150:],
         feature_names=["color", "size"],
         categorical_features=["color"],
+        ignored_columns=ignored_columns,
         positive_class="yes",
     )

@@ -130,6 +130,7 @@ def test_models_lists_every_served_model(api: TestClient, catalog: dict[str, str
     assert digits["features"]["count"] == 64 and digits["features"]["names"][0] == "pixel_0"
     assert {"accuracy", "macro_f1", "log_loss"} <= set(digits["metrics"])
     assert models["breast_cancer"]["decision"]["positive_class"] == "malignant"
+    assert all(model["ignored_columns"] == [] for model in models.values())  # trained on their features alone
     assert api.get("/models/digits").json() == digits
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import bentoml
 import numpy as np
@@ -14,7 +15,8 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 
 from service.classifiers import InvalidInputError, InvalidModelError, Options
-from service.store import TRUSTED_TYPES, load_model, register_model, save_model
+from service.serving import describe_model
+from service.store import TRUSTED_TYPES, load_model, read_estimators, register_model, save_model
 from tests.helpers import cancer_rows, register_colors_model
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -82,6 +84,47 @@ def test_categorical_pipeline_takes_strings_only_where_encoded() -> None:
         model.task.validate([["red", "big"]])
     with pytest.raises(InvalidInputError, match="color"):
         model.task.validate([[3.0, 1.0]])
+
+
+def test_a_model_registered_from_python_names_the_other_columns_its_rows_may_hold() -> None:
+    """`ignored_columns`: keys an object row may carry besides the features, dropped before the model; none by
+    default."""
+    model = load_model(register_colors_model("user_ignoring", ignored_columns=["customer", "signup"]))
+    assert model.metadata["ignored_columns"] == ["customer", "signup"]
+    X = model.task.validate([{"customer": "c-1", "color": "red", "size": 0.0, "signup": "2026-01-01"}])
+    assert X.tolist() == [["red", 0.0]]
+    with pytest.raises(InvalidInputError, match="unknown feature 'signup_at'"):
+        model.task.validate([{"color": "red", "size": 0.0, "signup_at": "2026-01-01"}])
+    plain = load_model(register_colors_model("user_not_ignoring"))
+    assert plain.metadata["ignored_columns"] == [] and describe_model(plain, 100)["ignored_columns"] == []
+
+
+@pytest.mark.parametrize(
+    ("ignored", "message"),
+    [
+        (["customer", "size"], "'size' is both a feature and an ignored column"),
+        (["customer", "customer"], "'customer' is listed twice"),
+        ("customer", "column names"),
+        ([7], "column names"),
+    ],
+)
+def test_ignored_columns_that_are_features_or_not_names_are_refused_at_registration(ignored: Any, message: str) -> None:
+    with pytest.raises(InvalidModelError, match=message):
+        register_colors_model("user_bad_ignored", ignored_columns=ignored)
+    with pytest.raises(bentoml.exceptions.NotFound):
+        bentoml.models.list("user_bad_ignored")
+
+
+def test_a_model_stored_before_ignored_columns_existed_ignores_none() -> None:
+    """Metadata without `ignored_columns` (registered by an earlier release): loads, lists none, refuses extra keys."""
+    tag = register_colors_model("user_before_ignored")
+    metadata = dict(bentoml.models.get(tag).info.metadata)
+    del metadata["ignored_columns"]
+    model = load_model(save_model("user_before_ignored", "binary", read_estimators(tag), metadata))
+    assert "ignored_columns" not in model.metadata and model.task.features.ignored == ()
+    assert describe_model(model, 100)["ignored_columns"] == []
+    with pytest.raises(InvalidInputError, match="unknown feature 'customer'"):
+        model.task.validate([{"color": "red", "size": 0.0, "customer": "c-1"}])
 
 
 def test_dataframe_fitted_model_gets_a_dataframe() -> None:

@@ -133,7 +133,7 @@ class Task(ABC):
 
     def __init__(self, estimators: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
         self.classes: list[str] = [str(c) for c in metadata["classes"]]
-        self.features = FeatureSchema.from_metadata(metadata["features"])
+        self.features = FeatureSchema.from_metadata(metadata["features"], metadata.get("ignored_columns", ()))
         for key, estimator in estimators.items():
             check_features(estimator, self.features, f"estimator '{key}'")
         self.decision: dict[str, Any] = dict(metadata.get("decision", {}))

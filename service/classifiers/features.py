@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain
 from numbers import Real
 from operator import itemgetter
@@ -13,11 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidInputError
+from .errors import InvalidInputError, InvalidModelError
 
 # Data-quality fault kinds found while validating (monitoring adds out_of_range and unseen_category).
 MISSING = "missing"
 NON_FINITE = "non_finite"
+MAX_IGNORED_NAMED = 10  # an unknown key's message names at most this many of the columns a model ignores
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,8 @@ class FeatureSchema:
         text: names of the features that take free text (a pipeline vectorizes them); not drift-monitored.
         allows_missing: whether the estimator handles NaN, so `null` is accepted.
         as_frame: the estimator was fitted on a DataFrame and wants one (needs pandas).
+        ignored: columns of the training file that the model does not use (its time column, an id, dropped ones):
+            an object row may hold them besides the features, and their values are dropped unread.
     """
 
     names: tuple[str, ...]
@@ -37,18 +40,42 @@ class FeatureSchema:
     text: frozenset[str] = frozenset()
     allows_missing: bool = False
     as_frame: bool = False
+    ignored: Sequence[str] = ()  # kept as a tuple
+    _keys: frozenset[str] = field(init=False, repr=False, compare=False)  # what an object row may hold
+
+    def __post_init__(self) -> None:
+        columns = self.ignored
+        # a bare string would pass as a sequence of one-letter columns
+        if (
+            isinstance(columns, str)
+            or not isinstance(columns, Sequence)
+            or not all(isinstance(c, str) and c for c in columns)
+        ):
+            raise InvalidModelError(f"ignored columns are a list of column names (strings), not {columns!r}")
+        features = set(self.names)
+        for i, column in enumerate(columns):
+            if column in features:
+                raise InvalidModelError(f"'{column}' is both a feature and an ignored column")
+            if column in columns[:i]:
+                raise InvalidModelError(f"ignored column '{column}' is listed twice")
+        object.__setattr__(self, "ignored", tuple(columns))
+        object.__setattr__(self, "_keys", frozenset(self.names) | frozenset(columns))
 
     @classmethod
-    def from_metadata(cls, meta: Mapping[str, Any]) -> FeatureSchema:
+    def from_metadata(cls, meta: Mapping[str, Any], ignored: Sequence[str] = ()) -> FeatureSchema:
+        """The schema of a model's `features` metadata; `ignored` is the metadata's `ignored_columns` (absent: none,
+        in models registered before it existed)."""
         return cls(
             names=tuple(meta["names"]),
             categorical=frozenset(meta.get("categorical", ())),
             text=frozenset(meta.get("text", ())),
             allows_missing=bool(meta.get("allows_missing", False)),
             as_frame=bool(meta.get("as_frame", False)),
+            ignored=ignored,
         )
 
     def to_metadata(self) -> dict[str, Any]:
+        """The `features` metadata; the ignored columns are the model metadata's own `ignored_columns`."""
         return {
             "names": list(self.names),
             "categorical": sorted(self.categorical),
@@ -84,7 +111,7 @@ class FeatureSchema:
             return rows
         n = len(self.names)
         getter = itemgetter(*self.names)
-        if all(type(row) is dict for row in rows) and set(map(len, rows)) == {n}:
+        if all(type(row) is dict for row in rows) and self._only_known_keys(rows):
             try:
                 picked = list(map(getter, rows))
                 return picked if n > 1 else [[value] for value in picked]
@@ -105,7 +132,16 @@ class FeatureSchema:
                 )
         return values
 
+    def _only_known_keys(self, rows: Sequence[Mapping[str, Any]]) -> bool:
+        """Whether no object row holds a key other than the features and the ignored columns (a row of exactly n
+        keys holds no other as soon as it has every feature, which picking them checks)."""
+        n = len(self.names)
+        if set(map(len, rows)) == {n}:
+            return True
+        return bool(self.ignored) and all(len(row) == n or self._keys.issuperset(row) for row in rows)
+
     def _check_keys(self, i: int, row: Mapping[str, Any]) -> None:
+        """Raise for an object row lacking a feature or holding a key that is neither a feature nor ignored."""
         missing = [name for name in self.names if name not in row]
         if missing:
             raise InvalidInputError(
@@ -113,12 +149,15 @@ class FeatureSchema:
                 f"expected every one of the model's {len(self.names)} features",
                 field=f"instances[{i}].{missing[0]}",
             )
-        known = set(self.names)
-        extra = [key for key in row if key not in known]
-        raise InvalidInputError(
-            f"row {i} has unknown feature '{extra[0]}'; expected only the model's features",
-            field=f"instances[{i}].{extra[0]}",
-        )
+        extra = [key for key in row if key not in self._keys]
+        if extra:
+            ignored = ", ".join(f"'{column}'" for column in self.ignored[:MAX_IGNORED_NAMED])
+            more = ", ..." if len(self.ignored) > MAX_IGNORED_NAMED else ""
+            also = f", or the training file's columns it ignores ({ignored}{more})" if self.ignored else ""
+            raise InvalidInputError(
+                f"row {i} has unknown feature '{extra[0]}'; expected only the model's features{also}",
+                field=f"instances[{i}].{extra[0]}",
+            )
 
     def _check_numeric(self, matrix: np.ndarray, values: Sequence[Sequence[Any]]) -> None:
         finite = np.isfinite(matrix)

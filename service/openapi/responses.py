@@ -118,6 +118,10 @@ class ModelCard(_Body):
     task: TaskName
     classes: ClassesCard
     features: FeaturesCard
+    ignored_columns: list[str] = Field(
+        description="Columns of the training file that the model does not use (its time column, ids, dropped "
+        "columns): an object row may hold them besides the features, and they are ignored. Any other key is a 400."
+    )
     trained_at: str = Field(description="ISO 8601.")
     sklearn_version: str
     metrics: dict[str, Any] = Field(description="Validation metrics at registration (accuracy, ece, ...).")

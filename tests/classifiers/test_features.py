@@ -9,11 +9,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.classifiers import FeatureSchema, InvalidInputError
+from service.classifiers import FeatureSchema, InvalidInputError, InvalidModelError
 
 NUMERIC = FeatureSchema(names=("f0", "f1", "f2"))
 MISSING_OK = FeatureSchema(names=("f0", "f1", "f2"), allows_missing=True)
 MIXED = FeatureSchema(names=("colour", "size"), categorical=frozenset({"colour"}))
+# a model trained from a file with a time column and an id column besides its features
+RECORDS = FeatureSchema(names=("f0", "f1", "f2"), allows_missing=True, ignored=("signup", "customer"))
 
 
 def invalid(schema: FeatureSchema, rows: Any) -> InvalidInputError:
@@ -243,6 +245,69 @@ def test_every_cell_error_names_row_and_feature_and_what_was_expected(
 
 
 def test_metadata_round_trip() -> None:
-    """`to_metadata` / `from_metadata` keep every attribute."""
+    """`to_metadata` / `from_metadata` keep every attribute; the ignored columns are the model metadata's own key."""
     schema = FeatureSchema(names=("a", "b"), categorical=frozenset({"b"}), allows_missing=True)
     assert FeatureSchema.from_metadata(schema.to_metadata()) == schema
+    ignoring = FeatureSchema(names=("a", "b"), ignored=("when", "id"))
+    assert FeatureSchema.from_metadata(ignoring.to_metadata(), ["when", "id"]) == ignoring
+
+
+# --- columns of the training file that the model does not use -----------------------------------------------------
+
+
+def test_columns_the_model_ignores_are_accepted_in_object_rows_and_dropped() -> None:
+    """A row of the training file (minus the target) gives the matrix of the features alone: in every row (the
+    fast path), in some rows only, and among list rows."""
+    plain = RECORDS.validate([VALID, VALID])
+    every = RECORDS.validate([{**VALID, "signup": "2026-01-01", "customer": "c-1"}] * 2)
+    some = RECORDS.validate([VALID, {"customer": "c-2", "f2": 3.0, "f0": 1.0, "signup": None, "f1": 2.0}])
+    mixed = RECORDS.validate([[1.0, 2.0, 3.0], {**VALID, "signup": "2026-01-02"}])
+    for X in (every, some, mixed):
+        np.testing.assert_array_equal(X, plain)
+        assert X.dtype == np.float64
+    single = FeatureSchema(names=("only",), ignored=("when",))
+    np.testing.assert_array_equal(single.validate([{"only": 1.5, "when": "today"}, {"only": 2}]), [[1.5], [2.0]])
+
+
+@pytest.mark.parametrize("value", [None, math.nan, math.inf, 10**400, True, "garbage", [1, {"x": None}], {"a": 1}])
+def test_values_of_ignored_columns_are_neither_checked_nor_counted(value: Any) -> None:
+    """Whatever an ignored column holds, it is no input fault: the features' own faults are the only ones reported."""
+    np.testing.assert_array_equal(RECORDS.validate([{**VALID, "signup": value, "customer": value}]), [[1.0, 2.0, 3.0]])
+    error = invalid(RECORDS, [{**VALID, "f1": math.inf, "signup": value, "customer": value}])
+    assert error.field == "instances[0].f1" and error.issues == {("f1", "non_finite"): 1}
+
+
+@pytest.mark.parametrize("rows", [[{**VALID, "signup": 1, "sign_up": 1}], [VALID, {**VALID, "sign_up": 1}]])
+def test_a_key_neither_feature_nor_ignored_column_is_refused_naming_it(rows: list[dict[str, Any]]) -> None:
+    """A typo must not pass silently: the unknown key is named, and the message says which columns are ignored."""
+    i = len(rows) - 1
+    error = invalid(RECORDS, rows)
+    assert error.field == f"instances[{i}].sign_up"
+    assert f"row {i} has unknown feature 'sign_up'" in error.message
+    assert "'signup'" in error.message and "'customer'" in error.message
+
+
+def test_ignored_columns_do_not_stand_in_for_a_missing_feature() -> None:
+    error = invalid(RECORDS, [{"f0": 1.0, "f1": 2.0, "signup": 3.0}])
+    assert error.field == "instances[0].f2" and "lacks feature 'f2'" in error.message
+
+
+def test_list_rows_hold_the_features_only() -> None:
+    """Ignored columns are keys of object rows; a list row is the features in order, as before."""
+    error = invalid(RECORDS, [[1.0, 2.0, 3.0, "2026-01-01"]])
+    assert error.field == "instances[0]" and "4 values; the model expects 3" in error.message
+
+
+@pytest.mark.parametrize(
+    ("ignored", "message"),
+    [
+        (("f1",), "'f1' is both a feature and an ignored column"),
+        (("when", "when"), "'when' is listed twice"),
+        (("when", 3), "column names"),
+        (("",), "column names"),
+        ("when", "column names"),
+    ],
+)
+def test_ignored_columns_are_distinct_names_that_are_not_features(ignored: Any, message: str) -> None:
+    with pytest.raises(InvalidModelError, match=message):
+        FeatureSchema(names=("f0", "f1"), ignored=ignored)

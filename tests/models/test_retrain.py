@@ -70,6 +70,8 @@ def test_retrain_registers_a_candidate_that_compare_finds_better(
     assert "time-based: the newest 100 labelled predictions" in printed
     assert load_model(stale_model).version == served.version  # `latest` skips the candidate: nothing serves it yet
     assert candidate.info.metadata["training"]["target"] == "bin"
+    # the id-like time column of the file: clients keep sending it, to the candidate too once it is promoted
+    assert candidate.info.metadata["ignored_columns"] == served.metadata["ignored_columns"] == ["when"]
 
     assert main(["compare", served.tag, str(candidate.tag), "--format", "json", "--margin", "0.1"]) == 0
     result = json.loads(capsys.readouterr().out)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +22,8 @@ from models.dataset import DataError, prepare, read_table
 from models.training import TrainingOptions, split
 from service.classifiers import ROOT, Options
 from service.store import load_model
+from tests.helpers import scrape
+from tests.test_signals_http import model_series
 
 REVIEWS = {
     "great product fast delivery and a friendly seller": 1.5,
@@ -138,6 +144,127 @@ def test_the_served_model_takes_raw_rows_with_strings_unseen_categories_and_gaps
     assert labels[:2] == ["yes", "no"]
     wrong = api.post("/predict", json={"model": name, "instances": [{**rows[0], "x1": "high"}]})
     assert wrong.status_code == 400 and wrong.json()["error"]["field"] == "instances[0].x1"
+
+
+# --- rows shaped like the training file --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileModels:
+    """A user's file with an id and a time column besides the features and targets, and a model of every task kind
+    trained from it: task -> (name, printed card)."""
+
+    table: pd.DataFrame
+    models: dict[str, tuple[str, str]]
+
+
+def ignored_by(task: str) -> list[str]:
+    """The file's columns a model of `task` does not use, in the file's order: the id (left out as one), the time
+    column and the other tasks' targets (`--drop`)."""
+    return ["customer", "when", *(column for t, column in TARGETS.items() if t != task)]
+
+
+@pytest.fixture(scope="module")
+def file_models(tmp_path_factory: pytest.TempPathFactory) -> FileModels:
+    table = synthetic_table()
+    table.insert(0, "customer", [f"c-{i:04d}" for i in range(len(table))])
+    path = tmp_path_factory.mktemp("records") / "records.csv"
+    table.to_csv(path, index=False)
+    models = {}
+    for task in TARGETS:
+        name, printed = unique(f"user_records_{task}"), io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            assert main(train_args(name, task, path, "--time-column", "when")) == 0
+        models[task] = (name, printed.getvalue())
+    return FileModels(pd.read_csv(path), models)
+
+
+def file_rows(table: pd.DataFrame, task: str, n: int = 40) -> list[dict[str, Any]]:
+    """The file's newest `n` rows (the held-out ones: validation is time-based) as JSON objects, minus the target."""
+    return list(json.loads(table.tail(n).drop(columns=[TARGETS[task]]).to_json(orient="records")))
+
+
+def answers(response: Any) -> list[dict[str, Any]]:
+    assert response.status_code == 200, response.text
+    return [{k: v for k, v in p.items() if k != "id"} for p in response.json()["predictions"]]
+
+
+@pytest.mark.parametrize("task", list(TARGETS))
+def test_rows_of_the_training_file_minus_the_target_are_served_like_the_features_alone(
+    file_models: FileModels, task: str, api: TestClient, reconfigure: Callable[..., None]
+) -> None:
+    name, printed = file_models.models[task]
+    metadata = load_model(name).metadata
+    assert metadata["ignored_columns"] == ignored_by(task)
+    assert f"  ignored columns (accepted in rows, not used): {', '.join(ignored_by(task))}" in printed
+    reconfigure(models=name)
+    card = api.get(f"/models/{name}").json()
+    assert card["ignored_columns"] == ignored_by(task)
+    assert [m["ignored_columns"] for m in api.get("/models").json()["models"]] == [ignored_by(task)]
+    rows = file_rows(file_models.table, task)
+    features = card["features"]["names"]
+    assert set(rows[0]) == {*features, *ignored_by(task)}
+    as_in_the_file = answers(api.post("/predict", json={"model": name, "instances": rows}))
+    features_only = [{k: row[k] for k in features} for row in rows]
+    assert as_in_the_file == answers(api.post("/predict", json={"model": name, "instances": features_only}))
+
+
+@pytest.mark.parametrize(
+    ("key", "why"), [("whn", "a typo of the time column"), ("churned", "never a column"), ("bin", "the target")]
+)
+def test_a_key_that_is_no_feature_and_no_ignored_column_is_a_400_naming_it(
+    file_models: FileModels, key: str, why: str, api: TestClient, reconfigure: Callable[..., None]
+) -> None:
+    name, _ = file_models.models["binary"]
+    reconfigure(models=name)
+    rows = file_rows(file_models.table, "binary", 3)
+    rows[2][key] = "2026-01-30 00:00:00"
+    response = api.post("/predict", json={"model": name, "instances": rows})
+    assert response.status_code == 400, why
+    error = response.json()["error"]
+    assert error["code"] == "invalid_input" and error["field"] == f"instances[2].{key}"
+    assert f"row 2 has unknown feature '{key}'" in error["message"] and "'customer'" in error["message"]
+
+
+GARBAGE: list[Any] = [1e308, -1e308, "not a time", None, "", [1, {"nested": None}], {"a": 1}, True]
+
+
+def test_values_of_ignored_columns_reach_neither_the_model_nor_the_signals_nor_the_log(
+    file_models: FileModels, api: TestClient, reconfigure: Callable[..., None]
+) -> None:
+    """The same rows twice: with garbage in every ignored column, then without them. The answers, the input faults
+    counted, the drift bins' counts (the PSI's inputs), the rows and the decisions counted are the same, no series
+    names an ignored column, and the prediction log keeps the features only."""
+    name, _ = file_models.models["binary"]
+    reconfigure(models=name)
+    ignored = ignored_by("binary")
+    rows = file_rows(file_models.table, "binary")
+    rows[0]["x1"] = 50.0  # out of the training range: an input fault on both sends
+    garbage = [
+        {**row, **{c: GARBAGE[(i + j) % len(GARBAGE)] for j, c in enumerate(ignored)}} for i, row in enumerate(rows)
+    ]
+    features_only = [{k: v for k, v in row.items() if k not in ignored} for row in rows]
+    signals = (
+        "classifier_input_issues_total",
+        "classifier_drift_bin_rows_total",
+        "classifier_rows_total",
+        "classifier_predictions_total",
+    )
+    seen: list[dict[str, Any]] = []
+    ids: list[str] = []
+    for instances in (garbage, features_only):
+        before = scrape(api)
+        response = api.post("/predict", json={"model": name, "instances": instances})
+        after = scrape(api)
+        seen.append({"answers": answers(response), **{s: model_series(before, after, s, name) for s in signals}})
+        ids.append(response.json()["predictions"][0]["id"])
+    assert seen[0] == seen[1]
+    issues = seen[0]["classifier_input_issues_total"]
+    assert issues[frozenset({("feature", "x1"), ("kind", "out_of_range")})] == 1 and sum(issues.values()) > 1
+    assert sum(seen[0]["classifier_drift_bin_rows_total"].values()) > 0
+    assert not [labels for _, labels in after if {("feature", c) for c in ignored} & labels]
+    logged = api.get(f"/predictions/{ids[0]}").json()["inputs"]  # the row with garbage, as the log keeps it
+    assert set(logged) == set(features_only[0])
 
 
 def test_time_based_validation_holds_out_the_newest_rows() -> None:
