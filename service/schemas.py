@@ -9,7 +9,12 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, m
 from .classifiers import InvalidInputError, Options
 from .settings import OUTCOME_NAME
 
+# Every value a client sends that reaches the prediction log or a metric is bounded here, before the answer: a
+# request that passed validation must be one the log can write (a 401-digit `top_k` once was not).
 MAX_FEEDBACK_ITEMS = 1000
+MAX_TOP_K = 10_000  # beyond any served model's classes: a larger k means nothing more, and is refused
+MAX_OUTCOME_VALUE = 1e9  # sums of values stay finite (two of 1.7e308 made the value counter +Inf for good)
+NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f]*$"  # PostgreSQL's text columns refuse NUL
 M = TypeVar("M", bound=BaseModel)
 Name = Annotated[str, Field(min_length=1, max_length=256)]
 _VALUE: dict[str, Any] = {"anyOf": [{"type": "number"}, {"type": "string"}, {"type": "null"}]}
@@ -39,9 +44,9 @@ PREDICT_EXAMPLES: list[JsonValue] = [
 class PredictOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    top_k: int | None = Field(None, ge=1)
-    threshold: float | None = Field(None, ge=0.0, le=1.0)
-    min_confidence: float | None = Field(None, ge=0.0, le=1.0)
+    top_k: int | None = Field(None, ge=1, le=MAX_TOP_K)  # capped at the model's classes (labels, leaves)
+    threshold: float | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False)
+    min_confidence: float | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False)
     return_probabilities: bool = False
 
     def to_options(self) -> Options:
@@ -57,7 +62,7 @@ class PredictRequest(BaseModel):
     # validated row by row by the model's feature schema (which names the row and feature at fault), not here
     instances: list[Any] = Field(min_length=1, json_schema_extra={"items": INSTANCE_SCHEMA})
     options: PredictOptions = PredictOptions()
-    request_id: str | None = Field(None, max_length=256)
+    request_id: str | None = Field(None, max_length=256, pattern=NO_CONTROL_CHARACTERS)
 
 
 class FeedbackItem(BaseModel):
@@ -70,7 +75,7 @@ class FeedbackItem(BaseModel):
     labels: list[Name] | None = Field(None, max_length=10_000)
     path: list[Name] | None = Field(None, min_length=1, max_length=64)
     outcome: str | None = Field(None, pattern=f"^{OUTCOME_NAME.pattern}$")
-    value: float = Field(1.0, ge=0.0, allow_inf_nan=False)
+    value: float = Field(1.0, ge=0.0, le=MAX_OUTCOME_VALUE, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _carries_something(self) -> FeedbackItem:

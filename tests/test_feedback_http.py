@@ -26,6 +26,8 @@ from service.feedback.database import create_database_engine, migrate
 from service.feedback.ids import new_key, prediction_id
 from service.feedback.log import PredictionLog
 from service.feedback.loop import FeedbackLoop
+from service.feedback.store import LABEL_HISTORY_LENGTH
+from service.schemas import MAX_OUTCOME_VALUE
 from service.serving import ModelRegistry, log_config
 from tests.feedback.test_log import wait_for
 from tests.helpers import cancer_rows, digits_rows
@@ -151,6 +153,20 @@ def test_relabeling_moves_the_figures_and_keeps_the_history(api: TestClient) -> 
     assert [h["label"] for h in logged["label_history"]] == [str(y[0]), wrong, str(y[0])]
 
 
+def test_a_prediction_keeps_the_last_labels_of_its_history_only(api: TestClient) -> None:
+    """1,000 labels of one prediction in a request added 1,000 history rows (issue 17); now its last
+    `LABEL_HISTORY_LENGTH`, whatever the number of requests that send them."""
+    (prediction,) = predict(api, "digits", digits_rows(1)[0])
+    sent = [str(i % 10) for i in range(1000)]
+    assert feedback(api, *({"prediction_id": prediction, "label": label} for label in sent))["accepted"] == 1000
+    logged = api.get(f"/predictions/{prediction}").json()
+    assert [h["label"] for h in logged["label_history"]] == sent[-LABEL_HISTORY_LENGTH:]
+    assert logged["label"] == {"label": sent[-1]}
+    feedback(api, {"prediction_id": prediction, "label": "7"})
+    logged = api.get(f"/predictions/{prediction}").json()
+    assert [h["label"] for h in logged["label_history"]] == [*sent[-LABEL_HISTORY_LENGTH + 1 :], "7"]
+
+
 def test_realized_gauges_on_metrics_follow_the_labels(api: TestClient) -> None:
     X, y = cancer_rows(40)
     model = "breast_cancer"
@@ -190,6 +206,17 @@ def test_a_resent_outcome_is_counted_once_and_replaces_its_value(api: TestClient
     assert played == {"outcome": "played", "count": 2, "value": 46.0, "take_rate": pytest.approx(2 / 3)}
     logged = api.get(f"/predictions/{ids[0]}").json()
     assert [(o["outcome"], o["value"]) for o in logged["outcomes"]] == [("played", 45.0)]
+
+
+def test_outcome_values_are_bounded_so_their_sum_stays_finite(api: TestClient) -> None:
+    """Two outcomes of 1.7e308 left `classifier_outcome_value_total` at +Inf for good (issue 17)."""
+    ids = predict(api, "digits", digits_rows(2)[0])
+    before = metric(api, "classifier_outcome_value_total", model="digits", outcome="accepted") or 0.0
+    huge = [{"prediction_id": i, "outcome": "accepted", "value": 1.7e308} for i in ids]
+    error = assert_error(api.post("/feedback", json={"feedback": huge}), 400, "invalid_input", "feedback[0].value")
+    assert "1000000000" in error["message"]
+    assert feedback(api, {"prediction_id": ids[0], "outcome": "accepted", "value": MAX_OUTCOME_VALUE})["accepted"] == 1
+    assert metric(api, "classifier_outcome_value_total", model="digits", outcome="accepted") == before + 1e9
 
 
 def test_outcome_names_outside_the_configured_ones_share_the_series_other(api: TestClient) -> None:
@@ -345,6 +372,10 @@ def test_an_id_past_retention_is_unknown(api: TestClient) -> None:
             b'{"feedback": [{"prediction_id": "x", "outcome": "clicked", "value": 1' + b"0" * 400 + b"}]}",
             "feedback[0].value",
         ),
+        (b'{"feedback": [{"prediction_id": "x", "outcome": "clicked", "value": 1.7e308}]}', "feedback[0].value"),
+        (b'{"feedback": [{"prediction_id": "x", "outcome": "clicked", "value": 1000000001}]}', "feedback[0].value"),
+        (b'{"feedback": [{"prediction_id": "x", "outcome": "' + b"a" * 65 + b'"}]}', "feedback[0].outcome"),
+        (b'{"feedback": [{"prediction_id": "x", "label": "' + b"a" * 257 + b'"}]}', "feedback[0].label"),
         (b'{"feedback": [{"prediction_id": "x", "outcome": "Clicked!"}]}', "feedback[0].outcome"),
         (b'{"feedback": [{"prediction_id": "x", "label": 3}]}', "feedback[0].label"),
         (b'{"feedback": [{"prediction_id": "x", "labels": "even"}]}', "feedback[0].labels"),
@@ -412,6 +443,27 @@ def test_performance_errors(api: TestClient) -> None:
     response = api.get("/models/digits/performance", params={"since": "2026-01-01T00:00:00", "until": "2026-01-02"})
     assert response.status_code == 200
     assert response.json()["versions"] == []
+
+
+# --- the prediction log: one request cannot take another's predictions with it -----------------------------------
+
+
+def test_a_hostile_request_between_normal_ones_loses_none_of_theirs(api: TestClient) -> None:
+    """One `top_k` of 401 digits a second made the writer fail the batch of every client of its model version:
+    150 of 156 normal predictions were lost (issue 17). Now it is a 400, and every normal prediction is logged."""
+    version = bentoml.get_current_service().registry.loaded["digits"].version
+    labels = {"model": "digits", "version": version, "result": "failed"}
+    failed = metric(api, "classifier_prediction_log_rows_total", **labels) or 0.0
+    rows = orjson.dumps(digits_rows(1)[0].tolist()).decode()
+    hostile = f'{{"model": "digits", "instances": {rows}, "options": {{"top_k": 1{"0" * 400}}}}}'
+    ids = []
+    for _ in range(5):
+        ids += predict(api, "digits", digits_rows(2)[0])
+        assert_error(api.post("/predict", content=hostile), 400, "invalid_input", "options.top_k")
+        ids += predict(api, "digits", digits_rows(2)[0], top_k=3)
+    for prediction in ids:
+        assert api.get(f"/predictions/{prediction}").status_code == 200, prediction
+    assert (metric(api, "classifier_prediction_log_rows_total", **labels) or 0.0) == failed
 
 
 # --- the log's database down, sampling ---------------------------------------------------------------------------

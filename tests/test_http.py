@@ -105,10 +105,10 @@ def test_hierarchical_fields(api: TestClient) -> None:
         assert len(p["top_k"]) == 2 and p["top_k"][0]["confidence"] >= p["top_k"][1]["confidence"]
 
 
-@pytest.mark.parametrize("top_k", ["1000000000", "1" + "0" * 400])
+@pytest.mark.parametrize("top_k", ["11", "10000"])
 @pytest.mark.parametrize(("model", "count"), [("digits", 10), ("digit_attributes", 4), ("digit_groups", 10)])
 def test_top_k_is_capped_at_what_the_model_has(api: TestClient, model: str, count: int, top_k: str) -> None:
-    """Every class (label, leaf path) once, best first, however large `top_k` is."""
+    """Every class (label, leaf path) once, best first, for any `top_k` up to the schema's bound."""
     rows = orjson.dumps(digits_rows(2)[0].tolist()).decode()
     body = f'{{"model": "{model}", "instances": {rows}, "options": {{"top_k": {top_k}}}}}'
     response = api.post("/predict", content=body)
@@ -119,6 +119,15 @@ def test_top_k_is_capped_at_what_the_model_has(api: TestClient, model: str, coun
         else:  # a label's score, a path's confidence
             scores = [entry.get("score", entry.get("confidence")) for entry in p["top_k"]]
         assert len(scores) == count and scores == sorted(scores, reverse=True)
+
+
+@pytest.mark.parametrize("top_k", ["10001", "1000000000", "1" + "0" * 400])
+def test_top_k_beyond_the_schema_bound_is_a_400(api: TestClient, top_k: str) -> None:
+    """A 401-digit `top_k` was answered 200, and its request then failed the log's whole batch (issue 17)."""
+    rows = orjson.dumps(digits_rows(1)[0].tolist()).decode()
+    body = f'{{"model": "digits", "instances": {rows}, "options": {{"top_k": {top_k}}}}}'
+    error = assert_error(api.post("/predict", content=body), 400, "invalid_input", "options.top_k")
+    assert "10000" in error["message"]
 
 
 def test_models_lists_every_served_model(api: TestClient, catalog: dict[str, str]) -> None:
@@ -161,6 +170,9 @@ def test_pinned_version_is_served(api: TestClient, catalog: dict[str, str]) -> N
         ({"model": "breast_cancer", "instances": [[None] + [0] * 29]}, "instances[0].mean radius"),
         ({"model": "breast_cancer", "instances": [{"mean radius": 1}]}, "instances[0].mean texture"),
         ({"model": "digits", "instances": [[0.5] * 63 + [True]]}, "instances[0].pixel_63"),
+        ({"model": "digits", "instances": [[0] * 64], "request_id": "r" * 257}, "request_id"),
+        ({"model": "digits", "instances": [[0] * 64], "request_id": "a\x00b"}, "request_id"),
+        ({"model": "digits", "instances": [[0] * 64], "request_id": "line\nbreak"}, "request_id"),
     ],
 )
 def test_invalid_input(api: TestClient, body: dict[str, Any], field: str) -> None:
@@ -170,6 +182,17 @@ def test_invalid_input(api: TestClient, body: dict[str, Any], field: str) -> Non
 @pytest.mark.parametrize("raw", [b"{not json", b"", b"[1, 2]", b'{"model": "digits", "instances": [[1e999]]}'])
 def test_malformed_body(api: TestClient, raw: bytes) -> None:
     assert_error(api.post("/predict", content=raw), 400, "invalid_input")
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("threshold", b"NaN"), ("threshold", b"Infinity"), ("threshold", b"1" + b"0" * 400), ("min_confidence", b"NaN")],
+)
+def test_a_non_finite_option_is_a_400(api: TestClient, option: str, value: bytes) -> None:
+    model = b"breast_cancer" if option == "threshold" else b"digits"
+    rows = orjson.dumps(cancer_rows(1)[0].tolist() if option == "threshold" else digits_rows(1)[0].tolist())
+    body = b'{"model": "%s", "instances": %s, "options": {"%s": %s}}' % (model, rows, option.encode(), value)
+    assert_error(api.post("/predict", content=body), 400, "invalid_input", f"options.{option}")
 
 
 def test_error_message_says_expected_and_arrived(api: TestClient) -> None:

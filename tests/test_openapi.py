@@ -13,6 +13,7 @@ from starlette.testclient import TestClient
 
 from models.catalog import CATALOG, held_out_rows
 from service.app import api as routes_app
+from service.schemas import MAX_OUTCOME_VALUE, MAX_TOP_K
 
 OPTIONS = {
     "breast_cancer": [{}, {"threshold": 0.3, "return_probabilities": True}],
@@ -57,6 +58,20 @@ def test_the_document_is_valid_openapi_3_1_and_describes_every_route(document: d
     described = {(method, path) for path, methods in document["paths"].items() for method in methods}
     assert served <= described
     assert {("get", "/livez"), ("get", "/readyz"), ("get", "/metrics")} <= described
+
+
+def test_the_request_schemas_state_every_bound(document: dict[str, Any]) -> None:
+    """What a client may send is bounded in the document as in the service (issue 17): a value past a bound is a
+    400, not a 200 whose log entry cannot be written."""
+    schemas = document["components"]["schemas"]
+    options, predict, item = (
+        schemas[name]["properties"] for name in ("PredictOptions", "PredictRequest", "FeedbackItem")
+    )
+    top_k = next(s for s in options["top_k"]["anyOf"] if s.get("type") == "integer")
+    assert (top_k["minimum"], top_k["maximum"]) == (1, MAX_TOP_K)
+    request_id = next(s for s in predict["request_id"]["anyOf"] if s.get("type") == "string")
+    assert request_id["maxLength"] == 256 and "pattern" in request_id
+    assert (item["value"]["minimum"], item["value"]["maximum"]) == (0, MAX_OUTCOME_VALUE)
 
 
 def test_every_error_status_comes_with_the_error_body(document: dict[str, Any]) -> None:

@@ -191,7 +191,7 @@ class FeatureSchema:
                         first = first or self._rejection(i, j, value)
                     out[i, j] = np.nan
                 elif isinstance(value, str):
-                    if takes_string[j]:
+                    if takes_string[j] and _is_text(value):
                         out[i, j] = value
                     else:
                         first = first or self._rejection(i, j, value)
@@ -225,6 +225,8 @@ class FeatureSchema:
             message = f"row {i} feature '{name}' is null; this model takes no missing values, expected {kind}"
         elif isinstance(value, str) and name not in self.strings:
             message = f"row {i} feature '{name}' is the string {value!r}; expected a number"
+        elif isinstance(value, str):
+            message = f"row {i} feature '{name}' holds a lone UTF-16 surrogate, which is not text; expected {kind}"
         else:
             message = f"row {i} feature '{name}' is {_describe(value)}; expected {kind}"
         return InvalidInputError(message, field=field, issues=issues)
@@ -250,6 +252,18 @@ def _numeric_matrix(values: Sequence[Sequence[Any]], n_features: int, booleans_p
     if array.dtype.kind in "fiu" and not (booleans_possible and bool in set(map(type, chain.from_iterable(values)))):
         return array.astype(np.float64, copy=False)
     return None  # nulls, strings, booleans: the cell-by-cell path says what is wrong
+
+
+def _is_text(value: str) -> bool:
+    """Whether `value` is text that UTF-8 can encode: Python's JSON parser (the fallback for bodies holding NaN)
+    lets a lone surrogate escape (`"\\ud800"`) through, which no log, database or JSON encoder takes."""
+    if value.isascii():
+        return True
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _json_type(value: Any) -> str:

@@ -51,6 +51,9 @@ def share_the_lock(since: float) -> float:
 COMPACT_KEYS = 16  # more keys than this (a model of many classes): a request stores only the keys it used
 DELETE_CHUNK = 5000  # requests per retention delete: SQLite holds its write lock for one chunk at a time
 SHADOW_LOOKUP_KEYS = 500  # request keys per lookup of the labels a shadow's decisions arrived after
+# labels a prediction's history keeps, the last ones: a client resending labels (1,000 in one request) adds no more
+LABEL_HISTORY_LENGTH = 20
+HISTORY_TRIM_KEYS = 500  # request keys per statement that trims their predictions' histories
 Prediction = tuple[str, int]  # (request key, row)
 
 
@@ -306,6 +309,14 @@ class LogStore:
         self._upsert_outcomes = DriverStatement(
             self._upsert(outcomes, ("key", "row", "name"), ("value", "received_at")), dialect
         )
+        h = label_history.c
+        one_prediction = (h.key == sa.bindparam("k"), h.row == sa.bindparam("r"))
+        oldest_kept = (
+            sa.select(h.id).where(*one_prediction).order_by(h.id.desc()).limit(1).offset(LABEL_HISTORY_LENGTH - 1)
+        )
+        self._delete_older_history = sa.delete(label_history).where(
+            *one_prediction, h.id < oldest_kept.scalar_subquery()
+        )
 
     def _upsert(
         self, table: sa.Table, key: tuple[str, ...], replace: tuple[str, ...] = (), add: tuple[str, ...] = ()
@@ -502,9 +513,10 @@ class LogStore:
                     connection,
                     [
                         {"key": w.prediction.key, "row": w.prediction.row, "truth_key": w.truth_key, "received_at": now}
-                        for w in label_writes
+                        for w in _last_of_each(label_writes, LABEL_HISTORY_LENGTH)
                     ],
                 )
+                self._trim_history(connection, list({w.prediction.key for w in label_writes}))
                 # one prediction may be labelled twice: the last label is its current one
                 latest = {(w.prediction.key, w.prediction.row): w for w in label_writes}
                 self._upsert_labels.run(
@@ -562,6 +574,20 @@ class LogStore:
             new_outcomes -= reported_here
             stored.append(Stored(mine, reported_here))
         return stored
+
+    def _trim_history(self, connection: sa.Connection, keys: Sequence[str]) -> None:
+        """Delete all but the last `LABEL_HISTORY_LENGTH` history labels of the predictions of `keys`' requests.
+
+        One cheap count finds the predictions over the cap (mostly none); only those are trimmed. A transaction
+        sees the labels committed before it: writers labelling one prediction at the same moment (PostgreSQL) can
+        leave a few more, which its next label trims."""
+        crowded = []
+        for start in range(0, len(keys), HISTORY_TRIM_KEYS):
+            chunk = keys[start : start + HISTORY_TRIM_KEYS]
+            sql = _crowded_histories_sql(len(chunk), self.engine.dialect.positional)
+            crowded += [{"k": key, "r": row} for key, row in connection.exec_driver_sql(sql, tuple(chunk))]
+        if crowded:
+            connection.execute(self._delete_older_history, crowded)
 
     def prediction(self, key: str, row: int) -> dict[str, Any] | None:
         """A logged prediction with its request's columns, current label, label history and outcomes; None if absent."""
@@ -723,9 +749,32 @@ class LogStore:
             return int(connection.execute(query).scalar_one())
 
 
+def _last_of_each(writes: Sequence[LabelWrite], count: int) -> list[LabelWrite]:
+    """`writes` in order, without all but the last `count` of each prediction's."""
+    seen: dict[Prediction, int] = {}
+    kept = []
+    for write in reversed(writes):
+        prediction = (write.prediction.key, write.prediction.row)
+        seen[prediction] = seen.get(prediction, 0) + 1
+        if seen[prediction] <= count:
+            kept.append(write)
+    return kept[::-1]
+
+
 def _minute(moment: datetime) -> datetime:
     """The start of the minute `moment` is in."""
     return moment.replace(second=0, microsecond=0)
+
+
+@functools.lru_cache(maxsize=256)
+def _crowded_histories_sql(count: int, qmark: bool) -> str:
+    """The predictions of `count` request keys whose label history is longer than `LABEL_HISTORY_LENGTH`, in the
+    driver's own parameter style (a SQLAlchemy `IN` of hundreds of keys cost four times the query)."""
+    markers = ", ".join(["?" if qmark else "%s"] * count)
+    return (
+        f'SELECT "key", "row" FROM label_history WHERE "key" IN ({markers}) '
+        f'GROUP BY "key", "row" HAVING count(*) > {LABEL_HISTORY_LENGTH}'
+    )
 
 
 @functools.lru_cache(maxsize=256)

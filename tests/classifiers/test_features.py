@@ -155,6 +155,15 @@ def test_strings_are_accepted_for_categorical_features() -> None:
     assert X.tolist() == [["red", 1.5], ["blue", 2.0]]
 
 
+def test_a_category_that_is_not_text_is_rejected() -> None:
+    """A lone UTF-16 surrogate (`"\\ud800"`, which Python's JSON parser lets through) is no text: the log could not
+    store it, so it is refused here, naming row and feature."""
+    error = invalid(MIXED, [["red", 1.0], ["re\ud800d", 2.0]])
+    assert error.field == "instances[1].colour"
+    assert "surrogate" in error.message and "text" in error.message
+    assert MIXED.validate([["\U0001f600", 1.0]]).tolist() == [["\U0001f600", 1.0]]  # a pair is a character
+
+
 def test_string_for_the_numeric_feature_of_a_categorical_model_is_rejected() -> None:
     """Only the categorical features take strings."""
     error = invalid(MIXED, [["red", "large"]])

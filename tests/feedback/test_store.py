@@ -17,7 +17,15 @@ from service.classifiers import DecisionKeys
 from service.feedback.database import create_database_engine, current_revision, head_revision, migrate
 from service.feedback.ids import first_key_at
 from service.feedback.schema import metadata, prediction_requests
-from service.feedback.store import LabelWrite, LogStore, OutcomeWrite, ShadowRecord, encode_floats, encode_keys
+from service.feedback.store import (
+    LABEL_HISTORY_LENGTH,
+    LabelWrite,
+    LogStore,
+    OutcomeWrite,
+    ShadowRecord,
+    encode_floats,
+    encode_keys,
+)
 from tests.feedback.helpers import T0, decisions_of, logged, prediction, request_record
 
 
@@ -116,6 +124,23 @@ def test_first_label_then_relabel_keeps_the_history(store: LogStore) -> None:
     assert [h["truth_key"] for h in logged_prediction["history"]] == ["7", "1"]
     assert store.prediction(key, 0)["label"] is None  # type: ignore[index]
     assert store.prediction(key, 3) is None  # the request had 3 rows
+
+
+def test_a_prediction_keeps_only_the_last_labels_of_its_history(store: LogStore) -> None:
+    """Label history is capped per prediction, within one call and across calls; other predictions keep theirs."""
+    (key,) = logged(store, request_record())
+    many, few = prediction(store, key, 0), prediction(store, key, 1)
+    sent = [str(i % 10) for i in range(LABEL_HISTORY_LENGTH + 15)]
+    store.store_feedback(
+        [*(LabelWrite(label, many) for label in sent), LabelWrite("3", few), LabelWrite("4", few)], [], T0
+    )
+    history = [h["truth_key"] for h in store.prediction(key, 0)["history"]]  # type: ignore[index]
+    assert history == sent[-LABEL_HISTORY_LENGTH:]
+    store.store_feedback([LabelWrite("9", many)], [], T0 + timedelta(minutes=1))
+    history = [h["truth_key"] for h in store.prediction(key, 0)["history"]]  # type: ignore[index]
+    assert history == [*sent[-LABEL_HISTORY_LENGTH + 1 :], "9"]
+    assert [h["truth_key"] for h in store.prediction(key, 1)["history"]] == ["3", "4"]  # type: ignore[index]
+    assert store.prediction(key, 0)["label"]["truth_key"] == "9"  # type: ignore[index]
 
 
 def test_a_resent_outcome_replaces_its_value(store: LogStore) -> None:
