@@ -165,8 +165,7 @@ Open it in any OpenAPI viewer or client generator; the project's README document
 </body>
 </html>
 """
-# the page loads nothing: a policy that forbids every fetch keeps it so, whatever a browser extension or an injected
-# header would add
+# the page loads nothing; a policy that forbids every fetch keeps it so should anything ever be added to it
 INDEX_HEADERS = [
     (b"content-type", b"text/html; charset=utf-8"),
     (b"content-security-policy", b"default-src 'none'"),

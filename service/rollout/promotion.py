@@ -1,11 +1,10 @@
 """Promotion: the version of a model every worker and replica serves, changed without a restart.
 
-Every promotion and shadow change is an admin action (`admin.py`): checked, recorded and logged with its caller.
 The promoted version of a model is a row of the prediction log's database (`served_versions`), which every worker
-and replica shares. The worker that takes `POST /admin/models/{name}/promote` loads the version, records it and
-serves it at once; the others poll the table every `CLF_PROMOTION_POLL_SECONDS` and follow. A request reads its
-model once (`serving.Served`), so none mixes two versions: requests under way finish on the version they started
-with. A rollback is a promotion of the older version.
+and replica shares. The worker that takes `POST /admin/models/{name}/promote` loads the version, records it (an admin
+action, `admin.py`: checked, recorded and logged with its caller) and serves it at once; the others poll the table
+every `CLF_PROMOTION_POLL_SECONDS` and follow. A request reads its model once (`serving.Served`), so none mixes two
+versions: requests under way finish on the version they started with. A rollback is a promotion of the older version.
 """
 
 from __future__ import annotations

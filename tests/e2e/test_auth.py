@@ -1,5 +1,6 @@
 """API keys on a real server with two workers: a key created after start works on every worker, a revoked one stops
-working, and no key reaches the server's log (access log on). Which worker answered comes from the access log."""
+working, and no key reaches the server's log (access log on). Which worker answered comes from the access log. And
+the admin routes without keys: what a web page sends is refused, and the server's log says who promoted what."""
 
 from __future__ import annotations
 
