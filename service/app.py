@@ -116,9 +116,8 @@ def endpoint(operation: Operation, handler: Handler) -> Route:
         started = time.perf_counter()
         code = TIMEOUT  # until answered: BentoML's traffic timeout cancels the handler, and answers 504 itself
         try:
-            client = request.client.host if request.client is not None else None
             # before the body is read; the key's name says who calls (the admin actions record it)
-            request.state.key = service.guard.check(request.headers, scope, f"{verb} {route}", client)
+            request.state.key = service.guard.check(request.headers, scope, f"{verb} {route}", client_address(request))
             answer = await handler(request, service)
             response = answer if isinstance(answer, Response) else json_response(answer)
             code = "ok"
@@ -133,6 +132,11 @@ def endpoint(operation: Operation, handler: Handler) -> Route:
         return response
 
     return Route(route, run, methods=[verb])
+
+
+def client_address(request: Request) -> str | None:
+    """The address the request came from, as the server gives it (None: it does not say)."""
+    return request.client.host if request.client is not None else None
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:
@@ -207,8 +211,7 @@ def admin(request: Request, service: ClassifierService) -> tuple[str, str]:
     check_admin_request(request.headers, request.method != "DELETE", f"{request.method} {request.url.path}")
     name: str = request.path_params["name"]
     request.state.model = service.registry.model_label(name)
-    client = request.client.host if request.client is not None else None
-    return name, caller(request.state.key, client)
+    return name, caller(request.state.key, client_address(request))
 
 
 async def promote(request: Request, service: ClassifierService) -> Any:
