@@ -3,7 +3,7 @@
   train --name NAME --task TASK --data FILE --target COLUMN [...]   train, tune, evaluate and register a new version
   retrain --name NAME [--since 30d] [--data FILE]                   a candidate version from the labelled log
   compare NAME:A NAME:B [--since 7d] [--format json]                two versions on the same labelled predictions
-  promote NAME:VERSION                                              serve this version on every worker (or roll back)
+  promote NAME:VERSION [--force]                                    serve this version on every worker (or roll back)
   ensure [NAME ...]                                                 register the catalog models the store lacks
   catalog [NAME ...]                                                (re)register catalog models
   list                                                              the catalog's names
@@ -90,6 +90,9 @@ def parser() -> argparse.ArgumentParser:
     compare.add_argument("--format", choices=["table", "json"], default="table")
     promote = commands.add_parser("promote", help="serve a version on every worker sharing the log, without restart")
     promote.add_argument("tag", help="NAME:VERSION; an older version rolls back")
+    promote.add_argument(
+        "--force", action="store_true", help="promote a candidate that was neither compared nor shadowed"
+    )
     return root
 
 
@@ -163,12 +166,17 @@ def retrain_command(args: argparse.Namespace) -> int:
 
 
 def compare_command(args: argparse.Namespace) -> int:
+    from service.rollout.admin import cli_caller, compared
     from service.settings import Settings
 
     from .compare import as_json, compare, table
+    from .logdata import open_log
 
+    settings = Settings()
     try:
-        result = compare(_served(args.a), _served(args.b), args.since, args.margin, Settings())
+        a, b = _served(args.a), _served(args.b)
+        result = compare(a, b, args.since, args.margin, settings)
+        compared(open_log(settings), a.name, a.version, b.version, cli_caller())  # a candidate compared: promotable
     except DataError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return BAD_DATA_EXIT
@@ -177,9 +185,11 @@ def compare_command(args: argparse.Namespace) -> int:
 
 
 def promote_command(args: argparse.Namespace) -> int:
-    from datetime import UTC, datetime
-
+    """Records the promotion as the admin route does (`service.rollout.admin.promote`), with caller `cli:<user>`."""
+    from service.errors import ConflictError
+    from service.rollout import admin
     from service.settings import Settings
+    from service.store import default_version
 
     from .logdata import open_log
 
@@ -188,9 +198,11 @@ def promote_command(args: argparse.Namespace) -> int:
         if args.tag.partition(":")[2] in ("", "latest"):
             raise DataError(f"name the version to promote ('{args.tag.partition(':')[0]}:VERSION')")
         model = _served(args.tag)
-        open_log(settings).promote(model.name, model.version, datetime.now(UTC))
-    except DataError as exc:
-        sys.stderr.write(f"error: {exc}\n")
+        store = open_log(settings)
+        served = store.rollout().promoted.get(model.name) or default_version(model.name)
+        admin.promote(store, model, admin.cli_caller(), served, args.force)
+    except (DataError, ConflictError) as exc:
+        sys.stderr.write(f"error: {getattr(exc, 'message', exc)}\n")
         return BAD_DATA_EXIT
     sys.stdout.write(
         f"promoted {model.tag}: the workers serving '{model.name}' follow within "

@@ -28,7 +28,7 @@ from starlette.routing import Route
 
 from . import bentoml_fixes, home
 from .allocator import tune_allocator
-from .auth.guard import Guard
+from .auth.guard import Guard, caller, check_admin_request
 from .auth.keys import SCOPES, Scope, read_keys
 from .classifiers import InvalidInputError
 from .errors import TIMEOUT, PayloadTooLargeError, classify, error_body
@@ -54,10 +54,12 @@ from .schemas import (
     FeedbackRequest,
     PerformanceQuery,
     PredictRequest,
+    PromoteRequest,
     VersionRequest,
     parse_feedback_request,
     parse_performance_query,
     parse_predict_request,
+    parse_promote_request,
     parse_version_request,
 )
 from .serving import ModelRegistry, limit_native_threads, log_config
@@ -115,7 +117,8 @@ def endpoint(operation: Operation, handler: Handler) -> Route:
         started = time.perf_counter()
         code = TIMEOUT  # until answered: BentoML's traffic timeout cancels the handler, and answers 504 itself
         try:
-            service.guard.check(request.headers, scope, f"{verb} {route}")  # before the body is read
+            # before the body is read; the key's name says who calls (the admin actions record it)
+            request.state.key = service.guard.check(request.headers, scope, f"{verb} {route}", client_address(request))
             answer = await handler(request, service)
             response = answer if isinstance(answer, Response) else json_response(answer)
             code = "ok"
@@ -130,6 +133,11 @@ def endpoint(operation: Operation, handler: Handler) -> Route:
         return response
 
     return Route(route, run, methods=[verb])
+
+
+def client_address(request: Request) -> str | None:
+    """The address the request came from, as the server gives it (None: it does not say)."""
+    return request.client.host if request.client is not None else None
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:
@@ -199,27 +207,29 @@ async def performance(request: Request, service: ClassifierService) -> Any:
     return await service.loop.performance(name, query.since, query.until)
 
 
-def admin(request: Request, service: ClassifierService) -> str:
-    """The model an admin route is for."""
+def admin(request: Request, service: ClassifierService) -> tuple[str, str]:
+    """The model an admin route is for, and its caller (`guard.caller`); refuses what a web page can send."""
+    check_admin_request(request.headers, request.method != "DELETE", f"{request.method} {request.url.path}")
     name: str = request.path_params["name"]
     request.state.model = service.registry.model_label(name)
-    return name
+    return name, caller(request.state.key, client_address(request))
 
 
 async def promote(request: Request, service: ClassifierService) -> Any:
-    name = admin(request, service)
-    body = parse_version_request(decode_json(await read_body(request, service.settings.max_body_bytes)))
-    return await service.promotions.promote(name, body.version)
+    name, by = admin(request, service)
+    body = parse_promote_request(decode_json(await read_body(request, service.settings.max_body_bytes)))
+    return await service.promotions.promote(name, body.version, by, body.force)
 
 
 async def set_shadow(request: Request, service: ClassifierService) -> Any:
-    name = admin(request, service)
+    name, by = admin(request, service)
     body = parse_version_request(decode_json(await read_body(request, service.settings.max_body_bytes)))
-    return await service.promotions.shadow(name, body.version)
+    return await service.promotions.shadow(name, body.version, by)
 
 
 async def stop_shadow(request: Request, service: ClassifierService) -> Any:
-    return await service.promotions.shadow(admin(request, service), None)
+    name, by = admin(request, service)
+    return await service.promotions.shadow(name, None, by)
 
 
 async def metrics(request: Request, service: ClassifierService) -> Response:
@@ -247,6 +257,12 @@ MODEL_LINKS = {
     "Performance": {"operationId": "get_models_name_performance", "parameters": {"name": "$response.body#/name"}},
 }
 ERRORS_OF_A_BODY = (400, 413)
+ADMIN_REFUSALS = (403, 415)  # a request with an `Origin`, or from another machine without keys; a body not JSON
+ADMIN_CALLERS = (
+    "Refuses any request with an `Origin` header (web browsers send one) and bodies not sent as "
+    "`application/json` (415). Without API keys (`CLF_ADMIN=true`) it answers loopback clients only. Every call "
+    "that changes something is logged and recorded with its caller."
+)
 ROUTES: tuple[tuple[Operation, Handler], ...] = (
     (
         Operation(
@@ -287,28 +303,30 @@ ROUTES: tuple[tuple[Operation, Handler], ...] = (
     (
         Operation(
             "POST", "/admin/models/{name}/promote", "Serve another version on every worker, live", PromoteResponse,
-            tag="admin", body=VersionRequest, errors=(*ERRORS_OF_A_BODY, 404, 503), scope="admin",
+            tag="admin", body=PromoteRequest, errors=(*ERRORS_OF_A_BODY, *ADMIN_REFUSALS, 404, 409, 503),
+            scope="admin", description=ADMIN_CALLERS,
         ),
         promote,
     ),
     (
         Operation(
             "PUT", "/admin/models/{name}/shadow", "Shadow the served version with another one", ShadowResponse,
-            tag="admin", body=VersionRequest, errors=(*ERRORS_OF_A_BODY, 404, 503), scope="admin",
+            tag="admin", body=VersionRequest, errors=(*ERRORS_OF_A_BODY, *ADMIN_REFUSALS, 404, 503), scope="admin",
+            description=ADMIN_CALLERS,
         ),
         set_shadow,
     ),
     (
         Operation(
             "DELETE", "/admin/models/{name}/shadow", "Stop the shadow set by the admin route", ShadowResponse,
-            tag="admin", errors=(404, 503), scope="admin",
+            tag="admin", errors=(*ADMIN_REFUSALS, 404, 503), scope="admin", description=ADMIN_CALLERS,
         ),
         stop_shadow,
     ),
     (
         Operation(
             "GET", "/metrics", "Prometheus text exposition", None, tag="infrastructure", scope="metrics",
-            description="Takes a key only once some key of the keys file has the scope `metrics`.",
+            description="With API keys, takes no key only when the service runs with `CLF_METRICS_OPEN=true`.",
         ),
         metrics,
     ),
@@ -366,7 +384,7 @@ class ClassifierService:
         init_began = time.time()
         tune_allocator()  # before the worker's threads start
         self.settings = SERVER_SETTINGS
-        self.guard = Guard.configured(self.settings.api_keys_file, self.settings.admin)
+        self.guard = Guard.configured(self.settings)
         limit_native_threads(self.settings)
         self.metrics = shared_metrics()
         self.requests = Children(self.metrics.requests)  # model, version, endpoint, code
@@ -402,6 +420,9 @@ class ClassifierService:
     def __is_ready__(self) -> bool:
         if not self.registry.ready:
             raise probe_failure(self.registry.unready_reason())
+        keys_unreadable = self.guard.unready_reason()
+        if keys_unreadable is not None:
+            raise probe_failure(keys_unreadable)
         return True
 
     @bentoml.on_shutdown  # type: ignore[untyped-decorator]  # bentoml ships no type information

@@ -41,7 +41,17 @@ class UnauthorizedError(ServiceError):
 
 
 class ForbiddenError(ServiceError):
-    """The route is off, or the caller's key lacks the route's scope."""
+    """The route is off, or the caller's key lacks the route's scope, or the caller may not use it from where it is
+    (an admin route called by a web page, or from another machine without keys)."""
+
+
+class UnsupportedMediaTypeError(ServiceError):
+    """An admin route's body is not declared `application/json`."""
+
+
+class ConflictError(ServiceError):
+    """The request asks for a change the service's state does not allow as asked (a candidate nobody compared or
+    shadowed, promoted without `force`)."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,8 @@ ERROR_TABLE: dict[type[Exception], ErrorKind] = {
     DependencyUnavailableError: ErrorKind(503, "unavailable"),
     UnauthorizedError: ErrorKind(401, "unauthorized"),
     ForbiddenError: ErrorKind(403, "forbidden"),
+    UnsupportedMediaTypeError: ErrorKind(415, "unsupported_media_type"),
+    ConflictError: ErrorKind(409, "conflict"),
 }
 INTERNAL = ErrorKind(500, "internal")
 TIMEOUT = "timeout"  # the code of a request answered 504 by the traffic timeout (`bentoml_fixes`)

@@ -1,13 +1,16 @@
-"""ASGI middleware that gives every non-2xx response CONTRACT.md's JSON error object.
+"""ASGI middleware over the answers BentoML and Starlette give before our handlers run.
 
-BentoML and Starlette answer some requests before our handlers run (unknown route, wrong method, `/readyz`
-503, BentoML's own 4xx as a JSON *array*); this rewrites those bodies, and passes ours through untouched.
+Their errors (unknown route, wrong method, `/readyz` 503, BentoML's own 4xx as a JSON *array*) get CONTRACT.md's JSON
+error object; ours pass through untouched. Their redirects (a trailing slash added or removed: Starlette's
+`redirect_slashes`, in BentoML's router and ours) get a relative `Location`: Starlette builds an absolute one from
+the request's `Host` header, which any client sets, so a link to this service could send its follower elsewhere.
 """
 
 from __future__ import annotations
 
 import contextlib
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -29,7 +32,9 @@ class ErrorBodyMiddleware:
         async def capture(message: Message) -> None:
             nonlocal start
             if message["type"] == "http.response.start":
-                if message["status"] < 400:
+                if 300 <= message["status"] < 400:
+                    await send(_relative_location(message))
+                elif message["status"] < 400:
                     await send(message)
                 else:
                     start = message
@@ -42,6 +47,18 @@ class ErrorBodyMiddleware:
                 await _send_error(send, start, bytes(body), scope)
 
         await self.app(scope, receive, capture)
+
+
+def _relative_location(start: Message) -> Message:
+    """A redirect's start with its `Location` cut to path and query: a redirect of ours never leaves this host."""
+    headers = []
+    for name, value in start.get("headers", []):
+        if name.lower() == b"location":
+            target = urlsplit(value.decode("latin-1"))
+            path = "/" + target.path.lstrip("/\\")  # `//host` (or `/\host`) would be another host to a browser
+            value = urlunsplit(("", "", path, target.query, target.fragment)).encode("latin-1")
+        headers.append((name, value))
+    return {**start, "headers": headers}
 
 
 async def _send_error(send: Send, start: Message, body: bytes, scope: Scope) -> None:

@@ -102,16 +102,30 @@ class PerformanceQuery(BaseModel):
 
 
 class VersionRequest(BaseModel):
-    """`POST /admin/models/{name}/promote` body, the version to serve (an older one rolls back), and
-    `PUT /admin/models/{name}/shadow`'s, the version to shadow it."""
+    """`PUT /admin/models/{name}/shadow`'s body, the version to shadow the served one; `PromoteRequest`'s version is
+    the version to serve (an older one rolls back)."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     version: str = Field(min_length=1, max_length=64)
 
 
+class PromoteRequest(VersionRequest):
+    """`POST /admin/models/{name}/promote` body."""
+
+    force: bool = Field(
+        False,
+        description="Promote a candidate (a version registered by `python -m models retrain`) that was neither "
+        "compared (`python -m models compare`) nor shadowed; without it such a promotion is refused (409).",
+    )
+
+
 def parse_version_request(payload: Any) -> VersionRequest:
     return _parse(VersionRequest, payload)
+
+
+def parse_promote_request(payload: Any) -> PromoteRequest:
+    return _parse(PromoteRequest, payload)
 
 
 def parse_predict_request(payload: Any) -> PredictRequest:

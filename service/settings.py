@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     api_keys_file: Path | None = Field(
         None, description="the API keys file (`python -m service.auth`); unset: no route takes a key"
     )
+    metrics_open: bool = Field(
+        False, description="`GET /metrics` without a key even when API keys are configured (default: scope `metrics`)"
+    )
     promotion_poll_seconds: float = Field(
         2.0, gt=0, le=300, description="how often a worker checks for a version promoted by another one"
     )

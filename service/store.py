@@ -64,6 +64,7 @@ class LoadedModel:
     version: str
     task: Task
     metadata: Mapping[str, Any]
+    candidate: bool = False  # registered as a candidate (`stage=candidate`): served once promoted
 
     @property
     def tag(self) -> str:
@@ -106,7 +107,13 @@ def load_model(tag: str, trusted_types: Sequence[str] = ()) -> LoadedModel:
         task = _build_task(metadata, estimators)
     except InvalidModelError as exc:
         raise InvalidModelError(f"{model.tag}: {exc}") from exc
-    return LoadedModel(name=model.tag.name, version=str(model.tag.version), task=task, metadata=metadata)
+    return LoadedModel(
+        name=model.tag.name,
+        version=str(model.tag.version),
+        task=task,
+        metadata=metadata,
+        candidate=is_candidate(model),
+    )
 
 
 def check_stored(tag: str) -> Mapping[str, Any]:
@@ -164,6 +171,14 @@ def _metadata_entry(metadata: Mapping[str, Any], key: str) -> Any:
 
 def is_candidate(model: bentoml.Model) -> bool:
     return bool(model.info.labels.get("stage") == CANDIDATE)
+
+
+def default_version(name: str) -> str | None:
+    """The version `name` serves when nothing was promoted: its newest that is not a candidate (None: none)."""
+    try:
+        return str(_get(name).tag.version)
+    except bentoml.exceptions.BentoMLException:
+        return None
 
 
 def _get(tag: str) -> bentoml.Model:

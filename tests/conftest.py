@@ -31,10 +31,11 @@ def catalog() -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def api(catalog: dict[str, str]) -> Iterator[TestClient]:
-    """The service in-process, serving the catalog. One per session: BentoML registers its metrics once."""
+    """The service in-process, serving the catalog, called from this machine (a loopback address, as the admin routes
+    without keys require). One per session: BentoML registers its metrics once."""
     from service.app import ClassifierService
 
-    with TestClient(ClassifierService.to_asgi()) as client:
+    with TestClient(ClassifierService.to_asgi(), client=("127.0.0.1", 50000)) as client:
         yield client
 
 
@@ -53,7 +54,7 @@ def reconfigure(api: TestClient) -> Iterator[Callable[..., None]]:
     def apply(**overrides: Any) -> None:
         service.settings = Settings(**overrides)
         service.registry = ModelRegistry.load(service.settings, service.metrics, service.log)
-        service.guard = Guard.configured(service.settings.api_keys_file, service.settings.admin)
+        service.guard = Guard.configured(service.settings)
 
     yield apply
     service.settings, service.registry, service.guard = saved

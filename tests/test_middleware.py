@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from starlette.applications import Starlette
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
@@ -41,3 +41,17 @@ def test_own_error_objects_and_successes_pass_untouched() -> None:
     own = {"error": {"code": "unknown_model", "message": "m", "field": "model"}}
     assert make_client(JSONResponse(own, status_code=404)).get("/x").json() == own
     assert make_client(JSONResponse([1, 2], status_code=200)).get("/x").json() == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("location", "relative"),
+    [
+        ("http://evil.example/models?x=1", "/models?x=1"),
+        ("http://testserver//evil.example/models", "/evil.example/models"),  # `//host` is another host to a browser
+        ("http://testserver/\\evil.example", "/%5Cevil.example"),  # Starlette quotes it: a path on this host
+        ("/models", "/models"),
+    ],
+)
+def test_a_redirect_never_leaves_this_host(location: str, relative: str) -> None:
+    answer = make_client(RedirectResponse(location)).get("/x", follow_redirects=False)
+    assert answer.status_code == 307 and answer.headers["location"] == relative

@@ -137,9 +137,12 @@ def test_error_answers_conform_and_are_declared(
     conforms(method, path, status, response.json())
 
 
-def test_the_docs_page_loads_this_document(api: TestClient) -> None:
-    """BentoML's Swagger UI page at `/` reads `./docs.json`, which is this document."""
+def test_the_docs_page_loads_nothing_and_links_this_document(api: TestClient) -> None:
+    """BentoML's page at `/` loaded a third-party script (Google Tag Manager); ours is one static page that runs no
+    script and links `docs.json`, and its Content-Security-Policy would stop anything it tried to load."""
     page = api.get("/")
-    assert page.status_code == 200 and "swagger" in page.text.lower()
-    initializer = api.get("/static_content/swagger-initializer.js")
-    assert initializer.status_code == 200 and "./docs.json" in initializer.text
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "<script" not in page.text.lower() and "://" not in page.text  # nothing from another site
+    assert 'href="docs.json"' in page.text
+    assert page.headers["content-security-policy"] == "default-src 'none'"
+    assert api.head("/").status_code == 200

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..errors import DependencyUnavailableError, ForbiddenError, UnauthorizedError
+from ..errors import DependencyUnavailableError, ForbiddenError, UnauthorizedError, UnsupportedMediaTypeError
 from .keys import KeySet, KeysFileError, Scope, read_keys
+
+if TYPE_CHECKING:
+    from ..settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +64,7 @@ class KeyRing:
             keys = read_keys(self.path).keys
         except KeysFileError as exc:
             logger.error("every API key is refused until the keys file is fixed: %s", exc)
-            return KeySet(readable=False)
+            return KeySet(problem=str(exc))
         logger.info("API keys read again from %s: %d keys", self.path, len(keys))
         return KeySet(keys)
 
@@ -72,30 +77,86 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
     return headers.get("x-api-key", "").strip() or None
 
 
+def is_loopback(address: str | None) -> bool:
+    """Whether a client address, as the server gives it (an IP address, never a name), is this machine's loopback:
+    127.0.0.0/8, ::1, or 127.x mapped into IPv6."""
+    if address is None:
+        return False
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped.is_loopback
+    return ip.is_loopback
+
+
+def caller(key_name: str | None, client: str | None) -> str:
+    """Who calls a route, as the admin actions' log lines and records name it: `key:<name>` when the request was
+    let in by a key, else `client:<address>`."""
+    return f"key:{key_name}" if key_name is not None else f"client:{client or 'unknown'}"
+
+
+def check_admin_request(headers: Mapping[str, str], takes_body: bool, route: str) -> None:
+    """Refuses what a web page can make a browser send an admin route, key or no key.
+
+    Any `Origin` header: browsers send one with every POST, PUT and DELETE, cross-site or not, and a page whose host
+    name was rebound to this machine (DNS rebinding) has the service's own host name, so comparing it with `Host`
+    would let that page through; programs (curl, scripts) send none. And a body not declared `application/json`:
+    `text/plain` and forms are what a page sends without a CORS preflight. A route without a body takes no
+    `Content-Type`, or JSON's.
+    """
+    if "origin" in headers:
+        raise ForbiddenError(
+            f"{route} refuses requests that carry an Origin header, as web browsers send them: a web page may not "
+            "change what is served; call it from a program (curl, a script)"
+        )
+    content_type = headers.get("content-type")
+    if content_type is None and not takes_body:
+        return
+    media = (content_type or "").partition(";")[0].strip().lower()
+    if media != "application/json":
+        got = repr(media[:64]) if media else "no Content-Type"
+        raise UnsupportedMediaTypeError(
+            f"{route} takes a JSON body sent as `Content-Type: application/json`; got {got}"
+        )
+
+
 class Guard:
     """Whether a request may use a route. Without a keys file every route is open but the admin ones, which
-    `CLF_ADMIN=true` opens; with one, a route takes a key with its scope (`/metrics` only once some key has the
-    `metrics` scope) and `CLF_ADMIN` no longer matters."""
+    `CLF_ADMIN=true` opens to clients on this machine (loopback); with one, every route takes a key with its scope
+    (`/metrics` none when `CLF_METRICS_OPEN=true`) and `CLF_ADMIN` no longer matters."""
 
-    def __init__(self, keys: KeyRing | None, admin_without_keys: bool) -> None:
+    def __init__(self, keys: KeyRing | None, admin_without_keys: bool, metrics_open: bool = False) -> None:
         self.keys = keys
         self.admin_without_keys = admin_without_keys
+        self.metrics_open = metrics_open
 
     @classmethod
-    def configured(cls, keys_file: Path | None, admin: bool) -> Guard:
-        return cls(KeyRing(keys_file) if keys_file is not None else None, admin)
+    def configured(cls, settings: Settings) -> Guard:
+        keys = KeyRing(settings.api_keys_file) if settings.api_keys_file is not None else None
+        if keys is None and settings.admin:
+            logger.warning(
+                "CLF_ADMIN=true without API keys: the admin routes (promote, shadow) take no key. They answer "
+                "clients on this machine only (loopback addresses) and refuse web browsers (any Origin header) and "
+                "bodies that are not JSON, but any program or user on this machine can change what is served. Beyond "
+                "a workstation, use API keys (CLF_API_KEYS_FILE) with the scope 'admin'."
+            )
+        return cls(keys, settings.admin, settings.metrics_open)
 
-    def check(self, headers: Mapping[str, str], scope: Scope, route: str) -> str | None:
+    def check(self, headers: Mapping[str, str], scope: Scope, route: str, client: str | None = None) -> str | None:
         """The name of the key that lets this request use `route`, None when the route takes no key; raises
-        `UnauthorizedError` (no key, or not one of ours), `ForbiddenError` (the key lacks the route's scope) or
-        `DependencyUnavailableError` (the keys file cannot be read). No message quotes what the request sent."""
+        `UnauthorizedError` (no key, or not one of ours), `ForbiddenError` (the key lacks the route's scope; an
+        admin route off, or called without keys from another machine than this one: `client` is the caller's
+        address) or `DependencyUnavailableError` (the keys file cannot be read). No message quotes what the request
+        sent."""
+        if scope == "metrics" and self.metrics_open:
+            return None
         if self.keys is None:
-            if scope == "admin" and not self.admin_without_keys:
-                raise ForbiddenError("the admin routes are off; set CLF_ADMIN=true, or use API keys with scope 'admin'")
+            if scope == "admin":
+                self._check_admin_without_keys(route, client)
             return None
         keys = self.keys.current()
-        if scope == "metrics" and not keys.protects_metrics:
-            return None
         if not keys.readable:
             raise DependencyUnavailableError("the service cannot read its API keys file; the service log says why")
         presented = presented_key(headers)
@@ -108,3 +169,23 @@ class Guard:
             has = ", ".join(key.scopes)
             raise ForbiddenError(f"{route} takes a key with scope '{scope}'; key '{key.name}' has {has}")
         return key.name
+
+    def _check_admin_without_keys(self, route: str, client: str | None) -> None:
+        if not self.admin_without_keys:
+            raise ForbiddenError("the admin routes are off; set CLF_ADMIN=true, or use API keys with scope 'admin'")
+        if not is_loopback(client):
+            raise ForbiddenError(
+                f"{route} answers clients on the service's own machine only (a loopback address) while it runs "
+                f"without API keys; this request comes from {client or 'an unknown address'}: use API keys with "
+                "scope 'admin' to call it from elsewhere"
+            )
+
+    def unready_reason(self) -> str | None:
+        """Why the routes that take a key cannot answer (the keys file cannot be read), for `/readyz`; None when
+        they can."""
+        if self.keys is None:
+            return None
+        problem = self.keys.current().problem
+        if problem is None:
+            return None
+        return f"every route that takes an API key answers 503 until the API keys file is fixed: {problem}"

@@ -78,10 +78,14 @@ class KeysDocument(BaseModel):
 
 @dataclass(frozen=True)
 class KeySet:
-    """The keys a worker accepts. `readable=False`: the file could not be read, and no key is accepted."""
+    """The keys a worker accepts. `problem`: why the file could not be read; then no key is accepted."""
 
     keys: tuple[ApiKey, ...] = ()
-    readable: bool = True
+    problem: str | None = None
+
+    @property
+    def readable(self) -> bool:
+        return self.problem is None
 
     def match(self, key: str) -> ApiKey | None:
         """The stored key whose hash is the hash of `key`, or None. Compares with every stored hash in constant
@@ -92,11 +96,6 @@ class KeySet:
             if hmac.compare_digest(presented, stored.sha256.encode()):
                 found = stored
         return found
-
-    @property
-    def protects_metrics(self) -> bool:
-        """`/metrics` takes a key once some key has the `metrics` scope (or while the file cannot be read)."""
-        return not self.readable or any("metrics" in key.scopes for key in self.keys)
 
 
 def digest(key: str) -> str:

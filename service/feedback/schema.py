@@ -20,6 +20,7 @@ from sqlalchemy.engine import Dialect
 KEY_LENGTH = 32
 NAME_LENGTH = 256
 VERSION_LENGTH = 64
+ACTION_LENGTH = 32
 OUTCOME_LENGTH = 64
 BATCH_LENGTH = 16
 
@@ -133,6 +134,23 @@ served_versions = sa.Table(
     sa.Column("promoted_at", UTCDateTime()),
     sa.Column("shadow_version", sa.String(VERSION_LENGTH)),
     sa.Column("shadow_set_at", UTCDateTime()),
+)
+
+# every change of what is served or shadowed, and every comparison of two versions, with who asked: the admin routes
+# (caller `key:<name>` or `client:<address>`) and `python -m models promote` / `compare` (`cli:<user>`). Actions:
+# `promote` (from the version served to the one promoted), `shadow` and `stop_shadow` (from the shadow before to the
+# one after), `compare` (from version A to version B). Written beside `served_versions`, in the same transaction.
+admin_actions = sa.Table(
+    "admin_actions",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("caller", sa.String(NAME_LENGTH), nullable=False),
+    sa.Column("action", sa.String(ACTION_LENGTH), nullable=False),
+    sa.Column("model", sa.String(NAME_LENGTH), nullable=False),
+    sa.Column("from_version", sa.String(VERSION_LENGTH)),
+    sa.Column("to_version", sa.String(VERSION_LENGTH)),
+    sa.Index(None, "model", "at"),
 )
 
 # a shadow version's decisions on the rows of a logged live request, in the request's row order

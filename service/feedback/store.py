@@ -7,9 +7,9 @@ import operator
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import orjson
@@ -20,6 +20,7 @@ from ..classifiers import DecisionKeys
 from .database import writing
 from .ids import first_key_at, issued_at
 from .schema import (
+    admin_actions,
     label_history,
     labels,
     model_versions,
@@ -82,6 +83,22 @@ class Rollout:
 
     promoted: dict[str, str] = field(default_factory=dict)
     shadows: dict[str, str] = field(default_factory=dict)
+
+
+AdminActionKind = Literal["promote", "shadow", "stop_shadow", "compare"]
+
+
+@dataclass(frozen=True)
+class AdminAction:
+    """Who changed what a model serves or shadows, or compared two of its versions, and when: a row of
+    `admin_actions` (schema.py says what `from_version` and `to_version` are for each action)."""
+
+    at: datetime
+    caller: str
+    action: AdminActionKind
+    model: str
+    from_version: str | None
+    to_version: str | None
 
 
 @dataclass(frozen=True)
@@ -352,17 +369,51 @@ class LogStore:
         with writing(self.engine) as connection:
             connection.execute(statement, {**row, "first_served_at": now})
 
-    def promote(self, model: str, version: str, now: datetime) -> None:
-        """Make `version` the one every worker and replica of this log serves as `model`."""
+    def promote(self, action: AdminAction) -> None:
+        """Make `action.to_version` the version every worker and replica of this log serves as `action.model`, and
+        record the action, in one transaction."""
         statement = self._upsert(served_versions, ("model",), replace=("version", "promoted_at"))
+        row = {"model": action.model, "version": action.to_version, "promoted_at": action.at}
         with writing(self.engine) as connection:
-            connection.execute(statement, {"model": model, "version": version, "promoted_at": now})
+            connection.execute(statement, row)
+            connection.execute(admin_actions.insert(), asdict(action))
 
-    def set_shadow(self, model: str, version: str | None, now: datetime) -> None:
-        """Make `version` the shadow of `model` on every worker and replica of this log (None: stop it)."""
+    def set_shadow(self, action: AdminAction) -> None:
+        """Make `action.to_version` the shadow of `action.model` on every worker and replica of this log (None: stop
+        it), and record the action, in one transaction."""
         statement = self._upsert(served_versions, ("model",), replace=("shadow_version", "shadow_set_at"))
+        row = {"model": action.model, "shadow_version": action.to_version, "shadow_set_at": action.at}
         with writing(self.engine) as connection:
-            connection.execute(statement, {"model": model, "shadow_version": version, "shadow_set_at": now})
+            connection.execute(statement, row)
+            connection.execute(admin_actions.insert(), asdict(action))
+
+    def record(self, action: AdminAction) -> None:
+        """Record an action that changes nothing served (a comparison)."""
+        with writing(self.engine) as connection:
+            connection.execute(admin_actions.insert(), asdict(action))
+
+    def admin_actions(self, model: str) -> list[AdminAction]:
+        """The actions recorded on `model`, oldest first."""
+        c = admin_actions.c
+        query = (
+            sa.select(c.at, c.caller, c.action, c.model, c.from_version, c.to_version)
+            .where(c.model == model)
+            .order_by(c.at, c.id)
+        )
+        with self.engine.connect() as connection:
+            return [AdminAction(**row._mapping) for row in connection.execute(query)]
+
+    def vetted(self, model: str, version: str) -> bool:
+        """Whether `version` of `model` was compared with another version (either side), or shadowed: set as the
+        shadow through the admin route, or its decisions logged as a shadow's (`CLF_SHADOW` included)."""
+        c = admin_actions.c
+        compared = sa.and_(c.action == "compare", sa.or_(c.from_version == version, c.to_version == version))
+        shadowed = sa.and_(c.action == "shadow", c.to_version == version)
+        recorded = sa.exists().where(c.model == model, sa.or_(compared, shadowed))
+        s = shadow_predictions.c
+        scored = sa.exists().where(s.model == model, s.version == version)
+        with self.engine.connect() as connection:
+            return bool(connection.execute(sa.select(sa.or_(recorded, scored))).scalar())
 
     def rollout(self) -> Rollout:
         """The versions promoted and the shadows set through the admin routes, by model, in one read."""

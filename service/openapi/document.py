@@ -1,8 +1,8 @@
 """The OpenAPI 3.1 document of the whole API, built from the route table and the pydantic models of the bodies.
 
 BentoML's own `/docs.json` (OpenAPI 3.0) describes only its infrastructure routes: the routes of a mounted Starlette
-app are invisible to it. `OpenAPIDocument` answers `GET /docs.json` with this document instead, so BentoML's docs page
-at `/` shows the whole API.
+app are invisible to it. `OpenAPIDocument` answers `GET /docs.json` with this document instead, and `GET /` with a
+page that links it: BentoML's page there loads a third-party script (Google Tag Manager) into every visitor's browser.
 """
 
 from __future__ import annotations
@@ -27,9 +27,12 @@ REF = "#/components/schemas/{model}"
 ERROR_STATUSES: dict[int, str] = {
     400: "Invalid input (`invalid_input`): malformed JSON, wrong types, unknown fields, values the model cannot take.",
     401: "API keys are configured and the key is missing or wrong (`unauthorized`).",
-    403: "The key lacks the route's scope, or the admin routes are off (`forbidden`).",
+    403: "The key lacks the route's scope, or the admin routes are off, or refuse this caller: a request with an "
+    "`Origin` header, or from another machine while the service runs without API keys (`forbidden`).",
     404: "No such model or version (`unknown_model`), or prediction (`unknown_prediction`).",
+    409: 'A candidate version that was neither compared nor shadowed, promoted without `"force": true` (`conflict`).',
     413: "The body is over `CLF_MAX_BODY_BYTES` (`payload_too_large`).",
+    415: "An admin route's body not sent as `Content-Type: application/json` (`unsupported_media_type`).",
     500: "A bug (`internal`): the message carries an error id that the service log has with the traceback.",
     503: "The model failed to load (`model_unavailable`), or a dependency is down (`unavailable`: the prediction "
     "log's database, the API keys file).",
@@ -152,17 +155,44 @@ def _package_version() -> str:
         return "0"
 
 
+INDEX_PAGE = b"""<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>classifier-service</title></head>
+<body>
+<h1>classifier-service</h1>
+<p>The API is described by its OpenAPI 3.1 document: <a href="docs.json">docs.json</a>.
+Open it in any OpenAPI viewer or client generator; the project's README documents every route.</p>
+</body>
+</html>
+"""
+# the page loads nothing; a policy that forbids every fetch keeps it so should anything ever be added to it
+INDEX_HEADERS = [
+    (b"content-type", b"text/html; charset=utf-8"),
+    (b"content-security-policy", b"default-src 'none'"),
+    (b"x-content-type-options", b"nosniff"),
+]
+
+
 class OpenAPIDocument:
-    """ASGI middleware answering `GET /docs.json` with the document (rendered once), before BentoML's own route."""
+    """ASGI middleware answering `GET /docs.json` with the document (rendered once), and `GET /` with a page that
+    links it, before BentoML's own routes."""
 
     def __init__(self, app: ASGIApp, document: Mapping[str, Any]) -> None:
         self.app = app
         self._body = orjson.dumps(document)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == DOCUMENT_PATH and scope["method"] in ("GET", "HEAD"):
-            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(self._body)).encode())]
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
-            await send({"type": "http.response.body", "body": self._body if scope["method"] == "GET" else b""})
-            return
+        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD"):
+            if scope["path"] == DOCUMENT_PATH:
+                await _answer(send, scope, [(b"content-type", b"application/json")], self._body)
+                return
+            if scope["path"] == "/":
+                await _answer(send, scope, INDEX_HEADERS, INDEX_PAGE)
+                return
         await self.app(scope, receive, send)
+
+
+async def _answer(send: Send, scope: Scope, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    headers = [*headers, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body if scope["method"] == "GET" else b""})

@@ -1,28 +1,30 @@
 """Promotion: the version of a model every worker and replica serves, changed without a restart.
 
 The promoted version of a model is a row of the prediction log's database (`served_versions`), which every worker
-and replica shares. The worker that takes `POST /admin/models/{name}/promote` loads the version, records it and
-serves it at once; the others poll the table every `CLF_PROMOTION_POLL_SECONDS` and follow. A request reads its
-model once (`serving.Served`), so none mixes two versions: requests under way finish on the version they started
-with. A rollback is a promotion of the older version.
+and replica shares. The worker that takes `POST /admin/models/{name}/promote` loads the version, records it (an admin
+action, `admin.py`: checked, recorded and logged with its caller) and serves it at once; the others poll the table
+every `CLF_PROMOTION_POLL_SECONDS` and follow. A request reads its model once (`serving.Served`), so none mixes two
+versions: requests under way finish on the version they started with. A rollback is a promotion of the older version.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Any
 
 import anyio
+import sqlalchemy as sa
 
 from ..classifiers import InvalidInputError, InvalidModelError
 from ..errors import DependencyUnavailableError, UnknownModelError
 from ..feedback.log import DatabaseUnavailableError, PredictionLog
 from ..serving import ModelRegistry, Served
 from ..store import LoadedModel, ModelNotFoundError, load_model
+from . import admin
 from .shadow import check_shadow
 
 logger = logging.getLogger(__name__)
@@ -46,8 +48,9 @@ class Promotions:
     def stop(self) -> None:
         self._stopped.set()
 
-    async def promote(self, name: str, version: str) -> dict[str, Any]:
-        """`POST /admin/models/{name}/promote`: serve `version` of `name` here now, and on every worker soon."""
+    async def promote(self, name: str, version: str, caller: str, force: bool = False) -> dict[str, Any]:
+        """`POST /admin/models/{name}/promote`: serve `version` of `name` here now, and on every worker soon. A
+        candidate nobody compared or shadowed takes `force` (`admin.promote`)."""
         registry = self._registry()
         current = _served(registry, name)
         if name in registry.pinned:
@@ -57,12 +60,11 @@ class Promotions:
                 field="name",
             )
         model = await anyio.to_thread.run_sync(_load, name, version, registry.settings.trusted_types)
-        try:
-            await anyio.to_thread.run_sync(self._record, name, model.version)
-        except DatabaseUnavailableError as exc:
-            raise DependencyUnavailableError(f"the promotion cannot be recorded: {exc}") from None
+        with _recording("promotion"):
+            await anyio.to_thread.run_sync(
+                lambda: admin.promote(self._log.store, model, caller, current.model.version, force)
+            )
         previous = self._swap(registry, model)
-        logger.info("promoted %s (was %s)", model.tag, previous)
         return {
             "model": name,
             "version": model.version,
@@ -70,7 +72,7 @@ class Promotions:
             "workers_follow_within_seconds": self._poll_seconds,
         }
 
-    async def shadow(self, name: str, version: str | None) -> dict[str, Any]:
+    async def shadow(self, name: str, version: str | None, caller: str) -> dict[str, Any]:
         """`PUT` (a version) or `DELETE` (None) `/admin/models/{name}/shadow`: the shadow of `name`, on every worker."""
         registry = self._registry()
         current = _served(registry, name)
@@ -78,21 +80,15 @@ class Promotions:
         if version is not None:
             shadow = await anyio.to_thread.run_sync(_load, name, version, registry.settings.trusted_types)
             check_shadow(current.model, shadow)
-        try:
-            await anyio.to_thread.run_sync(self._record_shadow, name, None if shadow is None else shadow.version)
-        except DatabaseUnavailableError as exc:
-            raise DependencyUnavailableError(f"the shadow cannot be recorded: {exc}") from None
+        before = None if current.shadow is None else current.shadow.version
+        after = None if shadow is None else shadow.version
+        with _recording("shadow"):
+            await anyio.to_thread.run_sync(lambda: admin.shadow(self._log.store, name, after, caller, before))
         with self._lock:
             served = registry.served[name]
             registry.swap(replace(served, shadow=shadow))
         still = registry.shadow_versions(self._log.rollout()).get(name) if shadow is None else shadow.version
         return {"model": name, "version": served.model.version, "shadow": still}
-
-    def _record(self, name: str, version: str) -> None:
-        self._log.store.promote(name, version, datetime.now(UTC))
-
-    def _record_shadow(self, name: str, version: str | None) -> None:
-        self._log.store.set_shadow(name, version, datetime.now(UTC))
 
     def _swap(self, registry: ModelRegistry, model: LoadedModel) -> str | None:
         with self._lock:
@@ -148,6 +144,20 @@ class Promotions:
                 continue
             previous = self._swap(registry, model)
             logger.info("following the promotion of %s (was %s)", model.tag, previous)
+
+
+@contextlib.contextmanager
+def _recording(what: str) -> Iterator[None]:
+    """The route's 503 when the log's database, where an admin action is recorded, cannot take it."""
+    try:
+        yield
+    except DatabaseUnavailableError as exc:
+        raise DependencyUnavailableError(f"the {what} cannot be recorded: {exc}") from None
+    except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        logger.error("the %s cannot be recorded: %s", what, exc)
+        raise DependencyUnavailableError(
+            f"the {what} cannot be recorded: the prediction log's database failed; the service log says why"
+        ) from None
 
 
 def _served(registry: ModelRegistry, name: str) -> Served:

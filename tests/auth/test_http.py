@@ -7,20 +7,17 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import bentoml
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
-from service.auth.guard import CHECK_SECONDS, KeyRing
-from service.auth.keys import SCOPES, Scope, create_key, new_key, revoke_key
-from tests.auth.test_keys import Clock
+from service.auth.keys import SCOPES, Scope, new_key, revoke_key
+from tests.auth.conftest import Keys
 from tests.helpers import digits_rows
 from tests.test_http import assert_error
 
@@ -38,39 +35,6 @@ ROUTES: list[tuple[str, str, Any, Scope]] = [
     ("GET", "/metrics", None, "metrics"),
 ]
 OPEN_ROUTES = ["/livez", "/readyz", "/healthz", "/docs.json", "/schema.json", "/"]  # BentoML's own
-
-
-@dataclass
-class Keys:
-    """The keys file of the running service, the keys issued into it, and the clock of its key ring."""
-
-    path: Path
-    issued: dict[str, str]
-    clock: Clock
-
-    def create(self, name: str, *scopes: Scope) -> str:
-        self.issued[name] = create_key(self.path, name, scopes)
-        return self.issued[name]
-
-    def next_check(self) -> None:
-        """Moves the key ring's clock to its next look at the file."""
-        self.clock.now += CHECK_SECONDS
-
-
-@pytest.fixture
-def keyed(api: TestClient, reconfigure: Callable[..., None], tmp_path: Path) -> Iterator[Callable[..., Keys]]:
-    """Serves `digits` with a keys file holding a key per keyword argument (name=scopes); the key ring's clock is
-    the test's."""
-
-    def start(admin: bool = False, **scopes: tuple[Scope, ...]) -> Keys:
-        keys = Keys(tmp_path / "keys.json", {}, Clock())
-        for name, granted in scopes.items():
-            keys.create(name, *granted)
-        reconfigure(models="digits", api_keys_file=keys.path, admin=admin)
-        bentoml.get_current_service().guard.keys = KeyRing(keys.path, clock=keys.clock)
-        return keys
-
-    yield start
 
 
 def call(api: TestClient, method: str, path: str, body: Any = None, key: str | None = None) -> httpx.Response:
@@ -128,25 +92,49 @@ def test_x_api_key_is_accepted_too(keyed: Callable[..., Keys], api: TestClient) 
     assert_error(api.get("/models", headers={"X-API-Key": new_key()}), 401, "unauthorized")
 
 
-def test_metrics_take_a_key_once_some_key_has_the_metrics_scope(keyed: Callable[..., Keys], api: TestClient) -> None:
-    keys = keyed(client=("predict",))
-    assert api.get("/metrics").status_code == 200  # a Prometheus without a token keeps scraping
-    scraper = keys.create("prometheus", "metrics")
-    keys.next_check()
+def test_metrics_take_a_key_whenever_keys_are_on(keyed: Callable[..., Keys], api: TestClient) -> None:
+    keys = keyed(client=("predict",), prometheus=("metrics",))
+    assert "classifier_requests_total" in call(api, "GET", "/metrics", key=keys.issued["prometheus"]).text
     assert_error(api.get("/metrics"), 401, "unauthorized")
     assert_error(call(api, "GET", "/metrics", key=keys.issued["client"]), 403, "forbidden")
-    assert "classifier_requests_total" in call(api, "GET", "/metrics", key=scraper).text
+    revoke_key(keys.path, "prometheus")  # the last key with `metrics`: the metrics stay keyed
+    keys.next_check()
+    assert_error(api.get("/metrics"), 401, "unauthorized")
+    assert_error(call(api, "GET", "/metrics", key=keys.issued["prometheus"]), 401, "unauthorized")
+
+
+def test_metrics_configured_open_take_no_key(keyed: Callable[..., Keys], api: TestClient) -> None:
+    keys = keyed(metrics_open=True, client=("predict",))
+    assert "classifier_requests_total" in api.get("/metrics").text
+    assert_error(api.get("/models"), 401, "unauthorized")  # only /metrics is open
+    keys.path.write_text("{")
+    keys.next_check()
+    assert api.get("/metrics").status_code == 200  # open whatever the keys file says
+
+
+def test_readyz_says_not_ready_while_the_keys_file_cannot_be_read(keyed: Callable[..., Keys], api: TestClient) -> None:
+    keys = keyed(client=("predict",))
+    assert api.get("/readyz").status_code == 200
+    good = keys.path.read_text()
+    keys.path.write_text(good[:-20])  # an edit in place, cut short
+    keys.next_check()
+    assert_error(call(api, "GET", "/models", key=keys.issued["client"]), 503, "unavailable")
+    error = assert_error(api.get("/readyz"), 503, "unavailable")
+    assert "API keys file" in error["message"] and "not a valid API keys file" in error["message"]
+    keys.path.write_text(good)
+    keys.next_check()
+    assert api.get("/readyz").status_code == 200
 
 
 def test_refusals_are_counted_per_endpoint_and_code(keyed: Callable[..., Keys], api: TestClient) -> None:
-    keys = keyed(client=("predict",))
+    keys = keyed(client=("predict",), prometheus=("metrics",))
     body = ROUTES[0][2]
-    before = requests_counted(api)
+    before = requests_counted(api, keys.issued["prometheus"])
     call(api, "POST", "/predict", body)
     call(api, "POST", "/predict", body, new_key())
     call(api, "POST", "/feedback", {"feedback": []}, keys.issued["client"])
     call(api, "POST", "/predict", body, keys.issued["client"])
-    after = requests_counted(api)
+    after = requests_counted(api, keys.issued["prometheus"])
     moved = {labels: n - before.get(labels, 0.0) for labels, n in after.items() if n != before.get(labels, 0.0)}
     assert moved == {
         ("none", "/predict", "unauthorized"): 2,

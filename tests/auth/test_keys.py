@@ -22,6 +22,7 @@ from service.auth.keys import (
     revoke_key,
 )
 from service.errors import DependencyUnavailableError, ForbiddenError, UnauthorizedError
+from service.settings import Settings
 from tests.monitoring.test_layering import loaded_after
 
 
@@ -229,7 +230,7 @@ def test_a_file_that_breaks_refuses_every_key_until_fixed(tmp_path: Path, caplog
         with pytest.raises(DependencyUnavailableError, match="cannot read its API keys file"):
             guard.check(bearer(key), "predict", "POST /predict")
         with pytest.raises(DependencyUnavailableError):
-            guard.check({}, "metrics", "GET /metrics")  # no key had `metrics`: now nothing says so
+            guard.check({}, "metrics", "GET /metrics")
     assert [r for r in caplog.records if "not a valid API keys file" in r.getMessage()]
     path.unlink()
     clock.now += 1
@@ -242,7 +243,7 @@ def test_a_file_that_breaks_refuses_every_key_until_fixed(tmp_path: Path, caplog
 
 def test_a_missing_file_stops_the_worker_at_start(tmp_path: Path) -> None:
     with pytest.raises(KeysFileError, match="cannot read the API keys file"):
-        Guard.configured(tmp_path / "missing.json", admin=False)
+        Guard.configured(Settings(api_keys_file=tmp_path / "missing.json"))
 
 
 # --- the guard ---------------------------------------------------------------------------------------------------
@@ -254,15 +255,24 @@ def test_without_keys_every_route_is_open_but_the_admin_ones() -> None:
         assert closed.check({}, scope, "route") is None
     with pytest.raises(ForbiddenError, match="CLF_ADMIN=true"):
         closed.check({}, "admin", "POST /admin/models/{name}/promote")
-    assert opened.check({}, "admin", "POST /admin/models/{name}/promote") is None
+    assert opened.check({}, "admin", "POST /admin/models/{name}/promote", client="127.0.0.1") is None
+    with pytest.raises(ForbiddenError, match="loopback"):
+        opened.check({}, "admin", "POST /admin/models/{name}/promote", client="10.0.0.5")
 
 
 def test_with_keys_the_scope_decides(tmp_path: Path) -> None:
     path = tmp_path / "keys.json"
     client = create_key(path, "client", ("predict", "feedback"))
-    guard = Guard.configured(path, admin=True)  # CLF_ADMIN no longer opens the admin routes
+    guard = Guard.configured(Settings(api_keys_file=path, admin=True))  # CLF_ADMIN no longer opens the admin routes
     assert guard.check(bearer(client), "feedback", "POST /feedback") == "client"
-    assert guard.check({}, "metrics", "GET /metrics") is None  # no key has `metrics`
+    with pytest.raises(UnauthorizedError):
+        guard.check({}, "metrics", "GET /metrics")  # no key has `metrics`: none may read them
+    with pytest.raises(ForbiddenError, match="scope 'metrics'"):
+        guard.check(bearer(client), "metrics", "GET /metrics")
+    with pytest.raises(UnauthorizedError):
+        guard.check({}, "admin", "POST /admin/models/{name}/promote", client="127.0.0.1")  # loopback needs a key too
+    scraped = Guard.configured(Settings(api_keys_file=path, metrics_open=True))
+    assert scraped.check({}, "metrics", "GET /metrics") is None
     with pytest.raises(UnauthorizedError, match="Authorization: Bearer"):
         guard.check({}, "predict", "POST /predict")
     with pytest.raises(UnauthorizedError, match="unknown"):

@@ -1,8 +1,10 @@
 """API keys on a real server with two workers: a key created after start works on every worker, a revoked one stops
-working, and no key reaches the server's log (access log on). Which worker answered comes from the access log."""
+working, and no key reaches the server's log (access log on). Which worker answered comes from the access log. And
+the admin routes without keys: what a web page sends is refused, and the server's log says who promoted what."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -59,3 +61,24 @@ def test_every_worker_takes_a_new_key_and_refuses_a_revoked_one(
         )
         assert statuses(url, first) == {200}
     assert first not in log.read_text() and second not in log.read_text()
+
+
+def test_admin_without_keys_refuses_a_page_and_logs_every_action(
+    e2e_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The probe of the security review: a page's promotion (`text/plain`, with its `Origin`) moved the served
+    version and left no line in the log. Now the page is refused, and a promotion from a script is logged."""
+    home = tmp_path_factory.mktemp("serve-admin")
+    log = home / "serve.log"
+    with serving(e2e_env, home, models="digits", admin="true") as url:
+        version = httpx.get(f"{url}/models/digits", timeout=60).json()["version"]
+        promote = f"{url}/admin/models/digits/promote"
+        body = json.dumps({"version": version, "force": True})
+        page = {"Content-Type": "text/plain", "Origin": "http://evil.example"}
+        assert httpx.post(promote, content=body, headers=page, timeout=60).status_code == 403
+        assert httpx.post(promote, content=body, headers={"Content-Type": "text/plain"}, timeout=60).status_code == 415
+        assert httpx.post(promote, json={"version": version}, timeout=60).status_code == 200
+        line = f"admin action promote by client:127.0.0.1: model digits from {version} to {version}"
+        wait_until(lambda: line in log.read_text(), "the promotion's line in the server's log")
+    started = log.read_text()
+    assert re.search(r"WARNING.*CLF_ADMIN=true without API keys", started), started[-3000:]

@@ -19,6 +19,7 @@ from service.feedback.ids import first_key_at
 from service.feedback.schema import metadata, prediction_requests
 from service.feedback.store import (
     LABEL_HISTORY_LENGTH,
+    AdminAction,
     LabelWrite,
     LogStore,
     OutcomeWrite,
@@ -348,3 +349,36 @@ def test_a_label_that_arrived_before_the_shadows_decisions_gets_them(store: LogS
     assert relabelled.first_labels == set()
     pairs = {(p.version, p.decision_key, p.truth_key): p.count for p in store.pair_counts(T0, T0 + timedelta(hours=1))}
     assert pairs == {("v1", "1", "7"): 1, ("v2", "7", "7"): 1}  # a relabel keeps the shadow's decision
+
+
+# --- admin actions -------------------------------------------------------------------------------------------------
+
+
+def test_admin_actions_are_recorded_beside_the_served_version(store: LogStore) -> None:
+    promoted = AdminAction(T0, "key:ops", "promote", "digits", "v1", "v2")
+    shadowed = AdminAction(T0 + timedelta(minutes=1), "client:127.0.0.1", "shadow", "digits", None, "v3")
+    stopped = AdminAction(T0 + timedelta(minutes=2), "cli:alice", "stop_shadow", "digits", "v3", None)
+    store.promote(promoted)
+    store.set_shadow(shadowed)
+    assert store.rollout().promoted == {"digits": "v2"} and store.rollout().shadows == {"digits": "v3"}
+    store.set_shadow(stopped)
+    assert store.rollout().shadows == {}
+    other = AdminAction(T0, "key:ops", "promote", "breast_cancer", None, "v9")
+    store.promote(other)
+    assert store.admin_actions("digits") == [promoted, shadowed, stopped]
+    assert store.admin_actions("breast_cancer") == [other]
+
+
+def test_a_version_is_vetted_once_compared_or_shadowed(store: LogStore) -> None:
+    assert not store.vetted("digits", "v2")
+    store.record(AdminAction(T0, "cli:alice", "compare", "digits", "v1", "v2"))
+    assert store.vetted("digits", "v2") and store.vetted("digits", "v1")  # either side of a comparison
+    assert not store.vetted("breast_cancer", "v2")
+    store.set_shadow(AdminAction(T0, "key:ops", "shadow", "digits", None, "v3"))  # the route
+    assert store.vetted("digits", "v3")
+    (key,) = logged(store, request_record())  # CLF_SHADOW: its decisions in the log
+    store.write_shadows([ShadowRecord(key, "digits", "v4", 3, encode_keys(decisions_of(["0", "1", "2"])),
+                                      encode_floats(np.ones(3)))])  # fmt: skip
+    assert store.vetted("digits", "v4")
+    store.promote(AdminAction(T0, "key:ops", "promote", "digits", "v1", "v5"))
+    assert not store.vetted("digits", "v5")  # a promotion is no evidence

@@ -3,6 +3,7 @@ labels train a candidate, and the comparison says the candidate is better."""
 
 from __future__ import annotations
 
+import getpass
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -73,8 +74,19 @@ def test_retrain_registers_a_candidate_that_compare_finds_better(
     # the id-like time column of the file: clients keep sending it, to the candidate too once it is promoted
     assert candidate.info.metadata["ignored_columns"] == served.metadata["ignored_columns"] == ["when"]
 
+    store = bentoml.get_current_service().log.store
+    assert not store.vetted(stale_model, str(candidate.tag.version))
     assert main(["compare", served.tag, str(candidate.tag), "--format", "json", "--margin", "0.1"]) == 0
     result = json.loads(capsys.readouterr().out)
+    # compared: promoting the candidate now needs no `force` (tests/auth/test_admin.py)
+    (compared,) = store.admin_actions(stale_model)
+    assert (compared.caller, compared.action, compared.from_version, compared.to_version) == (
+        f"cli:{getpass.getuser()}",
+        "compare",
+        served.version,
+        str(candidate.tag.version),
+    )
+    assert store.vetted(stale_model, str(candidate.tag.version))
     # judged on what the candidate did not train on: its validation slice, the last request's 100 predictions
     assert result["labelled"] == 100 and result["since"] == candidate.info.metadata["training"]["trained_on_log_before"]
     assert result["b_is_better"] and result["b"]["accuracy"] > result["a"]["accuracy"] + 0.1

@@ -3,6 +3,7 @@ follow a promotion recorded by another one."""
 
 from __future__ import annotations
 
+import getpass
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -54,7 +55,8 @@ def scores(api: TestClient, model: str) -> tuple[str, list[float]]:
 
 
 def promote(api: TestClient, model: str, version: Any) -> Any:
-    return api.post(f"/admin/models/{model}/promote", json={"version": version})
+    """Promote `version`, forced: these tests promote candidates nobody compared or shadowed (tests/auth/test_admin)."""
+    return api.post(f"/admin/models/{model}/promote", json={"version": version, "force": True})
 
 
 @pytest.fixture
@@ -166,7 +168,7 @@ def test_bad_promotions_are_refused_with_the_contract_error(
     api: TestClient, served: tuple[str, str, str], body: dict[str, Any], status: int, code: str
 ) -> None:
     name, v1, _ = served
-    response = api.post(f"/admin/models/{name}/promote", json=body)
+    response = api.post(f"/admin/models/{name}/promote", json={**body, "force": True} if body else body)
     assert (response.status_code, response.json()["error"]["code"]) == (status, code)
     assert scores(api, name)[0] == v1
 
@@ -190,10 +192,19 @@ def test_the_promote_command_records_the_version_for_every_worker(
 ) -> None:
     name, v1, v2 = two_versions()
     reconfigure(models=name)
-    assert main(["promote", f"{name}:{v2}"]) == 0
-    assert f"promoted {name}:{v2}" in capsys.readouterr().out
     service = bentoml.get_current_service()
+    assert main(["promote", f"{name}:{v2}"]) == BAD_DATA_EXIT  # a candidate nobody compared or shadowed
+    assert "--force" in capsys.readouterr().err and service.log.store.admin_actions(name) == []
+    assert main(["promote", f"{name}:{v2}", "--force"]) == 0
+    assert f"promoted {name}:{v2}" in capsys.readouterr().out
     Promotions(lambda: service.registry, service.log, 3600).follow()
     assert scores(api, name)[0] == v2
+    (action,) = service.log.store.admin_actions(name)
+    assert (action.caller, action.action, action.from_version, action.to_version) == (
+        f"cli:{getpass.getuser()}",
+        "promote",
+        v1,
+        v2,
+    )
     assert main(["promote", name]) == BAD_DATA_EXIT
     assert main(["promote", f"{name}:nosuchversion"]) == BAD_DATA_EXIT
