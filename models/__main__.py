@@ -2,6 +2,7 @@
 
   train --name NAME --task TASK --data FILE --target COLUMN [...]   train, tune, evaluate and register a new version
   retrain --name NAME [--since 30d] [--data FILE]                   a candidate version from the labelled log
+          [--caller KEY] [--exclude-caller KEY]                     (only, or without, what an API key sent)
   compare NAME:A NAME:B [--since 7d] [--format json]                two versions on the same labelled predictions
   promote NAME:VERSION [--force]                                    serve this version on every worker (or roll back)
   ensure [NAME ...]                                                 register the catalog models the store lacks
@@ -82,6 +83,10 @@ def parser() -> argparse.ArgumentParser:
     retrain.add_argument("--name", required=True, help="the served model")
     retrain.add_argument("--since", help="labelled predictions made since: an age (30d, 12h) or an ISO time")
     retrain.add_argument("--data", type=Path, help="more training rows: the model's features and its target column")
+    retrain.add_argument("--caller", action="append", metavar="NAME",
+                         help="only the predictions this API key asked for or labelled (repeatable)")  # fmt: skip
+    retrain.add_argument("--exclude-caller", action="append", metavar="NAME",
+                         help="leave out the predictions this API key asked for or labelled (repeatable)")  # fmt: skip
     compare = commands.add_parser("compare", help="two versions on the same recent labelled predictions")
     compare.add_argument("a", help="NAME:VERSION, the reference (e.g. the served one)")
     compare.add_argument("b", help="NAME:VERSION, the challenger (e.g. a candidate)")
@@ -150,14 +155,16 @@ def _not_registered(exc: DataError) -> int:
 
 
 def retrain_command(args: argparse.Namespace) -> int:
+    from service.export import Callers
     from service.settings import Settings
 
     from .card import card
     from .retrain import retrain
 
+    callers = Callers.of(args.caller, args.exclude_caller)
     try:
         with progress_bar(total=4) as progress:
-            trained = retrain(_served(args.name), args.since, args.data, Settings(), progress)
+            trained = retrain(_served(args.name), args.since, args.data, Settings(), progress, callers)
     except DataError as exc:
         return _not_registered(exc)
     sys.stdout.write(card(trained))

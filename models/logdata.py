@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from service.export import ExportError, key_range, open_store, rows
+from service.export import EVERY_CALLER, Callers, ExportError, key_range, open_store, rows
 from service.feedback.store import LogStore
 from service.feedback.timerange import parse_time
 from service.feedback.versions import Versions
@@ -50,10 +50,12 @@ def open_log(settings: Settings) -> LogStore:
         raise DataError(str(exc)) from None
 
 
-def labelled_log(store: LogStore, model: str, features: list[str], since: datetime | None) -> LabelledLog:
-    """The labelled predictions of `model` made since `since` (all when None)."""
+def labelled_log(
+    store: LogStore, model: str, features: list[str], since: datetime | None, callers: Callers = EVERY_CALLER
+) -> LabelledLog:
+    """The labelled predictions of `model` made since `since` (all when None), of some callers only (`Callers`)."""
     inputs, labels, times, versions, skipped = [], [], [], [], 0
-    for joined in rows(store, Versions(), model, key_range(since, None), labelled_only=True):
+    for joined in rows(store, Versions(), model, key_range(since, None), labelled_only=True, callers=callers):
         if joined["inputs"] is None or list(joined["inputs"]) != features:
             skipped += 1
             continue

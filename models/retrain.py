@@ -2,8 +2,10 @@
 
 The served version's own recipe (the options `python -m models train` recorded, its feature kinds, its positive
 class) trains the new one on every labelled prediction since `--since` whose inputs were logged, plus the rows of
-`--data` when given. Validation is time-based: the newest labelled predictions, so the new version is judged on
-what production sees now. It is registered as a candidate: nothing serves it until it is promoted.
+`--data` when given; `--caller`/`--exclude-caller` keep or leave out the predictions of some API keys (those that
+asked for them or gave their current label: `service.export.Callers`). Validation is time-based: the newest
+labelled predictions, so the new version is judged on what production sees now. It is registered as a candidate:
+nothing serves it until it is promoted.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from service.export import EVERY_CALLER, Callers
 from service.settings import Settings
 from service.store import LoadedModel
 
@@ -36,6 +39,7 @@ def retrain(
     extra: Path | None,
     settings: Settings,
     progress: Callable[[str], None],
+    callers: Callers = EVERY_CALLER,
 ) -> TrainedModel:
     metadata = model.metadata
     recipe: dict[str, Any] = dict(metadata.get("training") or {})
@@ -46,7 +50,7 @@ def retrain(
     task = str(metadata["task"])
     added = None if extra is None else _extra_rows(read_table(extra), features, target, task)
     progress("reading the prediction log")
-    log = labelled_log(open_log(settings), model.name, features, since_time(since))
+    log = labelled_log(open_log(settings), model.name, features, since_time(since), callers)
     if len(log) == 0:
         skipped = f" ({log.skipped} labelled ones were logged without inputs or with other features)"
         raise DataError(f"no labelled predictions of '{model.name}' to train on{skipped if log.skipped else ''}")

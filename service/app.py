@@ -99,8 +99,10 @@ def endpoint(operation: Operation, handler: Handler) -> Route:
     (or the handler's own `Response`), turns every exception into CONTRACT.md's error body, and is measured.
 
     Handlers set `request.state.model` once they know which served model the request is for: the (model, version)
-    labels of its metrics. A request cancelled before its answer is counted with code `timeout`: the only canceller
-    of a handler is BentoML's traffic timeout (`bentoml_fixes`), which answers 504 `timeout` in its place.
+    labels of its metrics. `request.state.caller` is the name of the key that was let in (None without keys): the
+    prediction log keeps it with what the request sends. A request cancelled before its answer is counted with code
+    `timeout`: the only canceller of a handler is BentoML's traffic timeout (`bentoml_fixes`), which answers 504
+    `timeout` in its place.
     """
 
     route, verb = operation.path, operation.method
@@ -117,8 +119,10 @@ def endpoint(operation: Operation, handler: Handler) -> Route:
         started = time.perf_counter()
         code = TIMEOUT  # until answered: BentoML's traffic timeout cancels the handler, and answers 504 itself
         try:
-            # before the body is read; the key's name says who calls (the admin actions record it)
-            request.state.key = service.guard.check(request.headers, scope, f"{verb} {route}", client_address(request))
+            # before the body is read; the key's name says who calls (the log and the admin actions record it)
+            request.state.caller = service.guard.check(
+                request.headers, scope, f"{verb} {route}", client_address(request)
+            )
             answer = await handler(request, service)
             response = answer if isinstance(answer, Response) else json_response(answer)
             code = "ok"
@@ -173,7 +177,9 @@ async def predict(request: Request, service: ClassifierService) -> Any:
     body = parse_predict_request(decode_json(raw))
     request.state.model = service.registry.model_label(body.model)
     # without the bytes `true` or `false` the body holds no boolean: validation can skip looking for one
-    answer = await service.registry.predict(body, booleans_possible=b"true" in raw or b"false" in raw)
+    answer = await service.registry.predict(
+        body, booleans_possible=b"true" in raw or b"false" in raw, caller=request.state.caller
+    )
     request.state.model = (answer["model"], answer["version"])  # the version that answered, whatever a promotion did
     return answer
 
@@ -191,7 +197,7 @@ async def get_model(request: Request, service: ClassifierService) -> Any:
 async def feedback(request: Request, service: ClassifierService) -> Any:
     raw = await read_body(request, service.settings.max_body_bytes)
     body = parse_feedback_request(decode_json(raw))
-    return await service.loop.submit(body.feedback)
+    return await service.loop.submit(body.feedback, request.state.caller)
 
 
 async def get_prediction(request: Request, service: ClassifierService) -> Any:
@@ -212,7 +218,7 @@ def admin(request: Request, service: ClassifierService) -> tuple[str, str]:
     check_admin_request(request.headers, request.method != "DELETE", f"{request.method} {request.url.path}")
     name: str = request.path_params["name"]
     request.state.model = service.registry.model_label(name)
-    return name, caller(request.state.key, client_address(request))
+    return name, caller(request.state.caller, client_address(request))
 
 
 async def promote(request: Request, service: ClassifierService) -> Any:
@@ -395,7 +401,13 @@ class ClassifierService:
         self.registry = ModelRegistry.load(self.settings, self.metrics, self.log)
         self.promotions = Promotions(lambda: self.registry, self.log, self.settings.promotion_poll_seconds)
         self.promotions.start()
-        self.loop = FeedbackLoop(self.log, self.metrics, self.settings.outcomes, self.settings.feedback_window_seconds)
+        self.loop = FeedbackLoop(
+            self.log,
+            self.metrics,
+            self.settings.outcomes,
+            self.settings.feedback_window_seconds,
+            self.settings.performance_min_predictions,
+        )
         self.heartbeat = Heartbeat(self.metrics, self.settings.heartbeat_seconds)
         self.workers = Workers(window_directory(), respawned=not running_inside_container())
         replaced = self.workers.clean_up(self.registry.drift_windows())

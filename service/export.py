@@ -1,11 +1,12 @@
 """`python -m service.export`: the prediction log joined with its labels and outcomes, as CSV or JSON Lines.
 
 One row per logged prediction of a model: its inputs, the answer it got (decision and scores), its current label
-and its outcomes, with their times; streamed page by page in time order, so memory stays constant whatever the
-range. The database is the service's (`CLF_DATABASE_URL`, or the SQLite file in `CLF_DATA_DIR`). A progress bar
-is drawn on stderr when it is a terminal.
+and its outcomes, with their times and callers (the API keys that asked for the prediction and gave its label);
+streamed page by page in time order, so memory stays constant whatever the range. The database is the service's
+(`CLF_DATABASE_URL`, or the SQLite file in `CLF_DATA_DIR`). A progress bar is drawn on stderr when it is a terminal.
 
     python -m service.export --model digits --since 7d --labelled-only --format csv --output digits.csv
+    python -m service.export --model digits --caller mallory --labelled-only --format jsonl
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import argparse
 import csv
 import logging
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -35,8 +37,9 @@ from .settings import Settings
 
 PAGE_REQUESTS = 500
 PROGRESS_STEP = 1000
-FIXED_COLUMNS = ("id", "model", "version", "predicted_at", "request_id")
+FIXED_COLUMNS = ("id", "model", "version", "predicted_at", "request_id", "caller")
 CSV_LIST_SEPARATOR = {"labels": "|", "path": "/"}  # what `python -m models train` reads back
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet runs a cell that starts so as a formula
 
 
 class ExportError(Exception):
@@ -50,6 +53,28 @@ def key_range(since: datetime | None, until: datetime | None) -> tuple[str, str]
     return after, before
 
 
+@dataclass(frozen=True)
+class Callers:
+    """Which predictions to keep by caller: a prediction is a caller's when the caller asked for it or gave its
+    current label. `only`: keep those of these callers (None: every caller's); `excluded`: leave out theirs."""
+
+    only: frozenset[str] | None = None
+    excluded: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, only: Iterable[str] | None, excluded: Iterable[str] | None) -> Callers:
+        return cls(None if not only else frozenset(only), frozenset(excluded or ()))
+
+    def keep(self, prediction_caller: str | None, label_caller: str | None) -> bool:
+        callers = {prediction_caller, label_caller} - {None}
+        if self.only is not None and not callers & self.only:
+            return False
+        return not callers & self.excluded
+
+
+EVERY_CALLER = Callers()
+
+
 def rows(
     store: LogStore,
     versions: Versions,
@@ -57,8 +82,10 @@ def rows(
     keys: tuple[str, str],
     version: str | None = None,
     labelled_only: bool = False,
+    callers: Callers = EVERY_CALLER,
 ) -> Iterator[dict[str, Any]]:
-    """The joined predictions of `model` whose request keys lie in `keys` (`key_range`), oldest first."""
+    """The joined predictions of `model` whose request keys lie in `keys` (`key_range`), oldest first; `callers`
+    keeps those of some callers only."""
     after, before = keys
     while True:
         page = store.requests_page(model, after, before, PAGE_REQUESTS, version)
@@ -72,6 +99,8 @@ def rows(
             for row in range(request.rows):
                 label = labels.get((request.key, row))
                 if labelled_only and label is None:
+                    continue
+                if callers is not EVERY_CALLER and not callers.keep(request.caller, label and label.caller):
                     continue
                 yield _joined(request, row, info, decisions[row], inputs, label, outcomes.get((request.key, row), {}))
         after = page[-1].key
@@ -94,10 +123,12 @@ def _joined(
         "version": request.version,
         "predicted_at": request.created_at.isoformat(),
         "request_id": request.request_id,
+        "caller": request.caller,
         "inputs": None if inputs is None else dict(zip(names, inputs[row], strict=True)),
         "prediction": decision,
         "label": None if label is None else _render(info, label.truth_key),
         "labelled_at": None if label is None else label.labelled_at.isoformat(),
+        "labelled_by": None if label is None else label.caller,
         "outcomes": outcomes,
     }
 
@@ -116,17 +147,23 @@ class JsonLinesWriter:
 
 class CsvWriter:
     """Flat rows: the features by name, the answer as JSON, the label in the form `python -m models train` reads
-    (`label`; `labels` joined by `|`; `path` joined by `/`), the outcomes as JSON."""
+    (`label`; `labels` joined by `|`; `path` joined by `/`), the outcomes as JSON. A `request_id`, which the client
+    chose, is written so that a spreadsheet reads it as text (`as_text`)."""
 
     def __init__(self, out: IO[str], feature_names: list[str], label_fields: list[str]) -> None:
-        reserved = set(FIXED_COLUMNS) | {"prediction", "labelled_at", "outcomes", *label_fields}
+        reserved = set(FIXED_COLUMNS) | {"prediction", "labelled_at", "labelled_by", "outcomes", *label_fields}
         clashing = sorted(reserved & set(feature_names))
         if clashing:
             raise ExportError(f"features {clashing} share their names with export columns; use --format jsonl")
         self.features = feature_names
         self.label_fields = label_fields
         self.writer = csv.writer(out, lineterminator="\n")
-        self.writer.writerow([*FIXED_COLUMNS, *feature_names, "prediction", *label_fields, "labelled_at", "outcomes"])
+        # the csv module quotes a field holding a character of the line terminator, not a lone carriage return,
+        # which spreadsheets take for the end of a line: a row holding one has every field quoted
+        self.quoting_writer = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
+        self.writer.writerow(
+            [*FIXED_COLUMNS, *feature_names, "prediction", *label_fields, "labelled_at", "labelled_by", "outcomes"]
+        )
 
     def write(self, joined: dict[str, Any]) -> None:
         inputs = joined["inputs"] or {}
@@ -136,16 +173,23 @@ class CsvWriter:
                 "export one --version at a time, or use --format jsonl"
             )
         label = joined["label"] or {}
-        self.writer.writerow(
-            [
-                *(joined[c] for c in FIXED_COLUMNS),
-                *(inputs.get(name) for name in self.features),
-                orjson.dumps(joined["prediction"]).decode(),
-                *(_csv_value(name, label.get(name)) for name in self.label_fields),
-                joined["labelled_at"],
-                orjson.dumps(joined["outcomes"]).decode() if joined["outcomes"] else "",
-            ]
-        )
+        cells = [
+            *(as_text(joined[c]) if c == "request_id" else joined[c] for c in FIXED_COLUMNS),
+            *(inputs.get(name) for name in self.features),
+            orjson.dumps(joined["prediction"]).decode(),
+            *(_csv_value(name, label.get(name)) for name in self.label_fields),
+            joined["labelled_at"],
+            joined["labelled_by"],
+            orjson.dumps(joined["outcomes"]).decode() if joined["outcomes"] else "",
+        ]
+        carriage_return = any(isinstance(cell, str) and "\r" in cell for cell in cells)
+        (self.quoting_writer if carriage_return else self.writer).writerow(cells)
+
+
+def as_text(value: str | None) -> str | None:
+    """A client's string as a CSV cell a spreadsheet shows rather than runs: one that starts with `= + - @`, a tab or
+    a carriage return gets a leading `'` (OWASP's advice against CSV injection)."""
+    return "'" + value if value is not None and value.startswith(FORMULA_STARTS) else value
 
 
 def _csv_value(field: str, value: Any) -> Any:
@@ -161,6 +205,18 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--since", help="first prediction time: ISO 8601 or an age (30d, 12h); default: the start")
     parser.add_argument("--until", help="predictions made before this time; default: now")
     parser.add_argument("--labelled-only", action="store_true", help="only predictions with a label")
+    parser.add_argument(
+        "--caller",
+        action="append",
+        metavar="NAME",
+        help="only the predictions this API key asked for or gave the current label of (repeatable)",
+    )
+    parser.add_argument(
+        "--exclude-caller",
+        action="append",
+        metavar="NAME",
+        help="leave out the predictions this API key asked for or gave the current label of (repeatable)",
+    )
     parser.add_argument("--format", choices=["csv", "jsonl"], required=True)
     parser.add_argument("--output", type=Path, help="a file to write (default: stdout)")
     return parser.parse_args(argv)
@@ -206,7 +262,8 @@ def export(args: argparse.Namespace, settings: Settings, out: IO[str], progress:
         with ExitStack() as stack:
             advance = _progress_bar(stack, store.count_logged(args.model, *keys, args.version)) if progress else None
             written = 0
-            for joined in rows(store, versions, args.model, keys, args.version, args.labelled_only):
+            callers = Callers.of(args.caller, args.exclude_caller)
+            for joined in rows(store, versions, args.model, keys, args.version, args.labelled_only, callers):
                 writer.write(joined)
                 written += 1
                 if advance is not None and written % PROGRESS_STEP == 0:

@@ -216,10 +216,13 @@ class ModelRegistry:
             raise UnknownModelError(f"{what} is not served; served models: {listed}", field="model")
         return served
 
-    async def predict(self, request: PredictRequest, booleans_possible: bool = True) -> dict[str, Any]:
+    async def predict(
+        self, request: PredictRequest, booleans_possible: bool = True, caller: str | None = None
+    ) -> dict[str, Any]:
         """Answer one predict request (CONTRACT.md's response body), monitoring inputs and decisions.
 
-        `booleans_possible=False` tells validation that the body holds no JSON boolean.
+        `booleans_possible=False` tells validation that the body holds no JSON boolean; `caller` is the name of the
+        API key that sent it (None without keys), logged with the request.
         """
         served = self.resolve(request.model)  # read once: a promotion meanwhile does not change this request's model
         model, monitor, batcher = served.model, served.monitor, served.batcher
@@ -260,11 +263,9 @@ class ModelRegistry:
         predictions = list(prediction.records())
         if logged:
             decisions = orjson.dumps(predictions, option=orjson.OPT_SERIALIZE_NUMPY)  # the log's copy, without ids
-            self.log.submit(
-                Entry(
-                    key, now, model.name, model.version, task, request.request_id, options, rows, decisions, X, scores
-                )
-            )
+            entry = Entry(key, now, model.name, model.version, task, request.request_id, options, rows, decisions, X,
+                          scores, caller)  # fmt: skip
+            self.log.submit(entry)
         if served.shadow is not None:  # after the answer is built: the shadow never changes it
             self.shadows.submit(task, served.shadow, key if logged else None, X, scores, rows)
         for record, prediction_id in zip(predictions, prediction_ids(key, rows), strict=True):

@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     feedback_window_seconds: float = Field(
         86400.0, gt=0, le=3650 * 86400, description="the realized metrics' window (prediction time)"
     )
+    performance_min_predictions: int = Field(
+        20, ge=1, description="/performance withholds figures computed over fewer predictions than this"
+    )
     outcomes: Annotated[tuple[str, ...], NoDecode] = Field(
         ("clicked", "accepted", "played"), description="outcome names with their own metric series; rest: other"
     )

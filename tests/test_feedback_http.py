@@ -22,6 +22,8 @@ from sklearn.metrics import f1_score
 from starlette.testclient import TestClient
 
 from models.catalog import CATALOG, DIGIT_ATTRIBUTES, held_out
+from service.auth.keys import Scope, create_key
+from service.feedback.__main__ import main as feedback_cli
 from service.feedback.database import create_database_engine, migrate
 from service.feedback.ids import new_key, prediction_id
 from service.feedback.log import PredictionLog
@@ -138,16 +140,16 @@ def test_binary_f1_is_the_positive_class_f1(api: TestClient) -> None:
 
 def test_relabeling_moves_the_figures_and_keeps_the_history(api: TestClient) -> None:
     since = datetime.now(UTC)
-    X, y = digits_rows(4)
+    X, y = digits_rows(20)  # the fewest labelled predictions /performance gives figures of
     ids = predict(api, "digits", X)
     feedback(api, *({"prediction_id": i, "label": str(t)} for i, t in zip(ids, y, strict=True)))
     assert performance(api, "digits", since)["accuracy"] == 1.0  # the forest knows its own training rows
     wrong = str((int(y[0]) + 1) % 10)
     feedback(api, {"prediction_id": ids[0], "label": wrong})
-    assert performance(api, "digits", since)["accuracy"] == 0.75
+    assert performance(api, "digits", since)["accuracy"] == 0.95
     feedback(api, {"prediction_id": ids[0], "label": str(y[0])})
     figures = performance(api, "digits", since)
-    assert (figures["accuracy"], figures["labelled"]) == (1.0, 4)
+    assert (figures["accuracy"], figures["labelled"]) == (1.0, 20)
     logged = api.get(f"/predictions/{ids[0]}").json()
     assert logged["label"] == {"label": str(y[0])}
     assert [h["label"] for h in logged["label_history"]] == [str(y[0]), wrong, str(y[0])]
@@ -192,7 +194,7 @@ def test_realized_gauges_on_metrics_follow_the_labels(api: TestClient) -> None:
 
 def test_a_resent_outcome_is_counted_once_and_replaces_its_value(api: TestClient) -> None:
     since = datetime.now(UTC)
-    ids = predict(api, "digits", digits_rows(3)[0])
+    ids = predict(api, "digits", digits_rows(20)[0])  # the fewest predictions /performance gives outcomes of
     count_before = metric(api, "classifier_outcomes_total", model="digits", outcome="played") or 0.0
     value_before = metric(api, "classifier_outcome_value_total", model="digits", outcome="played") or 0.0
     feedback(api, {"prediction_id": ids[0], "outcome": "played", "value": 30})
@@ -203,7 +205,7 @@ def test_a_resent_outcome_is_counted_once_and_replaces_its_value(api: TestClient
     assert metric(api, "classifier_outcomes_total", model="digits", outcome="played") == count_before + 2
     assert metric(api, "classifier_outcome_value_total", model="digits", outcome="played") == value_before + 31
     (played,) = [o for o in performance(api, "digits", since)["outcomes"] if o["outcome"] == "played"]
-    assert played == {"outcome": "played", "count": 2, "value": 46.0, "take_rate": pytest.approx(2 / 3)}
+    assert played == {"outcome": "played", "count": 2, "value": 46.0, "take_rate": pytest.approx(2 / 20)}
     logged = api.get(f"/predictions/{ids[0]}").json()
     assert [(o["outcome"], o["value"]) for o in logged["outcomes"]] == [("played", 45.0)]
 
@@ -466,6 +468,110 @@ def test_a_hostile_request_between_normal_ones_loses_none_of_theirs(api: TestCli
     assert (metric(api, "classifier_prediction_log_rows_total", **labels) or 0.0) == failed
 
 
+def test_a_range_of_fewer_predictions_than_the_minimum_withholds_their_figures(api: TestClient) -> None:
+    """`since=t&until=t+1s` around one prediction would give its decision, its label and its outcome."""
+    since = datetime.now(UTC)
+    X, y = digits_rows(20)
+    (first,) = predict(api, "digits", X[:1])
+    feedback(api, {"prediction_id": first, "label": str(y[0]), "outcome": "clicked"})
+    predicted_at = datetime.fromisoformat(api.get(f"/predictions/{first}").json()["predicted_at"])
+    one_second = {"since": predicted_at.isoformat(), "until": (predicted_at + timedelta(seconds=1)).isoformat()}
+    response = api.get("/models/digits/performance", params=one_second)
+    assert response.status_code == 200
+    (figures,) = response.json()["versions"]
+    assert (figures["predictions"], figures["labelled"]) == (1, 1)
+    assert (figures["accuracy"], figures["estimated_accuracy"], figures["classes"], figures["outcomes"]) == (
+        None, None, [], []
+    )  # fmt: skip
+    assert set(figures["f1"]) == {"macro", "micro"} and set(figures["f1"].values()) == {None}
+    assert "CLF_PERFORMANCE_MIN_PREDICTIONS" in figures["withheld"] and "20" in figures["withheld"]
+
+    others = predict(api, "digits", X[1:])
+    feedback(api, *({"prediction_id": i, "label": str(t)} for i, t in zip(others, y[1:], strict=True)))
+    figures = performance(api, "digits", since)
+    assert (figures["withheld"], figures["labelled"], figures["accuracy"]) == (None, 20, 1.0)
+    assert [(o["outcome"], o["count"]) for o in figures["outcomes"]] == [("clicked", 1)]
+
+
+# --- provenance: who sent a prediction or a label ----------------------------------------------------------------
+
+
+@pytest.fixture
+def callers(api: TestClient, reconfigure: Callable[..., None], tmp_path: Path) -> dict[str, dict[str, str]]:
+    """Serves `digits` behind API keys: `app` predicts, `honest` and `mallory` send feedback, `analyst` reads
+    figures. Their headers, by name."""
+    path = tmp_path / "keys.json"
+    granted: dict[str, tuple[Scope, ...]] = {
+        "app": ("predict",), "honest": ("feedback",), "mallory": ("feedback",), "analyst": ("feedback",)
+    }  # fmt: skip
+    headers = {name: {"X-API-Key": create_key(path, name, scopes)} for name, scopes in granted.items()}
+    reconfigure(models="digits", api_keys_file=path)
+    return headers
+
+
+def keyed_predict(api: TestClient, headers: dict[str, str], X: np.ndarray) -> list[str]:
+    response = api.post("/predict", json={"model": "digits", "instances": X.tolist()}, headers=headers)
+    assert response.status_code == 200, response.text
+    return [p["id"] for p in response.json()["predictions"]]
+
+
+def keyed_feedback(api: TestClient, headers: dict[str, str], *items: dict[str, Any]) -> None:
+    response = api.post("/feedback", json={"feedback": list(items)}, headers=headers)
+    assert response.status_code == 200 and response.json()["accepted"] == len(items), response.text
+
+
+def test_the_log_keeps_the_key_that_sent_each_prediction_label_and_outcome(
+    api: TestClient, callers: dict[str, dict[str, str]]
+) -> None:
+    (keyed,) = keyed_predict(api, callers["app"], digits_rows(1)[0])
+    keyed_feedback(api, callers["honest"], {"prediction_id": keyed, "label": "0", "outcome": "clicked"})
+    store = bentoml.get_current_service().log.store
+    key, row = keyed.split("-")
+    found = store.prediction(key, int(row))
+    assert found is not None
+    assert found["request"]["caller"] == "app"
+    assert (found["label"]["caller"], [h["caller"] for h in found["history"]]) == ("honest", ["honest"])
+    assert [o["caller"] for o in found["outcomes"]] == ["honest"]
+
+
+def test_without_keys_the_caller_is_none(api: TestClient) -> None:
+    (open_id,) = predict(api, "digits", digits_rows(1)[0])
+    feedback(api, {"prediction_id": open_id, "label": "0"})
+    key, row = open_id.split("-")
+    found = bentoml.get_current_service().log.store.prediction(key, int(row))
+    assert found is not None
+    assert (found["request"]["caller"], found["label"]["caller"]) == (None, None)
+
+
+def test_voiding_a_caller_s_labels_takes_them_out_of_the_realized_figures(
+    api: TestClient, callers: dict[str, dict[str, str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    since = datetime.now(UTC)
+    X, y = digits_rows(20)
+    ids = keyed_predict(api, callers["app"], X)
+    keyed_feedback(
+        api, callers["honest"], *({"prediction_id": i, "label": str(t)} for i, t in zip(ids, y, strict=True))
+    )
+    poisoned = [{"prediction_id": i, "label": str((int(t) + 1) % 10)} for i, t in zip(ids[:5], y, strict=False)]
+    keyed_feedback(api, callers["mallory"], *poisoned)
+
+    def accuracy() -> float:
+        response = api.get(
+            "/models/digits/performance", params={"since": since.isoformat()}, headers=callers["analyst"]
+        )
+        (figures,) = response.json()["versions"]
+        return float(figures["accuracy"])
+
+    assert accuracy() == 0.75
+    capsys.readouterr()
+    assert feedback_cli(["void", "--caller", "mallory", "--since", since.isoformat()]) == 0
+    assert "voided 5 labels of 'mallory'" in capsys.readouterr().out
+    assert accuracy() == 1.0  # back to the honest labels
+    logged = api.get(f"/predictions/{ids[0]}", headers=callers["analyst"]).json()
+    assert logged["label"] == {"label": str(y[0])}
+    assert [h["voided_at"] is not None for h in logged["label_history"]] == [False, True]
+
+
 # --- the log's database down, sampling ---------------------------------------------------------------------------
 
 
@@ -482,7 +588,9 @@ def with_log(api: TestClient) -> Iterator[Callable[..., PredictionLog]]:
         service.registry = ModelRegistry.load(service.settings, service.metrics, log)
         log.start()
         service.log = log
-        service.loop = FeedbackLoop(log, service.metrics, service.settings.outcomes, 86400.0)
+        service.loop = FeedbackLoop(
+            log, service.metrics, service.settings.outcomes, 86400.0, service.settings.performance_min_predictions
+        )
         return log
 
     yield apply

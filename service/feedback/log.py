@@ -84,6 +84,7 @@ class Entry:
     decisions: bytes  # JSON list: each row's answer as sent, without its id
     X: Any  # the validated rows
     scores: Any  # the model's scores of those rows
+    caller: str | None = None  # the name of the API key that sent it; None without keys
 
 
 class DatabaseUnavailableError(RuntimeError):
@@ -363,6 +364,7 @@ class PredictionLog:
                     options=_options_json(entry.options),
                     decisions=entry.decisions.decode(),
                     inputs=encode_inputs(entry.X) if self.config.log_inputs else None,
+                    caller=entry.caller,
                 )
             )
         return records

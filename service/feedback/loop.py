@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
@@ -70,10 +71,19 @@ class ItemError(Exception):
 class FeedbackLoop:
     """Feedback, logged predictions and realized figures of one worker, over its prediction log."""
 
-    def __init__(self, log: PredictionLog, metrics: Metrics, outcomes: Sequence[str], window_seconds: float) -> None:
+    def __init__(
+        self,
+        log: PredictionLog,
+        metrics: Metrics,
+        outcomes: Sequence[str],
+        window_seconds: float,
+        min_predictions: int,
+    ) -> None:
+        """`min_predictions`: `/performance` withholds figures over fewer (`CLF_PERFORMANCE_MIN_PREDICTIONS`)."""
         self.log = log
         self.versions = log.versions
         self.window_seconds = window_seconds
+        self.min_predictions = min_predictions
         self.pending_seconds = 2 * log.config.flush_seconds + 5.0
         # labels: the model and version of the prediction an item is about, then the family's own
         self._items = Children(metrics.feedback_items)  # model, version, kind, result
@@ -100,8 +110,9 @@ class FeedbackLoop:
 
     # --- POST /feedback ----------------------------------------------------------------------------------------
 
-    async def submit(self, items: Sequence[FeedbackItem]) -> dict[str, Any]:
-        """Store every valid item (durably, before returning) and say why the others were refused."""
+    async def submit(self, items: Sequence[FeedbackItem], caller: str | None = None) -> dict[str, Any]:
+        """Store every valid item (durably, before returning) and say why the others were refused. `caller`: the
+        name of the API key that sent them (None without keys), stored with each label and outcome."""
         store = self._store()
         now = time.time()
         errors: dict[int, ItemError] = {}
@@ -123,9 +134,9 @@ class FeedbackLoop:
                 models[index] = (prediction.model, prediction.version)
                 if _has_label(item):
                     truth_key = self._truth_key(versions[(prediction.model, prediction.version)], item, index)
-                    label_writes.append(LabelWrite(truth_key, prediction))
+                    label_writes.append(LabelWrite(truth_key, prediction, caller))
                 if item.outcome is not None:
-                    outcome_writes.append(OutcomeWrite(item.outcome, item.value, prediction))
+                    outcome_writes.append(OutcomeWrite(item.outcome, item.value, prediction, caller))
             except ItemError as exc:
                 errors[index] = exc
         stored = await self._commits.store(label_writes, outcome_writes)
@@ -217,7 +228,12 @@ class FeedbackLoop:
             "label": None if label is None else self._render(version, label["truth_key"]),
             "labelled_at": None if label is None else label["labelled_at"].isoformat(),
             "label_history": [
-                {**self._render(version, h["truth_key"]), "received_at": h["received_at"].isoformat()}
+                {
+                    **self._render(version, h["truth_key"]),
+                    "received_at": h["received_at"].isoformat(),
+                    # a voided label (`python -m service.feedback void`) is no longer the current one
+                    "voided_at": None if h["voided_at"] is None else h["voided_at"].isoformat(),
+                }
                 for h in found["history"]
             ],
             "outcomes": [
@@ -302,6 +318,11 @@ class FeedbackLoop:
         versions = []
         for figure in figures:
             outcomes = [t for t in totals if t.version == figure.version]
+            withheld = self._withheld(figure)
+            if figure.labelled < self.min_predictions:
+                figure = _without_label_figures(figure)
+            if figure.predictions < self.min_predictions:
+                outcomes = []
             versions.append(
                 {
                     "version": figure.version,
@@ -331,9 +352,28 @@ class FeedbackLoop:
                         }
                         for t in outcomes
                     ],
+                    "withheld": withheld,
                 }
             )
         return {"model": model, "since": since.isoformat(), "until": until.isoformat(), "versions": versions}
+
+    def _withheld(self, figure: VersionFigures) -> str | None:
+        """Why some of a version's figures are withheld, or None. A figure over a few predictions tells of each one
+        (`since=t&until=t+1s` isolates one prediction's decision, label and outcome): figures of the labelled
+        predictions need `min_predictions` labelled ones, outcomes `min_predictions` predictions. Decided on the
+        counts the answer shows anyway, so the reason itself tells nothing more."""
+        least = self.min_predictions
+        parts = []
+        if 0 < figure.labelled < least:
+            parts.append(f"accuracy, F1 and per-class figures ({figure.labelled} labelled predictions)")
+        if figure.predictions < least:
+            parts.append(f"outcomes ({figure.predictions} predictions)")
+        if not parts:
+            return None
+        return (
+            f"withheld: {' and '.join(parts)}; figures are given over at least {least} predictions "
+            f"(CLF_PERFORMANCE_MIN_PREDICTIONS), so that none tells of a single prediction: widen since/until"
+        )
 
     # --- shared ------------------------------------------------------------------------------------------------
 
@@ -463,6 +503,19 @@ def _has_label(item: FeedbackItem) -> bool:
 def _kinds(item: FeedbackItem) -> list[str]:
     """The `kind` labels of an item's `classifier_feedback_items_total` counts."""
     return [kind for kind, present in (("label", _has_label(item)), ("outcome", item.outcome is not None)) if present]
+
+
+def _without_label_figures(figure: VersionFigures) -> VersionFigures:
+    """The figure with what its labelled predictions say left undefined (null in JSON), its counts kept."""
+    undefined = float("nan")
+    return replace(
+        figure,
+        accuracy=undefined,
+        f1=dict.fromkeys(figure.f1, undefined),
+        level_accuracy=[undefined] * len(figure.level_accuracy),
+        estimated_accuracy=undefined,
+        classes=[],
+    )
 
 
 def _number(value: float) -> float | None:

@@ -6,6 +6,9 @@ Labels and outcomes are keyed by prediction and carry copies of what the realize
 version, prediction time, the model's own decision and confidence), and `prediction_counts` counts predictions
 per minute, so the metrics are aggregates over the labelled predictions and a few counters, never a scan of the
 whole log.
+
+Each prediction, label and outcome names its caller: the name of the API key that sent it (NULL when the service
+takes no keys), so that the feedback of one client can be found, left out of an export or a retraining, and voided.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ VERSION_LENGTH = 64
 ACTION_LENGTH = 32
 OUTCOME_LENGTH = 64
 BATCH_LENGTH = 16
+CALLER_LENGTH = 64  # an API key's name (service/auth/keys.py KEY_NAME)
 
 metadata = sa.MetaData(
     naming_convention={
@@ -97,6 +101,7 @@ prediction_requests = sa.Table(
     sa.Column("options", sa.Text, nullable=False),  # JSON object: the options the request set
     sa.Column("decisions", sa.Text, nullable=False),  # JSON list: each row's answer, scores included
     sa.Column("inputs", sa.LargeBinary),  # rows x features in feature order (store.encode_inputs); NULL: not logged
+    sa.Column("caller", sa.String(CALLER_LENGTH)),  # added by 0005, after the large columns: only exports read it
     # no index but the key: a logged request is written with as little work as it can be; time ranges are key ranges
 )
 
@@ -184,11 +189,14 @@ labels = sa.Table(
     sa.Column("shadow_version", sa.String(VERSION_LENGTH)),
     sa.Column("shadow_decision_key", sa.Text),
     sa.Column("shadow_confidence", sa.Float),
+    sa.Column("caller", sa.String(CALLER_LENGTH)),  # of this label
     sa.Index(None, "model", "predicted_at"),
     sa.Index(None, "first_batch"),  # a feedback request finds the labels it was first to give
 )
 
-# every label ever received, relabels included
+# every label ever received, relabels included; a voided label (`python -m service.feedback void`) stays here, marked,
+# and the prediction's current label is the latest one not voided. No index by caller: a void, rare, reads it all
+# rather than every label paying for one more index
 label_history = sa.Table(
     "label_history",
     metadata,
@@ -197,6 +205,8 @@ label_history = sa.Table(
     sa.Column("row", sa.Integer, nullable=False),
     sa.Column("truth_key", sa.Text, nullable=False),
     sa.Column("received_at", UTCDateTime(), nullable=False),
+    sa.Column("caller", sa.String(CALLER_LENGTH)),
+    sa.Column("voided_at", UTCDateTime()),
     sa.Index(None, "key", "row"),
 )
 
@@ -213,6 +223,7 @@ outcomes = sa.Table(
     sa.Column("value", sa.Float, nullable=False),
     sa.Column("first_batch", sa.String(BATCH_LENGTH), nullable=False),  # the feedback request that reported it first
     sa.Column("received_at", UTCDateTime(), nullable=False),
+    sa.Column("caller", sa.String(CALLER_LENGTH)),  # of its current value
     sa.Index(None, "model", "predicted_at"),
     sa.Index(None, "first_batch"),
 )

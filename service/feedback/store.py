@@ -55,6 +55,7 @@ SHADOW_LOOKUP_KEYS = 500  # request keys per lookup of the labels a shadow's dec
 # labels a prediction's history keeps, the last ones: a client resending labels (1,000 in one request) adds no more
 LABEL_HISTORY_LENGTH = 20
 HISTORY_TRIM_KEYS = 500  # request keys per statement that trims their predictions' histories
+VOID_CHUNK = 500  # predictions per lookup when a void sets their current labels again
 Prediction = tuple[str, int]  # (request key, row)
 
 
@@ -73,6 +74,7 @@ class RequestRecord:
     options: str
     decisions: str
     inputs: bytes | None
+    caller: str | None = None  # the API key's name; None without keys
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,7 @@ class LoggedPrediction:
 class LabelWrite:
     truth_key: str
     prediction: LoggedPrediction
+    caller: str | None = None  # the API key's name; None without keys
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,7 @@ class OutcomeWrite:
     name: str
     value: float
     prediction: LoggedPrediction
+    caller: str | None = None
 
 
 @dataclass(frozen=True)
@@ -150,6 +154,27 @@ class Stored:
 
     first_labels: set[Prediction]
     new_outcomes: set[tuple[str, int, str]]
+
+
+@dataclass(frozen=True)
+class VoidResult:
+    """What voiding a caller's labels did: labels marked void, and of the predictions they were about, those whose
+    current label is now an earlier one and those left with none."""
+
+    voided: int
+    restored: int
+    unlabelled: int
+
+
+@dataclass(frozen=True)
+class CallerLabels:
+    """The labels one caller sent (None: without keys), voided ones included, and when."""
+
+    caller: str | None
+    labels: int
+    voided: int
+    first_received: datetime
+    last_received: datetime
 
 
 @dataclass(frozen=True)
@@ -318,13 +343,13 @@ class LogStore:
             self._upsert(prediction_counts, ("model", "version", "minute"), add=("rows",)), dialect
         )
         self._insert_history = DriverStatement(
-            label_history.insert(), dialect, ["key", "row", "truth_key", "received_at"]
+            label_history.insert(), dialect, ["key", "row", "truth_key", "received_at", "caller"]
         )
         self._upsert_labels = DriverStatement(
-            self._upsert(labels, ("key", "row"), ("truth_key", "labelled_at")), dialect
+            self._upsert(labels, ("key", "row"), ("truth_key", "labelled_at", "caller")), dialect
         )
         self._upsert_outcomes = DriverStatement(
-            self._upsert(outcomes, ("key", "row", "name"), ("value", "received_at")), dialect
+            self._upsert(outcomes, ("key", "row", "name"), ("value", "received_at", "caller")), dialect
         )
         h = label_history.c
         one_prediction = (h.key == sa.bindparam("k"), h.row == sa.bindparam("r"))
@@ -563,7 +588,13 @@ class LogStore:
                 self._insert_history.run(
                     connection,
                     [
-                        {"key": w.prediction.key, "row": w.prediction.row, "truth_key": w.truth_key, "received_at": now}
+                        {
+                            "key": w.prediction.key,
+                            "row": w.prediction.row,
+                            "truth_key": w.truth_key,
+                            "received_at": now,
+                            "caller": w.caller,
+                        }
                         for w in _last_of_each(label_writes, LABEL_HISTORY_LENGTH)
                     ],
                 )
@@ -588,6 +619,7 @@ class LogStore:
                             "shadow_version": w.prediction.shadow_version,
                             "shadow_decision_key": w.prediction.shadow_decision_key,
                             "shadow_confidence": w.prediction.shadow_confidence,
+                            "caller": w.caller,
                         }
                         for w in latest.values()
                     ],
@@ -610,6 +642,7 @@ class LogStore:
                             "value": w.value,
                             "first_batch": batch,
                             "received_at": now,
+                            "caller": w.caller,
                         }
                         for w in reported.values()
                     ],
@@ -648,15 +681,18 @@ class LogStore:
             if request is None or row >= request.rows:
                 return None
             current = connection.execute(
-                sa.select(labels.c.truth_key, labels.c.labelled_at).where(labels.c.key == key, labels.c.row == row)
+                sa.select(labels.c.truth_key, labels.c.labelled_at, labels.c.caller).where(
+                    labels.c.key == key, labels.c.row == row
+                )
             ).first()
+            h = label_history.c
             history = connection.execute(
-                sa.select(label_history.c.truth_key, label_history.c.received_at)
-                .where(label_history.c.key == key, label_history.c.row == row)
-                .order_by(label_history.c.id)
+                sa.select(h.truth_key, h.received_at, h.caller, h.voided_at)
+                .where(h.key == key, h.row == row)
+                .order_by(h.id)
             ).all()
             reported = connection.execute(
-                sa.select(outcomes.c.name, outcomes.c.value, outcomes.c.received_at)
+                sa.select(outcomes.c.name, outcomes.c.value, outcomes.c.received_at, outcomes.c.caller)
                 .where(outcomes.c.key == key, outcomes.c.row == row)
                 .order_by(outcomes.c.name)
             ).all()
@@ -666,6 +702,92 @@ class LogStore:
             "history": [h._asdict() for h in history],
             "outcomes": [o._asdict() for o in reported],
         }
+
+    # --- provenance --------------------------------------------------------------------------------------------
+
+    def void_labels(self, caller: str, since: datetime | None, now: datetime) -> VoidResult:
+        """Void the labels `caller` sent since `since` (all when None), in one transaction: they stay in the history,
+        marked `voided_at=now`, and each prediction they were about takes back its latest label that is not void,
+        or has none. Realized figures, the export and retraining read current labels only, so a voided label no
+        longer counts anywhere."""
+        h = label_history.c
+        chosen = sa.and_(h.caller == caller, h.voided_at.is_(None))
+        if since is not None:
+            chosen = sa.and_(chosen, h.received_at >= since)
+        with writing(self.engine) as connection:
+            if connection.dialect.name == "postgresql":  # SQLite takes one writer at a time already
+                # feedback committed while the void reads would be overwritten by an older label: it waits instead
+                connection.exec_driver_sql("LOCK TABLE labels IN SHARE ROW EXCLUSIVE MODE")
+            touched = [
+                (str(k), int(r)) for k, r in connection.execute(sa.select(h.key, h.row).where(chosen).distinct())
+            ]
+            voided = connection.execute(sa.update(label_history).where(chosen).values(voided_at=now)).rowcount
+            restored, unlabelled = self._recompute_labels(connection, touched)
+        return VoidResult(voided, restored, unlabelled)
+
+    def _recompute_labels(self, connection: sa.Connection, predictions: Sequence[Prediction]) -> tuple[int, int]:
+        """Make each prediction's current label its latest label that is not void, or delete it when none is left;
+        returns (predictions whose label changed back to an earlier one, predictions left unlabelled)."""
+        h, c = label_history.c, labels.c
+        restored = unlabelled = 0
+        for start in range(0, len(predictions), VOID_CHUNK):
+            chunk = set(predictions[start : start + VOID_CHUNK])
+            keys = sorted({key for key, _ in chunk})
+            latest: dict[Prediction, Any] = {}
+            found = connection.execute(
+                sa.select(h.key, h.row, h.truth_key, h.received_at, h.caller)
+                .where(h.key.in_(keys), h.voided_at.is_(None))
+                .order_by(h.id)
+            )
+            for entry in found:
+                if (entry.key, entry.row) in chunk:
+                    latest[(entry.key, entry.row)] = entry  # ordered by id: the last one wins
+            current = {
+                (key, row): (truth, caller)
+                for key, row, truth, caller in connection.execute(
+                    sa.select(c.key, c.row, c.truth_key, c.caller).where(c.key.in_(keys))
+                )
+                if (key, row) in chunk
+            }
+            gone = [{"at_key": k, "at_row": r} for k, r in sorted(chunk) if (k, r) not in latest and (k, r) in current]
+            back = [
+                {"at_key": k, "at_row": r, "to_truth": e.truth_key, "to_caller": e.caller, "to_time": e.received_at}
+                for (k, r), e in latest.items()
+                if current.get((k, r)) != (e.truth_key, e.caller)
+            ]
+            where = sa.and_(c.key == sa.bindparam("at_key"), c.row == sa.bindparam("at_row"))
+            if gone:
+                connection.execute(sa.delete(labels).where(where), gone)
+            if back:
+                connection.execute(
+                    sa.update(labels)
+                    .where(where)
+                    .values(
+                        truth_key=sa.bindparam("to_truth"),
+                        caller=sa.bindparam("to_caller"),
+                        labelled_at=sa.bindparam("to_time"),
+                    ),
+                    back,
+                )
+            restored, unlabelled = restored + len(back), unlabelled + len(gone)
+        return restored, unlabelled
+
+    def label_callers(self) -> list[CallerLabels]:
+        """Each caller's labels (voided ones included), the caller None (no keys) first, then by name."""
+        h = label_history.c
+        query = sa.select(
+            h.caller,
+            sa.func.count(),
+            sa.func.count(h.voided_at),
+            sa.func.min(h.received_at),
+            sa.func.max(h.received_at),
+        ).group_by(h.caller)
+        with self.engine.connect() as connection:
+            found = [
+                CallerLabels(caller, count, voided, first, last)
+                for caller, count, voided, first, last in connection.execute(query)
+            ]
+        return sorted(found, key=lambda c: (c.caller is not None, c.caller or ""))
 
     # --- realized metrics --------------------------------------------------------------------------------------
 
@@ -771,12 +893,11 @@ class LogStore:
             return list(connection.execute(query))
 
     def feedback_of(self, keys: Sequence[str]) -> tuple[dict[Prediction, Any], dict[Prediction, dict[str, float]]]:
-        """Current labels (truth key, labelled_at) and outcomes ({name: value}) of the predictions of `keys`."""
+        """Current labels (truth key, labelled_at, caller) and outcomes ({name: value}) of the predictions of `keys`."""
+        c = labels.c
         with self.engine.connect() as connection:
             current = connection.execute(
-                sa.select(labels.c.key, labels.c.row, labels.c.truth_key, labels.c.labelled_at).where(
-                    labels.c.key.in_(keys)
-                )
+                sa.select(c.key, c.row, c.truth_key, c.labelled_at, c.caller).where(c.key.in_(keys))
             ).all()
             reported = connection.execute(
                 sa.select(outcomes.c.key, outcomes.c.row, outcomes.c.name, outcomes.c.value).where(

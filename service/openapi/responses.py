@@ -200,6 +200,10 @@ class VersionFigures(_Body):
     estimated_accuracy: float | None
     classes: list[ClassFigures]
     outcomes: list[OutcomeFigures]
+    withheld: str | None = Field(
+        description="Why figures are null or empty though predictions were labelled (or outcomes reported): "
+        "fewer than `CLF_PERFORMANCE_MIN_PREDICTIONS` in the range; `null` when nothing is withheld."
+    )
 
 
 class PerformanceResponse(_Body):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -76,10 +77,12 @@ def test_jsonl_holds_every_prediction_joined_in_time_order(log: LogStore, capsys
         "version": "v1",
         "predicted_at": T0.isoformat(),
         "request_id": "r0",
+        "caller": None,
         "inputs": {"f0": 0.0, "f1": 1.5},
         "prediction": {"label": "2"},
         "label": {"label": "0"},
         "labelled_at": (T0 + timedelta(days=1)).isoformat(),
+        "labelled_by": None,
         "outcomes": {"clicked": 2.0},
     }
     assert rows[0]["label"] is None and rows[0]["outcomes"] == {}
@@ -95,7 +98,10 @@ def test_csv_has_a_column_per_feature_and_the_label_in_the_model_s_form(
     )
     assert code == 0 and out == ""
     (row,) = list(csv.DictReader(output.open()))
-    assert list(row) == [*export.FIXED_COLUMNS, "f0", "f1", "prediction", "label", "labelled_at", "outcomes"]
+    assert list(row) == [
+        *export.FIXED_COLUMNS, "f0", "f1", "prediction", "label", "labelled_at", "labelled_by", "outcomes"
+    ]  # fmt: skip
+    assert export.FIXED_COLUMNS[-1] == "caller"
     assert (row["f0"], row["f1"], row["label"], row["request_id"]) == ("0.0", "1.5", "0", "r0")
     assert orjson.loads(row["prediction"]) == {"label": "2"}
     assert orjson.loads(row["outcomes"]) == {"clicked": 2.0}
@@ -142,6 +148,61 @@ def test_time_range_version_and_labels_filter(log: LogStore, capsys: pytest.Capt
     assert len(ids("--since", since, "--until", until)) == 5  # v2's three rows too
     assert ids("--labelled-only") == [f"{keys[0]}-1"]
     assert ids("--since", "1h") == []  # an age: everything here is older
+
+
+def test_caller_filters_keep_or_leave_out_what_a_caller_sent(log: LogStore, capsys: pytest.CaptureFixture[str]) -> None:
+    """A prediction is a caller's when the caller asked for it or gave its current label."""
+    by_app, by_mallory = (
+        replace(request_record(T0 + timedelta(hours=h), decisions=["1", "2"], inputs=[[h, 0.5]] * 2), caller=caller)
+        for h, caller in ((0, "app"), (1, "mallory"))
+    )
+    logged(log, by_app, by_mallory)
+    log.store_feedback(
+        [
+            LabelWrite("1", prediction(log, by_app.key, 0), caller="honest"),
+            LabelWrite("0", prediction(log, by_app.key, 1), caller="mallory"),
+            LabelWrite("1", prediction(log, by_mallory.key, 0), caller="honest"),
+        ],
+        [],
+        T0 + timedelta(days=1),
+    )
+
+    def ids(*args: str) -> list[str]:
+        code, out, _ = run("--model", "digits", "--format", "jsonl", *args, capsys=capsys)
+        assert code == 0
+        return [orjson.loads(line)["id"] for line in out.splitlines()]
+
+    app_0, app_1, mallory_0, mallory_1 = (f"{r.key}-{row}" for r in (by_app, by_mallory) for row in (0, 1))
+    assert ids("--exclude-caller", "mallory") == [app_0]
+    assert ids("--caller", "mallory") == [app_1, mallory_0, mallory_1]
+    assert ids("--caller", "honest", "--labelled-only") == [app_0, mallory_0]
+    assert ids("--caller", "app", "--caller", "honest", "--exclude-caller", "mallory") == [app_0]
+    code, out, _ = run("--model", "digits", "--format", "jsonl", "--caller", "mallory", capsys=capsys)
+    rows = [orjson.loads(line) for line in out.splitlines()]
+    assert [(row["caller"], row["labelled_by"]) for row in rows] == [("app", "mallory"), ("mallory", "honest"),
+                                                                       ("mallory", None)]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("request_id", "written"),
+    [
+        *((formula, "'" + formula) for formula in ('=HYPERLINK("http://x","y")', "+1", "-2+3", "@SUM(A1)", "\t=1",
+                                                   "\r=1")),
+        ("r-1", "r-1"),  # only a leading character starts a formula
+        ("r\r=1", "r\r=1"),  # a carriage return inside is quoted, not taken for the end of the row
+    ],
+)  # fmt: skip
+def test_a_request_id_a_spreadsheet_would_run_is_written_to_csv_as_text(
+    log: LogStore, capsys: pytest.CaptureFixture[str], tmp_path: Path, request_id: str, written: str
+) -> None:
+    logged(log, request_record(inputs=[[1.0, 2.0]] * 3, request_id=request_id))
+    output = tmp_path / "digits.csv"  # a file: captured stdout would turn a carriage return into a newline
+    code, _, _ = run("--model", "digits", "--format", "csv", "--output", str(output), capsys=capsys)
+    assert code == 0
+    with output.open(newline="") as file:
+        assert {row["request_id"] for row in csv.DictReader(file)} == {written}
+    code, out, _ = run("--model", "digits", "--format", "jsonl", capsys=capsys)
+    assert {orjson.loads(line)["request_id"] for line in out.splitlines()} == {request_id}  # JSON is not a formula
 
 
 def test_rows_stream_one_page_at_a_time(log: LogStore, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,6 +6,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,14 +17,16 @@ from alembic.runtime.migration import MigrationContext
 from service.classifiers import DecisionKeys
 from service.feedback.database import create_database_engine, current_revision, head_revision, migrate
 from service.feedback.ids import first_key_at
-from service.feedback.schema import metadata, prediction_requests
+from service.feedback.schema import label_history, labels, metadata, prediction_requests
 from service.feedback.store import (
     LABEL_HISTORY_LENGTH,
     AdminAction,
+    CallerLabels,
     LabelWrite,
     LogStore,
     OutcomeWrite,
     ShadowRecord,
+    VoidResult,
     encode_floats,
     encode_keys,
 )
@@ -58,13 +61,39 @@ def test_upgrading_keeps_a_log_written_by_an_older_version(engine: sa.Engine) ->
     migrate(engine, "0001")  # the first release's schema: the prediction log, no feedback tables
     old = request_record()
     with engine.begin() as connection:
-        connection.execute(prediction_requests.insert(), [vars(old)])
+        connection.execute(prediction_requests.insert(), [_without(vars(old), "caller")])
     assert "labels" not in sa.inspect(engine).get_table_names()
     migrate(engine)
     store = LogStore(engine)
     assert [prediction(store, old.key, row).decision_key for row in range(3)] == ["0", "1", "2"]
     store.store_feedback([LabelWrite("0", prediction(store, old.key, 0))], [], T0)
     assert store.prediction(old.key, 0)["label"]["truth_key"] == "0"  # type: ignore[index]
+
+
+def test_upgrading_from_0003_keeps_feedback_with_no_caller(engine: sa.Engine) -> None:
+    """0005 adds who sent each prediction, label and outcome: what was stored before is kept, sent by nobody."""
+    migrate(engine, "0003")
+    old = request_record()
+    label = {
+        "key": old.key, "row": 0, "model": "digits", "version": "v1", "predicted_at": T0, "decision_key": "0",
+        "confidence": 0.9, "truth_key": "7", "first_batch": "b", "first_labelled_at": T0, "labelled_at": T0,
+    }  # fmt: skip
+    with engine.begin() as connection:
+        connection.execute(prediction_requests.insert(), [_without(vars(old), "caller")])
+        connection.execute(labels.insert(), [label])
+        connection.execute(label_history.insert(), [{"key": old.key, "row": 0, "truth_key": "7", "received_at": T0}])
+    migrate(engine)
+    store = LogStore(engine)
+    found = store.prediction(old.key, 0)
+    assert found is not None
+    assert (found["request"]["caller"], found["label"]["truth_key"], found["label"]["caller"]) == (None, "7", None)
+    assert [(h["caller"], h["voided_at"]) for h in found["history"]] == [(None, None)]
+    assert store.void_labels("anyone", None, T0) == VoidResult(voided=0, restored=0, unlabelled=0)
+
+
+def _without(row: dict[str, Any], *columns: str) -> dict[str, Any]:
+    """A row without the columns an older schema lacks."""
+    return {name: value for name, value in row.items() if name not in columns}
 
 
 def test_workers_starting_together_migrate_once(engine: sa.Engine) -> None:
@@ -187,6 +216,74 @@ def test_concurrent_first_labels_agree_on_which_was_first(store: LogStore) -> No
         thread.join(timeout=300)
     assert sum(len(r.first_labels) for r in results) == 1
     assert len(store.prediction(key, 2)["history"]) == 4  # type: ignore[index]
+
+
+# --- provenance: who sent what, and voiding one caller's labels ---------------------------------------------------
+
+
+def test_the_caller_of_a_prediction_of_its_labels_and_of_its_outcomes_is_kept(store: LogStore) -> None:
+    (key,) = logged(store, replace(request_record(), caller="checkout"))
+    target = prediction(store, key, 0)
+    store.store_feedback(
+        [LabelWrite("3", target, caller="labeller")], [OutcomeWrite("clicked", 1.0, target, caller="shop")], T0
+    )
+    store.store_feedback([LabelWrite("4", target, caller="reviewer")], [], T0 + timedelta(minutes=1))
+    found = store.prediction(key, 0)
+    assert found is not None
+    assert (found["request"]["caller"], found["label"]["caller"]) == ("checkout", "reviewer")
+    assert [(h["truth_key"], h["caller"]) for h in found["history"]] == [("3", "labeller"), ("4", "reviewer")]
+    assert [(o["name"], o["caller"]) for o in found["outcomes"]] == [("clicked", "shop")]
+    current, _ = store.feedback_of([key])
+    assert current[(key, 0)].caller == "reviewer"
+
+
+def test_voiding_a_caller_s_labels_restores_the_label_before_them_and_keeps_them_in_the_history(
+    store: LogStore,
+) -> None:
+    (key,) = logged(store, request_record(decisions=["0", "1", "2"]))
+    first, second, third = (prediction(store, key, row) for row in range(3))
+    store.store_feedback([LabelWrite("0", first, caller="honest"), LabelWrite("5", third, caller="mallory")], [], T0)
+    later = T0 + timedelta(hours=1)
+    store.store_feedback(
+        [LabelWrite("9", first, caller="mallory"), LabelWrite("9", second, caller="mallory")], [], later
+    )
+    assert store.pair_counts(T0, later) != []
+
+    voided_at = T0 + timedelta(hours=2)
+    result = store.void_labels("mallory", T0 + timedelta(minutes=30), voided_at)
+    assert result == VoidResult(voided=2, restored=1, unlabelled=1)
+    pairs = {(p.decision_key, p.truth_key): p.count for p in store.pair_counts(T0, later)}
+    assert pairs == {("0", "0"): 1, ("2", "5"): 1}  # the first back to the honest label; the third's is older
+    restored = store.prediction(key, 0)
+    assert restored is not None
+    assert (restored["label"]["truth_key"], restored["label"]["caller"]) == ("0", "honest")
+    assert restored["label"]["labelled_at"] == T0
+    assert [(h["truth_key"], h["caller"], h["voided_at"]) for h in restored["history"]] == [
+        ("0", "honest", None),
+        ("9", "mallory", voided_at),
+    ]
+    assert store.prediction(key, 1)["label"] is None  # type: ignore[index]
+    current, _ = store.feedback_of([key])
+    assert set(current) == {(key, 0), (key, 2)}
+    assert store.void_labels("mallory", T0 + timedelta(minutes=30), voided_at) == VoidResult(0, 0, 0)
+
+    everything = store.void_labels("mallory", None, voided_at)
+    assert everything == VoidResult(voided=1, restored=0, unlabelled=1)
+    assert {(p.decision_key, p.truth_key) for p in store.pair_counts(T0, later)} == {("0", "0")}
+    relabelled = store.store_feedback([LabelWrite("1", second, caller="honest")], [], voided_at)
+    assert relabelled.first_labels == {(key, 1)}  # a label after a void counts again
+
+
+def test_callers_are_listed_with_their_labels(store: LogStore) -> None:
+    (key,) = logged(store, request_record())
+    first, second = prediction(store, key, 0), prediction(store, key, 1)
+    store.store_feedback([LabelWrite("0", first), LabelWrite("1", second, caller="mallory")], [], T0)
+    store.store_feedback([LabelWrite("9", first, caller="mallory")], [], T0 + timedelta(hours=1))
+    store.void_labels("mallory", T0 + timedelta(minutes=30), T0 + timedelta(hours=2))
+    assert store.label_callers() == [
+        CallerLabels(None, labels=1, voided=0, first_received=T0, last_received=T0),
+        CallerLabels("mallory", labels=2, voided=1, first_received=T0, last_received=T0 + timedelta(hours=1)),
+    ]
 
 
 # --- realized figures and retention --------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import getpass
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from models.__main__ import BAD_DATA_EXIT, main
+from service.auth.keys import create_key
 from service.store import CANDIDATE, load_model
 from tests.models.test_train import synthetic_table, unique
 
@@ -97,6 +99,47 @@ def test_retrain_registers_a_candidate_that_compare_finds_better(
 
     assert main(["compare", str(candidate.tag), served.tag]) == 1  # the other way round: not better
     assert "B is not better by the margin" in capsys.readouterr().out
+
+
+def test_retrain_leaves_out_the_labels_of_an_excluded_caller(
+    tmp_path: Path,
+    stale_model: str,
+    api: TestClient,
+    reconfigure: Callable[..., None],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`mallory` flipped 30 of each request's 100 labels: a retraining without her learns from the other 70."""
+    keys = tmp_path / "keys.json"
+    app, honest, mallory = (create_key(keys, name, scopes) for name, scopes in
+                            (("app", ("predict",)), ("honest", ("feedback",)), ("mallory", ("feedback",))))  # fmt: skip
+    reconfigure(models=stale_model, api_keys_file=keys)
+    since = datetime.now(UTC)
+    rows, labels = drifted_world(300, seed=11)
+    flipped = {"yes": "no", "no": "yes"}
+    for start in range(0, len(rows), 100):
+        answer = api.post(
+            "/predict", json={"model": stale_model, "instances": rows[start : start + 100]}, headers=bearer(app)
+        )
+        assert answer.status_code == 200, answer.text
+        ids = [p["id"] for p in answer.json()["predictions"]]
+        truth = labels[start : start + 100]
+        for key, items in (
+            (honest, [{"prediction_id": i, "label": t} for i, t in zip(ids[:70], truth[:70], strict=True)]),
+            (mallory, [{"prediction_id": i, "label": flipped[t]} for i, t in zip(ids[70:], truth[70:], strict=True)]),
+        ):
+            sent = api.post("/feedback", json={"feedback": items}, headers=bearer(key))
+            assert sent.json()["accepted"] == len(items), sent.text
+    capsys.readouterr()
+
+    retrain = ["retrain", "--name", stale_model, "--since", since.isoformat()]
+    assert main([*retrain, "--exclude-caller", "mallory"]) == 0
+    assert "trained on 140 rows, validated on 70" in capsys.readouterr().out  # the last request's 70 validate
+    assert main([*retrain, "--caller", "mallory"]) == 0
+    assert "trained on 60 rows, validated on 30" in capsys.readouterr().out
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
 
 
 def _served_labels(api: TestClient, model: str, rows: list[dict[str, Any]]) -> list[str]:
