@@ -1,7 +1,8 @@
-"""ASGI middleware that gives every non-2xx response CONTRACT.md's JSON error object.
+"""ASGI middleware: CONTRACT.md's JSON error object on every non-2xx response, and a cap on concurrent requests.
 
 BentoML and Starlette answer some requests before our handlers run (unknown route, wrong method, `/readyz`
-503, BentoML's own 4xx as a JSON *array*); this rewrites those bodies, and passes ours through untouched.
+503, BentoML's own 4xx as a JSON *array*); `ErrorBodyMiddleware` rewrites those bodies, and passes ours through
+untouched.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import CODE_BY_STATUS, error_body
+
+UNCAPPED_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics"})
+RETRY_AFTER_SECONDS = 1
 
 
 class ErrorBodyMiddleware:
@@ -42,6 +46,46 @@ class ErrorBodyMiddleware:
                 await _send_error(send, start, bytes(body), scope)
 
         await self.app(scope, receive, capture)
+
+
+class ConcurrencyLimitMiddleware:
+    """At most `limit` requests at once in this worker; one more is answered 503 `unavailable` with `Retry-After`
+    at once, before its body is read, so that a flood of requests queues neither bodies in memory nor work on the
+    event loop. The probes and `/metrics` are never refused: a worker at its limit is busy, not dead or unready, and
+    its metrics say how busy.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        self.active = 0  # requests under way: read and written on the event loop only
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in UNCAPPED_PATHS:
+            await self.app(scope, receive, send)
+            return
+        if self.active >= self.limit:
+            await self._refuse(send)
+            return
+        self.active += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
+
+    async def _refuse(self, send: Send) -> None:
+        message = (
+            f"this worker is answering {self.limit} requests already, its limit (CLF_MAX_CONCURRENT_REQUESTS); "
+            f"retry after {RETRY_AFTER_SECONDS} s"
+        )
+        body = orjson.dumps(error_body("unavailable", message))
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"retry-after", str(RETRY_AFTER_SECONDS).encode()),
+        ]
+        await send({"type": "http.response.start", "status": 503, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 async def _send_error(send: Send, start: Message, body: bytes, scope: Scope) -> None:
