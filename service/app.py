@@ -8,7 +8,6 @@ its request parsing (strict, orjson) and every error body; BentoML provides the 
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import os
 import time
@@ -30,11 +29,11 @@ from . import bentoml_fixes, home
 from .allocator import tune_allocator
 from .auth.guard import Guard, caller, check_admin_request
 from .auth.keys import SCOPES, Scope, read_keys
-from .classifiers import InvalidInputError
+from .bodies import decode_json
 from .errors import TIMEOUT, PayloadTooLargeError, classify, error_body
 from .feedback.log import PredictionLog
 from .feedback.loop import FeedbackLoop
-from .middleware import ErrorBodyMiddleware
+from .middleware import ConcurrencyLimitMiddleware, ErrorBodyMiddleware
 from .monitoring.metrics import CONTENT_TYPE, NO_MODEL, Children, exposition, shared_metrics
 from .monitoring.monitor import Heartbeat, window_directory
 from .monitoring.workers import Workers, log_startup
@@ -144,37 +143,23 @@ def client_address(request: Request) -> str | None:
     return request.client.host if request.client is not None else None
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
-    """The body, refusing bodies over `max_bytes` before reading them whole."""
+async def read_body(request: Request, max_bytes: int) -> bytearray:
+    """The body, refusing bodies over `max_bytes` before reading them whole. Grown chunk by chunk rather than
+    joined at the end: one copy of megabytes into fresh pages would hold the event loop for milliseconds."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLargeError(f"the body has {declared} bytes; at most {max_bytes} are accepted")
-    chunks, size = [], 0
+    body = bytearray()
     async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
+        if len(body) + len(chunk) > max_bytes:
             raise PayloadTooLargeError(f"the body is over {max_bytes} bytes; at most {max_bytes} are accepted")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def decode_json(body: bytes) -> Any:
-    """The decoded body; NaN and Infinity are accepted here so that validation can name where they are."""
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        error = exc
-    try:
-        # Python's json writes NaN and Infinity, a common client bug: parse them so that validation names the
-        # row and feature, and monitoring counts them as non-finite inputs
-        return json.loads(body)
-    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python's parser goes
-        raise InvalidInputError(f"the body is not valid JSON ({error}); expected a JSON object") from None
+        body += chunk
+    return body
 
 
 async def predict(request: Request, service: ClassifierService) -> Any:
     raw = await read_body(request, service.settings.max_body_bytes)
-    body = parse_predict_request(decode_json(raw))
+    body = parse_predict_request(await decode_json(raw))
     request.state.model = service.registry.model_label(body.model)
     # without the bytes `true` or `false` the body holds no boolean: validation can skip looking for one
     answer = await service.registry.predict(
@@ -196,7 +181,7 @@ async def get_model(request: Request, service: ClassifierService) -> Any:
 
 async def feedback(request: Request, service: ClassifierService) -> Any:
     raw = await read_body(request, service.settings.max_body_bytes)
-    body = parse_feedback_request(decode_json(raw))
+    body = parse_feedback_request(await decode_json(raw))
     return await service.loop.submit(body.feedback, request.state.caller)
 
 
@@ -223,13 +208,13 @@ def admin(request: Request, service: ClassifierService) -> tuple[str, str]:
 
 async def promote(request: Request, service: ClassifierService) -> Any:
     name, by = admin(request, service)
-    body = parse_promote_request(decode_json(await read_body(request, service.settings.max_body_bytes)))
+    body = parse_promote_request(await decode_json(await read_body(request, service.settings.max_body_bytes)))
     return await service.promotions.promote(name, body.version, by, body.force)
 
 
 async def set_shadow(request: Request, service: ClassifierService) -> Any:
     name, by = admin(request, service)
-    body = parse_version_request(decode_json(await read_body(request, service.settings.max_body_bytes)))
+    body = parse_version_request(await decode_json(await read_body(request, service.settings.max_body_bytes)))
     return await service.promotions.shadow(name, body.version, by)
 
 
@@ -361,7 +346,7 @@ DOCUMENT = openapi_document(
 SERVER_SETTINGS = Settings()
 if SERVER_SETTINGS.api_keys_file is not None:
     read_keys(SERVER_SETTINGS.api_keys_file)  # a bad keys file stops `bentoml serve` here, not each worker in a loop
-_server_metrics = bentoml_fixes.apply(home.bentoml_home()[0])
+_server_metrics = bentoml_fixes.apply(home.bentoml_home()[0], SERVER_SETTINGS.header_timeout_seconds)
 if _server_metrics is not None:  # the arbiter of `bentoml serve`: once per server, before its workers start
     _where = logging.getLogger("service.home")
     _where.setLevel(logging.INFO)  # `bentoml serve` sets the root logger to WARNING
@@ -429,7 +414,9 @@ class ClassifierService:
             )
         return True
 
-    def __is_ready__(self) -> bool:
+    async def __is_ready__(self) -> bool:
+        # async, so BentoML answers `/readyz` on the event loop: a sync hook runs in its thread pool, and under load
+        # the probe would wait for a free thread and for the GIL (`tests/e2e/test_held_loop.py`)
         if not self.registry.ready:
             raise probe_failure(self.registry.unready_reason())
         keys_unreadable = self.guard.unready_reason()
@@ -451,3 +438,6 @@ class ClassifierService:
 
 ClassifierService.add_asgi_middleware(ErrorBodyMiddleware)  # type: ignore[attr-defined]
 ClassifierService.add_asgi_middleware(OpenAPIDocument, document=DOCUMENT)  # type: ignore[attr-defined]
+ClassifierService.add_asgi_middleware(  # type: ignore[attr-defined]
+    ConcurrencyLimitMiddleware, limit=SERVER_SETTINGS.max_concurrent_requests
+)

@@ -1,5 +1,5 @@
-"""Fixes to BentoML 1.4 applied when the service module is imported (BentoML is pinned to 1.4.x): the one module
-that writes to BentoML's internals, each change checked by tests/test_bentoml_fixes.py.
+"""Fixes to BentoML 1.4 and the uvicorn it runs, applied when the service module is imported (both are pinned): the
+one module that writes to their internals, each change checked by tests/test_bentoml_fixes.py or tests/test_home.py.
 
 The traffic timeout. `TimeoutMiddleware` arms `loop.call_later(timeout, ...)` for every request and never cancels
 it. The timer handle holds a copy of the request's context variables, so each request's context stays alive for the
@@ -14,6 +14,13 @@ The metrics folder. BentoML gives every server `$BENTOML_HOME/prometheus_multipr
 starts, so a second server on one checkout deleted the first one's metric files under it. Each server (its arbiter,
 the process that imports the service before it starts the workers) gets a folder of its own under it instead,
 `server-<arbiter pid>`; the folders of servers that are gone are removed when the next one starts.
+
+The header timeout. uvicorn has no timeout on reading a request's headers: `timeout_keep_alive` (the only one
+BentoML passes it) is cancelled by the first byte of a request, so a client that sends its headers a byte at a time holds the
+connection, and its socket, for ever. ASGI middleware cannot help: it runs once the headers are complete. Here
+each connection of uvicorn's httptools protocol (the one it picks when httptools is installed, as here) is closed
+when a request's headers are not complete within `header_timeout` seconds of the connection opening or of the
+previous answer; a request's body and its answer are the traffic timeout's.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import psutil
 from bentoml._internal.configuration.containers import BentoMLContainer
 from bentoml._internal.server.http import traffic
 from starlette.responses import JSONResponse
+from uvicorn.protocols.http import auto, httptools_impl
 
 from .errors import TIMEOUT
 from .home import SERVER_FOLDER_PREFIX, server_metrics_folder
@@ -90,9 +98,68 @@ def metrics_folder_of_this_server(home: Path) -> Path | None:
     return folder
 
 
-def apply(home: Path) -> Path | None:
-    """Every fix: the traffic timeout, the store at `home`, this server's own metrics folder (which it returns in a
-    server's arbiter, else None)."""
+Protocol = httptools_impl.HttpToolsProtocol
+_connection_made = Protocol.connection_made
+_connection_lost = Protocol.connection_lost
+_on_headers_complete = Protocol.on_headers_complete
+_on_response_complete = Protocol.on_response_complete
+
+
+def _wait_for_headers(protocol: Any) -> None:
+    if protocol.clf_header_timer is None:
+        protocol.clf_header_timer = protocol.loop.call_later(protocol.clf_header_timeout, _close_slow, protocol)
+
+
+def _headers_done(protocol: Any) -> None:
+    if protocol.clf_header_timer is not None:
+        protocol.clf_header_timer.cancel()
+        protocol.clf_header_timer = None
+
+
+def _close_slow(protocol: Any) -> None:
+    protocol.clf_header_timer = None
+    if not protocol.transport.is_closing():
+        protocol.transport.close()
+
+
+def _connection_made_timed(self: Any, transport: Any) -> None:
+    self.clf_header_timer = None
+    _connection_made(self, transport)
+    _wait_for_headers(self)
+
+
+def _connection_lost_timed(self: Any, exc: Exception | None) -> None:
+    _headers_done(self)
+    _connection_lost(self, exc)
+
+
+def _on_headers_complete_timed(self: Any) -> None:
+    _headers_done(self)
+    _on_headers_complete(self)
+
+
+def _on_response_complete_timed(self: Any) -> None:
+    _on_response_complete(self)
+    if self.timeout_keep_alive_task is not None:  # idle, waiting for the next request (none was pipelined)
+        _wait_for_headers(self)
+
+
+def time_out_slow_headers(header_timeout: float) -> None:
+    """Give uvicorn's httptools protocol a timeout of `header_timeout` seconds on reading a request's headers."""
+    if auto.AutoHTTPProtocol is not Protocol:
+        raise RuntimeError("uvicorn does not use httptools here, and the header timeout is written for it")
+    Protocol.clf_header_timeout = header_timeout  # type: ignore[attr-defined]
+    Protocol.connection_made = _connection_made_timed  # type: ignore[method-assign]
+    Protocol.connection_lost = _connection_lost_timed  # type: ignore[method-assign]
+    Protocol.on_headers_complete = _on_headers_complete_timed  # type: ignore[method-assign]
+    Protocol.on_response_complete = _on_response_complete_timed  # type: ignore[method-assign]
+
+
+def apply(home: Path, header_timeout: float) -> Path | None:
+    """Every fix: the traffic timeout's timer cancelled, a timeout of `header_timeout` seconds on reading a request's
+    headers, the store at `home`, this server's own metrics folder (which it returns in a server's arbiter, else
+    None)."""
     traffic.TimeoutMiddleware.__call__ = _call  # type: ignore[method-assign]
+    time_out_slow_headers(header_timeout)
     use_store(home)
     return metrics_folder_of_this_server(home)

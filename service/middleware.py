@@ -1,9 +1,11 @@
-"""ASGI middleware over the answers BentoML and Starlette give before our handlers run.
+"""ASGI middleware: CONTRACT.md's JSON error object on every non-2xx response, redirects that stay on this host, and a
+cap on concurrent requests.
 
-Their errors (unknown route, wrong method, `/readyz` 503, BentoML's own 4xx as a JSON *array*) get CONTRACT.md's JSON
-error object; ours pass through untouched. Their redirects (a trailing slash added or removed: Starlette's
-`redirect_slashes`, in BentoML's router and ours) get a relative `Location`: Starlette builds an absolute one from
-the request's `Host` header, which any client sets, so a link to this service could send its follower elsewhere.
+BentoML and Starlette answer some requests before our handlers run (unknown route, wrong method, `/readyz`
+503, BentoML's own 4xx as a JSON *array*); `ErrorBodyMiddleware` rewrites those bodies, and passes ours through
+untouched. Their redirects (a trailing slash added or removed: Starlette's `redirect_slashes`, in BentoML's router
+and ours) get a relative `Location`: Starlette builds an absolute one from the request's `Host` header, which any
+client sets, so a link to this service could send its follower elsewhere.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import CODE_BY_STATUS, error_body
+
+UNCAPPED_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics"})
+RETRY_AFTER_SECONDS = 1
 
 
 class ErrorBodyMiddleware:
@@ -59,6 +64,46 @@ def _relative_location(start: Message) -> Message:
             value = urlunsplit(("", "", path, target.query, target.fragment)).encode("latin-1")
         headers.append((name, value))
     return {**start, "headers": headers}
+
+
+class ConcurrencyLimitMiddleware:
+    """At most `limit` requests at once in this worker; one more is answered 503 `unavailable` with `Retry-After`
+    at once, before its body is read, so that a flood of requests queues neither bodies in memory nor work on the
+    event loop. The probes and `/metrics` are never refused: a worker at its limit is busy, not dead or unready, and
+    its metrics say how busy.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        self.active = 0  # requests under way: read and written on the event loop only
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in UNCAPPED_PATHS:
+            await self.app(scope, receive, send)
+            return
+        if self.active >= self.limit:
+            await self._refuse(send)
+            return
+        self.active += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
+
+    async def _refuse(self, send: Send) -> None:
+        message = (
+            f"this worker is answering {self.limit} requests already, its limit (CLF_MAX_CONCURRENT_REQUESTS); "
+            f"retry after {RETRY_AFTER_SECONDS} s"
+        )
+        body = orjson.dumps(error_body("unavailable", message))
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"retry-after", str(RETRY_AFTER_SECONDS).encode()),
+        ]
+        await send({"type": "http.response.start", "status": 503, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 async def _send_error(send: Send, start: Message, body: bytes, scope: Scope) -> None:

@@ -35,6 +35,12 @@ class Settings(BaseSettings):
     )
     max_batch_rows: int = Field(1000, ge=1, description="most instances in one request")
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="largest accepted request body")
+    max_concurrent_requests: int = Field(
+        64, ge=1, description="requests a worker serves at once; beyond: 503 (the probes and /metrics are exempt)"
+    )
+    header_timeout_seconds: float = Field(
+        10.0, gt=0, le=300, description="a connection that has not sent a request's complete headers by then is closed"
+    )
     trusted_types: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="extra fully-qualified types trusted when loading skops files"
     )

@@ -1,11 +1,22 @@
-"""BentoML's TimeoutMiddleware, as fixed by service/bentoml_fixes.py, leaves no timer behind a request."""
+"""The fixes of service/bentoml_fixes.py: BentoML's TimeoutMiddleware leaves no timer behind a request, and uvicorn
+closes a connection whose request headers do not arrive within the header timeout."""
 
 from __future__ import annotations
 
 import asyncio
+import http.client
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
+import anyio
+import pytest
+import uvicorn
 from starlette.testclient import TestClient
 
+from service import bentoml_fixes
 from service.bentoml_fixes import _call
 from tests.helpers import digits_rows
 
@@ -29,3 +40,94 @@ def test_answered_requests_leave_no_timeout_timer(api: TestClient) -> None:
 
 async def _count_in_loop() -> int:
     return live_timeout_timers()
+
+
+HEADER_TIMEOUT_S = 0.5
+
+
+@pytest.fixture
+def uvicorn_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, int]]:
+    """uvicorn, as BentoML runs it (on a socket it is given), with the header timeout of `bentoml_fixes`, serving an
+    app whose `/held` answers once `HELD.release` is set; yields its address."""
+    bentoml_fixes.time_out_slow_headers(HEADER_TIMEOUT_S)
+    monkeypatch.setattr(bentoml_fixes.Protocol, "clf_header_timeout", HEADER_TIMEOUT_S)
+    HELD.release.clear()
+    HELD.entered.clear()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(held_app, log_config=None, timeout_keep_alive=60))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]})
+    thread.start()
+    try:
+        wait_for(lambda: server.started, "uvicorn to start")
+        yield sock.getsockname()
+    finally:
+        HELD.release.set()
+        server.should_exit = True
+        thread.join()
+        sock.close()
+
+
+class Held:
+    entered = threading.Event()
+    release = threading.Event()
+
+
+HELD = Held()
+
+
+async def held_app(scope: Any, receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    if scope["path"] == "/held":
+        HELD.entered.set()
+        await anyio.to_thread.run_sync(HELD.release.wait)
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def closed_by_server(connection: socket.socket, trickle: bytes) -> bool:
+    """Whether the server closed `connection`, sending it `trickle` first (a byte more of never-ending headers)."""
+    try:
+        if trickle:
+            connection.sendall(trickle)
+        return connection.recv(1024) == b""
+    except TimeoutError:
+        return False
+    except ConnectionError:
+        return True
+
+
+@pytest.mark.parametrize("trickle", [b"X", b""], ids=["slow headers", "silent"])
+def test_a_connection_whose_headers_do_not_arrive_in_time_is_closed(
+    uvicorn_server: tuple[str, int], trickle: bytes
+) -> None:
+    with socket.create_connection(uvicorn_server) as connection:
+        connection.settimeout(0.1)
+        if trickle:
+            connection.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        wait_for(lambda: closed_by_server(connection, trickle), "the server to close the connection")
+
+
+def test_a_request_answered_after_the_header_timeout_keeps_its_connection(uvicorn_server: tuple[str, int]) -> None:
+    """The timeout covers a request's headers only: a slow answer is not cut, and the connection then serves the next
+    request, whose headers get the whole timeout again."""
+    connection = http.client.HTTPConnection(*uvicorn_server, timeout=60)
+    connection.request("GET", "/held")
+    wait_for(HELD.entered.is_set, "the request to reach the app")
+    with socket.create_connection(uvicorn_server) as later:  # opened after: closed once the timeout has passed
+        later.settimeout(0.1)
+        later.sendall(b"GET / HTTP/1.1\r\n")
+        wait_for(lambda: closed_by_server(later, b"X"), "the later connection to be closed")
+    HELD.release.set()
+    assert connection.getresponse().read() == b"ok"
+    connection.request("GET", "/")
+    assert connection.getresponse().read() == b"ok"
+    connection.close()

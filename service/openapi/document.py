@@ -35,7 +35,8 @@ ERROR_STATUSES: dict[int, str] = {
     415: "An admin route's body not sent as `Content-Type: application/json` (`unsupported_media_type`).",
     500: "A bug (`internal`): the message carries an error id that the service log has with the traceback.",
     503: "The model failed to load (`model_unavailable`), or a dependency is down (`unavailable`: the prediction "
-    "log's database, the API keys file).",
+    "log's database, the API keys file), or the worker is serving `CLF_MAX_CONCURRENT_REQUESTS` already "
+    "(`unavailable`, with `Retry-After`).",
     504: "No answer within the service's time limit (`timeout`).",
 }
 ALWAYS = (500, 504)  # any route: a bug, or the traffic timeout
