@@ -28,14 +28,18 @@ from tests.e2e.conftest import (
 
 pytestmark = pytest.mark.e2e
 
-TAKE_RATE_MODEL = "breast_cancer"  # no other test of this module sends it traffic
+TAKE_RATE_MODEL = "breast_cancer"  # no other test of this module sends it traffic before the dashboard's
+ESTIMATE_MODEL = "digit_groups"  # likewise
 
 
 @pytest.fixture(scope="module")
 def prometheus(monitored_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Base URL of a Prometheus on loopback: the shipped config, pointed at the server, scraping every second."""
-    # every series exists before the first scrape, so that rate() over the test's window sees its traffic whole
-    for model in CATALOG:
+    # every series exists before the first scrape, so that rate() over the test's window sees its traffic whole.
+    # The estimate's counters exist at 0 from the start: primed, their first samples would not be 0, and rate()
+    # extrapolates each counter back towards its zero by its first sample's share of its increase (0.96 / 383 and
+    # 1 / 450 here), which puts the ratio 2.3e-4 off until the samples span 8 minutes.
+    for model in (name for name in CATALOG if name != ESTIMATE_MODEL):
         rows = held_out_rows(model)[:1].tolist()
         response = httpx.post(f"{monitored_server}/predict", json={"model": model, "instances": rows}, timeout=TIMEOUT)
         assert response.status_code == 200
@@ -48,7 +52,7 @@ def prometheus(monitored_server: str, tmp_path_factory: pytest.TempPathFactory) 
 
 
 def test_scraped_values_and_recording_rules_match_the_service(monitored_server: str, prometheus: str) -> None:
-    model = "digit_groups"
+    model = ESTIMATE_MODEL
     before = scrape(monitored_server)
     # noisy rows: the estimate moves away from the validation accuracy
     X = np.clip(held_out_rows(model) + np.random.default_rng(1).normal(0, 4, (450, 64)), 0, 16)
