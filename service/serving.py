@@ -258,6 +258,8 @@ class ModelRegistry:
         given = options.given()
         if monitor and given:
             monitor.observe_options(given, prediction.decided_labels)
+            if options.min_confidence is not None:  # the one option that can leave a row without a label
+                monitor.observe_abstentions(prediction.observations())
         now = time.time()
         key, logged = self.log.issue(model.name, model.version, rows, now)
         predictions = list(prediction.records())

@@ -141,3 +141,33 @@ def test_every_feature_of_a_model_under_the_cap_is_watched(api: TestClient, tmp_
     assert rows == len(X)
     assert psi["mean radius"] > 0.25
     assert max(value for name, value in psi.items() if name != "mean radius") < 0.25
+
+
+# per model, option sets whose min_confidence leaves some held-out rows without a label or a full path, and one
+# without min_confidence; the catalog's models at their defaults never do either
+ABSTAINING_OPTION_SETS: dict[str, list[dict[str, Any]]] = {
+    "digits": [{"min_confidence": 0.99}, {"min_confidence": 0.6, "top_k": 2}, {"top_k": 3}],
+    "digit_groups": [{"min_confidence": 0.999}, {"min_confidence": 0.9, "top_k": 2}, {"top_k": 3}],
+}
+
+
+@pytest.mark.parametrize("model", sorted(ABSTAINING_OPTION_SETS))
+def test_abstentions_and_incomplete_paths_count_what_clients_got(api: TestClient, model: str) -> None:
+    """`classifier_abstentions_total` counts the answers with no label and `classifier_incomplete_paths_total`
+    (hierarchical) the paths that stopped before a leaf, as the request's min_confidence decided them; a request
+    without min_confidence, whose answers are the model's defaults, adds nothing."""
+    X, _ = held_out(model)
+    hierarchical = model == "digit_groups"
+    for options in ABSTAINING_OPTION_SETS[model]:
+        before = scrape(api)
+        response = api.post("/predict", json={"model": model, "instances": X.tolist(), "options": options})
+        assert response.status_code == 200, response.text
+        after = scrape(api)
+        answers = response.json()["predictions"]
+        no_label = sum(a["label"] is None for a in answers)
+        abstained = total(model_series(before, after, "classifier_abstentions_total", model))
+        incomplete = total(model_series(before, after, "classifier_incomplete_paths_total", model))
+        assert abstained == no_label, options
+        assert incomplete == (sum(not a["complete"] for a in answers) if hierarchical else 0), options
+        if "min_confidence" in options:
+            assert 0 < no_label < len(X) or (hierarchical and 0 < incomplete < len(X)), (options, no_label)

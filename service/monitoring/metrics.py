@@ -177,7 +177,13 @@ class Metrics:
                 buckets=MARGIN_BUCKETS,
                 registry=r,
             ),
-            abstentions=Counter("classifier_abstentions", "Predictions with no label.", model, registry=r),
+            abstentions=Counter(
+                "classifier_abstentions",
+                "Answers with no label because the request's min_confidence was above the model's confidence (what "
+                "clients got; the model's defaults never abstain).",
+                model,
+                registry=r,
+            ),
             labels_per_instance=Histogram(
                 "classifier_labels_per_instance",
                 "Labels decided per row (multilabel).",
@@ -193,7 +199,11 @@ class Metrics:
                 registry=r,
             ),
             incomplete_paths=Counter(
-                "classifier_incomplete_paths", "Hierarchical paths that stopped before a leaf.", model, registry=r
+                "classifier_incomplete_paths",
+                "Hierarchical answers whose path the request's min_confidence stopped before a leaf, empty paths "
+                "included (what clients got; the model's default path always reaches a leaf).",
+                model,
+                registry=r,
             ),
             input_issues=Counter(
                 "classifier_input_issues",

@@ -184,8 +184,9 @@ class ModelMonitor:
         self._writes.observe(self._batch_rows, rows)
 
     def observe_prediction(self, summary: PredictionSummary) -> None:
-        """The model's default decisions of one model call: decided labels, confidence, margin, abstentions, the
-        label-free estimate's terms, and the label bins of the drift window."""
+        """The model's default decisions of one model call: decided labels, confidence, margin, labels per row, path
+        depth, the label-free estimate's terms, and the label bins of the drift window. The defaults never abstain
+        nor stop a path early: abstentions are the requests' (`observe_abstentions`)."""
         drift_tally = None
         for level, labels in summary.labels.items():
             folder = self.level_labels.get(level, self.drift_labels)
@@ -205,10 +206,6 @@ class ModelMonitor:
             self._writes.observe_many(self._per_model(self.metrics.labels_per_instance), summary.labels_per_instance)
         if summary.path_depth is not None:
             self._writes.observe_many(self._per_model(self.metrics.path_depth), summary.path_depth)
-        if summary.abstentions:
-            self._writes.inc(self._per_model(self.metrics.abstentions), summary.abstentions)
-        if summary.incomplete_paths:
-            self._writes.inc(self._per_model(self.metrics.incomplete_paths), summary.incomplete_paths)
         if drift_tally is None:
             drift_tally = self.drift_labels.tally(summary.drift_labels)
         for code, count in drift_tally.items():
@@ -221,6 +218,14 @@ class ModelMonitor:
             self._writes.inc(self._option_requests(self.name, self.version, option))
         for code, count in self.drift_labels.tally(labels).items():
             self._writes.inc(self._option_predictions(self.name, self.version, self.drift_labels.names[code]), count)
+
+    def observe_abstentions(self, answered: PredictionSummary) -> None:
+        """What a request that set `min_confidence` was answered: its rows with no label and, hierarchical, its paths
+        that stopped before a leaf. What clients got, like `observe_options` (nothing alerts on these); the series
+        exist from the first such request, 0 until one abstains, so the dashboard's ratios show 0, not nothing."""
+        self._writes.inc(self._per_model(self.metrics.abstentions), answered.abstentions)
+        if answered.path_depth is not None:  # only answers with a path (hierarchical) can stop before a leaf
+            self._writes.inc(self._per_model(self.metrics.incomplete_paths), answered.incomplete_paths)
 
     def _per_model(self, metric: Any) -> Any:
         """The metric's child for this model, created on first use."""

@@ -218,8 +218,9 @@ def test_observe_rejected_sums_the_faults_folded_into_other(registered: Register
     assert value(built, "classifier_input_issues_total", feature="other", kind="missing") == 1.0
 
 
-def test_observe_prediction_counts_labels_confidence_and_abstentions(registered: Registered, tmp_path: Path) -> None:
-    """Decided labels per (folded) label, confidence and margin histograms, abstentions; None is no decision."""
+def test_observe_prediction_counts_labels_confidence_and_margin(registered: Registered, tmp_path: Path) -> None:
+    """Decided labels per (folded) label, confidence and margin histograms; None is no decision, and no abstention:
+    the model's defaults never abstain, so abstentions are counted from what requests were answered."""
     shares = registered.metadata["prediction_distribution"]
     top = max(shares, key=lambda label: shares[label])
     rest = next(label for label in shares if label != top)
@@ -246,14 +247,14 @@ def test_observe_prediction_counts_labels_confidence_and_abstentions(registered:
     assert value(built, "classifier_prediction_confidence_bucket", le="0.8") == 3.0  # 0.5, 0.6, 0.8
     assert value(built, "classifier_prediction_margin_count") == 5.0
     assert value(built, "classifier_prediction_margin_sum") == pytest.approx(2.68)
-    assert value(built, "classifier_abstentions_total") == 1.0
+    assert value(built, "classifier_abstentions_total") is None
     assert value(built, "classifier_labels_per_instance_count") is None  # no series for a task without the value
     assert value(built, "classifier_option_requests_total", option="threshold") is None
     assert value(built, "classifier_incomplete_paths_total") is None
 
 
 def test_observe_prediction_without_folding_and_optional_fields(registered: Registered, built: Built) -> None:
-    """Enough label slots: every class by name; per-instance counts, path depths and incomplete paths when given."""
+    """Enough label slots: every class by name; per-instance counts and path depths when given."""
     built.monitor.observe_prediction(
         Summary(
             labels={"": ["malignant", "benign", "benign"]},
@@ -272,8 +273,40 @@ def test_observe_prediction_without_folding_and_optional_fields(registered: Regi
     assert value(built, "classifier_labels_per_instance_sum") == 4.0
     assert value(built, "classifier_labels_per_instance_bucket", le="0.0") == 1.0
     assert value(built, "classifier_path_depth_sum") == 5.0
-    assert value(built, "classifier_incomplete_paths_total") == 2.0
+    assert value(built, "classifier_incomplete_paths_total") is None
     assert value(built, "classifier_abstentions_total") is None
+
+
+def test_observe_abstentions_counts_the_answers_without_a_label_or_a_full_path(built: Built) -> None:
+    """A request's answers: rows with no label, and paths stopped before a leaf where answers have paths; series
+    at 0 from the first such request, so that a ratio over them is 0, not absent."""
+    built.monitor.observe_abstentions(
+        Summary(labels={"": ["benign"]}, drift_labels=["benign"], confidence=np.array([0.9]))
+    )
+    assert value(built, "classifier_abstentions_total") == 0.0
+    assert value(built, "classifier_incomplete_paths_total") is None  # flat answers have no path
+
+    flat = ["benign", None, None]
+    built.monitor.observe_abstentions(
+        Summary(labels={"": flat}, drift_labels=flat, confidence=np.array([0.9, 0.4, 0.3]), abstentions=2)
+    )
+    assert value(built, "classifier_abstentions_total") == 2.0
+
+    paths = {"0": ["round", "round", None], "1": ["0", None, None]}
+    built.monitor.observe_abstentions(
+        Summary(
+            labels=paths,
+            drift_labels=["0", None, None],
+            confidence=np.array([0.9, 0.6, 0.0]),
+            abstentions=1,
+            path_depth=np.array([2, 1, 0]),
+            incomplete_paths=2,
+        )
+    )
+    assert value(built, "classifier_abstentions_total") == 3.0
+    assert value(built, "classifier_incomplete_paths_total") == 2.0
+    assert value(built, "classifier_path_depth_count") is None  # the model's own signal, not the answers'
+    assert value(built, "classifier_predictions_total", label="benign", level="") is None
 
 
 def test_drift_is_nan_below_the_minimum_rows(registered: Registered, built: Built) -> None:
