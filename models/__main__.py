@@ -5,12 +5,16 @@
           [--caller KEY] [--exclude-caller KEY]                     (only, or without, what an API key sent)
   compare NAME:A NAME:B [--since 7d] [--format json]                two versions on the same labelled predictions
   promote NAME:VERSION [--force]                                    serve this version on every worker (or roll back)
+  replay --url URL --name NAME --data FILE --target COLUMN         predict a labelled file's rows, send its labels
+  list [NAME ...]                                                   the store's versions: stage, task, trained-at
+  list --catalog                                                    the catalog's names
   ensure [NAME ...]                                                 register the catalog models the store lacks
   catalog [NAME ...]                                                (re)register catalog models
-  list                                                              the catalog's names
+  example-data reviews|reviews-drifted FILE                         write README's example table as CSV
 
 `train` and `retrain` exit with code 2, registering nothing, when the data cannot make the model asked for.
 `compare` exits with 0 when B beats A by the margin, 1 when it does not, 2 when they cannot be compared.
+`replay` exits with 2 when the service refuses a request or a label.
 """
 
 from __future__ import annotations
@@ -20,16 +24,19 @@ import contextlib
 import logging
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import orjson
 
 from service import home
 from service.classifiers import InvalidModelError
-from service.store import LoadedModel, check_stored, load_model
+from service.store import CANDIDATE, LoadedModel, check_stored, is_candidate, load_model
 
 from .catalog import CATALOG
 from .dataset import LABEL_SEP, PATH_SEP, TASKS, DataError, prepare, read_table
+from .examples import EXAMPLES, write_example
 
 logger = logging.getLogger("models")
 BAD_DATA_EXIT = 2
@@ -50,6 +57,42 @@ def servable(name: str) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class StoredVersion:
+    name: str
+    version: str
+    stage: str  # `candidate` (served only once promoted) or `-`
+    task: str
+    trained_at: str
+
+
+def stored_versions() -> list[StoredVersion]:
+    """Every version in the store, by model name, oldest first."""
+    import bentoml
+
+    found = []
+    for model in sorted(bentoml.models.list(), key=lambda m: (m.tag.name, m.info.creation_time)):
+        trained_at = model.info.metadata.get("trained_at")
+        found.append(
+            StoredVersion(
+                name=model.tag.name,
+                version=str(model.tag.version),
+                stage=CANDIDATE if is_candidate(model) else "-",
+                task=str(model.info.labels.get("task", "?")),
+                trained_at=_second(trained_at) if isinstance(trained_at, str) else "?",
+            )
+        )
+    return found
+
+
+def _second(iso: str) -> str:
+    """An ISO time to the second, as the card and `GET /models` show it without the fraction."""
+    try:
+        return datetime.fromisoformat(iso).isoformat(timespec="seconds")
+    except ValueError:
+        return iso
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="python -m models", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -58,7 +101,12 @@ def parser() -> argparse.ArgumentParser:
     for command, text in (("ensure", "register the missing ones"), ("catalog", "(re)register")):
         sub = commands.add_parser(command, help=f"catalog models: {text}")
         sub.add_argument("names", nargs="*", help=f"catalog models (default: all of {', '.join(CATALOG)})")
-    commands.add_parser("list", help="the catalog's model names")
+    listing = commands.add_parser("list", help="every version in the store: stage, task, trained-at")
+    listing.add_argument("names", nargs="*", help="only these models (default: all)")
+    listing.add_argument("--catalog", action="store_true", help="the catalog's model names instead")
+    example = commands.add_parser("example-data", help="write one of README's example tables as CSV")
+    example.add_argument("example", choices=list(EXAMPLES))
+    example.add_argument("path", type=Path, help="the CSV file to write")
     train = commands.add_parser("train", help="train a model from a CSV, JSON Lines or Parquet file")
     train.add_argument("--name", required=True, help="the served model name")
     train.add_argument("--task", required=True, choices=TASKS)
@@ -93,6 +141,13 @@ def parser() -> argparse.ArgumentParser:
     compare.add_argument("--since", help="labelled predictions made since: an age (7d) or an ISO time")
     compare.add_argument("--margin", type=float, default=0.0, help="how much more accuracy B needs (default 0)")
     compare.add_argument("--format", choices=["table", "json"], default="table")
+    replay = commands.add_parser("replay", help="predict a labelled file's rows on a running service, send its labels")
+    replay.add_argument("--url", required=True, help="the service, e.g. http://127.0.0.1:3000")
+    replay.add_argument("--name", required=True, help="the served model")
+    replay.add_argument("--data", required=True, type=Path, help="a .csv, .jsonl or .parquet file")
+    replay.add_argument("--target", required=True, help="the column of labels (the other columns are sent as rows)")
+    replay.add_argument("--label-sep", default=LABEL_SEP, help=f"multilabel: a row's labels' separator ({LABEL_SEP})")
+    replay.add_argument("--path-sep", default=PATH_SEP, help=f"hierarchical: a path's nodes' separator ({PATH_SEP})")
     promote = commands.add_parser("promote", help="serve a version on every worker sharing the log, without restart")
     promote.add_argument("tag", help="NAME:VERSION; an older version rolls back")
     promote.add_argument(
@@ -142,6 +197,8 @@ def train_command(args: argparse.Namespace) -> int:
                 path_sep=args.path_sep, categorical=_names(args.categorical), text=_names(args.text),
                 drop=_names(args.drop), time_column=args.time_column,
             )  # fmt: skip
+            if data.positive_class_line() is not None:
+                logger.info("%s", data.positive_class_line())
             trained = train(args.name, data, options, progress)
     except DataError as exc:
         return _not_registered(exc)
@@ -218,6 +275,44 @@ def promote_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def replay_command(args: argparse.Namespace) -> int:
+    from .replay import HttpClient, replay
+
+    try:
+        table = read_table(args.data)
+        done = replay(HttpClient(args.url), args.name, table, args.target, args.label_sep, args.path_sep)
+    except DataError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return BAD_DATA_EXIT
+    share = f" ({done.right / done.labelled:.3f})" if done.labelled else ""
+    sys.stdout.write(
+        f"{done.predictions} rows of {args.data} predicted by {args.name}:{done.version}, {done.labelled} labels "
+        f"accepted; its decisions were right on {done.right}{share}\n"
+    )
+    return 0
+
+
+def list_command(args: argparse.Namespace) -> int:
+    """The store's versions, oldest first per model, as a table (or the catalog's names with `--catalog`)."""
+    if args.catalog:
+        sys.stdout.write("\n".join(CATALOG) + "\n")
+        return 0
+    found = stored_versions()
+    missing = [name for name in args.names if name not in {v.name for v in found}]
+    if missing:
+        sys.stderr.write(f"error: no version of {', '.join(missing)} in the BentoML store {home.bentoml_home()[0]}\n")
+        return BAD_DATA_EXIT
+    if not found:
+        sys.stderr.write(f"the BentoML store {home.bentoml_home()[0]} holds no model: make catalog registers some\n")
+        return 0
+    rows = [(v.name, v.version, v.stage, v.task, v.trained_at) for v in found if not args.names or v.name in args.names]
+    header = ("model", "version", "stage", "task", "trained at")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        sys.stdout.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() + "\n")
+    return 0
+
+
 def _served(tag: str) -> LoadedModel:
     try:
         return load_model(tag)
@@ -234,16 +329,19 @@ def main(argv: list[str] | None = None) -> int:
         "retrain": retrain_command,
         "compare": compare_command,
         "promote": promote_command,
+        "replay": replay_command,
+        "list": list_command,
     }
     if args.command in commands:
         return commands[args.command](args)
+    if args.command == "example-data":
+        rows = write_example(args.example, args.path)
+        sys.stdout.write(f"wrote {rows} rows of the example table '{args.example}' to {args.path}\n")
+        return 0
     names = getattr(args, "names", None) or list(CATALOG)
     unknown = sorted(set(names) - set(CATALOG))
     if unknown:
         parser().error(f"unknown catalog models {unknown}; known: {', '.join(CATALOG)}")
-    if args.command == "list":
-        sys.stdout.write("\n".join(names) + "\n")
-        return 0
     for name in names:
         if args.command == "ensure" and servable(name):
             continue

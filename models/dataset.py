@@ -55,6 +55,7 @@ class TrainingData:
     labels: list[str] = field(default_factory=list)
     hierarchy: dict[str, list[str]] = field(default_factory=dict)
     positive_class: str | None = None
+    positive_class_reason: str = ""  # why that class: said before training, so a wrong default is caught early
     notes: list[str] = field(default_factory=list)  # what reading changed (rows without a target, ...)
     ignored: list[str] = field(default_factory=list)
 
@@ -66,6 +67,12 @@ class TrainingData:
         if self.task == "hierarchical":
             return {"hierarchy": self.hierarchy}
         return {}
+
+    def positive_class_line(self) -> str | None:
+        """Which class a binary model's threshold and F1 are about, and why (None for other tasks)."""
+        if self.task != "binary":
+            return None
+        return f"positive class: '{self.positive_class}' ({self.positive_class_reason})"
 
 
 def read_table(path: Path) -> pd.DataFrame:
@@ -203,9 +210,15 @@ def _single_label(data: TrainingData, raw: pd.Series, positive_class: str | None
                 "use --task multiclass"
             )
         if positive_class is None:
-            positive_class = next((c for c in classes if c.lower() in POSITIVE_NAMES), classes[1])
+            named = next((c for c in classes if c.lower() in POSITIVE_NAMES), None)
+            positive_class = classes[1] if named is None else named
+            why = "its name says positive" if named else f"the second of '{classes[0]}', '{classes[1]}' in sort order"
+            other = classes[0] if positive_class == classes[1] else classes[1]
+            data.positive_class_reason = f"by default: {why}; --positive-class '{other}' to choose the other"
         elif positive_class not in classes:
             raise DataError(f"--positive-class '{positive_class}' is not a class of the target; classes: {classes}")
+        else:
+            data.positive_class_reason = "as asked"
         data.positive_class = positive_class
     data.y = y
 

@@ -16,8 +16,8 @@ the process that imports the service before it starts the workers) gets a folder
 `server-<arbiter pid>`; the folders of servers that are gone are removed when the next one starts.
 
 The header timeout. uvicorn has no timeout on reading a request's headers: `timeout_keep_alive` (the only one
-BentoML passes it) is cancelled by the first byte of a request, so a client that sends its headers a byte at a time holds the
-connection, and its socket, for ever. ASGI middleware cannot help: it runs once the headers are complete. Here
+BentoML passes it) is cancelled by the first byte of a request, so a client that sends its headers a byte at a time
+holds the connection, and its socket, for ever. ASGI middleware cannot help: it runs once the headers are complete. Here
 each connection of uvicorn's httptools protocol (the one it picks when httptools is installed, as here) is closed
 when a request's headers are not complete within `header_timeout` seconds of the connection opening or of the
 previous answer; a request's body and its answer are the traffic timeout's.

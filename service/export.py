@@ -257,6 +257,12 @@ def export(args: argparse.Namespace, settings: Settings, out: IO[str], progress:
     try:
         if args.model not in store.models():
             raise ExportError(f"model '{args.model}' has never been served with this prediction log")
+        served = store.versions(args.model)
+        if args.version is not None and args.version not in served:
+            raise ExportError(
+                f"version '{args.version}' of '{args.model}' has never been served with this prediction log; "
+                f"the versions that have: {', '.join(served)}"
+            )
         versions = Versions()
         writer = JsonLinesWriter(out) if args.format == "jsonl" else _csv_writer(store, versions, args, keys, out)
         with ExitStack() as stack:

@@ -506,6 +506,16 @@ class LogStore:
         with self.engine.connect() as connection:
             return set(connection.execute(sa.select(model_versions.c.model).distinct()).scalars())
 
+    def versions(self, model: str) -> list[str]:
+        """The versions of `model` ever served with this log, first served first."""
+        query = (
+            sa.select(model_versions.c.version)
+            .where(model_versions.c.model == model)
+            .order_by(model_versions.c.first_served_at, model_versions.c.version)
+        )
+        with self.engine.connect() as connection:
+            return list(connection.execute(query).scalars())
+
     def find_predictions(self, wanted: Iterable[Prediction]) -> dict[Prediction, LoggedPrediction]:
         """The predictions among `wanted` whose request is logged. Each reads only its own row's bytes of the
         request's decision keys and confidences (a label of a 1,000-row request needs 12 bytes, not 12 KB)."""

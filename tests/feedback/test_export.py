@@ -205,6 +205,22 @@ def test_a_request_id_a_spreadsheet_would_run_is_written_to_csv_as_text(
     assert {orjson.loads(line)["request_id"] for line in out.splitlines()} == {request_id}  # JSON is not a formula
 
 
+def test_a_version_that_never_served_exits_2_naming_those_that_did(
+    log: LogStore, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A version typed wrong (or copied from another store's README) is not an empty export that exits 0."""
+    three_requests(log)
+    log.remember_version("digits", "v2", "multiclass", MULTICLASS, T0 + timedelta(hours=1))
+    output = tmp_path / "digits.jsonl"
+    code, out, err = run(
+        "--model", "digits", "--version", "k762qqhlp26nmax4", "--format", "jsonl", "--output", str(output),
+        capsys=capsys,
+    )  # fmt: skip
+    assert code == 2 and out == "" and not output.exists()
+    assert "version 'k762qqhlp26nmax4' of 'digits' has never been served with this prediction log" in err
+    assert "the versions that have: v1, v2" in err
+
+
 def test_rows_stream_one_page_at_a_time(log: LogStore, monkeypatch: pytest.MonkeyPatch) -> None:
     keys = three_requests(log)
     monkeypatch.setattr(export, "PAGE_REQUESTS", 1)

@@ -17,19 +17,17 @@ import pytest
 from starlette.testclient import TestClient
 
 from models.__main__ import BAD_DATA_EXIT, main
+from models.examples import FEATURES, drifted_reviews_table
 from service.auth.keys import create_key
 from service.store import CANDIDATE, load_model
 from tests.models.test_train import synthetic_table, unique
 
-FEATURES = ["x1", "x2", "color", "review"]
-
 
 def drifted_world(rows: int, seed: int) -> tuple[list[dict[str, Any]], list[str]]:
     """Rows like the training table's, whose label now follows x2 alone: the first model goes stale."""
-    table = synthetic_table(rows, seed)
+    table = drifted_reviews_table(rows, seed)
     records = table[FEATURES].astype(object).where(table[FEATURES].notna(), None).to_dict(orient="records")
-    labels = np.where(table["x2"].fillna(0) > 0, "yes", "no").tolist()
-    return records, labels
+    return records, table["bin"].tolist()
 
 
 def predict_and_label(api: TestClient, model: str, rows: list[dict[str, Any]], labels: list[str]) -> None:

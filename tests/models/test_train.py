@@ -19,48 +19,14 @@ from starlette.testclient import TestClient
 
 from models.__main__ import BAD_DATA_EXIT, main
 from models.dataset import DataError, prepare, read_table
+from models.examples import reviews_table
 from models.training import TrainingOptions, split
 from service.classifiers import ROOT, Options
 from service.store import load_model
 from tests.helpers import scrape
 from tests.test_signals_http import model_series
 
-REVIEWS = {
-    "great product fast delivery and a friendly seller": 1.5,
-    "love it works perfectly every single day": 1.5,
-    "terrible broken item and no refund so far": -1.5,
-    "awful quality never buying from them again": -1.5,
-    "okay average nothing special about this one": 0.0,
-}
-
-
-def synthetic_table(rows: int = 700, seed: int = 0) -> pd.DataFrame:
-    """Numbers (some missing), a category (some missing), free text and a time; targets of every task kind,
-    all driven by one score so each is learnable."""
-    rng = np.random.default_rng(seed)
-    x1, x2 = rng.normal(size=rows), rng.normal(size=rows)
-    color = rng.choice(["red", "green", "blue"], size=rows).astype(object)
-    review = rng.choice(list(REVIEWS), size=rows)
-    score = x1 + (color == "red") + np.array([REVIEWS[r] for r in review])
-    noisy = score + rng.normal(0, 0.3, rows)
-    table = pd.DataFrame({"x1": x1, "x2": x2, "color": color, "review": review})
-    table["when"] = pd.date_range("2026-01-01", periods=rows, freq="h").astype(str)
-    table.loc[rng.choice(rows, 20, replace=False), "x2"] = np.nan
-    table.loc[rng.choice(rows, 10, replace=False), "color"] = None
-    table["bin"] = np.where(noisy > 0.5, "yes", "no")
-    table["multi"] = pd.cut(noisy, [-9, -1, 0.5, 1.5, 9], labels=["low", "mid", "high", "top"]).astype(str)
-    table["tags"] = [
-        "|".join(tag for tag, on in (("warm", c == "red"), ("pos", s > 0), ("big", a > 0.5)) if on)
-        for c, s, a in zip(color, noisy, x1, strict=True)
-    ]
-    # an unbalanced tree: 'good' has leaves at depth 2, 'bad' at depths 2 and 3
-    table["path"] = [
-        ("good/" + ("great" if s > 1.5 else "fine"))
-        if s > 0
-        else ("bad/awful" if s < -1.5 else "bad/meh/poor" if s < -0.7 else "bad/meh/soso")
-        for s in noisy
-    ]
-    return table
+synthetic_table = reviews_table  # the table README's walkthrough writes (`python -m models example-data reviews`)
 
 
 def unique(prefix: str) -> str:
