@@ -40,7 +40,7 @@ async def decode_json(body: bytes | bytearray) -> Any:
         # row and feature, and monitoring counts them as non-finite inputs
         return json.loads(body)
     except (ValueError, RecursionError):  # RecursionError: nested deeper than Python's parser goes
-        raise InvalidInputError(f"the body is not valid JSON ({error}); expected a JSON object") from None
+        raise _not_json(error) from None
 
 
 async def _decode_large(body: bytes | bytearray) -> Any:
@@ -54,7 +54,7 @@ async def _decode_large(body: bytes | bytearray) -> Any:
         for token in (*NOT_JSON_NUMBERS, b"-Infinity"):
             if body.startswith(token, exc.pos):
                 raise InvalidInputError(_not_json_number(token, exc.pos)) from None
-        raise InvalidInputError(f"the body is not valid JSON ({exc}); expected a JSON object") from None
+        raise _not_json(exc) from None
 
 
 async def bare_not_json_number(body: bytes | bytearray) -> tuple[bytes, int] | None:
@@ -91,6 +91,10 @@ async def bare_not_json_number(body: bytes | bytearray) -> tuple[bytes, int] | N
     if token == b"Infinity" and body.endswith(b"-", 0, at):
         return b"-Infinity", at - 1
     return token, at
+
+
+def _not_json(error: orjson.JSONDecodeError) -> InvalidInputError:
+    return InvalidInputError(f"the body is not valid JSON ({error}); expected a JSON object")
 
 
 def _not_json_number(token: bytes, at: int) -> str:

@@ -318,10 +318,14 @@ class FeedbackLoop:
         versions = []
         for figure in figures:
             outcomes = [t for t in totals if t.version == figure.version]
-            withheld = self._withheld(figure)
-            if figure.labelled < self.min_predictions:
+            few_labelled, few_predictions = (
+                figure.labelled < self.min_predictions,
+                figure.predictions < self.min_predictions,
+            )
+            withheld = self._withheld(figure, few_labelled, few_predictions)
+            if few_labelled:
                 figure = _without_label_figures(figure)
-            if figure.predictions < self.min_predictions:
+            if few_predictions:
                 outcomes = []
             versions.append(
                 {
@@ -357,16 +361,16 @@ class FeedbackLoop:
             )
         return {"model": model, "since": since.isoformat(), "until": until.isoformat(), "versions": versions}
 
-    def _withheld(self, figure: VersionFigures) -> str | None:
+    def _withheld(self, figure: VersionFigures, few_labelled: bool, few_predictions: bool) -> str | None:
         """Why some of a version's figures are withheld, or None. A figure over a few predictions tells of each one
         (`since=t&until=t+1s` isolates one prediction's decision, label and outcome): figures of the labelled
         predictions need `min_predictions` labelled ones, outcomes `min_predictions` predictions. Decided on the
         counts the answer shows anyway, so the reason itself tells nothing more."""
         least = self.min_predictions
         parts = []
-        if 0 < figure.labelled < least:
+        if few_labelled and figure.labelled > 0:  # with none labelled, there is nothing to withhold
             parts.append(f"accuracy, F1 and per-class figures ({figure.labelled} labelled predictions)")
-        if figure.predictions < least:
+        if few_predictions:
             parts.append(f"outcomes ({figure.predictions} predictions)")
         if not parts:
             return None
