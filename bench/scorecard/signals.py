@@ -1,8 +1,5 @@
-"""What the scorecard reads from a phase: when each alert held and fired, and the signals' largest clean values.
-
-The margins recompute the alerts' signals from the scrapes over the rules' windows (in steps of virtual minutes),
-with the rules' traffic guards, so the report can say how far clean traffic stayed from each threshold.
-"""
+"""What the scorecard reads from a phase's evaluation: when an alert naming its fault fired, which others fired,
+the pages of clean traffic, and the realized accuracy's interval."""
 
 from __future__ import annotations
 
@@ -10,141 +7,88 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .alerts import Evaluation, Firing, Scrape
+from .alerts import Evaluation, Firing
 from .run import PhaseRun
 
-HOUR_STEPS = 60
-QUARTER_STEPS = 15
+Z95 = 1.959964
 
 
 @dataclass(frozen=True)
 class Detection:
-    """For one model under one fault: the first step at which each alert naming the fault held, and fired."""
+    """For one model under one fault phase, in steps (virtual minutes) after the fault's onset."""
 
     model: str
-    held: dict[str, int]  # naming alert -> first step its condition held
-    fired: dict[str, int]  # naming alert -> first step it fired
-    others: tuple[str, ...]  # every other alert that held at some step
+    fired: dict[str, int]  # alert naming the fault -> first step after the onset it fired (as shipped)
+    held: dict[str, int]  # alert naming the fault -> first step after the onset its condition held
+    others: tuple[str, ...]  # other alerts that fired for this model after the onset
+    warmup: tuple[str, ...]  # alerts that fired for this model during the clean warm-up
 
     @property
     def first(self) -> int | None:
+        return min(self.fired.values(), default=None)
+
+    @property
+    def first_held(self) -> int | None:
         return min(self.held.values(), default=None)
 
 
-@dataclass(frozen=True)
-class Margin:
-    """The largest value of one signal over a run, against its alert threshold (NaN: never enough rows)."""
-
-    signal: str
-    threshold: str
-    largest: float
-    where: str
+def _first(found: Iterable[Firing], model: str, alerts: tuple[str, ...], onset: int) -> dict[str, int]:
+    steps: dict[str, int] = {}
+    for f in found:
+        if f.label("model") == model and f.alert in alerts and f.step > onset:
+            steps[f.alert] = min(f.step - onset, steps.get(f.alert, f.step - onset))
+    return dict(sorted(steps.items(), key=lambda item: (item[1], item[0])))
 
 
-def alert_model(firing: Firing) -> str | None:
-    return firing.label("model")
-
-
-def detections(phase: PhaseRun, evaluation: Evaluation) -> list[Detection]:
-    assert phase.fault is not None
-    named = phase.fault.named_by
-
-    def first_steps(found: list[Firing], model: str) -> dict[str, int]:
-        steps: dict[str, int] = {}
-        for f in found:
-            if alert_model(f) == model and f.alert in named:
-                steps[f.alert] = min(f.step, steps.get(f.alert, f.step))
-        return dict(sorted(steps.items(), key=lambda item: (item[1], item[0])))
-
-    return [
-        Detection(
-            model,
-            first_steps(evaluation.pending, model),
-            first_steps(evaluation.firing, model),
-            tuple(sorted({f.alert for f in evaluation.pending if alert_model(f) == model} - set(named))),
-        )
-        for model in phase.models
-    ]
-
-
-def _values(scrape: Scrape, name: str, model: str) -> Iterable[tuple[dict[str, str], float]]:
-    for (sample, key), value in scrape.samples.items():
-        labels = dict(key)
-        if sample == name and labels.get("model") == model:
-            yield labels, value
-
-
-def margins(phase: PhaseRun, model: str) -> list[Margin]:
-    scrapes = phase.scrapes
+def detections(run: PhaseRun, evaluation: Evaluation) -> list[Detection]:
+    """Per model the fault applies to; the evaluation's steps are relative to the phase's first scrape."""
+    assert run.phase.fault is not None
+    named = run.phase.fault.named_by
+    onset = run.onset - run.start
     found = []
-    for name, signal in (("classifier_feature_drift_psi", "feature PSI"), ("classifier_prediction_drift_psi",
-                                                                          "prediction PSI")):  # fmt: skip
-        largest, where = math.nan, ""
-        for step, scrape in enumerate(scrapes):
-            for labels, value in _values(scrape, name, model):
-                if not math.isnan(value) and (math.isnan(largest) or value > largest):
-                    largest, where = value, f"step {step}" + (f", {labels['feature']}" if "feature" in labels else "")
-        found.append(Margin(signal, "> 0.25", largest, where))
-    found.append(_class_share(scrapes, model))
-    found.append(_estimate_drop(scrapes, model))
-    found.append(_issue_ratio(scrapes, model))
+    for model in run.tallies:
+        mine = [f for f in evaluation.firing if f.label("model") == model]
+        found.append(
+            Detection(
+                model,
+                _first(evaluation.firing, model, named, onset),
+                _first(evaluation.held, model, named, onset),
+                tuple(sorted({f.alert for f in mine if f.step > onset} - set(named))),
+                tuple(sorted({f.alert for f in mine if f.step <= onset})),
+            )
+        )
     return found
 
 
-def _window(scrapes: list[Scrape], step: int, steps: int) -> tuple[Scrape, Scrape]:
-    return scrapes[max(0, step - steps)], scrapes[step]
+def episodes(firing: Iterable[Firing]) -> list[Firing]:
+    """Each firing's first step: an alert with the same labels firing again after a gap is a new page."""
+    steps: dict[tuple[str, frozenset[tuple[str, str]]], set[int]] = {}
+    for f in firing:
+        steps.setdefault((f.alert, f.labels), set()).add(f.step)
+    return sorted(
+        (
+            Firing(step, alert, labels)
+            for (alert, labels), held in steps.items()
+            for step in held
+            if step - 1 not in held
+        ),
+        key=lambda f: (f.step, f.alert),
+    )
 
 
-def _class_share(scrapes: list[Scrape], model: str) -> Margin:
-    validation = {
-        (labels.get("level", ""), labels["label"]): value
-        for labels, value in _values(scrapes[-1], "classifier_validation_prediction_share", model)
-    }
-    largest, where = math.nan, ""
-    for step in range(1, len(scrapes)):
-        start, end = _window(scrapes, step, HOUR_STEPS)
-        counts: dict[tuple[str, str], float] = {}
-        for labels, value in _values(end, "classifier_predictions_total", model):
-            key = (labels.get("level", ""), labels["label"])
-            counts[key] = value - start.total("classifier_predictions_total", **labels)
-        for (level, label), count in counts.items():
-            level_total = sum(c for (lv, _), c in counts.items() if lv == level)
-            if level_total >= 100 and validation.get((level, label), 1.0) < 0.6:
-                share = count / level_total
-                if math.isnan(largest) or share > largest:
-                    largest, where = share, f"step {step}, {label}" + (f" (level {level})" if level else "")
-    return Margin("share of a class (validation share < 0.6), 1 h", "> 0.9", largest, where)
+def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval of a proportion `successes / n` (NaN when n = 0)."""
+    if n <= 0:
+        return math.nan, math.nan
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def _estimate_drop(scrapes: list[Scrape], model: str) -> Margin:
-    validation = max((v for _, v in _values(scrapes[-1], "classifier_validation_accuracy", model)), default=math.nan)
-    largest, where = math.nan, ""
-    for step in range(1, len(scrapes)):
-        start, end = _window(scrapes, step, HOUR_STEPS)
-        rows = end.total("classifier_estimated_rows_total", model=model) - start.total(
-            "classifier_estimated_rows_total", model=model
-        )
-        if rows >= 100:
-            correct = end.total("classifier_estimated_correct_total", model=model) - start.total(
-                "classifier_estimated_correct_total", model=model
-            )
-            drop = validation - correct / rows
-            if math.isnan(largest) or drop > largest:
-                largest, where = drop, f"step {step}"
-    return Margin("validation accuracy − estimated accuracy, 1 h", "> 0.05", largest, where)
-
-
-def _issue_ratio(scrapes: list[Scrape], model: str) -> Margin:
-    """Per feature and kind, as `classifier:input_issue_ratio:rate15m`."""
-    largest, where = math.nan, ""
-    for step in range(1, len(scrapes)):
-        start, end = _window(scrapes, step, QUARTER_STEPS)
-        rows = end.total("classifier_rows_total", model=model) - start.total("classifier_rows_total", model=model)
-        if rows < 50:
-            continue
-        largest = 0.0 if math.isnan(largest) else largest
-        for labels, value in _values(end, "classifier_input_issues_total", model):
-            share = (value - start.total("classifier_input_issues_total", **labels)) / rows
-            if share > largest:
-                largest, where = share, f"step {step}, {labels['feature']}: {labels['kind']}"
-    return Margin("rows with one fault on one feature, 15 min", "> 0.05", largest, where or "no input issue")
+def realized_interval(accuracy: float, distinct: int) -> tuple[float, float]:
+    """The 95 % interval of a realized accuracy measured on rows resampled from `distinct` rows: the sample is
+    the distinct rows, however many times each was sent (each row's correctness barely varies between sends)."""
+    if math.isnan(accuracy):
+        return math.nan, math.nan
+    return wilson(round(accuracy * distinct), distinct)
