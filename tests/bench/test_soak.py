@@ -228,7 +228,7 @@ def test_the_shipped_config_is_retargeted_and_promtool_accepts_it(tmp_path: Path
 def served(task: str, options: tuple[str, ...], classes: int = 4, hierarchy: dict[str, list[str]] | None = None,
            truth: list[Any] | None = None) -> traffic.Served:  # fmt: skip
     X = np.arange(30, dtype=float).reshape(10, 3)
-    model = Model(f"m_{task}", X, truth or ["a"] * 10, 0, np.zeros(10))
+    model = Model(f"m_{task}", X, truth or ["a"] * 10, (0,), np.zeros(10), allows_missing=True)
     description = {
         "task": task, "features": {"names": ["f0", "f1", "f2"]}, "options": list(options),
         "classes": {"count": classes}, "decision": {"hierarchy": hierarchy} if hierarchy else {},
