@@ -99,8 +99,7 @@ def prepare(store: Path) -> None:
     """The catalog (`python -m models ensure`) and the synthetic model, registered into `store` when missing."""
     env = base_env(store)
     subprocess.run([sys.executable, "-m", "models", "ensure"], cwd=PROJECT, env=env, check=True)
-    if not (store / "models" / SYNTHETIC).exists():
-        subprocess.run([sys.executable, "-m", "bench.scorecard.traffic"], cwd=PROJECT, env=env, check=True)
+    subprocess.run([sys.executable, "-m", "bench.scorecard.traffic"], cwd=PROJECT, env=env, check=True)
 
 
 def main(argv: list[str] | None = None) -> int:

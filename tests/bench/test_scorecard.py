@@ -410,3 +410,17 @@ def test_labels_arrive_the_stated_delay_after_their_step_across_phases() -> None
     assert len(arrivals) == (4 + 5 - 3) * 50  # the last 3 steps' labels are still due
     assert len(runner.scrapes) == 1 + 9 and (run.start, run.onset, run.stop) == (4, 6, 10)
     assert run.tallies[MODEL].sent == 150 and run.tallies[MODEL].accepted == 150
+
+
+def test_the_reduced_grid_runs_sizes_on_every_row_and_shares_at_medium_size() -> None:
+    from bench.scorecard.__main__ import plan
+
+    phases = plan([FAULT_BY_KEY["scaled_feature"], FAULT_BY_KEY["gradual_shift"]], "reduced", 60, 40, 1440)
+    assert [(p.fault and p.fault.key, p.size, p.share) for p in phases] == [
+        (None, 0.0, 1.0),
+        ("scaled_feature", 1.5, 1.0), ("scaled_feature", 10.0, 1.0), ("scaled_feature", 1000.0, 1.0),
+        ("scaled_feature", 10.0, 0.1), ("scaled_feature", 10.0, 0.5),
+        ("gradual_shift", 1.0, 1.0),
+    ]  # fmt: skip
+    full = plan([FAULT_BY_KEY["scaled_feature"]], "full", 60, 40, 1440)
+    assert len(full) == 1 + 9 and all(p.warmup == 60 and p.steps == 40 for p in full[1:])
