@@ -65,7 +65,7 @@ def write_report(
         f"step, {timing['promtool_s'] / 60:.0f} minutes of promtool, run beside the traffic). Do not edit by hand: "
         "run it again.",
         "",
-        *_method(args),
+        *_method(args, timing["step_s"]),
         *_targets(clean, faults, args.label_delay),
         *_detection_table(faults),
         f"![detection time against fault size]({figure.name})",
@@ -77,7 +77,7 @@ def write_report(
     path.write_text("\n".join(lines) + "\n")
 
 
-def _method(args: argparse.Namespace) -> list[str]:
+def _method(args: argparse.Namespace, step_s: float) -> list[str]:
     grid = {
         "full": "every fault at its three sizes on 10 %, 50 % and 100 % of the rows",
         "reduced": "every fault at its three sizes on 100 % of the rows, and at medium size on 10 % and 50 % (the "
@@ -98,7 +98,10 @@ def _method(args: argparse.Namespace) -> list[str]:
         f"(the longest is 1 h), then {args.fault_steps} steps of the fault, every model it applies to at once "
         f"(the other models keep clean traffic). Grid: {grid}.",
         f"- **Labels.** Every accepted prediction's true label is sent through `POST /feedback` {args.label_delay} "
-        "steps after its step, during the run, in clean and faulty steps alike.",
+        "steps after its step, during the run, in clean and faulty steps alike. The `classifier_realized_*` gauges "
+        "cover a wall-clock window of the prediction log (`CLF_FEEDBACK_WINDOW_SECONDS="
+        f"{args.feedback_window_seconds:g}` here, about {args.feedback_window_seconds / step_s:.0f} virtual minutes "
+        "at the measured step time); rules on counters of labels count in virtual time.",
         "- **Data.** Catalog traffic is drawn from each model's evaluation split (`models.catalog.evaluation_rows`, "
         "never read at registration); `drifting_world` is registered on rows of two seeds and its traffic comes "
         "from a third.",
