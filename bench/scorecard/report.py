@@ -178,7 +178,7 @@ def _targets(clean: PhaseResult, faults: Sequence[PhaseResult], delay: int) -> l
         f"after the labels reflect it | {len(concept) - len(concept_missed)} of {len(concept)}"
         f"{'; missed: ' + listed(concept_missed) if concept_missed else ''} | "
         f"{_verdict(bool(concept) and not concept_missed)} |",
-        f"| no page over {clean.run.phase.steps / 60:.3g} virtual hours of clean traffic per model | "
+        f"| no alert fires (page or ticket) over {clean.run.phase.steps / 60:.3g} virtual hours of clean traffic | "
         f"{len(pages)} firing(s){': ' + listed(paged) if paged else ''}"
         f" | {_verdict(not pages)} |",
         f"| every alert's largest clean value ≤ {CLEAN_RATIO} × its threshold | "
