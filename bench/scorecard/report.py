@@ -55,6 +55,7 @@ def write_report(
 ) -> None:  # fmt: skip
     clean = next(r for r in results if r.run.phase.fault is None)
     faults = [r for r in results if r.run.phase.fault is not None]
+    path.parent.mkdir(parents=True, exist_ok=True)
     figure = path.with_name(path.stem + "-detection.svg")
     figure.write_text(detection_svg(faults))
     lines = [
