@@ -339,7 +339,8 @@ def detection_svg(faults: Sequence[PhaseResult]) -> str:
     for tick in range(0, int(ceiling * 1.1) + 1, max(5, int(ceiling / 6) // 5 * 5 or 5)):
         parts.append(f'<text x="{left - 6}" y="{y(tick) + 4}" text-anchor="end">{tick}</text>')
         parts.append(f'<line x1="{left}" y1="{y(tick)}" x2="{width - 150}" y2="{y(tick)}" stroke="#eee"/>')
-    for n, fault in enumerate(keys):
+    drawn = 0
+    for fault in keys:
         points = []
         for level in range(3):
             found = [d.first for r in _cell(faults, fault.key, level, 1.0) for d in r.detections]
@@ -349,13 +350,14 @@ def detection_svg(faults: Sequence[PhaseResult]) -> str:
                 points.append((x(level), y(value) if value is not None else y(ceiling * 1.08), value is None))
         if not points:
             continue
-        colour = colours[n % len(colours)]
+        colour = colours[drawn % len(colours)]
         parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="'
                      + " ".join(f"{px:.1f},{py:.1f}" for px, py, _ in points) + '"/>')  # fmt: skip
         for px, py, missed in points:
             fill = "white" if missed else colour
             parts.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="4" fill="{fill}" stroke="{colour}"/>')
-        parts.append(f'<text x="{width - 140}" y="{top + 16 * n + 10}" fill="{colour}">{fault.key}</text>')
-    parts.append(f'<text x="{width - 140}" y="{top + 16 * len(keys) + 20}">open circle: not fired</text>')
+        parts.append(f'<text x="{width - 140}" y="{top + 16 * drawn + 10}" fill="{colour}">{fault.key}</text>')
+        drawn += 1
+    parts.append(f'<text x="{width - 140}" y="{top + 16 * drawn + 20}">open circle: not fired</text>')
     parts.append("</svg>")
     return "\n".join(parts) + "\n"

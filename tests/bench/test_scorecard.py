@@ -424,3 +424,26 @@ def test_the_reduced_grid_runs_sizes_on_every_row_and_shares_at_medium_size() ->
     ]  # fmt: skip
     full = plan([FAULT_BY_KEY["scaled_feature"]], "full", 60, 40, 1440)
     assert len(full) == 1 + 9 and all(p.warmup == 60 and p.steps == 40 for p in full[1:])
+
+
+def test_the_detection_figure_is_svg_with_a_line_per_fault_run_on_every_row() -> None:
+    from xml.dom.minidom import parseString
+
+    from bench.scorecard.__main__ import PhaseResult
+    from bench.scorecard.alerts import Evaluation
+    from bench.scorecard.report import detection_svg
+    from bench.scorecard.signals import Detection
+
+    fault = FAULT_BY_KEY["scaled_feature"]
+    results = [
+        PhaseResult(
+            PhaseRun(Phase(fault, size, 1.0, 60, 40), 0, 60, 101, {MODEL: Tally()}),
+            Evaluation(),
+            [Detection(MODEL, {"ClassifierDataQuality": minutes} if minutes else {}, {}, (), ())],
+        )
+        for size, minutes in zip(fault.sizes, (None, 20, 12), strict=True)
+    ]
+    svg = parseString(detection_svg(results))
+    (line,) = svg.getElementsByTagName("polyline")
+    assert len(line.getAttribute("points").split()) == 3
+    assert [c.getAttribute("fill") for c in svg.getElementsByTagName("circle")][0] == "white"  # mild: not fired
