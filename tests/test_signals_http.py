@@ -171,3 +171,40 @@ def test_abstentions_and_incomplete_paths_count_what_clients_got(api: TestClient
         assert incomplete == (sum(not a["complete"] for a in answers) if hierarchical else 0), options
         if "min_confidence" in options:
             assert 0 < no_label < len(X) or (hierarchical and 0 < incomplete < len(X)), (options, no_label)
+
+
+def test_reconstruction_bins_count_accepted_rows_and_see_columns_mixed_up(api: TestClient) -> None:
+    """Through /predict and /metrics: every accepted row of breast_cancer is counted in one reconstruction-error bin,
+    each bin has its calibration share; the same rows with each column permuted on its own (every marginal kept) fall
+    in the top bins, while the feature drift bins' counts per feature stay the same as for the rows as they were."""
+    model = "breast_cancer"
+    X, _ = held_out(model)
+    shuffled = X.copy()
+    rng = np.random.default_rng(0)
+    for j in range(shuffled.shape[1]):
+        shuffled[:, j] = rng.permutation(shuffled[:, j])
+    seen = []
+    for rows in (X, shuffled):
+        before = scrape(api)
+        response = api.post("/predict", json={"model": model, "instances": rows.tolist()})
+        assert response.status_code == 200, response.text
+        after = scrape(api)
+        bins = model_series(before, after, "classifier_reconstruction_bin_rows_total", model)
+        assert total(bins) == len(rows)
+        seen.append(
+            (
+                {dict(labels)["bin"]: count for labels, count in bins.items()},
+                model_series(before, after, "classifier_drift_bin_rows_total", model),
+            )
+        )
+    shares = {
+        dict(labels)["bin"]: value
+        for (name, labels), value in scrape(api).items()
+        if name == "classifier_reconstruction_reference_share" and ("model", model) in labels
+    }
+    assert len(shares) == 10 and sum(shares.values()) == pytest.approx(1.0, abs=1e-5)
+    top = sorted(shares, key=lambda b: -np.inf if b == "-Inf" else float(b))[-2:]
+    (clean, clean_features), (mixed, mixed_features) = seen
+    assert sum(clean.get(b, 0) for b in top) < 0.4 * len(X)
+    assert sum(mixed.get(b, 0) for b in top) > 0.8 * len(X)
+    assert mixed_features == clean_features
