@@ -139,9 +139,10 @@ class ModelMonitor:
         fitted = metadata.get("reconstruction")
         self.reconstruction = None if fitted is None else Reconstruction(fitted)
         if self.reconstruction is not None:
-            self._reconstruction_columns = np.array(
-                [self.inputs.numeric_names.index(f) for f in self.reconstruction.features], dtype=np.intp
-            )
+            columns = [self.inputs.numeric_names.index(f) for f in self.reconstruction.features]
+            # every numeric feature in column order (the usual case): the batch's numeric matrix as it is
+            whole = columns == list(range(len(self.inputs.numeric_names)))
+            self._reconstruction_columns = None if whole else np.array(columns, dtype=np.intp)
             self.reconstruction_totals = SlidingCounts(
                 directory, f"{name}-{version}", len(self.reconstruction.shares), math.inf, 1, kind=RECONSTRUCTION_TOTALS
             )
@@ -175,8 +176,9 @@ class ModelMonitor:
         self.window.add_one(self._rows_at, report.rows)
         self._writes.inc_vector(self.bin_totals, report.bins)
         if self.reconstruction is not None:
-            errors = self.reconstruction.counts(report.numeric[:, self._reconstruction_columns])
-            self._writes.inc_vector(self.reconstruction_totals, errors)
+            columns = self._reconstruction_columns
+            values = report.numeric if columns is None else report.numeric[:, columns]
+            self._writes.inc_vector(self.reconstruction_totals, self.reconstruction.counts(values))
         self._writes.inc(self._accepted_rows, len(X))
         if report.issues:
             self._count_issues(report.issues)

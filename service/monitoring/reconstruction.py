@@ -50,8 +50,9 @@ class Reconstruction:
             z = (values - self._mean) / self._scale
             projected = z @ self._components
             # the components are orthonormal: |z - reconstruction|^2 = |z|^2 - |projection|^2
-            residual = np.einsum("ij,ij->i", z, z) - np.einsum("ij,ij->i", projected, projected)
-        error: np.ndarray = np.nan_to_num(np.maximum(residual, 0.0) / z.shape[1], nan=np.inf)
+            residual = ((z * z).sum(axis=1) - (projected * projected).sum(axis=1)) / z.shape[1]
+        # below 0 by rounding only; NaN where both terms overflowed (np.nan_to_num costs ten times more)
+        error: np.ndarray = np.where(np.isnan(residual), np.inf, np.maximum(residual, 0.0))
         return error
 
     def counts(self, values: np.ndarray) -> np.ndarray:
