@@ -40,7 +40,6 @@ class Reconstruction:
         self._components = np.ascontiguousarray(np.asarray(fitted["components"], dtype=np.float64).T)
         self.edges = np.asarray(fitted.get("edges", []), dtype=np.float64)
         self.shares: list[float] = [float(s) for s in fitted.get("proportions", [])]
-        self.rows = int(fitted.get("rows", 0))
 
     def errors(self, values: np.ndarray) -> np.ndarray:
         """Per row (rows x `features`, NaN for a missing value), the mean squared standardized residual of its
@@ -64,10 +63,11 @@ class Reconstruction:
 def fit_reconstruction(
     X_train: Any, X_calibration: Any, names: Sequence[str], numeric: Sequence[str]
 ) -> dict[str, Any] | None:
-    """The PCA of the training rows' `numeric` features (at most `MAX_FEATURES`, in the order given) and the decile
-    edges and shares of the calibration rows' errors, as metadata; None where there is nothing to fit (fewer than
-    two numeric features or training rows, no calibration row, no variance)."""
-    features = list(numeric[:MAX_FEATURES])
+    """The PCA of the training rows' `numeric` features (the first `MAX_FEATURES` of them, most sensitive first,
+    taken in column order) and the decile edges and shares of the calibration rows' errors, as metadata; None where
+    there is nothing to fit (fewer than two numeric features or training rows, no calibration row, no variance)."""
+    kept_features = set(numeric[:MAX_FEATURES])
+    features = [name for name in names if name in kept_features]
     train = _numeric(X_train, names, features)
     calibration = _numeric(X_calibration, names, features)
     if len(features) < 2 or len(train) < 2 or len(calibration) == 0:

@@ -22,6 +22,7 @@ from sklearn.preprocessing import StandardScaler
 
 from service.monitoring.metrics import Metrics
 from service.monitoring.monitor import RECONSTRUCTION_TOTALS, ModelMonitor, MonitoringConfig, render_drift
+from service.monitoring.reconstruction import Reconstruction, fit_reconstruction
 from service.monitoring.window import TOTALS, SlidingCounts, remove_windows, window_owners
 from service.store import load_model, register_model
 
@@ -539,3 +540,17 @@ def test_a_model_without_a_reconstruction_has_no_such_series(registered: Registe
     assert rendered_reconstruction(built, "classifier_reconstruction_bin_rows_total") == {}
     assert rendered_reconstruction(built, "classifier_reconstruction_reference_share") == {}
     assert value(built, "classifier_rows_total", outcome="accepted") == 10
+
+
+def test_a_reconstruction_of_some_numeric_features_reads_those_columns(registered: Registered, tmp_path: Path) -> None:
+    """A PCA of fewer features than the model's numeric ones (a model wider than the cap) gets its own columns."""
+    names = registered.feature_names
+    X_val = registered.X_train[300:]  # rows the PCA below is not fitted on
+    fitted = fit_reconstruction(registered.X_train[:300], X_val, names, names[10:2:-1])
+    assert fitted is not None and fitted["features"] == names[3:11]
+    metadata = {**registered.metadata, "reconstruction": fitted}
+    built = build(Registered(registered.name, registered.version, metadata, registered.X_train, names), tmp_path)
+    rows = registered.X_train[300:340]
+    built.monitor.observe_accepted(rows)
+    counts = list(rendered_reconstruction(built, "classifier_reconstruction_bin_rows_total").values())
+    assert counts == Reconstruction(fitted).counts(rows[:, 3:11]).tolist()

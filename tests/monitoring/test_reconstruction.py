@@ -8,6 +8,7 @@ import pytest
 from sklearn.datasets import load_breast_cancer
 
 from service.classifiers import profile_features
+from service.monitoring import reconstruction
 from service.monitoring.drift import psi
 from service.monitoring.reconstruction import ERROR_BINS, VARIANCE_KEPT, Reconstruction, fit_reconstruction
 
@@ -98,11 +99,22 @@ def test_too_little_to_fit_gives_no_signal() -> None:
     assert fit_reconstruction(np.zeros((10, 3)), np.zeros((5, 3)), ["a", "b", "c"], ["a", "b", "c"]) is None
 
 
-def test_the_numeric_features_are_read_by_name_from_a_frame_or_a_matrix() -> None:
+def test_the_numeric_features_are_read_by_name_from_a_frame_or_a_matrix_in_column_order() -> None:
     pd = pytest.importorskip("pandas")
     train, calibration, _, names = split()
+    ranked = names[:2:-1]  # the features after the third, most sensitive last
     frame = fit_reconstruction(
-        pd.DataFrame(train, columns=names), pd.DataFrame(calibration, columns=names), names, names[3:]
+        pd.DataFrame(train, columns=names), pd.DataFrame(calibration, columns=names), names, ranked
     )
-    matrix = fit_reconstruction(train, calibration, names, names[3:])
+    matrix = fit_reconstruction(train, calibration, names, ranked)
     assert frame == matrix and frame is not None and frame["features"] == names[3:]
+
+
+def test_a_wide_model_keeps_its_most_sensitive_features(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beyond `MAX_FEATURES` numeric features, the most sensitive ones, in column order: the metadata stays bounded."""
+    monkeypatch.setattr(reconstruction, "MAX_FEATURES", 5)
+    train, calibration, _, names = split()
+    ranked = [names[j] for j in (20, 3, 11, 0, 7, 1, 2)]
+    fitted = fit_reconstruction(train, calibration, names, ranked)
+    assert fitted is not None and fitted["features"] == [names[j] for j in (0, 3, 7, 11, 20)]
+    assert np.shape(fitted["components"])[1] == 5
