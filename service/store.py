@@ -269,7 +269,8 @@ def register_model(
         estimator: a fitted estimator with `predict_proba`; for `multilabel` with one binary estimator per
             label, a mapping label -> estimator; for `hierarchical`, a mapping parent node -> estimator
             (`service.classifiers.fit_hierarchy` trains one).
-        X_val, y_val: validation rows and labels (multilabel: a rows x labels 0/1 matrix).
+        X_val, y_val: validation rows and labels (multilabel: a rows x labels 0/1 matrix): the calibration rows, the
+            thresholds, the calibration map, the metrics and the prediction distribution all come from them.
         X_train, y_train: training rows and labels for the reference profile and class prior
             (default: the validation set).
         feature_names: the features' names in column order; default `feature_names_in_` or `x0..`.

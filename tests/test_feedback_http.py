@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sklearn.metrics import f1_score
 from starlette.testclient import TestClient
 
-from models.catalog import CATALOG, DIGIT_ATTRIBUTES, held_out
+from models.catalog import CATALOG, DIGIT_ATTRIBUTES, catalog_split, evaluation_rows
 from service.auth.keys import Scope, create_key
 from service.feedback.__main__ import main as feedback_cli
 from service.feedback.database import create_database_engine, migrate
@@ -100,12 +100,13 @@ def metadata(model: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("model", sorted(CATALOG))
-def test_held_out_labels_realize_the_validation_figures_whatever_the_options(api: TestClient, model: str) -> None:
-    """The held-out rows are the validation set: labelled, they give back its accuracy, F1 and per-level figures,
-    and the label-free estimate on them is the validation accuracy (their mean confidence is the validation one),
-    though every request carried options that change the answers."""
+def test_calibration_labels_realize_the_validation_figures_whatever_the_options(api: TestClient, model: str) -> None:
+    """The calibration rows are registration's validation set: labelled, they give back its accuracy, F1 and
+    per-level figures, and the label-free estimate on them is the validation accuracy (the calibration map was
+    fitted on them to do so), though every request carried options that change the answers."""
     since = datetime.now(UTC)
-    X, y = held_out(model)
+    split = catalog_split(model)
+    X, y = split.rows(split.calibration)
     ids = predict(api, model, X, **CLIENT_OPTIONS[model])
     result = feedback(api, *({"prediction_id": i, **truth(model, label)} for i, label in zip(ids, y, strict=True)))
     assert result == {"accepted": len(ids), "errors": []}
@@ -125,7 +126,7 @@ def test_held_out_labels_realize_the_validation_figures_whatever_the_options(api
 
 def test_binary_f1_is_the_positive_class_f1(api: TestClient) -> None:
     since = datetime.now(UTC)
-    X, y = held_out("breast_cancer")
+    X, y = evaluation_rows("breast_cancer")
     response = api.post("/predict", json={"model": "breast_cancer", "instances": X.tolist()}).json()
     decided = [p["label"] for p in response["predictions"]]
     feedback(
