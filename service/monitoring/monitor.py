@@ -142,6 +142,11 @@ class ModelMonitor:
             shares = shares / max(shares.sum(), 1e-12)  # share of decided labels (multilabel stores label rates)
             for label, share in zip(folder.names, shares.tolist(), strict=True):
                 m.validation_prediction_share.labels(name, version, label, level).set(share)
+        # The alert thresholds' 1/m term. A model registered before its metadata kept these counts exports none, and
+        # the rules that need them yield no threshold: its drift, collapse and accuracy alerts stay silent until it is
+        # registered again (README: What each alert means).
+        for sample, rows in (metadata.get("reference_rows") or {}).items():
+            m.reference_rows.labels(name, version, sample).set(float(rows))
         self._info = m.model_info.labels(name, version, str(metadata["task"]))
         self._info.set(1)
         trained_at = datetime.fromisoformat(str(metadata["trained_at"])).timestamp()
