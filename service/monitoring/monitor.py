@@ -122,6 +122,10 @@ class ModelMonitor:
         self._confidence = m.confidence.labels(name, version)
         self._estimated_correct = m.estimated_correct.labels(name, version)
         self._estimated_rows = m.estimated_rows.labels(name, version)
+        # the labelled-predictions series exist at 0 before the first label, so that rate() counts the first labels
+        # (a counter first seen at 3 reads as no increase): classifier:realized_accuracy:rate1h
+        for result in ("correct", "wrong"):
+            m.labelled_predictions.labels(name, version, result)
         self._inference = m.inference_duration.labels(name, version)
         self._batch_rows = m.batch_rows.labels(name, version)
         # the drift bins' counts since the start, summed over workers like the window: exported as counters that

@@ -122,11 +122,13 @@ def test_construction_sets_the_model_gauges(registered: Registered, built: Built
     assert loaded is not None and loaded > TRAINED_AT_UNIX
 
 
-def test_construction_sets_the_reference_rows(registered: Registered, tmp_path: Path) -> None:
-    """The rows behind the references (the thresholds' 1/m); none for a model registered before they were kept."""
+def test_construction_sets_the_reference_rows_and_the_labelled_series(registered: Registered, tmp_path: Path) -> None:
+    """The rows behind the references (the thresholds' 1/m; none for a model registered before they were kept), and
+    the labelled-predictions series at 0, before any label."""
     built = build(registered, tmp_path)
     assert value(built, "classifier_reference_rows", sample="training") == 400  # the module's X_train
     assert value(built, "classifier_reference_rows", sample="calibration") == 169  # its X_val
+    assert value(built, "classifier_labelled_predictions_total", result="wrong") == 0  # exists before any label
     older = {key: item for key, item in registered.metadata.items() if key != "reference_rows"}
     built = build(replace(registered, metadata=older), tmp_path)
     assert value(built, "classifier_reference_rows", sample="training") is None
