@@ -311,6 +311,8 @@ def register_model(
         "prediction_distribution": description.prediction_distribution,
         "level_distribution": description.level_distribution,
         "reference_profile": profile_features(reference_X, names, features.categorical, features.text),
+        # how many rows the references rest on: the alert thresholds allow for their sampling noise
+        "reference_rows": {"training": _rows(reference_X), "calibration": _rows(X_val)},
         "trained_at": (trained_at or datetime.now(UTC)).isoformat(),
         "sklearn_version": sklearn.__version__,
         "training": dict(training or {}),
@@ -355,6 +357,11 @@ def _feature_names(estimator: Any, X: Any, given: Sequence[str] | None) -> list[
     if len(names) != n_features or len(set(names)) != len(names):
         raise InvalidModelError(f"expected {n_features} distinct feature names, got {len(names)}")
     return names
+
+
+def _rows(X: Any) -> int:
+    """Rows of a matrix, DataFrame or list of rows."""
+    return int(X.shape[0]) if hasattr(X, "shape") else len(X)
 
 
 def _allows_missing(estimators: Mapping[str, Any]) -> bool:

@@ -238,6 +238,37 @@ def test_label_delay_is_observed_at_the_first_label_only(api: TestClient) -> Non
     assert metric(api, "classifier_label_delay_seconds_count", model="digits") == before + 2
 
 
+@pytest.mark.parametrize(
+    ("model", "label"),
+    [
+        ("digits", {"label": "3"}),
+        ("digit_attributes", {"labels": LABELS[:1]}),
+        ("digit_groups", {"path": ["curvy", "3"]}),
+    ],
+)
+def test_labelled_predictions_are_counted_right_or_wrong_at_their_first_label(
+    api: TestClient, model: str, label: dict[str, Any]
+) -> None:
+    """The counter behind classifier:realized_accuracy:rate1h judges by the realized figures' own truth rules (the
+    same set, the same leaf): its correct share is /performance's accuracy on the same predictions."""
+    since = datetime.now(UTC)
+    version = bentoml.get_current_service().registry.loaded[model].version
+    ids = predict(api, model, digits_rows(40)[0])
+
+    def counted() -> dict[str, float]:
+        results = ("correct", "wrong")
+        name = "classifier_labelled_predictions_total"
+        return {r: metric(api, name, model=model, version=version, result=r) or 0.0 for r in results}
+
+    before = counted()
+    feedback(api, *({"prediction_id": i, **label} for i in ids))
+    feedback(api, *({"prediction_id": i, **label} for i in ids[:5]))  # labelled again: not a first label
+    after = counted()
+    correct, wrong = after["correct"] - before["correct"], after["wrong"] - before["wrong"]
+    assert correct + wrong == len(ids)  # each prediction once, at its first label
+    assert correct == pytest.approx(performance(api, model, since)["accuracy"] * len(ids))
+
+
 def test_items_are_counted_by_kind_and_result(api: TestClient) -> None:
     (good,) = predict(api, "digits", digits_rows(1)[0])
     counted = {
