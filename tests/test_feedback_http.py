@@ -47,6 +47,13 @@ CLIENT_OPTIONS: dict[str, dict[str, Any]] = {
 }
 
 
+def training_digits(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first n training rows of the catalog's digits models and their labels: the forest is right on every one,
+    so a test can tell each label it changes in the realized figures."""
+    split = catalog_split("digits")
+    return split.rows(split.train[:n])
+
+
 def predict(api: TestClient, model: str, X: np.ndarray, **options: Any) -> list[str]:
     """The prediction ids of `X`'s rows."""
     response = api.post("/predict", json={"model": model, "instances": X.tolist(), "options": options})
@@ -141,7 +148,7 @@ def test_binary_f1_is_the_positive_class_f1(api: TestClient) -> None:
 
 def test_relabeling_moves_the_figures_and_keeps_the_history(api: TestClient) -> None:
     since = datetime.now(UTC)
-    X, y = digits_rows(20)  # the fewest labelled predictions /performance gives figures of
+    X, y = training_digits(20)  # the fewest labelled predictions /performance gives figures of
     ids = predict(api, "digits", X)
     feedback(api, *({"prediction_id": i, "label": str(t)} for i, t in zip(ids, y, strict=True)))
     assert performance(api, "digits", since)["accuracy"] == 1.0  # the forest knows its own training rows
@@ -503,7 +510,7 @@ def test_a_hostile_request_between_normal_ones_loses_none_of_theirs(api: TestCli
 def test_a_range_of_fewer_predictions_than_the_minimum_withholds_their_figures(api: TestClient) -> None:
     """`since=t&until=t+1s` around one prediction would give its decision, its label and its outcome."""
     since = datetime.now(UTC)
-    X, y = digits_rows(20)
+    X, y = training_digits(20)
     (first,) = predict(api, "digits", X[:1])
     feedback(api, {"prediction_id": first, "label": str(y[0]), "outcome": "clicked"})
     predicted_at = datetime.fromisoformat(api.get(f"/predictions/{first}").json()["predicted_at"])
@@ -579,7 +586,7 @@ def test_voiding_a_caller_s_labels_takes_them_out_of_the_realized_figures(
     api: TestClient, callers: dict[str, dict[str, str]], capsys: pytest.CaptureFixture[str]
 ) -> None:
     since = datetime.now(UTC)
-    X, y = digits_rows(20)
+    X, y = training_digits(20)
     ids = keyed_predict(api, callers["app"], X)
     keyed_feedback(
         api, callers["honest"], *({"prediction_id": i, "label": str(t)} for i, t in zip(ids, y, strict=True))
