@@ -271,9 +271,11 @@ def register_model(
         estimator: a fitted estimator with `predict_proba`; for `multilabel` with one binary estimator per
             label, a mapping label -> estimator; for `hierarchical`, a mapping parent node -> estimator
             (`service.classifiers.fit_hierarchy` trains one).
-        X_val, y_val: validation rows and labels (multilabel: a rows x labels 0/1 matrix).
+        X_val, y_val: validation rows and labels (multilabel: a rows x labels 0/1 matrix): the calibration rows, the
+            thresholds, the calibration map, the metrics, the prediction distribution and the multivariate drift
+            reference all come from them.
         X_train, y_train: training rows and labels for the reference profile, the class prior and the multivariate
-            drift reference (default: the validation set, and no multivariate drift signal).
+            drift's PCA (default: the validation set, and no multivariate drift signal).
         feature_names: the features' names in column order; default `feature_names_in_` or `x0..`.
         categorical_features: features that take categories as strings (the estimator's pipeline encodes them).
         text_features: features that take free text (the pipeline vectorizes them); watched for missing values only.
@@ -312,6 +314,8 @@ def register_model(
         "prediction_distribution": description.prediction_distribution,
         "level_distribution": description.level_distribution,
         "reference_profile": profile_features(reference_X, names, features.categorical, features.text),
+        # how many rows the references rest on: the alert thresholds allow for their sampling noise
+        "reference_rows": {"training": _rows(reference_X), "calibration": _rows(X_val)},
         "trained_at": (trained_at or datetime.now(UTC)).isoformat(),
         "sklearn_version": sklearn.__version__,
         "training": dict(training or {}),
@@ -362,6 +366,11 @@ def _feature_names(estimator: Any, X: Any, given: Sequence[str] | None) -> list[
     if len(names) != n_features or len(set(names)) != len(names):
         raise InvalidModelError(f"expected {n_features} distinct feature names, got {len(names)}")
     return names
+
+
+def _rows(X: Any) -> int:
+    """Rows of a matrix, DataFrame or list of rows."""
+    return int(X.shape[0]) if hasattr(X, "shape") else len(X)
 
 
 def _allows_missing(estimators: Mapping[str, Any]) -> bool:

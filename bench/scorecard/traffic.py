@@ -181,7 +181,7 @@ def register_synthetic() -> str:
 
 def load_models(descriptions: Mapping[str, Mapping[str, Any]]) -> list[Model]:
     """Held-out rows and labels of each model described (GET /models/{name} bodies, by name)."""
-    from models.catalog import DIGIT_ATTRIBUTES, held_out
+    from models.catalog import DIGIT_ATTRIBUTES, evaluation_rows
 
     loaded = []
     for name, description in descriptions.items():
@@ -190,8 +190,8 @@ def load_models(descriptions: Mapping[str, Mapping[str, Any]]) -> list[Model]:
             truth: list[Truth] = [str(label) for label in y]
             groups = y
         else:
-            X, y = held_out(name)
-            groups = held_out("digits")[1] if y.ndim == 2 else y
+            X, y = evaluation_rows(name)
+            groups = evaluation_rows("digits")[1] if y.ndim == 2 else y
             if y.ndim == 2:  # multilabel: the set of labels of each row
                 truth = [[list(DIGIT_ATTRIBUTES)[j] for j in np.flatnonzero(row)] for row in y]
             else:

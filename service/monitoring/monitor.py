@@ -125,6 +125,10 @@ class ModelMonitor:
         self._confidence = m.confidence.labels(name, version)
         self._estimated_correct = m.estimated_correct.labels(name, version)
         self._estimated_rows = m.estimated_rows.labels(name, version)
+        # the labelled-predictions series exist at 0 before the first label, so that rate() counts the first labels
+        # (a counter first seen at 3 reads as no increase): classifier:realized_accuracy:rate1h
+        for result in ("correct", "wrong"):
+            m.labelled_predictions.labels(name, version, result)
         self._inference = m.inference_duration.labels(name, version)
         self._batch_rows = m.batch_rows.labels(name, version)
         # the drift bins' counts since the start, summed over workers like the window: exported as counters that
@@ -159,6 +163,11 @@ class ModelMonitor:
             shares = shares / max(shares.sum(), 1e-12)  # share of decided labels (multilabel stores label rates)
             for label, share in zip(folder.names, shares.tolist(), strict=True):
                 m.validation_prediction_share.labels(name, version, label, level).set(share)
+        # The alert thresholds' 1/m term. A model registered before its metadata kept these counts exports none, and
+        # the rules that need them yield no threshold: its drift, collapse and accuracy alerts stay silent until it is
+        # registered again (README: What each alert means).
+        for sample, rows in (metadata.get("reference_rows") or {}).items():
+            m.reference_rows.labels(name, version, sample).set(float(rows))
         self._info = m.model_info.labels(name, version, str(metadata["task"]))
         self._info.set(1)
         trained_at = datetime.fromisoformat(str(metadata["trained_at"])).timestamp()

@@ -47,9 +47,10 @@ def test_the_shipped_data_quality_alert_holds_then_fires_after_its_for() -> None
     evaluation = evaluate(data_quality_scrapes(steps=30, faulty_from=5, faulty_share=0.2))
     held = sorted({f.step for f in evaluation.pending if f.alert == "ClassifierDataQuality"})
     fired = sorted({f.step for f in evaluation.firing if f.alert == "ClassifierDataQuality"})
-    # rate() averages the 15-minute window: 20 faulty of 600 rows at step 6 (under 5 %), 40 of 700 at step 7
-    assert held and held[0] == 7
-    assert fired and fired[0] == held[0] + 10 // STEP_MINUTES  # `for: 10m`
+    # rate() averages the 15-minute window, against 0.05 + z * sqrt(0.05 * 0.95 / rows): 60 faulty of 800 rows at
+    # step 8 (7.5 %, under 8.8 %), 80 of 900 at step 9 (8.9 %, over 8.4 %)
+    assert held and held[0] == 9
+    assert fired and fired[0] == held[0] + 5 // STEP_MINUTES  # `for: 5m`
     (labels,) = {f.labels for f in evaluation.firing if f.alert == "ClassifierDataQuality"}
     assert dict(labels) == {"model": MODEL, "feature": "f1", "kind": "missing"}
     assert not [f for f in evaluation.pending if f.alert != "ClassifierDataQuality"]
@@ -72,7 +73,7 @@ def test_detections_name_the_faults_alerts_and_when() -> None:
     phase = PhaseRun(missing, ROWS_PER_STEP, scrapes, {MODEL: None})  # type: ignore[dict-item]
     (found,) = detections(phase, evaluate(scrapes))
     assert found.held == {"ClassifierDataQuality": 4}
-    assert found.fired == {"ClassifierDataQuality": 4 + 10 // STEP_MINUTES}
+    assert found.fired == {"ClassifierDataQuality": 4 + 5 // STEP_MINUTES}  # `for: 5m`
     assert found.first == 4 and found.others == ()
     issues = [m for m in margins(phase, MODEL) if m.signal.startswith("rows with one fault")]
     assert issues[0].largest == pytest.approx(0.5)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -121,6 +121,18 @@ def test_construction_sets_the_model_gauges(registered: Registered, built: Built
     assert value(built, "classifier_model_trained_timestamp_seconds") == TRAINED_AT_UNIX
     loaded = value(built, "classifier_model_loaded_timestamp_seconds")
     assert loaded is not None and loaded > TRAINED_AT_UNIX
+
+
+def test_construction_sets_the_reference_rows_and_the_labelled_series(registered: Registered, tmp_path: Path) -> None:
+    """The rows behind the references (the thresholds' 1/m; none for a model registered before they were kept), and
+    the labelled-predictions series at 0, before any label."""
+    built = build(registered, tmp_path)
+    assert value(built, "classifier_reference_rows", sample="training") == 400  # the module's X_train
+    assert value(built, "classifier_reference_rows", sample="calibration") == 169  # its X_val
+    assert value(built, "classifier_labelled_predictions_total", result="wrong") == 0  # exists before any label
+    older = {key: item for key, item in registered.metadata.items() if key != "reference_rows"}
+    built = build(replace(registered, metadata=older), tmp_path)
+    assert value(built, "classifier_reference_rows", sample="training") is None
 
 
 def test_construction_sets_the_validation_prediction_shares(registered: Registered, tmp_path: Path) -> None:
