@@ -74,9 +74,9 @@ def variant(database: str) -> Variant:
 
 def truth(model: str, rows: int) -> list[str]:
     """The held-out labels of the rows `payloads.body(model, rows)` sends (repeated the same way)."""
-    from models.catalog import held_out
+    from models.catalog import evaluation_rows
 
-    return [str(label) for label in np.resize(held_out(model)[1], rows)]
+    return [str(label) for label in np.resize(evaluation_rows(model)[1], rows)]
 
 
 def interleave(requests: Sequence[Sequence[str]]) -> list[tuple[str, int]]:

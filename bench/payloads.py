@@ -11,14 +11,14 @@ from .config import BENCH_MODELS
 
 
 def rows(model: str) -> np.ndarray:
-    """Held-out rows: catalog models' validation rows, the bench pair's synthetic validation rows."""
+    """Held-out rows: catalog models' evaluation rows, the bench pair's synthetic validation rows."""
     if model in BENCH_MODELS:
         from .models import validation_rows
 
         return validation_rows()
-    from models.catalog import held_out_rows
+    from models.catalog import evaluation_rows
 
-    return held_out_rows(model)
+    return evaluation_rows(model)[0]
 
 
 def take(model: str, count: int) -> np.ndarray:

@@ -34,7 +34,7 @@ from service import home
 from service.classifiers import InvalidModelError
 from service.store import CANDIDATE, LoadedModel, check_stored, is_candidate, load_model
 
-from .catalog import CATALOG
+from .catalog import CATALOG, SPLIT_RECIPE
 from .dataset import LABEL_SEP, PATH_SEP, TASKS, DataError, prepare, read_table
 from .examples import EXAMPLES, write_example
 
@@ -45,7 +45,9 @@ BAD_DATA_EXIT = 2
 def servable(name: str) -> bool:
     """Whether the store's latest version of `name` would load, by its stored record (present, trained with this
     scikit-learn, its files there: `check_stored`, no estimator read, as the workers load each model anyway) and
-    carries what this release measures at registration (the calibration of its confidence)."""
+    carries what this release measures at registration (the calibration of its confidence, the reference row counts
+    of the alert thresholds); a catalog model's, also whether its rows were split as its recipe splits them now
+    (`SPLIT_RECIPE`)."""
     try:
         metadata = check_stored(f"{name}:latest")
     except InvalidModelError as exc:
@@ -53,6 +55,12 @@ def servable(name: str) -> bool:
         return False
     if "calibration" not in metadata:
         logger.info("%s needs training: registered before its confidence was calibrated", name)
+        return False
+    if "reference_rows" not in metadata:
+        logger.info("%s needs training: registered before its reference row counts were kept", name)
+        return False
+    if name in CATALOG and (metadata.get("training") or {}).get("split") != SPLIT_RECIPE:
+        logger.info("%s needs training: its rows were split otherwise than %s", name, SPLIT_RECIPE)
         return False
     return True
 

@@ -1,7 +1,8 @@
 """The model card `python -m models train` prints: what a person needs to decide whether to serve the model.
 
 Figures come from the registered model itself (its tuned decision applied to the validation rows), so the card
-says what the service will do, not what the estimator alone would.
+says what the service will do, not what the estimator alone would. The validation rows are registration's calibration
+rows (the thresholds and the confidence calibration are fitted on them): the figures are in sample for those.
 """
 
 from __future__ import annotations

@@ -1,12 +1,16 @@
 """Recipes of the default catalog, trained from datasets bundled with scikit-learn, with fixed seeds.
 
-Each recipe splits its data into training and a stratified held-out validation part, fits, and registers
-through `service.store.register_model`, so the catalog takes the same path as a user's model.
+Each data set is split once (`catalog_split`) into three parts: the estimator trains on the training rows;
+registration (`service.store.register_model`, the same path as a user's model) tunes the thresholds, fits the
+calibration map and measures the validation metrics on the calibration rows; the evaluation rows are never read at
+registration, so figures measured on them (`evaluation_rows`: the scorecard's traffic) are out of sample for the
+estimator and for everything registration fitted.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,7 +25,15 @@ from service.classifiers import ROOT, fit_hierarchy
 from service.store import register_model
 
 SEED = 0
-VALIDATION_SHARE = 0.25
+# shares of each data set's rows: the estimator's training rows; registration's calibration rows (thresholds,
+# calibration map, validation metrics, prediction reference); evaluation rows, never read at registration
+TRAIN_SHARE, CALIBRATION_SHARE, EVALUATION_SHARE = 0.6, 0.2, 0.2
+# how a catalog version's rows were split, recorded in its metadata (`training.split`): `python -m models ensure`
+# re-registers a version split otherwise, so a store filled by an older recipe gets versions this split describes
+SPLIT_RECIPE = (
+    f"train {TRAIN_SHARE} / calibration {CALIBRATION_SHARE} / evaluation {EVALUATION_SHARE}, "
+    f"stratified by class (the multilabel models by digit), seed {SEED}"
+)
 
 DIGIT_GROUPS = {
     ROOT: ["round", "straight", "curvy"],
@@ -38,111 +50,117 @@ DIGIT_ATTRIBUTES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 DIGIT_FEATURES = [f"pixel_{i}" for i in range(64)]
 
 
+@dataclass(frozen=True)
+class CatalogSplit:
+    """A catalog model's rows, their labels in the model's own form, and the indices of the three disjoint parts."""
+
+    X: np.ndarray
+    y: np.ndarray
+    train: np.ndarray
+    calibration: np.ndarray
+    evaluation: np.ndarray
+
+    def rows(self, part: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.X[part], self.y[part]
+
+
+def catalog_split(name: str) -> CatalogSplit:
+    """The rows of catalog model `name` split train / calibration / evaluation, the same on every call: the one
+    place registration and `evaluation_rows` take the parts from.
+
+    Labels in the model's own form: class names (binary, multiclass), leaf names (hierarchical), or a rows x labels
+    0/1 matrix in `DIGIT_ATTRIBUTES` order (multilabel). Stratified by class; the multilabel models by digit: their
+    labels are a function of it, so each label set keeps its share in every part, and the digits models share one
+    split (the same rows in the same order).
+    """
+    X, y, strata = _labelled(name)
+    rows = np.arange(len(X))
+    rest, evaluation = train_test_split(rows, test_size=EVALUATION_SHARE, random_state=SEED, stratify=strata)
+    train, calibration = train_test_split(
+        rest, test_size=CALIBRATION_SHARE / (1 - EVALUATION_SHARE), random_state=SEED, stratify=strata[rest]
+    )
+    return CatalogSplit(X, y, train, calibration, evaluation)
+
+
+def evaluation_rows(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """The evaluation rows of catalog model `name` and their labels (in the model's own form: `catalog_split`):
+    rows registration never read, so figures measured on them are out of sample for the estimator, the tuned
+    thresholds and the calibration map alike."""
+    split = catalog_split(name)
+    return split.rows(split.evaluation)
+
+
+def _labelled(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A catalog model's rows, its labels, and the classes its split is stratified by."""
+    if name not in CATALOG:
+        raise ValueError(f"unknown catalog model {name!r}; known: {', '.join(CATALOG)}")
+    if name == "breast_cancer":
+        data = load_breast_cancer()
+        y = data.target_names[data.target]  # 'malignant' / 'benign'
+        return data.data, y, y
+    X, digit = load_digits(return_X_y=True)
+    if name in ("digit_attributes", "digit_attributes_ovr"):
+        return X, np.column_stack([rule(digit) for rule in DIGIT_ATTRIBUTES.values()]).astype(int), digit
+    return X, digit.astype(str), digit
+
+
+def _register(name: str, task: str, fit: Callable[[np.ndarray, np.ndarray], Any], **params: Any) -> str:
+    """Fit on the training rows, register with the calibration rows as the validation set; the evaluation rows are
+    not passed on."""
+    split = catalog_split(name)
+    X_train, y_train = split.rows(split.train)
+    X_calibration, y_calibration = split.rows(split.calibration)
+    return register_model(
+        name, task, fit(X_train, y_train), X_calibration, y_calibration, X_train=X_train, y_train=y_train,
+        training={"split": SPLIT_RECIPE}, **params,
+    )  # fmt: skip
+
+
 def _linear() -> Pipeline:
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=SEED))
 
 
-def _digits() -> tuple[np.ndarray, np.ndarray]:
-    X, y = load_digits(return_X_y=True)
-    return X, y
-
-
-def _split(X: np.ndarray, y: np.ndarray, stratify: np.ndarray) -> list[np.ndarray]:
-    return train_test_split(X, y, test_size=VALIDATION_SHARE, random_state=SEED, stratify=stratify)  # type: ignore[no-any-return]
+def _forest(X: np.ndarray, y: np.ndarray) -> RandomForestClassifier:
+    return RandomForestClassifier(n_estimators=100, random_state=SEED).fit(X, y)
 
 
 def breast_cancer() -> str:
-    data = load_breast_cancer()
-    y = data.target_names[data.target]  # 'malignant' / 'benign'
-    X_train, X_val, y_train, y_val = _split(data.data, y, y)
-    model = _linear().fit(X_train, y_train)
-    return register_model(
-        "breast_cancer",
-        "binary",
-        model,
-        X_val,
-        y_val,
-        X_train=X_train,
-        y_train=y_train,
-        feature_names=list(data.feature_names),
-        positive_class="malignant",
-    )
+    return _register(
+        "breast_cancer", "binary", _linear().fit,
+        feature_names=list(load_breast_cancer().feature_names), positive_class="malignant",
+    )  # fmt: skip
 
 
 def digits() -> str:
-    X, y = _digits()
-    X_train, X_val, y_train, y_val = _split(X, y.astype(str), y)
-    model = RandomForestClassifier(n_estimators=100, random_state=SEED).fit(X_train, y_train)
-    return register_model(
-        "digits", "multiclass", model, X_val, y_val, X_train=X_train, y_train=y_train, feature_names=DIGIT_FEATURES
-    )
-
-
-def _attributes() -> tuple[list[np.ndarray], list[str]]:
-    X, y = _digits()
-    Y = np.column_stack([rule(y) for rule in DIGIT_ATTRIBUTES.values()]).astype(int)
-    return _split(X, Y, y), list(DIGIT_ATTRIBUTES)
-
-
-def _register_attributes(name: str, estimator: Any) -> str:
-    (X_train, X_val, Y_train, Y_val), labels = _attributes()
-    fitted = estimator(X_train, Y_train, labels)
-    return register_model(
-        name, "multilabel", fitted, X_val, Y_val, X_train=X_train, y_train=Y_train,
-        feature_names=DIGIT_FEATURES, labels=labels,
-    )  # fmt: skip
+    return _register("digits", "multiclass", _forest, feature_names=DIGIT_FEATURES)
 
 
 def digit_attributes() -> str:
     """One multi-output forest scores every label."""
-    return _register_attributes(
-        "digit_attributes", lambda X, Y, _labels: RandomForestClassifier(n_estimators=100, random_state=SEED).fit(X, Y)
+    return _register(
+        "digit_attributes", "multilabel", _forest, feature_names=DIGIT_FEATURES, labels=list(DIGIT_ATTRIBUTES)
     )
 
 
 def digit_attributes_ovr() -> str:
     """One logistic regression per label."""
-    return _register_attributes(
+    return _register(
         "digit_attributes_ovr",
-        lambda X, Y, labels: {label: _linear().fit(X, Y[:, j]) for j, label in enumerate(labels)},
+        "multilabel",
+        lambda X, Y: {label: _linear().fit(X, Y[:, j]) for j, label in enumerate(DIGIT_ATTRIBUTES)},
+        feature_names=DIGIT_FEATURES,
+        labels=list(DIGIT_ATTRIBUTES),
     )
 
 
 def digit_groups() -> str:
-    X, y = _digits()
-    X_train, X_val, y_train, y_val = _split(X, y.astype(str), y)
-    nodes = fit_hierarchy(lambda _node: _linear(), X_train, y_train, DIGIT_GROUPS)
-    return register_model(
+    return _register(
         "digit_groups",
         "hierarchical",
-        nodes,
-        X_val,
-        y_val,
-        X_train=X_train,
-        y_train=y_train,
+        lambda X, y: fit_hierarchy(lambda _node: _linear(), X, y, DIGIT_GROUPS),
         feature_names=DIGIT_FEATURES,
         hierarchy=DIGIT_GROUPS,
     )
-
-
-def held_out_rows(name: str) -> np.ndarray:
-    """The validation rows a catalog model was measured on: rows it never trained on."""
-    return held_out(name)[0]
-
-
-def held_out(name: str) -> tuple[np.ndarray, np.ndarray]:
-    """The validation rows of a catalog model and their labels in the model's own form: class names (binary,
-    multiclass), leaf names (hierarchical), or a rows x labels 0/1 matrix in `DIGIT_ATTRIBUTES` order."""
-    if name == "breast_cancer":
-        data = load_breast_cancer()
-        y = data.target_names[data.target]
-        _, X_val, _, y_val = _split(data.data, y, y)
-        return X_val, y_val
-    X, y = _digits()
-    _, X_val, _, y_val = _split(X, y, y)
-    if name in ("digit_attributes", "digit_attributes_ovr"):
-        return X_val, np.column_stack([rule(y_val) for rule in DIGIT_ATTRIBUTES.values()]).astype(int)
-    return X_val, y_val.astype(str)
 
 
 CATALOG: dict[str, Callable[[], str]] = {

@@ -23,6 +23,7 @@ from . import home
 from .classifiers import FeatureSchema, InvalidModelError, Task, get_task, profile_features
 from .classifiers.base import Description
 from .classifiers.evaluation import feature_sensitivity, measure_confidence
+from .monitoring.reconstruction import fit_reconstruction
 
 logger = logging.getLogger(__name__)
 
@@ -261,7 +262,8 @@ def register_model(
     """Register a fitted estimator as a servable model; returns its `name:version` tag.
 
     Measures the model on the labelled validation set: tuned thresholds, accuracy, macro-F1, log-loss,
-    calibration, and the prediction distribution; profiles the training inputs for drift monitoring.
+    calibration, and the prediction distribution; profiles the training inputs for drift monitoring, and, given
+    training rows, fits the PCA whose reconstruction error of validation rows is the multivariate drift reference.
 
     Args:
         name: the served name.
@@ -269,9 +271,11 @@ def register_model(
         estimator: a fitted estimator with `predict_proba`; for `multilabel` with one binary estimator per
             label, a mapping label -> estimator; for `hierarchical`, a mapping parent node -> estimator
             (`service.classifiers.fit_hierarchy` trains one).
-        X_val, y_val: validation rows and labels (multilabel: a rows x labels 0/1 matrix).
-        X_train, y_train: training rows and labels for the reference profile and class prior
-            (default: the validation set).
+        X_val, y_val: validation rows and labels (multilabel: a rows x labels 0/1 matrix): the calibration rows, the
+            thresholds, the calibration map, the metrics, the prediction distribution and the multivariate drift
+            reference all come from them.
+        X_train, y_train: training rows and labels for the reference profile, the class prior and the multivariate
+            drift's PCA (default: the validation set, and no multivariate drift signal).
         feature_names: the features' names in column order; default `feature_names_in_` or `x0..`.
         categorical_features: features that take categories as strings (the estimator's pipeline encodes them).
         text_features: features that take free text (the pipeline vectorizes them); watched for missing values only.
@@ -310,6 +314,8 @@ def register_model(
         "prediction_distribution": description.prediction_distribution,
         "level_distribution": description.level_distribution,
         "reference_profile": profile_features(reference_X, names, features.categorical, features.text),
+        # how many rows the references rest on: the alert thresholds allow for their sampling noise
+        "reference_rows": {"training": _rows(reference_X), "calibration": _rows(X_val)},
         "trained_at": (trained_at or datetime.now(UTC)).isoformat(),
         "sklearn_version": sklearn.__version__,
         "training": dict(training or {}),
@@ -321,6 +327,12 @@ def register_model(
     sensitivity = feature_sensitivity(served, X_val)
     ranked = [names[j] for j in np.argsort(-sensitivity, kind="stable").tolist()]
     metadata["monitored_features"] = [name for name in ranked if name not in features.text]
+    # multivariate drift needs calibration errors out of sample for the PCA, as live rows are: training rows apart
+    if X_train is not None:
+        numeric = [name for name in ranked if name not in features.categorical | features.text]
+        reconstruction = fit_reconstruction(X_train, X_val, names, numeric)
+        if reconstruction is not None:
+            metadata["reconstruction"] = reconstruction
     files = {key: skops.io.dumps(estimator) for key, estimator in estimators.items()}
     check_servable(served, files, metadata, X_val)
     return _save(files, name, task, metadata, candidate)
@@ -354,6 +366,11 @@ def _feature_names(estimator: Any, X: Any, given: Sequence[str] | None) -> list[
     if len(names) != n_features or len(set(names)) != len(names):
         raise InvalidModelError(f"expected {n_features} distinct feature names, got {len(names)}")
     return names
+
+
+def _rows(X: Any) -> int:
+    """Rows of a matrix, DataFrame or list of rows."""
+    return int(X.shape[0]) if hasattr(X, "shape") else len(X)
 
 
 def _allows_missing(estimators: Mapping[str, Any]) -> bool:

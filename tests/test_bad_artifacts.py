@@ -216,3 +216,12 @@ def test_ensure_checks_a_model_by_its_record_without_loading_an_estimator(monkey
     assert servable(name)
     edit_metadata(tag, lambda metadata: metadata.update(sklearn_version="1.0.2"))
     assert not servable(name)  # trained with another scikit-learn: retrained, as before
+
+
+def test_ensure_retrains_a_model_registered_before_its_reference_rows_were_kept() -> None:
+    """Without them its drift, collapse and accuracy alerts have no threshold (README: What each alert means)."""
+    name = unique("unrowed")
+    tag = register_digits(name)
+    assert servable(name)
+    edit_metadata(tag, lambda metadata: metadata.pop("reference_rows"))
+    assert not servable(name)

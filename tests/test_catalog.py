@@ -7,9 +7,11 @@ from typing import Any
 
 import bentoml
 import numpy as np
+import pytest
 from prometheus_client import CollectorRegistry
 from starlette.testclient import TestClient
 
+import models.__main__
 from models.__main__ import main as models_main
 from models.__main__ import servable
 from models.catalog import CATALOG
@@ -112,6 +114,16 @@ def test_ensure_registers_only_missing_models(catalog: dict[str, str]) -> None:
     assert models_main(["ensure"]) == 0
     assert {name: str(bentoml.models.get(f"{name}:latest").tag) for name in CATALOG} == catalog
     assert not servable("no_such_model")
+
+
+def test_ensure_retrains_a_catalog_model_whose_rows_were_split_otherwise(
+    catalog: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store filled before the recipe's split changed (its versions record another split, or none: a version of
+    the old train/validation recipe) gets new versions from `make catalog`: `ensure` finds the stored one stale."""
+    assert servable("breast_cancer")
+    monkeypatch.setattr(models.__main__, "SPLIT_RECIPE", "train 0.75 / validation 0.25, stratified, seed 0")
+    assert not servable("breast_cancer")
 
 
 def test_readme_states_the_drift_series_of_each_catalog_model(catalog: dict[str, str], tmp_path: Path) -> None:

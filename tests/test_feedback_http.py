@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sklearn.metrics import f1_score
 from starlette.testclient import TestClient
 
-from models.catalog import CATALOG, DIGIT_ATTRIBUTES, held_out
+from models.catalog import CATALOG, DIGIT_ATTRIBUTES, catalog_split, evaluation_rows
 from service.auth.keys import Scope, create_key
 from service.feedback.__main__ import main as feedback_cli
 from service.feedback.database import create_database_engine, migrate
@@ -45,6 +45,13 @@ CLIENT_OPTIONS: dict[str, dict[str, Any]] = {
     "digit_attributes_ovr": {"threshold": 0.9},
     "digit_groups": {"min_confidence": 0.999},
 }
+
+
+def training_digits(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first n training rows of the catalog's digits models and their labels: the forest is right on every one,
+    so a test can tell each label it changes in the realized figures."""
+    split = catalog_split("digits")
+    return split.rows(split.train[:n])
 
 
 def predict(api: TestClient, model: str, X: np.ndarray, **options: Any) -> list[str]:
@@ -100,12 +107,13 @@ def metadata(model: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("model", sorted(CATALOG))
-def test_held_out_labels_realize_the_validation_figures_whatever_the_options(api: TestClient, model: str) -> None:
-    """The held-out rows are the validation set: labelled, they give back its accuracy, F1 and per-level figures,
-    and the label-free estimate on them is the validation accuracy (their mean confidence is the validation one),
-    though every request carried options that change the answers."""
+def test_calibration_labels_realize_the_validation_figures_whatever_the_options(api: TestClient, model: str) -> None:
+    """The calibration rows are registration's validation set: labelled, they give back its accuracy, F1 and
+    per-level figures, and the label-free estimate on them is the validation accuracy (the calibration map was
+    fitted on them to do so), though every request carried options that change the answers."""
     since = datetime.now(UTC)
-    X, y = held_out(model)
+    split = catalog_split(model)
+    X, y = split.rows(split.calibration)
     ids = predict(api, model, X, **CLIENT_OPTIONS[model])
     result = feedback(api, *({"prediction_id": i, **truth(model, label)} for i, label in zip(ids, y, strict=True)))
     assert result == {"accepted": len(ids), "errors": []}
@@ -125,7 +133,7 @@ def test_held_out_labels_realize_the_validation_figures_whatever_the_options(api
 
 def test_binary_f1_is_the_positive_class_f1(api: TestClient) -> None:
     since = datetime.now(UTC)
-    X, y = held_out("breast_cancer")
+    X, y = evaluation_rows("breast_cancer")
     response = api.post("/predict", json={"model": "breast_cancer", "instances": X.tolist()}).json()
     decided = [p["label"] for p in response["predictions"]]
     feedback(
@@ -140,7 +148,7 @@ def test_binary_f1_is_the_positive_class_f1(api: TestClient) -> None:
 
 def test_relabeling_moves_the_figures_and_keeps_the_history(api: TestClient) -> None:
     since = datetime.now(UTC)
-    X, y = digits_rows(20)  # the fewest labelled predictions /performance gives figures of
+    X, y = training_digits(20)  # the fewest labelled predictions /performance gives figures of
     ids = predict(api, "digits", X)
     feedback(api, *({"prediction_id": i, "label": str(t)} for i, t in zip(ids, y, strict=True)))
     assert performance(api, "digits", since)["accuracy"] == 1.0  # the forest knows its own training rows
@@ -235,6 +243,37 @@ def test_label_delay_is_observed_at_the_first_label_only(api: TestClient) -> Non
     feedback(api, {"prediction_id": ids[0], "label": "0"}, {"prediction_id": ids[1], "label": "1"})
     feedback(api, {"prediction_id": ids[0], "label": "3"})
     assert metric(api, "classifier_label_delay_seconds_count", model="digits") == before + 2
+
+
+@pytest.mark.parametrize(
+    ("model", "label"),
+    [
+        ("digits", {"label": "3"}),
+        ("digit_attributes", {"labels": LABELS[:1]}),
+        ("digit_groups", {"path": ["curvy", "3"]}),
+    ],
+)
+def test_labelled_predictions_are_counted_right_or_wrong_at_their_first_label(
+    api: TestClient, model: str, label: dict[str, Any]
+) -> None:
+    """The counter behind classifier:realized_accuracy:rate1h judges by the realized figures' own truth rules (the
+    same set, the same leaf): its correct share is /performance's accuracy on the same predictions."""
+    since = datetime.now(UTC)
+    version = bentoml.get_current_service().registry.loaded[model].version
+    ids = predict(api, model, digits_rows(40)[0])
+
+    def counted() -> dict[str, float]:
+        results = ("correct", "wrong")
+        name = "classifier_labelled_predictions_total"
+        return {r: metric(api, name, model=model, version=version, result=r) or 0.0 for r in results}
+
+    before = counted()
+    feedback(api, *({"prediction_id": i, **label} for i in ids))
+    feedback(api, *({"prediction_id": i, **label} for i in ids[:5]))  # labelled again: not a first label
+    after = counted()
+    correct, wrong = after["correct"] - before["correct"], after["wrong"] - before["wrong"]
+    assert correct + wrong == len(ids)  # each prediction once, at its first label
+    assert correct == pytest.approx(performance(api, model, since)["accuracy"] * len(ids))
 
 
 def test_items_are_counted_by_kind_and_result(api: TestClient) -> None:
@@ -471,7 +510,7 @@ def test_a_hostile_request_between_normal_ones_loses_none_of_theirs(api: TestCli
 def test_a_range_of_fewer_predictions_than_the_minimum_withholds_their_figures(api: TestClient) -> None:
     """`since=t&until=t+1s` around one prediction would give its decision, its label and its outcome."""
     since = datetime.now(UTC)
-    X, y = digits_rows(20)
+    X, y = training_digits(20)
     (first,) = predict(api, "digits", X[:1])
     feedback(api, {"prediction_id": first, "label": str(y[0]), "outcome": "clicked"})
     predicted_at = datetime.fromisoformat(api.get(f"/predictions/{first}").json()["predicted_at"])
@@ -547,7 +586,7 @@ def test_voiding_a_caller_s_labels_takes_them_out_of_the_realized_figures(
     api: TestClient, callers: dict[str, dict[str, str]], capsys: pytest.CaptureFixture[str]
 ) -> None:
     since = datetime.now(UTC)
-    X, y = digits_rows(20)
+    X, y = training_digits(20)
     ids = keyed_predict(api, callers["app"], X)
     keyed_feedback(
         api, callers["honest"], *({"prediction_id": i, "label": str(t)} for i, t in zip(ids, y, strict=True))

@@ -11,7 +11,7 @@ from openapi_spec_validator import validate
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from models.catalog import CATALOG, held_out_rows
+from models.catalog import CATALOG, evaluation_rows
 from service.app import api as routes_app
 from service.schemas import MAX_OUTCOME_VALUE, MAX_TOP_K
 
@@ -87,7 +87,7 @@ def test_every_error_status_comes_with_the_error_body(document: dict[str, Any]) 
 def test_predictions_and_cards_of_every_task_conform(
     api: TestClient, conforms: Callable[[str, str, int, Any], None], model: str
 ) -> None:
-    rows = held_out_rows(model)[:3].tolist()
+    rows = evaluation_rows(model)[0][:3].tolist()
     for options in OPTIONS[model]:
         response = api.post("/predict", json={"model": model, "instances": rows, "options": options})
         assert response.status_code == 200, response.text
@@ -97,7 +97,9 @@ def test_predictions_and_cards_of_every_task_conform(
 
 def test_the_feedback_loop_answers_conform(api: TestClient, conforms: Callable[[str, str, int, Any], None]) -> None:
     conforms("GET", "/models", 200, api.get("/models").json())
-    answer = api.post("/predict", json={"model": "digits", "instances": held_out_rows("digits")[:2].tolist()}).json()
+    answer = api.post(
+        "/predict", json={"model": "digits", "instances": evaluation_rows("digits")[0][:2].tolist()}
+    ).json()
     first = answer["predictions"][0]["id"]
     items = [{"prediction_id": first, "label": "3", "outcome": "clicked"}, {"prediction_id": "x", "label": "1"}]
     feedback = api.post("/feedback", json={"feedback": items})

@@ -1,8 +1,9 @@
-"""Model signals follow the model, not the client: the in-process service, the catalog, held-out rows sent with
-every kind of option a client may set."""
+"""Model signals follow the model, not the client: the in-process service, the catalog, evaluation rows (never read
+at registration) sent with every kind of option a client may set."""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from starlette.testclient import TestClient
 
-from models.catalog import CATALOG, held_out
+from models.catalog import CATALOG, catalog_split, evaluation_rows
 from service.monitoring.metrics import Metrics
 from service.monitoring.monitor import ModelMonitor, MonitoringConfig
 from tests.helpers import Samples, scrape
@@ -25,7 +26,13 @@ OPTION_SETS: dict[str, list[dict[str, Any]]] = {
     "digit_attributes_ovr": [{}, {"top_k": 3}, {"threshold": 0.9}, {"return_probabilities": True}],
     "digit_groups": [{}, {"min_confidence": 0.999}, {"top_k": 3}, {"min_confidence": 0.5, "top_k": 2}],
 }
-ESTIMATE_TOLERANCE = 0.02
+# the label-free estimate on the evaluation rows against the accuracy realized on them differs by two sampling
+# errors: the realized accuracy's over the n evaluation rows, and the calibration map's, fitted on the m calibration
+# rows; each about binomial, so their difference has a standard error of sqrt(p (1 - p) (1/n + 1/m)), p the accuracy
+# realized on the evaluation rows (not the validation accuracy: breast_cancer's is 1, no error among its 114
+# calibration rows, which would allow no difference at all). Allowed: this many of them. At this commit the largest
+# is digit_attributes_ovr's, 0.066 off (estimate 0.794, realized 0.728) of 0.088 allowed.
+ESTIMATE_STANDARD_ERRORS = 3
 
 
 def model_series(before: Samples, after: Samples, name: str, model: str) -> dict[frozenset[tuple[str, str]], float]:
@@ -45,14 +52,19 @@ def total(series: dict[frozenset[tuple[str, str]], float]) -> float:
 
 
 @pytest.mark.parametrize("model", sorted(CATALOG))
-def test_model_signals_ignore_client_options_and_the_estimate_is_the_validation_accuracy(
+def test_model_signals_ignore_client_options_and_the_estimate_is_the_realized_accuracy(
     api: TestClient, model: str
 ) -> None:
-    """Held-out rows (the validation set) sent once per option set: the decided-label counts, the confidence
-    histogram and the label-free estimate are those of the model's own decisions every time, and the estimate is
-    the validation accuracy; what the clients asked for and got shows in the option series only."""
-    X, _ = held_out(model)
-    accuracy = bentoml.get_current_service().registry.loaded[model].metadata["metrics"]["accuracy"]
+    """Evaluation rows sent once per option set: the decided-label counts, the confidence histogram and the
+    label-free estimate are those of the model's own decisions every time, and the estimate is the accuracy realized
+    on these rows, which registration never saw, within its sampling error; what the clients asked for and got shows
+    in the option series only."""
+    X, y = evaluation_rows(model)
+    split = catalog_split(model)
+    accuracy = realized_accuracy(model, X, y)
+    tolerance = ESTIMATE_STANDARD_ERRORS * np.sqrt(
+        accuracy * (1 - accuracy) * (1 / len(X) + 1 / len(split.calibration))
+    )
     baseline: dict[str, Any] | None = None
     for options in OPTION_SETS[model]:
         before = scrape(api)
@@ -70,7 +82,7 @@ def test_model_signals_ignore_client_options_and_the_estimate_is_the_validation_
         rows = total(model_series(before, after, "classifier_estimated_rows_total", model))
         assert rows == len(X)
         estimate = total(signals["classifier_estimated_correct_total"]) / rows
-        assert abs(estimate - accuracy) <= ESTIMATE_TOLERANCE, (options, estimate, accuracy)
+        assert abs(estimate - accuracy) <= tolerance, (options, estimate, accuracy, tolerance)
         if baseline is None:
             baseline = signals
         else:
@@ -90,8 +102,10 @@ def test_a_client_threshold_that_decides_everything_positive_does_not_look_like_
     api: TestClient,
 ) -> None:
     """The review's case: `{"threshold": 0.0}` to breast_cancer answers `malignant` to every row; the model's own
-    decisions, which class-collapse and prediction drift watch, keep their validation mix."""
-    X, _ = held_out("breast_cancer")
+    decisions, which class-collapse and prediction drift watch, keep the mix they have at the defaults."""
+    X, _ = evaluation_rows("breast_cancer")
+    defaults = api.post("/predict", json={"model": "breast_cancer", "instances": X.tolist()}).json()["predictions"]
+    mix = Counter(p["label"] for p in defaults)
     before = scrape(api)
     response = api.post(
         "/predict", json={"model": "breast_cancer", "instances": X.tolist(), "options": {"threshold": 0.0}}
@@ -100,10 +114,19 @@ def test_a_client_threshold_that_decides_everything_positive_does_not_look_like_
     after = scrape(api)
     decided = model_series(before, after, "classifier_predictions_total", "breast_cancer")
     shares = {dict(labels)["label"]: count / len(X) for labels, count in decided.items()}
-    validation = bentoml.get_current_service().registry.loaded["breast_cancer"].metadata["prediction_distribution"]
-    assert shares == pytest.approx(validation, abs=1e-9)  # the held-out rows are the validation set
+    assert shares == {label: count / len(X) for label, count in mix.items()}
+    assert len(mix) == 2  # both classes: a mix that a collapse would change
     answered = model_series(before, after, "classifier_option_predictions_total", "breast_cancer")
     assert answered == {frozenset({("label", "malignant")}): float(len(X))}
+
+
+def realized_accuracy(model: str, X: np.ndarray, y: np.ndarray) -> float:
+    """The share of the model's default decisions on `X` that `y` says are right, by the rule registration measures
+    accuracy with (a task's decision keys against its truth keys: the same set for multilabel, the leaf for
+    hierarchical)."""
+    task = bentoml.get_current_service().registry.loaded[model].task
+    decided = np.asarray(task.decision_keys(task.score(X)).tolist(), dtype=object)
+    return float(np.mean(decided == np.asarray(task.validation_keys(y), dtype=object)))
 
 
 def _has_label(prediction: dict[str, Any]) -> bool:
@@ -133,7 +156,7 @@ def test_every_feature_of_a_model_under_the_cap_is_watched(api: TestClient, tmp_
         MonitoringConfig(),
         tmp_path,
     )
-    X, _ = held_out("breast_cancer")
+    X, _ = evaluation_rows("breast_cancer")
     X = X.copy()
     X[:, card["features"]["names"].index("mean radius")] *= 1.8
     monitor.observe_accepted(X)
@@ -143,7 +166,7 @@ def test_every_feature_of_a_model_under_the_cap_is_watched(api: TestClient, tmp_
     assert max(value for name, value in psi.items() if name != "mean radius") < 0.25
 
 
-# per model, option sets whose min_confidence leaves some held-out rows without a label or a full path, and one
+# per model, option sets whose min_confidence leaves some evaluation rows without a label or a full path, and one
 # without min_confidence; the catalog's models at their defaults never do either
 ABSTAINING_OPTION_SETS: dict[str, list[dict[str, Any]]] = {
     "digits": [{"min_confidence": 0.99}, {"min_confidence": 0.6, "top_k": 2}, {"top_k": 3}],
@@ -156,7 +179,7 @@ def test_abstentions_and_incomplete_paths_count_what_clients_got(api: TestClient
     """`classifier_abstentions_total` counts the answers with no label and `classifier_incomplete_paths_total`
     (hierarchical) the paths that stopped before a leaf, as the request's min_confidence decided them; a request
     without min_confidence, whose answers are the model's defaults, adds nothing."""
-    X, _ = held_out(model)
+    X, _ = evaluation_rows(model)
     hierarchical = model == "digit_groups"
     for options in ABSTAINING_OPTION_SETS[model]:
         before = scrape(api)
@@ -171,3 +194,40 @@ def test_abstentions_and_incomplete_paths_count_what_clients_got(api: TestClient
         assert incomplete == (sum(not a["complete"] for a in answers) if hierarchical else 0), options
         if "min_confidence" in options:
             assert 0 < no_label < len(X) or (hierarchical and 0 < incomplete < len(X)), (options, no_label)
+
+
+def test_reconstruction_bins_count_accepted_rows_and_see_columns_mixed_up(api: TestClient) -> None:
+    """Through /predict and /metrics: every accepted row of breast_cancer is counted in one reconstruction-error bin,
+    each bin has its calibration share; the same rows with each column permuted on its own (every marginal kept) fall
+    in the top bins, while the feature drift bins' counts per feature stay the same as for the rows as they were."""
+    model = "breast_cancer"
+    X, _ = evaluation_rows(model)
+    shuffled = X.copy()
+    rng = np.random.default_rng(0)
+    for j in range(shuffled.shape[1]):
+        shuffled[:, j] = rng.permutation(shuffled[:, j])
+    seen = []
+    for rows in (X, shuffled):
+        before = scrape(api)
+        response = api.post("/predict", json={"model": model, "instances": rows.tolist()})
+        assert response.status_code == 200, response.text
+        after = scrape(api)
+        bins = model_series(before, after, "classifier_reconstruction_bin_rows_total", model)
+        assert total(bins) == len(rows)
+        seen.append(
+            (
+                {dict(labels)["bin"]: count for labels, count in bins.items()},
+                model_series(before, after, "classifier_drift_bin_rows_total", model),
+            )
+        )
+    shares = {
+        dict(labels)["bin"]: value
+        for (name, labels), value in scrape(api).items()
+        if name == "classifier_reconstruction_reference_share" and ("model", model) in labels
+    }
+    assert len(shares) == 10 and sum(shares.values()) == pytest.approx(1.0, abs=1e-5)
+    top = sorted(shares, key=lambda b: -np.inf if b == "-Inf" else float(b))[-2:]
+    (clean, clean_features), (mixed, mixed_features) = seen
+    assert sum(clean.get(b, 0) for b in top) < 0.4 * len(X)
+    assert sum(mixed.get(b, 0) for b in top) > 0.8 * len(X)
+    assert mixed_features == clean_features

@@ -59,6 +59,7 @@ def test_register_user_estimator_records_everything_monitoring_needs() -> None:
     profile = meta["reference_profile"]["x0"]
     assert profile["min"] == X_train[:, 0].min() and profile["max"] == X_train[:, 0].max()
     assert sum(profile["proportions"]) == pytest.approx(1.0) and profile["missing_rate"] == 0.0
+    assert meta["reference_rows"] == {"training": len(X_train), "calibration": len(X_val)}
     # HistGradientBoosting handles missing values, so null is accepted and reaches the model as NaN
     assert meta["features"]["allows_missing"] is True
     X = model.task.validate([[None] + X_val[0, 1:].tolist()])

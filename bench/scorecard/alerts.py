@@ -135,24 +135,8 @@ def _load(name: str) -> list[dict[str, Any]]:
     return [rule for group in loaded["groups"] for rule in group["rules"]]
 
 
-# Ratio rules (signal over threshold) for the alerts as they are before issue 18's thresholds: the scorecard's own
-# reading of each condition, used only when the shipped rules have no `*:ratio` rule.  # until i18-thresh lands
-_RATIOS_BEFORE_THRESH = {  # until i18-thresh lands
-    "classifier:feature_drift_psi:ratio": "classifier:feature_drift_psi:increase30m / 0.25",
-    "classifier:prediction_drift_psi:ratio": "classifier:prediction_drift_psi:increase30m / 0.25",
-    "classifier:class_collapse:ratio": "classifier:prediction_share:rate1h / 0.9 and on (model, version, level, label)"
-    " max by (model, version, level, label) (classifier_validation_prediction_share) < 0.6",
-    "classifier:input_issue:ratio": "classifier:input_issue_ratio:rate15m / 0.05",
-    "classifier:estimated_accuracy_drop:ratio": "(max by (model, version) (classifier_validation_accuracy) - "
-    "classifier:estimated_accuracy:rate1h) / 0.05",
-}
-
-
 def recording_rules() -> list[dict[str, Any]]:
-    rules = _load("recording.yml")
-    if not any(str(rule.get("record", "")).endswith(":ratio") for rule in rules):  # until i18-thresh lands
-        rules += [{"record": name, "expr": expr} for name, expr in _RATIOS_BEFORE_THRESH.items()]
-    return rules
+    return _load("recording.yml")
 
 
 def alert_rules() -> list[dict[str, Any]]:
@@ -184,15 +168,8 @@ def severities() -> dict[str, str]:
 
 def ratio_alert(ratio: str) -> str:
     """The alert that reads a `*:ratio` rule (for the report); the rule itself when none does."""
-    by_ratio = {  # until i18-thresh lands: the alerts read the old signals, not the scorecard's ratios
-        "classifier:feature_drift_psi:ratio": "ClassifierFeatureDrift",
-        "classifier:prediction_drift_psi:ratio": "ClassifierPredictionDrift",
-        "classifier:class_collapse:ratio": "ClassifierClassCollapse",
-        "classifier:input_issue:ratio": "ClassifierDataQuality",
-        "classifier:estimated_accuracy_drop:ratio": "ClassifierEstimatedAccuracyDrop",
-    }
     readers = [str(a["alert"]) for a in alert_rules() if ratio in reads(a)]
-    return readers[0] if readers else by_ratio.get(ratio, ratio)
+    return readers[0] if readers else ratio
 
 
 def stem(name: str) -> str:

@@ -314,17 +314,9 @@ def register_synthetic() -> str:
     )  # fmt: skip
 
 
-def _evaluation_rows(name: str) -> tuple[np.ndarray, np.ndarray]:
-    from models import catalog
-
-    if hasattr(catalog, "evaluation_rows"):
-        return catalog.evaluation_rows(name)  # type: ignore[no-any-return]
-    return catalog.held_out(name)  # until i18-split lands
-
-
 def load_models(descriptions: Mapping[str, Mapping[str, Any]]) -> list[Model]:
     """Evaluation rows and labels of each model described (GET /models/{name} bodies, by name)."""
-    from models.catalog import DIGIT_ATTRIBUTES
+    from models.catalog import DIGIT_ATTRIBUTES, evaluation_rows
 
     loaded = []
     for name, description in descriptions.items():
@@ -334,8 +326,8 @@ def load_models(descriptions: Mapping[str, Mapping[str, Any]]) -> list[Model]:
             truth: list[Truth] = [str(label) for label in y]
             groups = y
         else:
-            X, y = _evaluation_rows(name)
-            groups = _evaluation_rows("digits")[1] if y.ndim == 2 else y
+            X, y = evaluation_rows(name)
+            groups = evaluation_rows("digits")[1] if y.ndim == 2 else y
             if y.ndim == 2:  # multilabel: the set of labels of each row
                 truth = [[list(DIGIT_ATTRIBUTES)[j] for j in np.flatnonzero(row)] for row in y]
             else:

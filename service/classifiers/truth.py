@@ -109,11 +109,16 @@ class Truth(ABC):
     def members(self, key: str | None) -> frozenset[str]:
         """The classes a decision or label key holds (none for an abstention)."""
 
+    @staticmethod
+    def right(decided: str | None, truth: str) -> bool:
+        """Whether a decision (its key; None: an abstention) was right by its label's key."""
+        return decided == truth
+
     def realized(self, pairs: Iterable[Pair]) -> Realized:
         """Accuracy (same key), per-class counts, and macro and micro F1 over the classes seen."""
         pairs = list(pairs)
         labelled = sum(count for _, _, count in pairs)
-        right = sum(count for decided, truth, count in pairs if decided == truth)
+        right = sum(count for decided, truth, count in pairs if self.right(decided, truth))
         support = dict.fromkeys(self.classes, 0)
         predicted = dict.fromkeys(self.classes, 0)
         correct = dict.fromkeys(self.classes, 0)

@@ -22,7 +22,7 @@ import numpy as np
 import orjson
 import sqlalchemy.exc
 
-from ..classifiers import GivenLabel, InvalidInputError
+from ..classifiers import GivenLabel, InvalidInputError, Truth
 from ..errors import DependencyUnavailableError, UnknownModelError, UnknownPredictionError
 from ..monitoring.metrics import NO_MODEL, Children, Metrics, PendingWrites, render_gauges
 from .ids import PredictionRef, issued_at, parse_id
@@ -90,6 +90,7 @@ class FeedbackLoop:
         self._outcomes = Children(metrics.outcomes)  # model, version, outcome
         self._outcome_values = Children(metrics.outcome_value)  # model, version, outcome
         self._delays = Children(metrics.label_delay)  # model, version
+        self._labelled = Children(metrics.labelled_predictions)  # model, version, result
         # feedback is not a hot path: its figures are written at once, so the next scrape of any worker shows them
         self._writes = PendingWrites(buffered=False)
         self._outcome_names = frozenset(outcomes)
@@ -170,13 +171,18 @@ class FeedbackLoop:
         for labels, count in results.items():
             self._items(*labels).inc(count)
         delays: dict[tuple[str, str], list[float]] = {}
+        labelled: Counter[tuple[str, str, str]] = Counter()
         for write in label_writes:
             prediction = write.prediction
             if (prediction.key, prediction.row) in stored.first_labels:
                 seconds = now - prediction.created_at.timestamp()
                 delays.setdefault((prediction.model, prediction.version), []).append(seconds)
+                right = Truth.right(prediction.decision_key, write.truth_key)
+                labelled[(prediction.model, prediction.version, "correct" if right else "wrong")] += 1
         for (model, version), all_seconds in delays.items():
             self._writes.observe_many(self._delays(model, version), np.maximum(np.asarray(all_seconds), 0.0))
+        for (model, version, result), count in labelled.items():
+            self._labelled(model, version, result).inc(count)
         reported: dict[tuple[str, str, str], list[float]] = {}
         for outcome in outcome_writes:
             prediction = outcome.prediction

@@ -20,12 +20,13 @@ UNSEEN_BIN = "unseen"
 
 @dataclass(frozen=True)
 class InputReport:
-    """One batch of accepted rows: faults by (feature, kind) and the drift bin counts (the window's input columns)
-    of its `rows`."""
+    """One batch of accepted rows: faults by (feature, kind), the drift bin counts (the window's input columns) of its
+    `rows`, and its numeric features' values (rows x `InputProfile.numeric_names`, NaN where missing)."""
 
     bins: np.ndarray
     issues: dict[tuple[str, str], int]
     rows: int
+    numeric: np.ndarray
 
 
 class InputProfile:
@@ -53,7 +54,7 @@ class InputProfile:
         categorical_set = set(categorical)
         strings = categorical_set | set(text)
         self.numeric_columns = np.array([j for j, n in enumerate(self.names) if n not in strings], dtype=np.intp)
-        numeric_names = [self.names[j] for j in self.numeric_columns.tolist()]
+        self.numeric_names = numeric_names = [self.names[j] for j in self.numeric_columns.tolist()]
         self.minimum = np.array([_bound(profile[n]["min"], -np.inf) for n in numeric_names])
         self.maximum = np.array([_bound(profile[n]["max"], np.inf) for n in numeric_names])
         self._fault_label = np.array(
@@ -82,7 +83,7 @@ class InputProfile:
             proportions = np.asarray(reference["proportions"], dtype=np.float64) * (1 - missing)
             self.expected.append(np.append(proportions, missing))
             self.sizes.append(len(reference["edges"]) + 2)
-            self.bin_labels.append([BELOW_FIRST_EDGE, *_edge_labels(reference["edges"]), MISSING_BIN])
+            self.bin_labels.append([BELOW_FIRST_EDGE, *edge_labels(reference["edges"]), MISSING_BIN])
         for name in self.tracked_categorical:
             reference = profile[name]
             shares = [float(reference["categories"][c]) for c in self._categories[name]]
@@ -156,7 +157,7 @@ class InputProfile:
             if empty:
                 label = self.fold_feature(self.names[j])
                 issues[(label, MISSING)] = issues.get((label, MISSING), 0) + empty
-        return InputReport(bins=bins, issues=issues, rows=len(matrix))
+        return InputReport(bins=bins, issues=issues, rows=len(matrix), numeric=numeric)
 
     def _count(self, issues: dict[tuple[str, str], int], per_column: np.ndarray, kind: str) -> None:
         for column in np.flatnonzero(per_column).tolist():
@@ -168,7 +169,7 @@ class InputProfile:
         return name if name in self.tracked else OTHER_FEATURE
 
 
-def _edge_labels(edges: Sequence[float]) -> list[str]:
+def edge_labels(edges: Sequence[float]) -> list[str]:
     """Each numeric bin's lower edge as a label: 6 significant digits, or every digit where two would read alike."""
     short = [f"{edge:.6g}" for edge in edges]
     return short if len(set(short)) == len(short) else [repr(float(edge)) for edge in edges]

@@ -83,11 +83,13 @@ class Metrics:
     validation_mean_confidence: Gauge
     validation_ece: Gauge
     validation_prediction_share: Gauge
+    reference_rows: Gauge
     model_info: Gauge
     trained_timestamp: Gauge
     loaded_timestamp: Gauge
     heartbeat: Gauge
     feedback_items: Counter
+    labelled_predictions: Counter
     label_delay: Histogram
     outcomes: Counter
     outcome_value: Counter
@@ -239,6 +241,14 @@ class Metrics:
                 multiprocess_mode="max",
                 registry=r,
             ),
+            reference_rows=Gauge(
+                "classifier_reference_rows",
+                "Rows behind the references the drift and accuracy alerts compare with: sample=training (the feature "
+                "profile), sample=calibration (the validation figures and prediction shares).",
+                [*model, "sample"],
+                multiprocess_mode="max",
+                registry=r,
+            ),
             model_info=Gauge(
                 "classifier_model_info",
                 "The served model version and task: 1 while served, 0 once a promotion replaced it.",
@@ -270,6 +280,13 @@ class Metrics:
                 "classifier_feedback_items",
                 "Feedback items received, by kind (label, outcome) and result (accepted or an error code).",
                 [*model, "kind", "result"],
+                registry=r,
+            ),
+            labelled_predictions=Counter(
+                "classifier_labelled_predictions",
+                "Predictions at their first label, by whether the model's default decision was right: result=correct "
+                "or wrong (counted when the label arrives).",
+                [*model, "result"],
                 registry=r,
             ),
             label_delay=Histogram(

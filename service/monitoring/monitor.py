@@ -17,13 +17,16 @@ from typing import Any, Protocol
 import numpy as np
 
 from .drift import LabelFolder, psi
-from .inputs import InputProfile
+from .inputs import BELOW_FIRST_EDGE, InputProfile, edge_labels
 from .metrics import Children, GaugeFamily, Metrics, label_set, render_gauges, render_samples
+from .reconstruction import Reconstruction
 from .window import TOTALS, SlidingCounts
 
 logger = logging.getLogger(__name__)
 
 BIN_LABELS = ("model", "version", "feature", "bin")
+RECONSTRUCTION_BIN_LABELS = ("model", "version", "bin")
+RECONSTRUCTION_TOTALS = "reconstruction"  # the files' prefix of the reconstruction bins' counts since the start
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,10 @@ class ModelMonitor:
         self._confidence = m.confidence.labels(name, version)
         self._estimated_correct = m.estimated_correct.labels(name, version)
         self._estimated_rows = m.estimated_rows.labels(name, version)
+        # the labelled-predictions series exist at 0 before the first label, so that rate() counts the first labels
+        # (a counter first seen at 3 reads as no increase): classifier:realized_accuracy:rate1h
+        for result in ("correct", "wrong"):
+            m.labelled_predictions.labels(name, version, result)
         self._inference = m.inference_duration.labels(name, version)
         self._batch_rows = m.batch_rows.labels(name, version)
         # the drift bins' counts since the start, summed over workers like the window: exported as counters that
@@ -131,6 +138,20 @@ class ModelMonitor:
         bins = self.inputs.bins()
         self._bin_labels = [label_set(BIN_LABELS, (name, version, f, b)) for f, b, _ in bins]
         self._reference_shares = [share for _, _, share in bins]
+        # multivariate drift (a model registered with training rows): each accepted row's reconstruction-error bin,
+        # counted since the start like the drift bins, in files of their own
+        fitted = metadata.get("reconstruction")
+        self.reconstruction = None if fitted is None else Reconstruction(fitted)
+        if self.reconstruction is not None:
+            columns = [self.inputs.numeric_names.index(f) for f in self.reconstruction.features]
+            # every numeric feature in column order (the usual case): the batch's numeric matrix as it is
+            whole = columns == list(range(len(self.inputs.numeric_names)))
+            self._reconstruction_columns = None if whole else np.array(columns, dtype=np.intp)
+            self.reconstruction_totals = SlidingCounts(
+                directory, f"{name}-{version}", len(self.reconstruction.shares), math.inf, 1, kind=RECONSTRUCTION_TOTALS
+            )
+            labels = [BELOW_FIRST_EDGE, *edge_labels(self.reconstruction.edges.tolist())]
+            self._reconstruction_labels = [label_set(RECONSTRUCTION_BIN_LABELS, (name, version, b)) for b in labels]
         validation = metadata.get("metrics", {})
         m.validation_accuracy.labels(name, version).set(float(validation.get("accuracy", float("nan"))))
         m.validation_mean_confidence.labels(name, version).set(float(validation.get("mean_confidence", float("nan"))))
@@ -142,6 +163,11 @@ class ModelMonitor:
             shares = shares / max(shares.sum(), 1e-12)  # share of decided labels (multilabel stores label rates)
             for label, share in zip(folder.names, shares.tolist(), strict=True):
                 m.validation_prediction_share.labels(name, version, label, level).set(share)
+        # The alert thresholds' 1/m term. A model registered before its metadata kept these counts exports none, and
+        # the rules that need them yield no threshold: its drift, collapse and accuracy alerts stay silent until it is
+        # registered again (README: What each alert means).
+        for sample, rows in (metadata.get("reference_rows") or {}).items():
+            m.reference_rows.labels(name, version, sample).set(float(rows))
         self._info = m.model_info.labels(name, version, str(metadata["task"]))
         self._info.set(1)
         trained_at = datetime.fromisoformat(str(metadata["trained_at"])).timestamp()
@@ -158,6 +184,10 @@ class ModelMonitor:
         self.window.add(report.bins)
         self.window.add_one(self._rows_at, report.rows)
         self._writes.inc_vector(self.bin_totals, report.bins)
+        if self.reconstruction is not None:
+            columns = self._reconstruction_columns
+            values = report.numeric if columns is None else report.numeric[:, columns]
+            self._writes.inc_vector(self.reconstruction_totals, self.reconstruction.counts(values))
         self._writes.inc(self._accepted_rows, len(X))
         if report.issues:
             self._count_issues(report.issues)
@@ -254,6 +284,15 @@ class ModelMonitor:
             zip(self._bin_labels, self._reference_shares, strict=True)
         )
 
+    def reconstruction_samples(self) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
+        """Per reconstruction-error bin, (label set, rows since the start, summed over workers) and (label set,
+        calibration share); none for a model without the signal."""
+        if self.reconstruction is None:
+            return [], []
+        totals = self.reconstruction_totals.total().tolist()
+        labels = self._reconstruction_labels
+        return list(zip(labels, totals, strict=True)), list(zip(labels, self.reconstruction.shares, strict=True))
+
     def _count_issues(self, issues: Mapping[tuple[str, str], int]) -> None:
         for (feature, kind), count in issues.items():
             self._writes.inc(self._input_issues(self.name, self.version, feature, kind), count)
@@ -261,16 +300,22 @@ class ModelMonitor:
 
 def render_drift(monitors: Iterable[ModelMonitor]) -> str:
     """The scrape-time drift series of every model, in exposition format: this instance's PSI gauges, and the drift
-    bins' counts and reference shares that the recording rules turn into PSI over every replica."""
+    bins' and reconstruction-error bins' counts and reference shares that the recording rules turn into PSI over
+    every replica."""
     feature_psi: list[tuple[tuple[str, ...], float]] = []
     prediction_psi: list[tuple[tuple[str, ...], float]] = []
     window_rows: list[tuple[tuple[str, ...], float]] = []
     counts: list[tuple[str, float]] = []
     references: list[tuple[str, float]] = []
+    reconstruction_counts: list[tuple[str, float]] = []
+    reconstruction_references: list[tuple[str, float]] = []
     for monitor in monitors:
         rows_per_bin, shares = monitor.bin_samples()
         counts.extend(rows_per_bin)
         references.extend(shares)
+        rows_per_bin, shares = monitor.reconstruction_samples()
+        reconstruction_counts.extend(rows_per_bin)
+        reconstruction_references.extend(shares)
         rows, features, prediction = monitor.drift()
         model = (monitor.name, monitor.version)
         window_rows.append((model, float(rows)))
@@ -311,6 +356,18 @@ def render_drift(monitors: Iterable[ModelMonitor]) -> str:
             "gauge",
             "Share of the training rows in each drift bin of each monitored feature: the PSI's reference.",
             references,
+        )
+        + render_samples(
+            "classifier_reconstruction_bin_rows_total",
+            "counter",
+            "Accepted rows by bin of their PCA reconstruction error since the start (README: Multivariate drift).",
+            reconstruction_counts,
+        )
+        + render_samples(
+            "classifier_reconstruction_reference_share",
+            "gauge",
+            "Share of the calibration rows in each reconstruction-error bin: the multivariate drift PSI's reference.",
+            reconstruction_references,
         )
     )
 

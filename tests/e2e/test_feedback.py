@@ -17,7 +17,7 @@ import httpx
 import numpy as np
 import pytest
 
-from models.catalog import held_out
+from models.catalog import evaluation_rows
 from service.feedback.ids import new_key, prediction_id
 from tests.e2e.conftest import SERVERS, TIMEOUT, Samples, scrape, serving, stop, value
 
@@ -59,7 +59,7 @@ def loop_server(
 
 
 def test_labels_and_outcomes_become_realized_figures_and_take_rate(loop_server: str) -> None:
-    X, y = held_out(MODEL)
+    X, y = evaluation_rows(MODEL)
     answers = [p for start in range(0, 100, 25) for p in predict(loop_server, X[start : start + 25])]
     labels = [str(t) for t in y[:100]]
     before = scrape(loop_server)
@@ -103,7 +103,7 @@ def test_labels_and_outcomes_become_realized_figures_and_take_rate(loop_server: 
 
 
 def test_each_bad_item_and_body_gets_its_error(loop_server: str) -> None:
-    (answer,) = predict(loop_server, held_out(MODEL)[0][:1])
+    (answer,) = predict(loop_server, evaluation_rows(MODEL)[0][:1])
     never = prediction_id(new_key(True, time.time() - 3600), 0)
     result = feedback(
         loop_server,
@@ -128,7 +128,7 @@ def test_a_restart_keeps_the_log_and_a_kill_loses_nothing_acknowledged(
     e2e_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     home: Path = tmp_path_factory.mktemp("serve-restart")
-    X, y = held_out(MODEL)
+    X, y = evaluation_rows(MODEL)
     settings = {"workers": "2", "models": MODEL, "log_flush_seconds": "30"}  # only the stop writes these
     with serving(e2e_env, home, **settings) as url:
         queued = predict(url, X[:20])
@@ -161,7 +161,7 @@ def test_a_log_that_cannot_write_drops_and_counts_and_predictions_go_on(
         "log_queue_rows": "30",
     }
     with serving(e2e_env, tmp_path_factory.mktemp("serve-log-down"), **settings) as url:
-        X = held_out(MODEL)[0]
+        X = np.tile(evaluation_rows(MODEL)[0], (2, 1))  # 140 rows to send, of 114
         started = time.monotonic()
         for start in range(0, 140, 10):
             predict(url, X[start : start + 10])

@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from models.catalog import CATALOG, DIGIT_ATTRIBUTES, held_out, held_out_rows
+from models.catalog import CATALOG, DIGIT_ATTRIBUTES, evaluation_rows
 from tests.deploy.test_grafana_dashboard import DASHBOARD, query_panels
 from tests.e2e.conftest import (
     TIMEOUT,
@@ -38,9 +38,9 @@ def prometheus(monitored_server: str, tmp_path_factory: pytest.TempPathFactory) 
     # every series exists before the first scrape, so that rate() over the test's window sees its traffic whole.
     # The estimate's counters exist at 0 from the start: primed, their first samples would not be 0, and rate()
     # extrapolates each counter back towards its zero by its first sample's share of its increase (0.96 / 383 and
-    # 1 / 450 here), which puts the ratio 2.3e-4 off until the samples span 8 minutes.
+    # 1 / 360 here), which puts the ratio 2.3e-4 off until the samples span 8 minutes.
     for model in (name for name in CATALOG if name != ESTIMATE_MODEL):
-        rows = held_out_rows(model)[:1].tolist()
+        rows = evaluation_rows(model)[0][:1].tolist()
         response = httpx.post(f"{monitored_server}/predict", json={"model": model, "instances": rows}, timeout=TIMEOUT)
         assert response.status_code == 200
         if model == TAKE_RATE_MODEL:
@@ -55,7 +55,8 @@ def test_scraped_values_and_recording_rules_match_the_service(monitored_server: 
     model = ESTIMATE_MODEL
     before = scrape(monitored_server)
     # noisy rows: the estimate moves away from the validation accuracy
-    X = np.clip(held_out_rows(model) + np.random.default_rng(1).normal(0, 4, (450, 64)), 0, 16)
+    X = evaluation_rows(model)[0]
+    X = np.clip(X + np.random.default_rng(1).normal(0, 4, X.shape), 0, 16)
     for start in range(0, len(X), 150):
         rows = X[start : start + 150].tolist()
         response = httpx.post(f"{monitored_server}/predict", json={"model": model, "instances": rows}, timeout=TIMEOUT)
@@ -97,7 +98,7 @@ def _close(values: list[float], expected: float) -> bool:
 def test_take_rate_and_realized_accuracy_through_the_recording_rules(monitored_server: str, prometheus: str) -> None:
     """Outcomes over logged predictions, summed over both workers; realized figures taken once across workers."""
     model = TAKE_RATE_MODEL
-    X, y = held_out(model)
+    X, y = (np.concatenate([part, part]) for part in evaluation_rows(model))  # 120 rows are sent, of 114: twice over
     before = scrape(monitored_server)
     answers = []
     for start in range(0, 120, 40):
@@ -130,6 +131,10 @@ def test_take_rate_and_realized_accuracy_through_the_recording_rules(monitored_s
     assert accuracy == pytest.approx(right / 120)  # the labelled predictions: these 120
     recorded = f'classifier:realized_accuracy:max{{model="{model}",version="{version}"}}'
     wait_until(lambda: query(prometheus, recorded) == [accuracy], f"{recorded} == {accuracy}")
+    # the same labels by arrival time, from the counters summed over both workers (what ClassifierRealizedAccuracyLow
+    # reads); their series exist at 0 from start-up, so rate() sees these labels whole
+    hourly = f'classifier:realized_accuracy:rate1h{{model="{model}",version="{version}"}}'
+    wait_until(lambda: _close(query(prometheus, hourly), right / 120), f"{hourly} == {right / 120}")
 
 
 # What Grafana puts in the dashboard's variables: every model and route (the variables' `allValue`), and for
@@ -191,7 +196,7 @@ def send_mixed_traffic(client: httpx.Client) -> None:
     and a row of values far outside the training range (accepted, out of range)."""
     feedback: list[dict[str, Any]] = []
     for model, option_sets in PANEL_OPTION_SETS.items():
-        X, y = held_out(model)
+        X, y = evaluation_rows(model)
         for options in option_sets:
             body = {"model": model, "instances": X[:PANEL_ROWS].tolist(), "options": options}
             response = client.post("/predict", json=body)
@@ -202,7 +207,7 @@ def send_mixed_traffic(client: httpx.Client) -> None:
                 feedback += [{"prediction_id": i, "outcome": "clicked"} for i in ids[::3]]
     response = client.post("/feedback", json={"feedback": feedback})
     assert response.status_code == 200 and response.json()["accepted"] == len(feedback), response.text
-    X = held_out_rows("breast_cancer")
+    X = evaluation_rows("breast_cancer")[0]
     nulls = client.post("/predict", json={"model": "breast_cancer", "instances": [[None] * X.shape[1]]})
     assert nulls.status_code == 400, nulls.text
     far = client.post("/predict", json={"model": "breast_cancer", "instances": (X[:1] * 100).tolist()})

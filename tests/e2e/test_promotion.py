@@ -14,7 +14,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from models.catalog import held_out_rows
+from models.catalog import evaluation_rows
 from tests.e2e.conftest import (
     LOAD_CONNECTIONS,
     PROJECT,
@@ -64,7 +64,7 @@ def test_a_promotion_under_load_fails_no_request_and_reaches_every_worker(
 ) -> None:
     home = tmp_path_factory.mktemp("serve-promotion")
     old, new = home_with_two_versions(e2e_env, home)
-    rows = held_out_rows(MODEL)[:8].tolist()
+    rows = evaluation_rows(MODEL)[0][:8].tolist()
     settings = {"workers": "2", "models": MODEL, "admin": "true", "promotion_poll_seconds": "0.5"}
     with serving(e2e_env, home, **settings) as url:
         with predict_load(url, MODEL, rows) as answers:
@@ -113,7 +113,7 @@ def test_promoting_back_and_forth_keeps_every_worker_and_no_counter_goes_back(
     live, and no counter in any scrape below the previous scrape's."""
     home = tmp_path_factory.mktemp("serve-rollbacks")
     old, new = home_with_two_versions(e2e_env, home)
-    rows = held_out_rows(MODEL)[:4].tolist()
+    rows = evaluation_rows(MODEL)[0][:4].tolist()
     settings = {"workers": "2", "models": MODEL, "admin": "true", "promotion_poll_seconds": "0.5"}
     with serving(e2e_env, home, **settings) as url:
         wait_until(lambda: len(heartbeats(url)) == 2, "both workers' heartbeats")

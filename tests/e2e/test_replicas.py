@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from models.catalog import held_out
+from models.catalog import evaluation_rows
 from service.monitoring.metrics import Metrics
 from service.monitoring.monitor import ModelMonitor, MonitoringConfig
 from service.store import LoadedModel, load_model
@@ -82,7 +82,7 @@ def one_instance(model: LoadedModel, X: np.ndarray, folder: Path) -> tuple[int, 
 def test_rules_compute_drift_and_estimate_over_both_replicas_as_one_instance_would(
     replicas: list[str], catalog: dict[str, str], tmp_path: Path
 ) -> None:
-    clean, digit = held_out(MODEL)
+    clean, digit = evaluation_rows(MODEL)
     # a shift of the inputs (noise) and of the population (mostly 0 to 3): inputs, decided labels and the estimate all
     # move away from the training and validation baselines
     kept = clean[(digit.astype(int) < 4) | (np.arange(len(digit)) % 4 == 0)]

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from models.catalog import held_out_rows
+from models.catalog import evaluation_rows
 from service.feedback.database import create_database_engine
 from service.feedback.ids import parse_id
 from service.feedback.store import LogStore
@@ -44,7 +44,7 @@ def test_sigterm_under_load_answers_what_was_under_way_and_loses_no_answered_pre
     e2e_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     home: Path = tmp_path_factory.mktemp("serve-sigterm")
-    rows = held_out_rows(MODEL)[:20].tolist()
+    rows = evaluation_rows(MODEL)[0][:20].tolist()
     outcomes: list[Outcome] = []
     done = threading.Event()
 

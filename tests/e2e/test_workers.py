@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from service.home import server_metrics_folder
+from service.monitoring.monitor import RECONSTRUCTION_TOTALS
 from service.monitoring.window import TOTALS, window_file
 from tests.e2e.conftest import (
     READY_TIMEOUT_S,
@@ -88,8 +89,9 @@ def test_a_killed_worker_is_replaced_serves_and_leaves_only_its_counts_behind(
         left = sorted(p.name for p in folder.iterdir() if str(first) in p.name or str(second) in p.name)
         version = httpx.get(f"{url}/models/digits", timeout=TIMEOUT).json()["version"]
         counts = [f"{kind}_{pid}.db" for kind in ("counter", "histogram") for pid in (first, second)]
-        drift_bins = [window_file(f"digits-{version}", str(pid), TOTALS) for pid in (first, second)]
-        assert left == sorted(counts + drift_bins)
+        kinds = (TOTALS, RECONSTRUCTION_TOTALS)  # counts since the start: they outlive their writer
+        bins = [window_file(f"digits-{version}", str(pid), kind) for kind in kinds for pid in (first, second)]
+        assert left == sorted(counts + bins)
         assert httpx.get(f"{url}/livez", timeout=TIMEOUT).status_code == 200
         assert httpx.get(f"{url}/readyz", timeout=TIMEOUT).status_code == 200
 

@@ -199,8 +199,8 @@ def test_values_of_ignored_columns_reach_neither_the_model_nor_the_signals_nor_t
     file_models: FileModels, api: TestClient, reconfigure: Callable[..., None]
 ) -> None:
     """The same rows twice: with garbage in every ignored column, then without them. The answers, the input faults
-    counted, the drift bins' counts (the PSI's inputs), the rows and the decisions counted are the same, no series
-    names an ignored column, and the prediction log keeps the features only."""
+    counted, the drift and reconstruction-error bins' counts (the PSIs' inputs), the rows and the decisions counted
+    are the same, no series names an ignored column, and the prediction log keeps the features only."""
     name, _ = file_models.models["binary"]
     reconfigure(models=name)
     ignored = ignored_by("binary")
@@ -213,6 +213,7 @@ def test_values_of_ignored_columns_reach_neither_the_model_nor_the_signals_nor_t
     signals = (
         "classifier_input_issues_total",
         "classifier_drift_bin_rows_total",
+        "classifier_reconstruction_bin_rows_total",
         "classifier_rows_total",
         "classifier_predictions_total",
     )
@@ -228,6 +229,7 @@ def test_values_of_ignored_columns_reach_neither_the_model_nor_the_signals_nor_t
     issues = seen[0]["classifier_input_issues_total"]
     assert issues[frozenset({("feature", "x1"), ("kind", "out_of_range")})] == 1 and sum(issues.values()) > 1
     assert sum(seen[0]["classifier_drift_bin_rows_total"].values()) > 0
+    assert sum(seen[0]["classifier_reconstruction_bin_rows_total"].values()) == len(rows)
     assert not [labels for _, labels in after if {("feature", c) for c in ignored} & labels]
     logged = api.get(f"/predictions/{ids[0]}").json()["inputs"]  # the row with garbage, as the log keeps it
     assert set(logged) == set(features_only[0])

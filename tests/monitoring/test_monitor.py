@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from service.monitoring.metrics import Metrics
-from service.monitoring.monitor import ModelMonitor, MonitoringConfig, render_drift
+from service.monitoring.monitor import RECONSTRUCTION_TOTALS, ModelMonitor, MonitoringConfig, render_drift
+from service.monitoring.reconstruction import Reconstruction, fit_reconstruction
 from service.monitoring.window import TOTALS, SlidingCounts, remove_windows, window_owners
 from service.store import load_model, register_model
 
@@ -120,6 +121,18 @@ def test_construction_sets_the_model_gauges(registered: Registered, built: Built
     assert value(built, "classifier_model_trained_timestamp_seconds") == TRAINED_AT_UNIX
     loaded = value(built, "classifier_model_loaded_timestamp_seconds")
     assert loaded is not None and loaded > TRAINED_AT_UNIX
+
+
+def test_construction_sets_the_reference_rows_and_the_labelled_series(registered: Registered, tmp_path: Path) -> None:
+    """The rows behind the references (the thresholds' 1/m; none for a model registered before they were kept), and
+    the labelled-predictions series at 0, before any label."""
+    built = build(registered, tmp_path)
+    assert value(built, "classifier_reference_rows", sample="training") == 400  # the module's X_train
+    assert value(built, "classifier_reference_rows", sample="calibration") == 169  # its X_val
+    assert value(built, "classifier_labelled_predictions_total", result="wrong") == 0  # exists before any label
+    older = {key: item for key, item in registered.metadata.items() if key != "reference_rows"}
+    built = build(replace(registered, metadata=older), tmp_path)
+    assert value(built, "classifier_reference_rows", sample="training") is None
 
 
 def test_construction_sets_the_validation_prediction_shares(registered: Registered, tmp_path: Path) -> None:
@@ -415,7 +428,7 @@ def test_render_drift_exposes_one_feature_sample_per_tracked_feature(registered:
 
 
 def test_render_drift_of_no_monitor_declares_the_families() -> None:
-    """No served model: the five families are declared, with no sample."""
+    """No served model: the seven families are declared, with no sample."""
     families = list(text_string_to_metric_families(render_drift([])))
     assert sorted(f.name for f in families) == [
         "classifier_drift_bin_rows",
@@ -423,6 +436,8 @@ def test_render_drift_of_no_monitor_declares_the_families() -> None:
         "classifier_drift_window_rows",
         "classifier_feature_drift_psi",
         "classifier_prediction_drift_psi",
+        "classifier_reconstruction_bin_rows",
+        "classifier_reconstruction_reference_share",
     ]
     assert all(not f.samples for f in families)
 
@@ -488,3 +503,66 @@ def test_a_version_monitored_again_continues_its_drift_bin_counters(
     first_feature = again.inputs.feature_order[0]
     counts = dict(again.bin_samples()[0])
     assert sum(v for labels, v in counts.items() if f'feature="{first_feature}"' in labels) == 80
+
+
+def rendered_reconstruction(built: Built, name: str) -> dict[str, float]:
+    """The reconstruction-error bins' samples of `name` in the scrape-time text, by bin."""
+    families = text_string_to_metric_families(render_drift([built.monitor]))
+    samples = [s for f in families for s in f.samples if s.name == name]
+    assert all(s.labels["model"] == built.name and s.labels["version"] == built.version for s in samples)
+    return {s.labels["bin"]: s.value for s in samples}
+
+
+def test_reconstruction_bins_count_every_accepted_row_against_the_calibration_shares(
+    registered: Registered, built: Built, tmp_path: Path
+) -> None:
+    """Every bin is exported from the start (at 0) with its calibration share; each accepted row adds one to its
+    error's bin, summed over every worker's file like the drift bins; rows with their columns permuted (every
+    marginal kept) crowd into the top bins."""
+    fitted = registered.metadata["reconstruction"]
+    shares = rendered_reconstruction(built, "classifier_reconstruction_reference_share")
+    assert list(shares.values()) == fitted["proportions"] and next(iter(shares)) == "-Inf"
+    assert rendered_reconstruction(built, "classifier_reconstruction_bin_rows_total") == dict.fromkeys(shares, 0.0)
+
+    observe_in_calls(built.monitor, registered.X_train[:120], rows_per_call=7)
+    counts = rendered_reconstruction(built, "classifier_reconstruction_bin_rows_total")
+    assert sum(counts.values()) == 120 and list(counts) == list(shares)
+    key = f"{built.name}-{built.version}"
+    other = SlidingCounts(tmp_path, key, len(shares), math.inf, 1, "other", RECONSTRUCTION_TOTALS)
+    other.add(np.ones(len(shares)))
+    assert sum(rendered_reconstruction(built, "classifier_reconstruction_bin_rows_total").values()) == 120 + len(shares)
+
+    fresh = build(registered, tmp_path)
+    shuffled = registered.X_train[:200].copy()
+    rng = np.random.default_rng(0)
+    for j in range(shuffled.shape[1]):
+        shuffled[:, j] = rng.permutation(shuffled[:, j])
+    fresh.monitor.observe_accepted(shuffled)
+    top = list(rendered_reconstruction(fresh, "classifier_reconstruction_bin_rows_total").values())[-2:]
+    assert sum(top) > 0.8 * len(shuffled)
+
+
+def test_a_model_without_a_reconstruction_has_no_such_series(registered: Registered, tmp_path: Path) -> None:
+    """Metadata from before the signal (or a model registered without training rows): no reconstruction series,
+    and accepted rows are monitored as ever."""
+    metadata = {k: v for k, v in registered.metadata.items() if k != "reconstruction"}
+    built = build(Registered(registered.name, registered.version, metadata, registered.X_train, []), tmp_path)
+    assert built.monitor.reconstruction is None
+    built.monitor.observe_accepted(registered.X_train[:10])
+    assert rendered_reconstruction(built, "classifier_reconstruction_bin_rows_total") == {}
+    assert rendered_reconstruction(built, "classifier_reconstruction_reference_share") == {}
+    assert value(built, "classifier_rows_total", outcome="accepted") == 10
+
+
+def test_a_reconstruction_of_some_numeric_features_reads_those_columns(registered: Registered, tmp_path: Path) -> None:
+    """A PCA of fewer features than the model's numeric ones (a model wider than the cap) gets its own columns."""
+    names = registered.feature_names
+    X_val = registered.X_train[300:]  # rows the PCA below is not fitted on
+    fitted = fit_reconstruction(registered.X_train[:300], X_val, names, names[10:2:-1])
+    assert fitted is not None and fitted["features"] == names[3:11]
+    metadata = {**registered.metadata, "reconstruction": fitted}
+    built = build(Registered(registered.name, registered.version, metadata, registered.X_train, names), tmp_path)
+    rows = registered.X_train[300:340]
+    built.monitor.observe_accepted(rows)
+    counts = list(rendered_reconstruction(built, "classifier_reconstruction_bin_rows_total").values())
+    assert counts == Reconstruction(fitted).counts(rows[:, 3:11]).tolist()
