@@ -344,15 +344,18 @@ def load_models(descriptions: Mapping[str, Mapping[str, Any]]) -> list[Model]:
 
 
 def ensure_synthetic() -> str:
-    """`drifting_world` as this module trains it: registered when missing or when the stored one is an older
-    recipe (other features), so a store kept from an earlier scorecard gets the categorical column."""
+    """`drifting_world` as this module trains it: registered when missing, when the stored one is an older recipe
+    (other features), or when it lacks what this release measures at registration (`models ensure`'s rule: the
+    reference row counts every threshold reads), so a store kept from an earlier scorecard is brought up to date."""
     import bentoml
+
+    from models.__main__ import servable
 
     try:
         features: Any = bentoml.models.get(f"{SYNTHETIC}:latest").info.metadata["features"]
     except bentoml.exceptions.NotFound:
         features = {}
-    if features.get("names") == synthetic_columns():
+    if features.get("names") == synthetic_columns() and servable(SYNTHETIC):
         return f"{SYNTHETIC} is up to date"
     return register_synthetic()
 
