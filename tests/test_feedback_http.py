@@ -256,7 +256,7 @@ def test_label_delay_is_observed_at_the_first_label_only(api: TestClient) -> Non
 def test_labelled_predictions_are_counted_right_or_wrong_at_their_first_label(
     api: TestClient, model: str, label: dict[str, Any]
 ) -> None:
-    """The counter behind classifier:realized_accuracy:rate1h judges by the realized figures' own truth rules (the
+    """The counter behind classifier:realized_accuracy:rate10m judges by the realized figures' own truth rules (the
     same set, the same leaf): its correct share is /performance's accuracy on the same predictions."""
     since = datetime.now(UTC)
     version = bentoml.get_current_service().registry.loaded[model].version

@@ -126,7 +126,7 @@ class ModelMonitor:
         self._estimated_correct = m.estimated_correct.labels(name, version)
         self._estimated_rows = m.estimated_rows.labels(name, version)
         # the labelled-predictions series exist at 0 before the first label, so that rate() counts the first labels
-        # (a counter first seen at 3 reads as no increase): classifier:realized_accuracy:rate1h
+        # (a counter first seen at 3 reads as no increase): classifier:realized_accuracy:rate10m
         for result in ("correct", "wrong"):
             m.labelled_predictions.labels(name, version, result)
         self._inference = m.inference_duration.labels(name, version)

@@ -133,8 +133,8 @@ def test_take_rate_and_realized_accuracy_through_the_recording_rules(monitored_s
     wait_until(lambda: query(prometheus, recorded) == [accuracy], f"{recorded} == {accuracy}")
     # the same labels by arrival time, from the counters summed over both workers (what ClassifierRealizedAccuracyLow
     # reads); their series exist at 0 from start-up, so rate() sees these labels whole
-    hourly = f'classifier:realized_accuracy:rate1h{{model="{model}",version="{version}"}}'
-    wait_until(lambda: _close(query(prometheus, hourly), right / 120), f"{hourly} == {right / 120}")
+    arrived = f'classifier:realized_accuracy:rate10m{{model="{model}",version="{version}"}}'
+    wait_until(lambda: _close(query(prometheus, arrived), right / 120), f"{arrived} == {right / 120}")
 
 
 # What Grafana puts in the dashboard's variables: every model and route (the variables' `allValue`), and for

@@ -155,3 +155,30 @@ def test_the_fixed_accuracy_drop_paged_on_small_windows_only() -> None:
         rates[n] = float(np.mean(reference - accuracy > 0.05))
     assert rates[200] > ALLOWED_RATE
     assert rates[10_000] == 0.0
+
+
+def test_concept_drift_on_half_the_labels_pages_within_500_labels_at_50_a_minute() -> None:
+    """Issue 18's target at the scorecard's 50 labels a minute: from some minute half the labels change (its medium
+    concept drift on half the rows), accuracy 0.9 -> 0.5. Over the window of the realized-accuracy rules (read from
+    them) the drop passes the allowed drop and stays past it for the 5 minutes of `for` within 500 labels, every run."""
+    rules = recording_rules()
+    windows = {
+        w
+        for rule in ("realized_accuracy:rate10m", "realized_accuracy_drop:threshold")
+        for w in re.findall(r"\[(\d+)m\]", rules[f"classifier:{rule}"])
+    }
+    assert len(windows) == 1
+    minutes, per_minute, hold = int(windows.pop()), 50, 5
+    p0, m, after = 0.9, 1_000, 0.5
+    rng = np.random.default_rng(18)
+    runs, horizon = 2_000, 500 // per_minute  # minutes after the change
+    correct = np.concatenate(
+        [rng.binomial(per_minute, p0, (runs, minutes)), rng.binomial(per_minute, after, (runs, horizon))], axis=1
+    )
+    # the window ending at each minute after the change: its last `minutes` minutes of labels
+    windowed = np.lib.stride_tricks.sliding_window_view(correct, minutes, axis=1)[:, 1:].sum(axis=2)
+    n = minutes * per_minute
+    over = p0 - windowed / n > thresholds.allowed_accuracy_drop(p0, n, m)
+    # pending at the first minute over, firing once it has stayed over for `hold` more minutes
+    fired = np.lib.stride_tricks.sliding_window_view(over, hold + 1, axis=1).all(axis=2).any(axis=1)
+    assert fired.all()
