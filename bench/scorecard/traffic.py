@@ -237,7 +237,10 @@ def is_synthetic(model: Model) -> bool:
 
 
 FAULTS: tuple[Fault, ...] = (
-    Fault("covariate_shift", "rows drawn so that the most important feature's mean moves", "sd", (0.25, 0.5, 1.0),
+    # 0.25 sd is under the drift alerts' 0.1 PSI floor on any share (a normal's mean moved by d sd has a PSI of
+    # about d², times the share squared), so it measured nothing but the floor: the sizes start where a ticket is due,
+    # and stop at 1 sd, about the most that reweighting a few hundred bounded pixel values can move a mean.
+    Fault("covariate_shift", "rows drawn so that the most important feature's mean moves", "sd", (0.5, 0.75, 1.0),
           ("ClassifierFeatureDrift",), covariate_shift),
     Fault("scaled_feature", "the most important feature's values multiplied (a unit change)", "×", (1.5, 10.0, 1000.0),
           ("ClassifierFeatureDrift", "ClassifierDataQuality"), scaled_feature),
