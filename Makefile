@@ -67,7 +67,7 @@ k8s: $(STAMP) ## regenerate deploy/k8s/base's ServiceMonitor, PrometheusRule and
 bench: $(STAMP) ## benchmark service vs FastAPI vs raw model, write docs/benchmarks.md (BENCH_ARGS=--quick: 3 s points)
 	bench/install-wrk.sh && $(PY) -m bench $(BENCH_ARGS)
 
-scorecard: system-deps $(STAMP) ## a clean day and graded faults on one server against the shipped alerts (promtool, ~1 h; SCORECARD_ARGS=--quick), write docs/monitoring-quality.md
+scorecard: system-deps $(STAMP) ## a clean day and graded faults on one server against the shipped alerts (promtool; SCORECARD_ARGS=--quick for a smoke run), write docs/monitoring-quality.md
 	$(PY) -m bench.scorecard $(SCORECARD_ARGS)
 
 soak: system-deps $(STAMP) ## 30 min of clean mixed traffic, 2 workers, a real Prometheus: docs/soak.md (SOAK_ARGS=--minutes 3)
