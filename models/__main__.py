@@ -32,6 +32,7 @@ import orjson
 
 from service import home
 from service.classifiers import InvalidModelError
+from service.classifiers.evaluation import CALIBRATION_FOLDS
 from service.store import CANDIDATE, LoadedModel, check_stored, is_candidate, load_model
 
 from .catalog import CATALOG, SPLIT_RECIPE
@@ -47,7 +48,7 @@ def servable(name: str) -> bool:
     scikit-learn, its files there: `check_stored`, no estimator read, as the workers load each model anyway) and
     carries what this release measures at registration (the calibration of its confidence, the reference row counts
     of the alert thresholds); a catalog model's, also whether its rows were split as its recipe splits them now
-    (`SPLIT_RECIPE`)."""
+    (`SPLIT_RECIPE`) and its calibration cross-fitted."""
     try:
         metadata = check_stored(f"{name}:latest")
     except InvalidModelError as exc:
@@ -61,6 +62,9 @@ def servable(name: str) -> bool:
         return False
     if name in CATALOG and (metadata.get("training") or {}).get("split") != SPLIT_RECIPE:
         logger.info("%s needs training: its rows were split otherwise than %s", name, SPLIT_RECIPE)
+        return False
+    if name in CATALOG and metadata["calibration"].get("folds") != CALIBRATION_FOLDS:
+        logger.info("%s needs training: its confidence calibration was not cross-fitted", name)
         return False
     return True
 

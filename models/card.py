@@ -22,6 +22,9 @@ FEW_EXAMPLES = 100  # classes with fewer training examples are flagged
 BARELY_BEATS = 0.02  # a validation accuracy within this of the majority-class baseline is a warning
 _STRATEGIES = {"per-label": "one model per label", "joint": "one model for all labels"}
 MAX_CLASS_LINES = 30  # the per-class table lists the classes with most validation rows first
+VALIDATION_CAVEAT = (
+    "measured on the validation rows, which also tuned the decision: in sample for it, so likely optimistic"
+)
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,8 @@ def card(trained: TrainedModel) -> str:
         "",
         f"Validation: accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}"
         + ("" if data.task == "multilabel" else f", majority-class baseline {_majority(truth):.3f}"),
+        f"  {VALIDATION_CAVEAT}",
+        _calibrated_on(model.metadata["calibration"]),
         "",
         f"{'class':<24} {'train share':>11} {'train rows':>10} {'precision':>9} {'recall':>7} {'val rows':>8}",
     ]
@@ -116,6 +121,17 @@ def _figures(classes: list[str], train: list[Any], truth: list[Any], decided: li
             )
         )
     return figures
+
+
+def _calibrated_on(calibration: dict[str, Any]) -> str:
+    """Which rows the confidence calibration (the label-free accuracy estimate) rests on."""
+    rows, folds = calibration.get("rows"), calibration.get("folds", 0)
+    if folds:
+        return (
+            f"Confidence calibrated on {rows} rows, cross-fitted: the validation rows and {folds} parts of the "
+            "training rows, each scored by a model refitted without it"
+        )
+    return f"Confidence calibrated on the {rows} validation rows alone"
 
 
 def _majority(truth: list[Any]) -> float:

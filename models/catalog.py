@@ -1,10 +1,11 @@
 """Recipes of the default catalog, trained from datasets bundled with scikit-learn, with fixed seeds.
 
 Each data set is split once (`catalog_split`) into three parts: the estimator trains on the training rows;
-registration (`service.store.register_model`, the same path as a user's model) tunes the thresholds, fits the
-calibration map and measures the validation metrics on the calibration rows; the evaluation rows are never read at
-registration, so figures measured on them (`evaluation_rows`: the scorecard's traffic) are out of sample for the
-estimator and for everything registration fitted.
+registration (`service.store.register_model`, the same path as a user's model) tunes the thresholds and measures
+the validation metrics on the calibration rows, and fits the calibration map on them and on the training rows out
+of fold (each scored by the recipe refitted without it); the evaluation rows are never read at registration, so
+figures measured on them (`evaluation_rows`: the scorecard's traffic) are out of sample for the estimator and for
+everything registration fitted.
 """
 
 from __future__ import annotations
@@ -105,14 +106,15 @@ def _labelled(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _register(name: str, task: str, fit: Callable[[np.ndarray, np.ndarray], Any], **params: Any) -> str:
-    """Fit on the training rows, register with the calibration rows as the validation set; the evaluation rows are
-    not passed on."""
+    """Fit on the training rows, register with the calibration rows as the validation set and `fit` to refit
+    with (the confidence calibration is cross-fitted over the training and calibration rows); the evaluation rows
+    are not passed on."""
     split = catalog_split(name)
     X_train, y_train = split.rows(split.train)
     X_calibration, y_calibration = split.rows(split.calibration)
     return register_model(
         name, task, fit(X_train, y_train), X_calibration, y_calibration, X_train=X_train, y_train=y_train,
-        training={"split": SPLIT_RECIPE}, **params,
+        training={"split": SPLIT_RECIPE}, refit=fit, **params,
     )  # fmt: skip
 
 
@@ -126,7 +128,7 @@ def _forest(X: np.ndarray, y: np.ndarray) -> RandomForestClassifier:
 
 def breast_cancer() -> str:
     return _register(
-        "breast_cancer", "binary", _linear().fit,
+        "breast_cancer", "binary", lambda X, y: _linear().fit(X, y),
         feature_names=list(load_breast_cancer().feature_names), positive_class="malignant",
     )  # fmt: skip
 

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.feature_extraction.text import TfidfVectorizer
@@ -125,7 +126,11 @@ def split(data: TrainingData, share: float) -> Split:
 
 def fit(data: TrainingData, rows: np.ndarray, options: TrainingOptions) -> Any:
     """The fitted estimator (or per-label / per-node mapping) on `rows`."""
-    X, y = data.X.iloc[rows], data.y[rows]
+    return fit_rows(data, data.X.iloc[rows], data.y[rows], options)
+
+
+def fit_rows(data: TrainingData, X: pd.DataFrame, y: np.ndarray, options: TrainingOptions) -> Any:
+    """The fitted estimator (or per-label / per-node mapping) on rows `X` of `data` with labels `y`."""
     _check_training_classes(data, y)
     try:
         if data.task == "hierarchical":
@@ -189,6 +194,7 @@ def fit_and_register(
             allows_missing=True,  # the pipeline imputes numbers and categories; a missing text is an empty one
             ignored_columns=data.ignored,  # rows as the file has them (minus the target) are accepted
             optimize=options.optimize,
+            refit=lambda X, y: fit_rows(data, X, y, options),
             training={
                 "target": data.target,
                 **{k: v for k, v in asdict(options).items() if v is not None},

@@ -8,7 +8,7 @@ monitoring need (task, classes, thresholds, metrics, training profile) lives in 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +22,13 @@ import skops.io
 from . import home
 from .classifiers import FeatureSchema, InvalidModelError, Task, get_task, profile_features
 from .classifiers.base import Description
-from .classifiers.evaluation import feature_sensitivity, measure_confidence
+from .classifiers.evaluation import (
+    CALIBRATION_FOLDS,
+    cross_fitted_calibration,
+    feature_sensitivity,
+    measure_confidence,
+    row_count,
+)
 from .monitoring.reconstruction import fit_reconstruction
 
 logger = logging.getLogger(__name__)
@@ -256,6 +262,7 @@ def register_model(
     ignored_columns: Sequence[str] = (),
     trained_at: datetime | None = None,
     training: Mapping[str, Any] | None = None,
+    refit: Callable[[Any, Any], Any] | None = None,
     candidate: bool = False,
     **task_params: Any,
 ) -> str:
@@ -285,11 +292,15 @@ def register_model(
             Names distinct from the features; default none.
         trained_at: when the estimator was trained (default now).
         training: how it was trained (`python -m models train` records its options; `retrain` reuses them).
+        refit: fits a new estimator of the same kind (as `estimator` was fitted) on the rows and labels it is
+            given, and returns it (never `estimator` fitted again); with training rows, the confidence calibration
+            is cross-fitted over the training and validation rows (`cross_fitted_calibration`) instead of fitted on
+            the validation rows alone.
         candidate: register a candidate: served only when named by its version, until promoted.
         **task_params: `positive_class` (binary), `labels` (multilabel), `hierarchy` (hierarchical:
             parent -> children, `service.classifiers.ROOT` as the top level's parent).
     """
-    estimators = dict(estimator) if isinstance(estimator, Mapping) else {"model": estimator}
+    estimators = _as_estimators(estimator)
     task_cls = get_task(task)
     description: Description = task_cls.describe(estimators, X_val, y_val, task_params)
     first = next(iter(estimators.values()))
@@ -315,7 +326,7 @@ def register_model(
         "level_distribution": description.level_distribution,
         "reference_profile": profile_features(reference_X, names, features.categorical, features.text),
         # how many rows the references rest on: the alert thresholds allow for their sampling noise
-        "reference_rows": {"training": _rows(reference_X), "calibration": _rows(X_val)},
+        "reference_rows": {"training": row_count(reference_X), "calibration": row_count(X_val)},
         "trained_at": (trained_at or datetime.now(UTC)).isoformat(),
         "sklearn_version": sklearn.__version__,
         "training": dict(training or {}),
@@ -323,7 +334,24 @@ def register_model(
     served = task_cls(estimators, metadata)
     confidence_figures, calibration = measure_confidence(served, X_val, y_val)
     metadata["metrics"].update(confidence_figures)
-    metadata["calibration"] = calibration.to_metadata()
+    calibrated_on = {"rows": row_count(X_val), "folds": 0}
+    if refit is not None and X_train is not None and y_train is not None:
+
+        def refitted_task(fitted: Any) -> Task:
+            refitted = _as_estimators(fitted)
+            if any(new is old for new in refitted.values() for old in estimators.values()):
+                raise TypeError("refit must return newly fitted estimators, not fit the registered one again")
+            return task_cls(refitted, metadata)
+
+        try:
+            calibration = cross_fitted_calibration(served, refitted_task, refit, X_train, y_train, X_val, y_val)
+            calibrated_on = {"rows": row_count(X_val) + row_count(X_train), "folds": CALIBRATION_FOLDS}
+        except ValueError as exc:  # a part's model could not be fitted or served (a rare class left out of it)
+            logger.warning(
+                "%s: confidence calibrated on the validation rows alone: cross-fitting failed: %s", name, exc
+            )
+    # rows: how many the map rests on; folds: 0 for the validation rows alone, else the parts of the training rows
+    metadata["calibration"] = {**calibration.to_metadata(), **calibrated_on}
     sensitivity = feature_sensitivity(served, X_val)
     ranked = [names[j] for j in np.argsort(-sensitivity, kind="stable").tolist()]
     metadata["monitored_features"] = [name for name in ranked if name not in features.text]
@@ -336,6 +364,10 @@ def register_model(
     files = {key: skops.io.dumps(estimator) for key, estimator in estimators.items()}
     check_servable(served, files, metadata, X_val)
     return _save(files, name, task, metadata, candidate)
+
+
+def _as_estimators(estimator: Any | Mapping[str, Any]) -> dict[str, Any]:
+    return dict(estimator) if isinstance(estimator, Mapping) else {"model": estimator}
 
 
 def check_servable(served: Task, files: Mapping[str, bytes], metadata: Mapping[str, Any], X_val: Any) -> None:
@@ -366,11 +398,6 @@ def _feature_names(estimator: Any, X: Any, given: Sequence[str] | None) -> list[
     if len(names) != n_features or len(set(names)) != len(names):
         raise InvalidModelError(f"expected {n_features} distinct feature names, got {len(names)}")
     return names
-
-
-def _rows(X: Any) -> int:
-    """Rows of a matrix, DataFrame or list of rows."""
-    return int(X.shape[0]) if hasattr(X, "shape") else len(X)
 
 
 def _allows_missing(estimators: Mapping[str, Any]) -> bool:

@@ -15,6 +15,7 @@ import models.__main__
 from models.__main__ import main as models_main
 from models.__main__ import servable
 from models.catalog import CATALOG
+from service.classifiers.evaluation import CALIBRATION_FOLDS
 from service.monitoring.metrics import Metrics
 from service.monitoring.monitor import ModelMonitor, MonitoringConfig
 from service.settings import DEFAULT_CATALOG
@@ -123,6 +124,16 @@ def test_ensure_retrains_a_catalog_model_whose_rows_were_split_otherwise(
     the old train/validation recipe) gets new versions from `make catalog`: `ensure` finds the stored one stale."""
     assert servable("breast_cancer")
     monkeypatch.setattr(models.__main__, "SPLIT_RECIPE", "train 0.75 / validation 0.25, stratified, seed 0")
+    assert not servable("breast_cancer")
+
+
+def test_ensure_retrains_a_catalog_model_whose_calibration_was_not_cross_fitted(
+    catalog: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A catalog version calibrated on its calibration rows alone (or over other folds) is stale: its estimate
+    carries that small split's sampling luck."""
+    assert load_model(catalog["breast_cancer"]).metadata["calibration"]["folds"] == CALIBRATION_FOLDS
+    monkeypatch.setattr(models.__main__, "CALIBRATION_FOLDS", CALIBRATION_FOLDS + 1)
     assert not servable("breast_cancer")
 
 

@@ -15,6 +15,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 
 from service.classifiers import InvalidInputError, InvalidModelError, Options
+from service.classifiers.evaluation import decision_correctness
 from service.serving import describe_model
 from service.store import TRUSTED_TYPES, load_model, read_estimators, register_model, save_model
 from tests.helpers import cancer_rows, register_colors_model
@@ -192,3 +193,76 @@ def test_no_code_path_unpickles_without_a_trusted_list() -> None:
     assert not re.search(r"pickle\.loads?\(|joblib\.load\(|cloudpickle|trusted=True", text)
     assert "skops.io.load(path, trusted=untrusted)" in text
     assert all(name.startswith("sklearn.") or name == "numpy.dtype" for name in TRUSTED_TYPES)
+
+
+def noisy_rows(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two features; the label follows the first through noise, so about one row in seven is decided wrong."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 2))
+    return X, np.where(X[:, 0] + rng.normal(scale=0.5, size=n) > 0, "yes", "no")
+
+
+def lucky_validation_set() -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A model, its 1,000 training rows, and 60 validation rows it happens to decide right, every one: the
+    sampling luck a small validation set can have."""
+    X_train, y_train = noisy_rows(1000, seed=1)
+    estimator = LogisticRegression().fit(X_train, y_train)
+    X_pool, y_pool = noisy_rows(400, seed=2)
+    right = np.flatnonzero(estimator.predict(X_pool) == y_pool)[:60]
+    return estimator, X_train, y_train, X_pool[right], y_pool[right]
+
+
+def estimate_and_realized(tag: str) -> tuple[float, float]:
+    """The model's label-free accuracy estimate and its realized accuracy, on 5,000 fresh rows."""
+    task = load_model(tag).task
+    confidence, correct = decision_correctness(task, *noisy_rows(5000, seed=3))
+    return float(task.calibration(confidence).mean()), float(correct.mean())
+
+
+def test_a_refittable_model_calibrates_its_confidence_out_of_fold_on_every_labelled_row() -> None:
+    """Fitted on the lucky validation rows alone, the calibration maps every confidence to 1; given the recipe to
+    refit with, registration scores each fifth of the training rows by a model refitted on the other four fifths
+    (never on a validation row) and the estimate meets the accuracy on new rows."""
+    estimator, X_train, y_train, X_val, y_val = lucky_validation_set()
+    alone = register_model("lucky", "binary", estimator, X_val, y_val, X_train=X_train, y_train=y_train)
+    assert load_model(alone).metadata["calibration"]["folds"] == 0
+    assert estimate_and_realized(alone)[0] > 0.99  # the validation rows' luck, carried into every estimate
+
+    refitted_on: list[np.ndarray] = []
+
+    def refit(X: np.ndarray, y: np.ndarray) -> LogisticRegression:
+        refitted_on.append(X)
+        return LogisticRegression().fit(X, y)
+
+    tag = register_model("lucky", "binary", estimator, X_val, y_val, X_train=X_train, y_train=y_train, refit=refit)
+    calibration = load_model(tag).metadata["calibration"]
+    assert (calibration["folds"], calibration["rows"]) == (5, 1060)
+    assert [len(X) for X in refitted_on] == [800] * 5
+    held_out = [set(map(tuple, X_train.tolist())) - set(map(tuple, X.tolist())) for X in refitted_on]
+    assert set().union(*held_out) == set(map(tuple, X_train.tolist()))  # every training row held out once
+    assert sum(map(len, held_out)) == len(X_train)
+    assert all(not set(map(tuple, X_val.tolist())) & set(map(tuple, X.tolist())) for X in refitted_on)
+    estimate, realized = estimate_and_realized(tag)
+    assert realized < 0.9 and abs(estimate - realized) < 0.03
+
+
+def test_a_model_that_cannot_be_refitted_is_calibrated_on_its_validation_rows() -> None:
+    estimator, X_train, y_train, X_val, y_val = lucky_validation_set()
+
+    def refit(X: np.ndarray, y: np.ndarray) -> LogisticRegression:
+        raise ValueError("a class is missing from these rows")
+
+    tag = register_model("lucky", "binary", estimator, X_val, y_val, X_train=X_train, y_train=y_train, refit=refit)
+    assert load_model(tag).metadata["calibration"]["folds"] == 0
+    assert load_model(tag).metadata["calibration"]["rows"] == 60
+
+
+def test_a_refit_that_fits_the_registered_estimator_again_is_refused_and_nothing_is_saved() -> None:
+    """Refitting in place would serve the last fold's model: registration stops before it saves anything."""
+    estimator, X_train, y_train, X_val, y_val = lucky_validation_set()
+    with pytest.raises(TypeError, match="newly fitted"):
+        register_model(
+            "refit_in_place", "binary", estimator, X_val, y_val, X_train=X_train, y_train=y_train, refit=estimator.fit
+        )
+    with pytest.raises(bentoml.exceptions.NotFound):
+        bentoml.models.get("refit_in_place:latest")

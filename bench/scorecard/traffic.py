@@ -314,6 +314,7 @@ def register_synthetic() -> str:
     return register_model(
         SYNTHETIC, "multiclass", model, _frame(X_cal, c_cal), y_cal, X_train=_frame(X_train, c_train),
         y_train=y_train, feature_names=synthetic_columns(), categorical_features=[CATEGORY], allows_missing=True,
+        refit=lambda X, y: pipeline(columns, options).fit(X, y),
     )  # fmt: skip
 
 

@@ -17,7 +17,7 @@ from sklearn.metrics import f1_score
 
 from .base import Description, Observations, Options, Prediction, Task, check_probabilities, class_names, register_task
 from .errors import InvalidInputError, InvalidModelError
-from .evaluation import shares
+from .evaluation import shares, take_rows
 from .linear import Probabilities
 from .truth import DecisionKeys, GivenLabel, Pair, Realized, Truth
 
@@ -180,7 +180,7 @@ class NodeClassifiers:
         """(child node ids, P(child | node) for each of `rows`), columns in the same order."""
         if node not in self.estimators:
             return self.tree.children[node], np.ones((len(rows), 1))
-        return self.columns[node], self.probabilities[node](_take(X, rows))
+        return self.columns[node], self.probabilities[node](take_rows(X, rows))
 
 
 @dataclass(frozen=True)
@@ -202,7 +202,7 @@ class HierarchicalScores:
                 if inside.any():
                     kept.append((rows[inside] - start, children, proba[inside]))
             levels.append(kept)
-        return HierarchicalScores(_take(self.X, np.arange(start, stop)), self.nodes[start:stop],
+        return HierarchicalScores(take_rows(self.X, np.arange(start, stop)), self.nodes[start:stop],
                                   self.scores[start:stop], levels)  # fmt: skip
 
 
@@ -549,12 +549,8 @@ def fit_hierarchy(
         if len(rows) == 0:
             raise InvalidModelError(f"no training rows reach node '{name}'")
         targets = [tree.names[paths[i][depth]] for i in rows.tolist()]
-        fitted[name] = make_estimator(name).fit(_take(X, rows), targets)
+        fitted[name] = make_estimator(name).fit(take_rows(X, rows), targets)
     return fitted
-
-
-def _take(X: Any, rows: np.ndarray) -> Any:
-    return X.iloc[rows] if hasattr(X, "iloc") else X[rows]
 
 
 def _len(X: Any) -> int:

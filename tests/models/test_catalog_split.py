@@ -88,6 +88,7 @@ def test_registration_passes_the_calibration_rows_as_validation_and_never_an_eva
                                   ("X_train", split.X, split.train), ("y_train", split.y, split.train)):  # fmt: skip
         np.testing.assert_array_equal(passed[argument], part[index], err_msg=argument)
     assert passed["training"] == {"split": SPLIT_RECIPE}
+    assert callable(passed["refit"])  # the recipe, for the cross-fitted calibration on the training rows only
     evaluation = set(row_hashes(split.X[split.evaluation]))
     for argument in ("X_val", "X_train"):
         assert not evaluation & set(row_hashes(passed[argument])), argument

@@ -18,6 +18,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from models.__main__ import BAD_DATA_EXIT, main
+from models.card import VALIDATION_CAVEAT
 from models.dataset import DataError, prepare, read_table
 from models.examples import reviews_table
 from models.training import TrainingOptions, split
@@ -83,6 +84,7 @@ def test_every_task_kind_trains_registers_and_prints_its_card(
     assert "review" not in metadata["monitored_features"] and "when" not in metadata["features"]["names"]
     assert metadata["metrics"]["accuracy"] > 0.6  # learnable targets: far above the majority class (at most 0.55)
     assert f"Validation: accuracy {metadata['metrics']['accuracy']:.3f}" in printed
+    assert VALIDATION_CAVEAT in printed  # the card says its figures are in sample for the tuned decision
     if task == "hierarchical":
         hierarchy = metadata["decision"]["hierarchy"]
         assert hierarchy[ROOT] == ["bad", "good"] and hierarchy["meh"] == ["poor", "soso"]
