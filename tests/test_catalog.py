@@ -23,7 +23,7 @@ from service.store import load_model, read_estimators
 from tests.helpers import catalog_rows, digits_rows
 
 ROWS = 60
-README = Path(__file__).resolve().parents[1] / "README.md"
+MONITORING_DOCS = Path(__file__).resolve().parents[1] / "docs" / "monitoring.md"
 
 
 def predict(api: TestClient, model: str, X: np.ndarray, **options: Any) -> list[dict[str, Any]]:
@@ -137,10 +137,11 @@ def test_ensure_retrains_a_catalog_model_whose_calibration_was_not_cross_fitted(
     assert not servable("breast_cancer")
 
 
-def test_readme_states_the_drift_series_of_each_catalog_model(catalog: dict[str, str], tmp_path: Path) -> None:
-    """README "Drift across replicas": per model, watched features, drift bins, series per instance (a counter and a
-    reference gauge per bin) and decided labels per level, as a monitor of the registered model has them."""
-    section = README.read_text().split("### Drift across replicas", 1)[1].split("\n### ", 1)[0]
+def test_docs_state_the_drift_series_of_each_catalog_model(catalog: dict[str, str], tmp_path: Path) -> None:
+    """docs/monitoring.md "Drift across replicas": per model, watched features, drift bins, series per instance (a
+    counter and a reference gauge per bin) and decided labels per level, as a monitor of the registered model has
+    them."""
+    section = MONITORING_DOCS.read_text().split("\n## Drift across replicas\n", 1)[1].split("\n## ", 1)[0]
     stated = {cells[0]: cells[2:] for line in section.splitlines() if (cells := line.strip("| ").split(" | "))}
     for name, tag in catalog.items():
         model = load_model(tag)

@@ -1,10 +1,12 @@
-"""README's shell commands, run as written: a new user's first hour, checked.
+"""The shell commands of README and docs/, run as written: a new user's first hour, checked.
 
-Convention: every ```sh and ```console block of README.md has, on the line right above it, one of
-    <!-- readme-test: run -->                 this test runs each of its commands, in README's order;
+Convention: every ```sh and ```console block of README.md and of every hand-written page of docs/ (all but the
+generated ones, `GENERATED`) has, on the line right above it, one of
+    <!-- readme-test: run -->                 this test runs each of its commands, in reading order: README's first,
+                                              then the pages of docs/ by name (`PAGES`);
     <!-- readme-test: not run: REASON -->     it does not, and REASON says why (and what tests it instead).
 A `sh` block's commands are its lines (a line ending in `\\` goes on on the next; `#` lines are comments), and its
-output as README shows it is the ```json block right below it, if any. A `console` block's commands are its `$ `
+output as the page shows it is the ```json block right below it, if any. A `console` block's commands are its `$ `
 lines, each followed by its output.
 
 How they run, as in a fresh clone:
@@ -15,11 +17,12 @@ How they run, as in a fresh clone:
   `make serve` gets the catalog served as `make serve` serves it; both addresses are the server's;
 - each command runs in its own bash, which starts with the exit status of the command before (so `echo $?` means
   what it means in a terminal), with `curl` failing on an HTTP error (`--fail-with-body`); each must exit 0;
-- README's outputs come from one run on another store: the store versions and prediction keys an output shows stand
+- the outputs shown come from one run on another store: the store versions and prediction keys an output shows stand
   for those this run printed at the same place, in later commands and in `examples/`'s files alike.
 
 The other tests check what running cannot: every marker is there, no shell block runs another `python` than
-`.venv/bin/python`, every example prediction id is one the service could issue, and README's links name files.
+`.venv/bin/python`, every example prediction id is one the service could issue, no page links outside the checkout,
+and README links every page (tests/test_docs_links.py checks that every link and anchor resolves).
 """
 
 from __future__ import annotations
@@ -42,6 +45,9 @@ from tests.e2e.conftest import PROJECT, SERVER_LOGS, log_tails, serving
 pytestmark = pytest.mark.e2e
 
 README = PROJECT / "README.md"
+# written by `make bench`, `make scorecard` and `make soak`: no commands of theirs to run
+GENERATED = ("benchmarks.md", "monitoring-quality.md", "soak.md")
+PAGES = [README, *sorted(p for p in (PROJECT / "docs").glob("*.md") if p.name not in GENERATED)]
 EXAMPLES = PROJECT / "examples"
 SHELL_FENCES = ("sh", "console", "bash", "shell")
 MARKER = re.compile(r"<!-- readme-test: (run|not run: .+) -->")
@@ -58,7 +64,7 @@ EXAMPLE_ID = re.compile(r"\b[0-9a-f]{16,}-\d+\b")  # anything shaped like a pred
 @dataclass(frozen=True)
 class Command:
     text: str
-    shown: str  # its output as README shows it ("" when none)
+    shown: str  # its output as the page shows it ("" when none)
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,11 @@ def shell_blocks(text: str) -> list[Block]:
     return found
 
 
+def page_blocks() -> list[tuple[str, Block]]:
+    """Every shell block of `PAGES`, in reading order, with its page's path in the checkout."""
+    return [(str(page.relative_to(PROJECT)), block) for page in PAGES for block in shell_blocks(page.read_text())]
+
+
 def _joined(body: list[str]) -> list[str]:
     """A `sh` block's commands: lines joined at a trailing backslash, blank and comment lines left out."""
     commands, current = [], ""
@@ -138,19 +149,25 @@ def _console(body: list[str]) -> list[Command]:
 
 
 def test_every_shell_block_says_whether_this_test_runs_it() -> None:
-    blocks = shell_blocks(README.read_text())
-    unmarked = [block.line for block in blocks if block.marker is None]
-    assert not unmarked, (
-        f"README.md lines {unmarked}: add <!-- readme-test: run --> or <!-- readme-test: not run: why -->"
-    )
-    assert sum(block.runs for block in blocks) >= 8  # the walkthroughs: requests, training, the loop, feedback, export
+    blocks = page_blocks()
+    unmarked = [f"{page}:{block.line}" for page, block in blocks if block.marker is None]
+    assert not unmarked, f"{unmarked}: add <!-- readme-test: run --> or <!-- readme-test: not run: why -->"
+    assert sum(block.runs for _, block in blocks) >= 8  # walkthroughs: requests, training, the loop, feedback, export
+    assert sum(block.runs for page, block in blocks if page == "README.md") >= 4  # one request per task kind
+
+
+def test_generated_pages_are_the_ones_that_say_so() -> None:
+    """A page a generator writes says so at its top and has no commands of its own to run; no other page says so."""
+    for page in sorted((PROJECT / "docs").glob("*.md")):
+        says = "do not edit by hand" in "\n".join(page.read_text().splitlines()[:5]).lower()
+        assert says == (page.name in GENERATED), page.name
 
 
 def test_shell_blocks_run_the_checkouts_python() -> None:
-    """`python -m ...` works only in an activated virtualenv: README's commands name `.venv/bin/python`."""
+    """`python -m ...` works only in an activated virtualenv: the pages' commands name `.venv/bin/python`."""
     bare = [
-        (block.line, command.text)
-        for block in shell_blocks(README.read_text())
+        (page, block.line, command.text)
+        for page, block in page_blocks()
         for command in block.commands
         if re.search(r"(?<![\w/.-])python3?\s", command.text)
     ]
@@ -158,30 +175,30 @@ def test_shell_blocks_run_the_checkouts_python() -> None:
 
 
 def test_example_prediction_ids_are_ids_the_service_issues() -> None:
-    """An id of README or `examples/` has the service's layout (32 hex digits, UUIDv7's version and variant, the
+    """An id of the pages or `examples/` has the service's layout (32 hex digits, UUIDv7's version and variant, the
     logged bit set), so pasting it tells `unknown_prediction` from a malformed id as a real one would."""
-    texts = {"README.md": README.read_text(), **{f"examples/{p.name}": p.read_text() for p in EXAMPLES.glob("*.json")}}
+    pages = {str(page.relative_to(PROJECT)): page.read_text() for page in PAGES}
+    texts = {**pages, **{f"examples/{p.name}": p.read_text() for p in EXAMPLES.glob("*.json")}}
     found = {(where, example) for where, text in texts.items() for example in EXAMPLE_ID.findall(text)}
     assert len(found) >= 8
     wrong = sorted((where, example) for where, example in found if (ref := parse_id(example)) is None or not ref.logged)
     assert wrong == []
 
 
-def test_readme_links_name_files_of_the_checkout() -> None:
-    """A clone has only itself: no link leaves the repository, every relative link names a file in it."""
-    text = README.read_text()
-    links = re.findall(r"\]\(([^)\s]+)\)", text)
-    relative = [link.split("#")[0] for link in links if not link.startswith(("http://", "https://", "#"))]
-    assert "docs/api.md" in relative
-    assert [link for link in relative if link.startswith("..") or not (PROJECT / link).exists()] == []
-    assert "../shared" not in text and "CONTRACT.md" not in text
+def test_readme_links_every_page_and_no_page_leaves_the_checkout() -> None:
+    """A clone has only itself: no page names the steering folder's files; README leads to every page of docs/."""
+    links = re.findall(r"\]\(([^)\s#]+)[^)\s]*\)", README.read_text())
+    assert {f"docs/{page.name}" for page in (PROJECT / "docs").glob("*.md")} <= set(links)
+    for page in PAGES:
+        text = page.read_text()
+        assert "../shared" not in text and "CONTRACT.md" not in text, page.name
 
 
 # --- running them --------------------------------------------------------------------------------------------
 
 
 class Walkthrough:
-    """README's commands in a fresh folder, one store and one data folder, one server at a time."""
+    """The pages' commands in a fresh folder, one store and one data folder, one server at a time."""
 
     def __init__(self, e2e_env: dict[str, str], root: Path, servers: contextlib.ExitStack) -> None:
         self.folder, self.home = root / "clone", root / "home"
@@ -194,7 +211,7 @@ class Walkthrough:
         self.servers = servers
         self.server: contextlib.ExitStack | None = None
         self.address = ""
-        self.seen: dict[str, str] = {}  # README's version or prediction key -> this run's
+        self.seen: dict[str, str] = {}  # a page's version or prediction key -> this run's
         self.status = 0  # the last command's exit status
         self.ran: list[str] = []
 
@@ -229,7 +246,7 @@ class Walkthrough:
         )  # fmt: skip
         if done.returncode != 0:
             pytest.fail(
-                f"README command exited {done.returncode}: {command.text}\n(ran as: {text})\n--- stdout\n"
+                f"documented command exited {done.returncode}: {command.text}\n(ran as: {text})\n--- stdout\n"
                 f"{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-3000:]}{log_tails(SERVER_LOGS.items())}"
             )
         self.status = done.returncode
@@ -243,23 +260,23 @@ class Walkthrough:
         return text
 
     def write_examples(self) -> None:
-        """`examples/`'s files with this run's versions and prediction keys for README's."""
+        """`examples/`'s files with this run's versions and prediction keys for the pages'."""
         for path in EXAMPLES.iterdir():
             (self.folder / "examples" / path.name).write_text(self.substituted(path.read_text()))
 
     def learn(self, command: Command, output: str) -> None:
-        """Pair the versions and prediction keys README shows in this command's output with this run's, in order."""
+        """Pair the versions and prediction keys a page shows in this command's output with this run's, in order."""
         for pattern in (VERSION, PREDICTION_KEY):
             shown, actual = _distinct(pattern.findall(command.shown)), _distinct(pattern.findall(output))
             if not shown:
                 continue
-            assert len(shown) == len(actual), f"README shows {shown} after `{command.text}`; this run printed {actual}"
+            assert len(shown) == len(actual), f"the page shows {shown} after `{command.text}`; this run: {actual}"
             for readme_value, run_value in zip(shown, actual, strict=True):
                 known = self.seen.setdefault(readme_value, run_value)
-                assert known == run_value, f"README's {readme_value} stands for both {known} and {run_value}"
+                assert known == run_value, f"the pages' {readme_value} stands for both {known} and {run_value}"
 
     def check_answer(self, command: Command, output: str) -> None:
-        """Where README shows a JSON answer, this run's has the same fields and accepts as many feedback items."""
+        """Where a page shows a JSON answer, this run's has the same fields and accepts as many feedback items."""
         try:
             shown = json.loads(command.shown)
         except ValueError:
@@ -282,14 +299,14 @@ def walkthrough(e2e_env: dict[str, str], tmp_path: Path) -> Iterator[Walkthrough
 
 
 def test_readme_commands_run_as_written(walkthrough: Walkthrough) -> None:
-    blocks = shell_blocks(README.read_text())
+    blocks = [block for _, block in page_blocks()]
     for block in blocks:
         if block.runs:
             for command in block.commands:
                 walkthrough.run(command)
     expected = [command.text for block in blocks if block.runs for command in block.commands]
     assert [line.split(" s  ", 1)[1] for line in walkthrough.ran] == expected
-    # README's requests reached a server, and its CLI walkthrough ran
+    # README's requests reached a server, and docs/loop.md's CLI walkthrough ran
     assert any(text.startswith("curl") for text in expected)
     assert any(text.startswith(".venv/bin/python -m models train") for text in expected)
-    print(f"ran {len(walkthrough.ran)} README commands", *walkthrough.ran, sep="\n  ")
+    print(f"ran {len(walkthrough.ran)} documented commands", *walkthrough.ran, sep="\n  ")
