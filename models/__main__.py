@@ -10,7 +10,7 @@
   list --catalog                                                    the catalog's names
   ensure [NAME ...]                                                 register the catalog models the store lacks
   catalog [NAME ...]                                                (re)register catalog models
-  example-data reviews|reviews-drifted FILE                         write README's example table as CSV
+  example-data reviews|reviews-drifted FILE                         write docs/loop.md's example table as CSV
 
 `train` and `retrain` exit with code 2, registering nothing, when the data cannot make the model asked for.
 `compare` exits with 0 when B beats A by the margin, 1 when it does not, 2 when they cannot be compared.
@@ -116,7 +116,7 @@ def parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("list", help="every version in the store: stage, task, trained-at")
     listing.add_argument("names", nargs="*", help="only these models (default: all)")
     listing.add_argument("--catalog", action="store_true", help="the catalog's model names instead")
-    example = commands.add_parser("example-data", help="write one of README's example tables as CSV")
+    example = commands.add_parser("example-data", help="write one of docs/loop.md's example tables as CSV")
     example.add_argument("example", choices=list(EXAMPLES))
     example.add_argument("path", type=Path, help="the CSV file to write")
     train = commands.add_parser("train", help="train a model from a CSV, JSON Lines or Parquet file")

@@ -1,4 +1,4 @@
-"""Example tables for README's walkthroughs (`python -m models example-data`), and the tests that follow them.
+"""Example tables for docs/loop.md's walkthroughs (`python -m models example-data`), and the tests that follow them.
 
 `reviews`: a synthetic table of numbers (some missing), a category (some missing), review sentences and a time, with
 a target of every task kind driven by one score, so each is learnable: `bin` (binary), `multi` (multiclass), `tags`

@@ -3,7 +3,7 @@
 Each row (minus the target) goes to `POST /predict`, then its target to `POST /feedback` as the label of the
 prediction it got, in the model's own form (`label`; `labels` joined by `--label-sep`; `path` joined by
 `--path-sep`, as `train` reads them). So the prediction log holds labelled predictions that `retrain` and `compare`
-read, and realized figures move: README's loop, without waiting for production.
+read, and realized figures move: docs/loop.md's loop, without waiting for production.
 """
 
 from __future__ import annotations

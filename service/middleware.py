@@ -136,7 +136,7 @@ def _message(status: int, body: bytes, scope: Scope) -> str:
         text = text.get("error") or text.get("detail") or text
     text = str(text) if text else ""
     if status == 404:
-        return f"no endpoint {scope.get('method')} {scope.get('path')}; see the README for the API"
+        return f"no endpoint {scope.get('method')} {scope.get('path')}; see docs/api.md or /docs.json for the API"
     if status == 405:
         return f"{scope.get('method')} is not allowed on {scope.get('path')}"
     return text or f"HTTP {status}"

@@ -219,7 +219,8 @@ def test_ensure_checks_a_model_by_its_record_without_loading_an_estimator(monkey
 
 
 def test_ensure_retrains_a_model_registered_before_its_reference_rows_were_kept() -> None:
-    """Without them its drift, collapse and accuracy alerts have no threshold (README: What each alert means)."""
+    """Without them its drift, collapse and accuracy alerts have no threshold (docs/monitoring.md: What each alert
+    means)."""
     name = unique("unrowed")
     tag = register_digits(name)
     assert servable(name)

@@ -72,8 +72,8 @@ class InputProfile:
         self._categories = {n: sorted(profile[n]["categories"]) for n in self.names if n in categorical_set}
 
         # the window's input columns: per tracked feature, its bins (missing last); `offsets` says where each starts
-        # and `bin_labels` names each bin (the `bin` label of classifier_drift_bin_rows_total: README "Drift across
-        # replicas")
+        # and `bin_labels` names each bin (the `bin` label of classifier_drift_bin_rows_total: docs/monitoring.md "Drift
+        # across replicas")
         self.sizes: list[int] = []
         self.expected: list[np.ndarray] = []
         self.bin_labels: list[list[str]] = []

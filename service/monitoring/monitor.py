@@ -165,7 +165,7 @@ class ModelMonitor:
                 m.validation_prediction_share.labels(name, version, label, level).set(share)
         # The alert thresholds' 1/m term. A model registered before its metadata kept these counts exports none, and
         # the rules that need them yield no threshold: its drift, collapse and accuracy alerts stay silent until it is
-        # registered again (README: What each alert means).
+        # registered again (docs/monitoring.md: What each alert means).
         for sample, rows in (metadata.get("reference_rows") or {}).items():
             m.reference_rows.labels(name, version, sample).set(float(rows))
         self._info = m.model_info.labels(name, version, str(metadata["task"]))
@@ -348,7 +348,8 @@ def render_drift(monitors: Iterable[ModelMonitor]) -> str:
         + render_samples(
             "classifier_drift_bin_rows_total",
             "counter",
-            "Accepted rows by drift bin of each monitored feature since the start (README: Drift across replicas).",
+            "Accepted rows by drift bin of each monitored feature since the start"
+            " (docs/monitoring.md: Drift across replicas).",
             counts,
         )
         + render_samples(
@@ -360,7 +361,8 @@ def render_drift(monitors: Iterable[ModelMonitor]) -> str:
         + render_samples(
             "classifier_reconstruction_bin_rows_total",
             "counter",
-            "Accepted rows by bin of their PCA reconstruction error since the start (README: Multivariate drift).",
+            "Accepted rows by bin of their PCA reconstruction error since the start"
+            " (docs/monitoring.md: Multivariate drift).",
             reconstruction_counts,
         )
         + render_samples(

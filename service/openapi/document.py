@@ -162,7 +162,7 @@ INDEX_PAGE = b"""<!doctype html>
 <body>
 <h1>classifier-service</h1>
 <p>The API is described by its OpenAPI 3.1 document: <a href="docs.json">docs.json</a>.
-Open it in any OpenAPI viewer or client generator; the project's README documents every route.</p>
+Open it in any OpenAPI viewer or client generator; the project's docs/api.md documents every route.</p>
 </body>
 </html>
 """

@@ -21,7 +21,7 @@ from tests.auth.conftest import Keys
 from tests.helpers import digits_rows
 from tests.test_http import assert_error
 
-# (method, path, JSON body, the scope README's table gives it)
+# (method, path, JSON body, the scope docs/operations.md's table gives it)
 ROUTES: list[tuple[str, str, Any, Scope]] = [
     ("POST", "/predict", {"model": "digits", "instances": digits_rows(2)[0].tolist()}, "predict"),
     ("GET", "/models", None, "predict"),

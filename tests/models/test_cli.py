@@ -1,4 +1,4 @@
-"""`python -m models` for a new user: what the store holds (`list`), README's example tables (`example-data`), a
+"""`python -m models` for a new user: what the store holds (`list`), docs/loop.md's example tables (`example-data`), a
 labelled file through a running service (`replay`), and the positive class said before training."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ TARGETS = ["bin", "multi", "tags", "path"]
 
 
 def train_reviews(name: str, path: Path, *extra: str) -> list[str]:
-    """`train` arguments for README's binary model of the reviews table."""
+    """`train` arguments for docs/loop.md's binary model of the reviews table."""
     return ["train", "--name", name, "--task", "binary", "--data", str(path), "--target", "bin",
             "--drop", "multi,tags,path", *extra]  # fmt: skip
 

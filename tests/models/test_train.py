@@ -27,7 +27,7 @@ from service.store import load_model
 from tests.helpers import scrape
 from tests.test_signals_http import model_series
 
-synthetic_table = reviews_table  # the table README's walkthrough writes (`python -m models example-data reviews`)
+synthetic_table = reviews_table  # the table docs/loop.md's walkthrough writes (`python -m models example-data reviews`)
 
 
 def unique(prefix: str) -> str:
