@@ -55,13 +55,14 @@ def write_report(
 ) -> None:  # fmt: skip
     clean = next(r for r in results if r.run.phase.fault is None)
     faults = [r for r in results if r.run.phase.fault is not None]
+    commit = _commit()  # before the figure is written: the report's own outputs are not uncommitted changes
     path.parent.mkdir(parents=True, exist_ok=True)
     figure = path.with_name(path.stem + "-detection.svg")
     figure.write_text(detection_svg(faults))
     lines = [
         "# Monitoring quality scorecard",
         "",
-        f"Written by `{command}` (`make scorecard`) on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, commit {_commit()}, "
+        f"Written by `{command}` (`make scorecard`) on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, commit {commit}, "
         f"{os.cpu_count()} CPUs, in {timing['total_s'] / 60:.0f} minutes ({timing['step_s']:.2f} s of wall time a "
         f"step, {timing['promtool_s'] / 60:.0f} minutes of promtool, run beside the traffic). Do not edit by hand: "
         "run it again.",
