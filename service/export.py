@@ -28,7 +28,7 @@ from pydantic import ValidationError
 
 from . import home
 from .classifiers import InvalidModelError
-from .feedback.database import create_database_engine, current_revision, head_revision, sqlite_path
+from .database.engine import create_database_engine, current_revision, head_revision, sqlite_path
 from .feedback.ids import first_key_at, prediction_id
 from .feedback.store import LogStore, decode_inputs
 from .feedback.timerange import parse_time

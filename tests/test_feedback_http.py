@@ -23,8 +23,8 @@ from starlette.testclient import TestClient
 
 from models.catalog import CATALOG, DIGIT_ATTRIBUTES, catalog_split, evaluation_rows
 from service.auth.keys import Scope, create_key
+from service.database.engine import create_database_engine, migrate
 from service.feedback.__main__ import main as feedback_cli
-from service.feedback.database import create_database_engine, migrate
 from service.feedback.ids import new_key, prediction_id
 from service.feedback.log import PredictionLog
 from service.feedback.loop import FeedbackLoop

@@ -29,8 +29,8 @@ import orjson
 import sqlalchemy as sa
 
 from ..classifiers import Options, Task
+from ..database.engine import create_database_engine, migrate
 from ..monitoring.metrics import Children, Metrics
-from .database import create_database_engine, migrate
 from .ids import first_key_at, new_key
 from .store import (
     LogStore,

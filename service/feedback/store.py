@@ -17,9 +17,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..classifiers import DecisionKeys
-from .database import writing
-from .ids import first_key_at, issued_at
-from .schema import (
+from ..database.engine import writing
+from ..database.schema import (
     admin_actions,
     label_history,
     labels,
@@ -30,6 +29,7 @@ from .schema import (
     served_versions,
     shadow_predictions,
 )
+from .ids import first_key_at, issued_at
 
 WRITER_SLICE_SECONDS = 0.001  # how long a writer thread runs before it hands Python's lock back (see below)
 

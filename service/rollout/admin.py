@@ -11,8 +11,8 @@ import os
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from ..database.schema import NAME_LENGTH
 from ..errors import ConflictError
-from ..feedback.schema import NAME_LENGTH
 from ..feedback.store import AdminAction, AdminActionKind, LogStore
 
 if TYPE_CHECKING:

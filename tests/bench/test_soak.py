@@ -32,7 +32,7 @@ from bench.soak.figures import (
     slices,
 )
 from bench.soak.report import SoakRun, render
-from service.feedback.database import create_database_engine, migrate
+from service.database.engine import create_database_engine, migrate
 from service.feedback.store import LabelWrite, LogStore, OutcomeWrite
 from service.settings import Settings
 from tests.deploy.test_prometheus_rules import assert_ok, promtool

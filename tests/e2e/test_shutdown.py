@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from models.catalog import evaluation_rows
-from service.feedback.database import create_database_engine
+from service.database.engine import create_database_engine
 from service.feedback.ids import parse_id
 from service.feedback.store import LogStore
 from tests.e2e.conftest import SERVER_LOGS, SERVERS, STOP_TIMEOUT_S, TIMEOUT, serving, stop, wait_until

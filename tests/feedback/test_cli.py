@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from service.database.engine import create_database_engine, migrate
 from service.feedback.__main__ import main
-from service.feedback.database import create_database_engine, migrate
 from service.feedback.store import LabelWrite, LogStore
 from tests.feedback.helpers import T0, logged, prediction, request_record
 

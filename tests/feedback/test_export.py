@@ -15,7 +15,7 @@ import pytest
 
 from models.catalog import DIGIT_GROUPS
 from service import export
-from service.feedback.database import create_database_engine, migrate
+from service.database.engine import create_database_engine, migrate
 from service.feedback.store import LabelWrite, LogStore, OutcomeWrite
 from tests.feedback.helpers import T0, logged, prediction, request_record
 

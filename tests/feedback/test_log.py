@@ -17,8 +17,8 @@ import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
 
 from service.classifiers import Options, get_task
+from service.database.engine import create_database_engine
 from service.feedback import log as log_module
-from service.feedback.database import create_database_engine
 from service.feedback.ids import new_key
 from service.feedback.log import DatabaseUnavailableError, Entry, LogConfig, PredictionLog
 from service.feedback.store import LogStore, decode_inputs, encode_inputs

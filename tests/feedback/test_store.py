@@ -15,9 +15,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from service.classifiers import DecisionKeys
-from service.feedback.database import create_database_engine, current_revision, head_revision, migrate
+from service.database.engine import create_database_engine, current_revision, head_revision, migrate
+from service.database.schema import label_history, labels, metadata, prediction_requests
 from service.feedback.ids import first_key_at
-from service.feedback.schema import label_history, labels, metadata, prediction_requests
 from service.feedback.store import (
     LABEL_HISTORY_LENGTH,
     AdminAction,

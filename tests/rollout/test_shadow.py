@@ -16,7 +16,7 @@ from sklearn.linear_model import LogisticRegression
 from starlette.testclient import TestClient
 
 from service.classifiers import DecisionKeys, Options
-from service.feedback.schema import shadow_predictions
+from service.database.schema import shadow_predictions
 from service.rollout.promotion import Promotions
 from service.rollout.shadow import agreeing
 from service.serving import ModelRegistry
