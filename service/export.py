@@ -28,9 +28,10 @@ from pydantic import ValidationError
 
 from . import home
 from .classifiers import InvalidModelError
+from .database.codecs import decode_inputs
 from .database.engine import create_database_engine, current_revision, head_revision, sqlite_path
 from .feedback.ids import first_key_at, prediction_id
-from .feedback.store import LogStore, decode_inputs
+from .feedback.store import LogStore
 from .feedback.timerange import parse_time
 from .feedback.versions import VersionInfo, Versions
 from .settings import Settings

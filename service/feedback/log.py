@@ -3,7 +3,7 @@
 `/predict` only appends to a bounded in-memory queue; a background thread encodes the queued requests (JSON,
 decision keys, confidences) and inserts them in one transaction every `flush_seconds`, or sooner when half the
 queue is used. The writer shares Python's lock with the event loop: it hands it back after each millisecond of
-work (`store.share_the_lock`), so that the loop, back from waiting on a socket, does not wait for a whole batch to
+work (`driver.share_the_lock`), so that the loop, back from waiting on a socket, does not wait for a whole batch to
 be encoded. A full queue drops the new request and counts it (`result="dropped"`): a prediction never waits for the
 database. While the database is unreachable the thread keeps its batch and retries; what arrives meanwhile fills
 the queue and is dropped. A request that cannot be encoded, or that the database refuses, fails alone: its batch
@@ -29,19 +29,12 @@ import orjson
 import sqlalchemy as sa
 
 from ..classifiers import Options, Task
+from ..database.codecs import encode_floats, encode_inputs, encode_keys
+from ..database.driver import share_the_lock
 from ..database.engine import create_database_engine, migrate
 from ..monitoring.metrics import Children, Metrics
 from .ids import first_key_at, new_key
-from .store import (
-    LogStore,
-    RequestRecord,
-    Rollout,
-    ShadowRecord,
-    encode_floats,
-    encode_inputs,
-    encode_keys,
-    share_the_lock,
-)
+from .store import LogStore, RequestRecord, Rollout, ShadowRecord
 from .versions import Versions
 
 logger = logging.getLogger(__name__)

@@ -23,12 +23,13 @@ import orjson
 import sqlalchemy.exc
 
 from ..classifiers import GivenLabel, InvalidInputError, Truth
+from ..database.codecs import decode_inputs
 from ..errors import DependencyUnavailableError, UnknownModelError, UnknownPredictionError
 from ..monitoring.metrics import NO_MODEL, Children, Metrics, PendingWrites, render_gauges
 from .ids import PredictionRef, issued_at, parse_id
 from .log import DatabaseUnavailableError, PredictionLog
 from .realized import VersionFigures, realized_families
-from .store import LabelWrite, LoggedPrediction, LogStore, OutcomeWrite, Prediction, Stored, decode_inputs
+from .store import LabelWrite, LoggedPrediction, LogStore, OutcomeWrite, Prediction, Stored
 from .timerange import parse_time
 from .versions import VersionInfo
 

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import functools
-import operator
 import os
-import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-import numpy as np
 import orjson
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
-from ..classifiers import DecisionKeys
+from ..database.codecs import decode_float, decode_key
+from ..database.dialect import insert, upsert
+from ..database.driver import DriverStatement, read_back
 from ..database.engine import writing
 from ..database.schema import (
     admin_actions,
@@ -31,25 +29,6 @@ from ..database.schema import (
 )
 from .ids import first_key_at, issued_at
 
-WRITER_SLICE_SECONDS = 0.001  # how long a writer thread runs before it hands Python's lock back (see below)
-
-
-def share_the_lock(since: float) -> float:
-    """Called between two pieces of a writer thread's work: hands Python's lock back to the event loop when the
-    thread has run `WRITER_SLICE_SECONDS` since `since` (a `time.perf_counter()`), and returns the new start.
-
-    The event loop, back from a socket, otherwise waits for the writer's whole stretch or for Python's 5 ms
-    switch interval. Each hand-over is a pair of context switches: yielding every few rows cost a 1-row request a
-    tenth of its CPU; a time slice bounds the loop's wait and the number of hand-overs both.
-    """
-    now = time.perf_counter()
-    if now - since < WRITER_SLICE_SECONDS:
-        return since
-    time.sleep(0)
-    return time.perf_counter()
-
-
-COMPACT_KEYS = 16  # more keys than this (a model of many classes): a request stores only the keys it used
 DELETE_CHUNK = 5000  # requests per retention delete: SQLite holds its write lock for one chunk at a time
 SHADOW_LOOKUP_KEYS = 500  # request keys per lookup of the labels a shadow's decisions arrived after
 # labels a prediction's history keeps, the last ones: a client resending labels (1,000 in one request) adds no more
@@ -198,158 +177,26 @@ class OutcomeTotal:
     value_sum: float
 
 
-FLOAT_INPUTS = b"f8"  # then the rows' values as little-endian float64, row after row
-JSON_INPUTS = b"js"  # then the rows as a JSON list of lists (strings of categorical features among the numbers)
-
-
-def encode_inputs(X: Any) -> bytes:
-    """A request's validated rows as stored: numbers as raw float64 (no formatting, half the size of JSON), rows
-    holding strings as JSON."""
-    values = np.asarray(X.to_numpy() if hasattr(X, "to_numpy") else X)
-    if values.dtype.kind in "fiub":
-        return FLOAT_INPUTS + np.ascontiguousarray(values, dtype="<f8").tobytes()
-    return JSON_INPUTS + orjson.dumps(values.tolist())
-
-
-def decode_inputs(stored: bytes, rows: int) -> list[list[Any]]:
-    """The rows of `encode_inputs`; a missing value (NaN) is None."""
-    if stored[:2] == FLOAT_INPUTS:
-        values = np.frombuffer(stored, dtype="<f8", offset=2).reshape(rows, -1)
-        return [[None if v != v else v for v in row] for row in values.tolist()]
-    return [[None if isinstance(v, float) and v != v else v for v in row] for row in orjson.loads(stored[2:])]
-
-
-def encode_keys(decisions: DecisionKeys) -> bytes:
-    """One request's decision keys, readable one row at a time: each row's index into the keys as a little-endian
-    uint32 (row i is bytes 4i to 4i + 4), then the JSON list of the keys. A model of many classes stores only the
-    keys the request used (its rows' few of a thousand classes)."""
-    keys, codes = decisions.keys, decisions.codes
-    if len(keys) > COMPACT_KEYS:
-        used = list(dict.fromkeys(codes.tolist()))  # a dict, not numpy: requests are mostly a row or a few
-        position = {code: i for i, code in enumerate(used)}
-        keys, codes = [keys[code] for code in used], np.fromiter(map(position.__getitem__, codes.tolist()), np.intp)
-    return np.asarray(codes, dtype="<u4").tobytes() + orjson.dumps(keys)
-
-
-def decode_key(code: bytes, distinct: bytes) -> str | None:
-    """One row's key, from its 4 bytes of `encode_keys` and the distinct keys' JSON."""
-    found: str | None = orjson.loads(distinct)[int.from_bytes(code, "little")]
-    return found
-
-
-def encode_floats(values: np.ndarray) -> bytes:
-    """One float per row as little-endian float64: row i is bytes 8i to 8i + 8."""
-    return np.ascontiguousarray(values, dtype="<f8").tobytes()
-
-
-def decode_float(stored: bytes) -> float:
-    return float(np.frombuffer(stored, dtype="<f8", count=1)[0])
-
-
-class DriverStatement:
-    """An INSERT compiled once for the engine's dialect, its rows sent to the driver's own executemany a few rows
-    per statement.
-
-    The log's hot writes skip SQLAlchemy's per-row parameter handling, which cost more than the writes themselves;
-    the columns' bind processors (times, bytes) are still applied, so the stored values are those SQLAlchemy would
-    store. A statement carries as many rows as fit in `PARAMETERS` parameters: PostgreSQL pays its per-statement
-    work once for them, and psycopg still parses the statement once and prepares it (a statement of more
-    parameters it parsed again on every call, slower than PostgreSQL ran it). SQLite takes one row per statement.
-    """
-
-    PARAMETERS = 48  # psycopg keeps the parse of a statement of at most 50 parameters
-
-    def __init__(self, statement: Any, dialect: sa.Dialect, columns: Sequence[str] | None = None) -> None:
-        """`columns`: the columns the rows give (default: every column of the table)."""
-        positional = type(dialect)(paramstyle="qmark" if dialect.name == "sqlite" else "format")  # type: ignore[call-arg]
-        compiled = statement.compile(dialect=positional, column_keys=columns)
-        head, _, rest = compiled.string.partition(" VALUES ")
-        end = _closing_parenthesis(rest)
-        self._head, self._group, self._tail = head + " VALUES ", rest[: end + 1], rest[end + 1 :]
-        self.names: list[str] = list(compiled.positiontup or ())
-        # SQLite inserts one row per statement fastest (three times faster than four rows per statement)
-        per_statement = 1 if dialect.name == "sqlite" else self.PARAMETERS // len(self.names)
-        self.rows_per_statement = max(1, per_statement)
-        # the dialect's own processors (a SQLite time is the string SQLAlchemy writes everywhere else), by position
-        processors = [
-            None if _bytes_as_they_are(compiled.binds[name].type, dialect) else
-            compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
-            for name in self.names
-        ]  # fmt: skip
-        self.processors = [(position, p) for position, p in enumerate(processors) if p is not None]
-
-    def _sql(self, rows: int) -> str:
-        return f"{self._head}{', '.join([self._group] * rows)}{self._tail}"
-
-    def run(self, connection: sa.Connection, rows: Sequence[Mapping[str, Any]] | Sequence[Any]) -> None:
-        """Insert `rows`: mappings by column name, or objects with the columns as attributes."""
-        if not rows:
-            return
-        take = operator.itemgetter(*self.names) if isinstance(rows[0], Mapping) else operator.attrgetter(*self.names)
-        times: dict[tuple[int, datetime], Any] = {}  # a batch binds its `now` to every row: format it once
-        values: list[Any] = []
-        since = time.perf_counter()
-        for row in rows:
-            since = share_the_lock(since)
-            row_values = list(take(row))
-            for position, process in self.processors:
-                value = row_values[position]
-                if isinstance(value, datetime):
-                    if (position, value) not in times:
-                        times[(position, value)] = process(value)
-                    row_values[position] = times[(position, value)]
-                else:
-                    row_values[position] = process(value)
-            values += row_values
-        per_statement = self.rows_per_statement * len(self.names)
-        whole = len(rows) // self.rows_per_statement * per_statement
-        if whole:
-            connection.exec_driver_sql(
-                self._sql(self.rows_per_statement),
-                [tuple(values[start : start + per_statement]) for start in range(0, whole, per_statement)],
-            )
-        if whole < len(values):
-            connection.exec_driver_sql(self._sql((len(values) - whole) // len(self.names)), tuple(values[whole:]))
-
-
-def _bytes_as_they_are(column_type: Any, dialect: sa.Dialect) -> bool:
-    """sqlite3 stores bytes as they are: SQLAlchemy's wrapping of each in a memoryview cost 2 µs a row."""
-    return dialect.name == "sqlite" and isinstance(column_type, sa.LargeBinary)
-
-
-def _closing_parenthesis(text: str) -> int:
-    """The index of the parenthesis that closes the one `text` starts with."""
-    depth = 0
-    for index, char in enumerate(text):
-        depth += {"(": 1, ")": -1}.get(char, 0)
-        if depth == 0:
-            return index
-    raise ValueError(f"no closing parenthesis in {text[:80]!r}")
-
-
 class LogStore:
     """The prediction log's reads and writes over one engine."""
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
-        self._insert: Any = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
         dialect = engine.dialect
-        time_type = prediction_requests.c.created_at.type.dialect_impl(dialect)
-        read_time = time_type.result_processor(dialect, None)
-        self._read_time: Callable[[Any], Any] = read_time if read_time is not None else lambda value: value
+        self._read_time = read_back(prediction_requests.c.created_at, dialect)
         self._insert_requests = DriverStatement(prediction_requests.insert(), dialect)
         self._insert_shadows = DriverStatement(shadow_predictions.insert(), dialect)
         self._count_minutes = DriverStatement(
-            self._upsert(prediction_counts, ("model", "version", "minute"), add=("rows",)), dialect
+            upsert(dialect, prediction_counts, ("model", "version", "minute"), add=("rows",)), dialect
         )
         self._insert_history = DriverStatement(
             label_history.insert(), dialect, ["key", "row", "truth_key", "received_at", "caller"]
         )
         self._upsert_labels = DriverStatement(
-            self._upsert(labels, ("key", "row"), ("truth_key", "labelled_at", "caller")), dialect
+            upsert(dialect, labels, ("key", "row"), ("truth_key", "labelled_at", "caller")), dialect
         )
         self._upsert_outcomes = DriverStatement(
-            self._upsert(outcomes, ("key", "row", "name"), ("value", "received_at", "caller")), dialect
+            upsert(dialect, outcomes, ("key", "row", "name"), ("value", "received_at", "caller")), dialect
         )
         h = label_history.c
         one_prediction = (h.key == sa.bindparam("k"), h.row == sa.bindparam("r"))
@@ -359,15 +206,6 @@ class LogStore:
         self._delete_older_history = sa.delete(label_history).where(
             *one_prediction, h.id < oldest_kept.scalar_subquery()
         )
-
-    def _upsert(
-        self, table: sa.Table, key: tuple[str, ...], replace: tuple[str, ...] = (), add: tuple[str, ...] = ()
-    ) -> Any:
-        """Insert, or on a key already there: set the `replace` columns to the new values, add to the `add` ones."""
-        statement = self._insert(table)
-        changes = {name: statement.excluded[name] for name in replace}
-        changes |= {name: table.c[name] + statement.excluded[name] for name in add}
-        return statement.on_conflict_do_update(index_elements=list(key), set_=changes)
 
     # --- the prediction log ------------------------------------------------------------------------------------
 
@@ -389,7 +227,8 @@ class LogStore:
 
     def remember_version(self, model: str, version: str, task: str, metadata: Mapping[str, Any], now: datetime) -> None:
         """Record a served model version (once): feedback and realized metrics read it when no worker serves it."""
-        statement = self._insert(model_versions).on_conflict_do_nothing(index_elements=["model", "version"])
+        statement = insert(self.engine.dialect, model_versions)
+        statement = statement.on_conflict_do_nothing(index_elements=["model", "version"])
         row = {"model": model, "version": version, "task": task, "metadata": orjson.dumps(metadata).decode()}
         with writing(self.engine) as connection:
             connection.execute(statement, {**row, "first_served_at": now})
@@ -397,7 +236,7 @@ class LogStore:
     def promote(self, action: AdminAction) -> None:
         """Make `action.to_version` the version every worker and replica of this log serves as `action.model`, and
         record the action, in one transaction."""
-        statement = self._upsert(served_versions, ("model",), replace=("version", "promoted_at"))
+        statement = upsert(self.engine.dialect, served_versions, ("model",), replace=("version", "promoted_at"))
         row = {"model": action.model, "version": action.to_version, "promoted_at": action.at}
         with writing(self.engine) as connection:
             connection.execute(statement, row)
@@ -406,7 +245,8 @@ class LogStore:
     def set_shadow(self, action: AdminAction) -> None:
         """Make `action.to_version` the shadow of `action.model` on every worker and replica of this log (None: stop
         it), and record the action, in one transaction."""
-        statement = self._upsert(served_versions, ("model",), replace=("shadow_version", "shadow_set_at"))
+        replace = ("shadow_version", "shadow_set_at")
+        statement = upsert(self.engine.dialect, served_versions, ("model",), replace=replace)
         row = {"model": action.model, "shadow_version": action.to_version, "shadow_set_at": action.at}
         with writing(self.engine) as connection:
             connection.execute(statement, row)

@@ -8,15 +8,9 @@ import numpy as np
 import orjson
 
 from service.classifiers import DecisionKeys
+from service.database.codecs import encode_floats, encode_inputs, encode_keys
 from service.feedback.ids import new_key
-from service.feedback.store import (
-    LoggedPrediction,
-    LogStore,
-    RequestRecord,
-    encode_floats,
-    encode_inputs,
-    encode_keys,
-)
+from service.feedback.store import LoggedPrediction, LogStore, RequestRecord
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 

@@ -17,11 +17,12 @@ import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
 
 from service.classifiers import Options, get_task
+from service.database.codecs import decode_inputs, encode_inputs
 from service.database.engine import create_database_engine
 from service.feedback import log as log_module
 from service.feedback.ids import new_key
 from service.feedback.log import DatabaseUnavailableError, Entry, LogConfig, PredictionLog
-from service.feedback.store import LogStore, decode_inputs, encode_inputs
+from service.feedback.store import LogStore
 from service.feedback.versions import version_info
 from service.monitoring.metrics import Metrics
 from tests.classifiers.fakes import features, fixed_proba

@@ -15,6 +15,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from service.classifiers import DecisionKeys
+from service.database.codecs import encode_floats, encode_keys
 from service.database.engine import create_database_engine, current_revision, head_revision, migrate
 from service.database.schema import label_history, labels, metadata, prediction_requests
 from service.feedback.ids import first_key_at
@@ -27,8 +28,6 @@ from service.feedback.store import (
     OutcomeWrite,
     ShadowRecord,
     VoidResult,
-    encode_floats,
-    encode_keys,
 )
 from tests.feedback.helpers import T0, decisions_of, logged, prediction, request_record
 
