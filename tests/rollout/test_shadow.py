@@ -45,7 +45,7 @@ def decisions(tag: str) -> list[str]:
 
 
 def logged_shadow(key: str) -> sa.Row | None:
-    engine = bentoml.get_current_service().log.store.engine
+    engine = bentoml.get_current_service().log.stores.engine
     with engine.connect() as connection:
         return connection.execute(sa.select(shadow_predictions).where(shadow_predictions.c.key == key)).first()
 
