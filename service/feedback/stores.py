@@ -25,4 +25,5 @@ class LogStores:
 
     @classmethod
     def over(cls, engine: sa.Engine) -> LogStores:
+        """Every store of `engine`, whose schema is migrated."""
         return cls(engine, PredictionStore(engine), FeedbackStore(engine), RolloutStore(engine), RealizedStore(engine))
