@@ -252,7 +252,9 @@ def compare_command(args: argparse.Namespace) -> int:
     try:
         a, b = _served(args.a), _served(args.b)
         result = compare(a, b, args.since, args.margin, settings)
-        compared(open_log(settings), a.name, a.version, b.version, cli_caller())  # a candidate compared: promotable
+        compared(
+            open_log(settings).rollout, a.name, a.version, b.version, cli_caller()
+        )  # a candidate compared: promotable
     except DataError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return BAD_DATA_EXIT
@@ -274,7 +276,7 @@ def promote_command(args: argparse.Namespace) -> int:
         if args.tag.partition(":")[2] in ("", "latest"):
             raise DataError(f"name the version to promote ('{args.tag.partition(':')[0]}:VERSION')")
         model = _served(args.tag)
-        store = open_log(settings)
+        store = open_log(settings).rollout
         served = store.rollout().promoted.get(model.name) or default_version(model.name)
         admin.promote(store, model, admin.cli_caller(), served, args.force)
     except (DataError, ConflictError) as exc:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from service.classifiers import GivenLabel
-from service.feedback.store import LogStore
+from service.feedback.realized_store import RealizedStore
 from service.settings import Settings
 from service.store import LoadedModel
 
@@ -64,14 +64,14 @@ def compare(a: LoadedModel, b: LoadedModel, since: str | None, margin: float, se
     if list(b.metadata["features"]["names"]) != features or a.task.name != b.task.name:
         raise DataError(f"{a.tag} and {b.tag} take different features or do different tasks: they cannot be compared")
     start = unseen_since(since_time(since), a, b)
-    store = open_log(settings)
-    log = labelled_log(store, a.name, features, start)
+    stores = open_log(settings)
+    log = labelled_log(stores, a.name, features, start)
     if len(log) == 0:
         raise DataError(f"no labelled predictions of '{a.name}' with logged inputs to compare on")
     truth = a.task.ground_truth(a.metadata)
     truth_keys = [truth.key(_given(label)) for label in log.labels]
     decided = {model.version: _decisions(model, log) for model in (a, b)}
-    rates = _take_rates(store, a.name, start)
+    rates = _take_rates(stores.realized, a.name, start)
     results = [_result(model, truth, decided[model.version], truth_keys, rates) for model in (a, b)]
     pairs = list(zip(decided[a.version], decided[b.version], strict=True))
     differing = Counter((x, y) for x, y in pairs if x != y)
@@ -126,7 +126,7 @@ def _result(model: LoadedModel, truth: Any, decided: list[str | None], keys: lis
     )
 
 
-def _take_rates(store: LogStore, model: str, since: datetime | None) -> Rates:
+def _take_rates(store: RealizedStore, model: str, since: datetime | None) -> Rates:
     """(version, outcome) -> outcomes per logged prediction, over the versions that served since `since`."""
     start, until = since or datetime.min.replace(tzinfo=UTC), datetime.now(UTC)
     logged = store.logged_predictions(start, until, model)

@@ -12,8 +12,8 @@ from typing import Any
 
 import pandas as pd
 
-from service.export import EVERY_CALLER, Callers, ExportError, key_range, open_store, rows
-from service.feedback.store import LogStore
+from service.export import EVERY_CALLER, Callers, ExportError, key_range, open_stores, rows
+from service.feedback.stores import LogStores
 from service.feedback.timerange import parse_time
 from service.feedback.versions import Versions
 from service.settings import Settings
@@ -42,20 +42,20 @@ def since_time(text: str | None) -> datetime | None:
         raise DataError(f"--since: {exc}") from None
 
 
-def open_log(settings: Settings) -> LogStore:
+def open_log(settings: Settings) -> LogStores:
     """The service's prediction log (its settings say where), or a `DataError` saying why it cannot be read."""
     try:
-        return open_store(settings)
+        return open_stores(settings)
     except ExportError as exc:
         raise DataError(str(exc)) from None
 
 
 def labelled_log(
-    store: LogStore, model: str, features: list[str], since: datetime | None, callers: Callers = EVERY_CALLER
+    stores: LogStores, model: str, features: list[str], since: datetime | None, callers: Callers = EVERY_CALLER
 ) -> LabelledLog:
     """The labelled predictions of `model` made since `since` (all when None), of some callers only (`Callers`)."""
     inputs, labels, times, versions, skipped = [], [], [], [], 0
-    for joined in rows(store, Versions(), model, key_range(since, None), labelled_only=True, callers=callers):
+    for joined in rows(stores, Versions(), model, key_range(since, None), labelled_only=True, callers=callers):
         if joined["inputs"] is None or list(joined["inputs"]) != features:
             skipped += 1
             continue

@@ -28,9 +28,10 @@ from pydantic import ValidationError
 
 from . import home
 from .classifiers import InvalidModelError
-from .feedback.database import create_database_engine, current_revision, head_revision, sqlite_path
+from .database.codecs import decode_inputs
+from .database.engine import create_database_engine, current_revision, head_revision, sqlite_path
 from .feedback.ids import first_key_at, prediction_id
-from .feedback.store import LogStore, decode_inputs
+from .feedback.stores import LogStores
 from .feedback.timerange import parse_time
 from .feedback.versions import VersionInfo, Versions
 from .settings import Settings
@@ -76,7 +77,7 @@ EVERY_CALLER = Callers()
 
 
 def rows(
-    store: LogStore,
+    stores: LogStores,
     versions: Versions,
     model: str,
     keys: tuple[str, str],
@@ -88,12 +89,12 @@ def rows(
     keeps those of some callers only."""
     after, before = keys
     while True:
-        page = store.requests_page(model, after, before, PAGE_REQUESTS, version)
+        page = stores.predictions.requests_page(model, after, before, PAGE_REQUESTS, version)
         if not page:
             return
-        labels, outcomes = store.feedback_of([request.key for request in page])
+        labels, outcomes = stores.feedback.feedback_of([request.key for request in page])
         for request in page:
-            info = versions.get(store, request.model, request.version)
+            info = versions.get(stores.rollout, request.model, request.version)
             decisions = orjson.loads(request.decisions)
             inputs = None if request.inputs is None else decode_inputs(request.inputs, request.rows)
             for row in range(request.rows):
@@ -222,8 +223,8 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def open_store(settings: Settings) -> LogStore:
-    """The log's store, refusing a database that does not exist or that this version cannot read."""
+def open_stores(settings: Settings) -> LogStores:
+    """The log's stores, refusing a database that does not exist or that this version cannot read."""
     engine = create_database_engine_checked(settings.log_database_url)
     try:
         revision = current_revision(engine)
@@ -234,7 +235,7 @@ def open_store(settings: Settings) -> LogStore:
             f"the prediction log is at schema revision {revision}, this version reads {head_revision()}: "
             "start the service once to migrate it"
         )
-    return LogStore(engine)
+    return LogStores.over(engine)
 
 
 def create_database_engine_checked(url: str) -> sa.Engine:
@@ -253,40 +254,44 @@ def export(args: argparse.Namespace, settings: Settings, out: IO[str], progress:
     except ValueError as exc:
         raise ExportError(str(exc)) from None
     keys = key_range(since, until)
-    store = open_store(settings)
+    stores = open_stores(settings)
     try:
-        if args.model not in store.models():
+        if args.model not in stores.rollout.models():
             raise ExportError(f"model '{args.model}' has never been served with this prediction log")
-        served = store.versions(args.model)
+        served = stores.rollout.versions(args.model)
         if args.version is not None and args.version not in served:
             raise ExportError(
                 f"version '{args.version}' of '{args.model}' has never been served with this prediction log; "
                 f"the versions that have: {', '.join(served)}"
             )
         versions = Versions()
-        writer = JsonLinesWriter(out) if args.format == "jsonl" else _csv_writer(store, versions, args, keys, out)
+        writer = JsonLinesWriter(out) if args.format == "jsonl" else _csv_writer(stores, versions, args, keys, out)
         with ExitStack() as stack:
-            advance = _progress_bar(stack, store.count_logged(args.model, *keys, args.version)) if progress else None
+            advance = (
+                _progress_bar(stack, stores.predictions.count_logged(args.model, *keys, args.version))
+                if progress
+                else None
+            )
             written = 0
             callers = Callers.of(args.caller, args.exclude_caller)
-            for joined in rows(store, versions, args.model, keys, args.version, args.labelled_only, callers):
+            for joined in rows(stores, versions, args.model, keys, args.version, args.labelled_only, callers):
                 writer.write(joined)
                 written += 1
                 if advance is not None and written % PROGRESS_STEP == 0:
                     advance(PROGRESS_STEP)
         return written
     finally:
-        store.engine.dispose()
+        stores.engine.dispose()
 
 
 def _csv_writer(
-    store: LogStore, versions: Versions, args: argparse.Namespace, keys: tuple[str, str], out: IO[str]
+    stores: LogStores, versions: Versions, args: argparse.Namespace, keys: tuple[str, str], out: IO[str]
 ) -> CsvWriter:
     """Columns from the first version in the range: its features, and its task's label fields."""
-    first = store.requests_page(args.model, *keys, 1, args.version, with_inputs=False)
+    first = stores.predictions.requests_page(args.model, *keys, 1, args.version, with_inputs=False)
     if not first:
         return CsvWriter(out, [], ["label"])
-    info = versions.get(store, args.model, first[0].version)
+    info = versions.get(stores.rollout, args.model, first[0].version)
     if info is None:
         raise ExportError(f"the log does not know version {first[0].version} of {args.model}")
     label_fields = {"multilabel": ["labels"], "hierarchical": ["label", "path"]}.get(info.task, ["label"])

@@ -18,11 +18,11 @@ from .classifiers import InvalidInputError, InvalidModelError, NonFiniteScoreErr
 from .errors import ModelUnavailableError, UnknownModelError
 from .feedback.ids import prediction_ids
 from .feedback.log import Entry, LogConfig, PredictionLog
-from .feedback.store import Rollout
 from .feedback.versions import version_info
 from .monitoring.metrics import NO_MODEL, Metrics
 from .monitoring.monitor import ModelMonitor, MonitoringConfig, render_drift, window_directory
 from .monitoring.window import SlidingCounts
+from .rollout.rollout_store import Rollout
 from .rollout.shadow import ShadowRunner, check_shadow
 from .schemas import PredictRequest
 from .settings import Settings

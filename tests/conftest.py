@@ -15,10 +15,15 @@ os.environ["CLF_LOG_FLUSH_SECONDS"] = "0.1"  # feedback right after a prediction
 (_ROOT / "prometheus").mkdir(parents=True)
 
 from collections.abc import Callable, Iterator  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import TYPE_CHECKING, Any  # noqa: E402
 
 import pytest  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from service.feedback.stores import LogStores
 
 
 @pytest.fixture(scope="session")
@@ -79,3 +84,23 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
     with fresh_database(request.getfixturevalue("postgres_server")) as url:
         yield url
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[sa.Engine]:
+    """An engine of each database `database_url` gives, its schema not migrated yet."""
+    from service.database.engine import create_database_engine
+
+    engine = create_database_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def stores(engine: sa.Engine) -> LogStores:
+    """The log's stores over a migrated database of each kind: the store tests run on SQLite and on PostgreSQL."""
+    from service.database.engine import migrate
+    from service.feedback.stores import LogStores
+
+    migrate(engine)
+    return LogStores.over(engine)

@@ -23,12 +23,12 @@ from starlette.testclient import TestClient
 
 from models.catalog import CATALOG, DIGIT_ATTRIBUTES, catalog_split, evaluation_rows
 from service.auth.keys import Scope, create_key
+from service.database.engine import create_database_engine, migrate
 from service.feedback.__main__ import main as feedback_cli
-from service.feedback.database import create_database_engine, migrate
+from service.feedback.feedback_store import LABEL_HISTORY_LENGTH
 from service.feedback.ids import new_key, prediction_id
 from service.feedback.log import PredictionLog
 from service.feedback.loop import FeedbackLoop
-from service.feedback.store import LABEL_HISTORY_LENGTH
 from service.schemas import MAX_OUTCOME_VALUE
 from service.serving import ModelRegistry, log_config
 from service.store import load_model
@@ -569,7 +569,7 @@ def test_the_log_keeps_the_key_that_sent_each_prediction_label_and_outcome(
 ) -> None:
     (keyed,) = keyed_predict(api, callers["app"], digits_rows(1)[0])
     keyed_feedback(api, callers["honest"], {"prediction_id": keyed, "label": "0", "outcome": "clicked"})
-    store = bentoml.get_current_service().log.store
+    store = bentoml.get_current_service().log.stores.predictions
     key, row = keyed.split("-")
     found = store.prediction(key, int(row))
     assert found is not None
@@ -582,7 +582,7 @@ def test_without_keys_the_caller_is_none(api: TestClient) -> None:
     (open_id,) = predict(api, "digits", digits_rows(1)[0])
     feedback(api, {"prediction_id": open_id, "label": "0"})
     key, row = open_id.split("-")
-    found = bentoml.get_current_service().log.store.prediction(key, int(row))
+    found = bentoml.get_current_service().log.stores.predictions.prediction(key, int(row))
     assert found is not None
     assert (found["request"]["caller"], found["label"]["caller"]) == (None, None)
 

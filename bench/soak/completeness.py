@@ -1,6 +1,6 @@
 """After the server's graceful stop: does its prediction log hold everything the client was answered?
 
-Read with the service's own code (`service.export.open_store`, `LogStore.find_predictions` and `feedback_of`, the
+Read with the service's own code (`service.export.open_stores`, `find_predictions` and `feedback_of` of its stores, the
 model version's `Truth` for the key of a label): every prediction id answered 200 is logged, and every feedback
 item acknowledged in a 200 is stored as sent (the label, the outcome with its value).
 """
@@ -12,9 +12,10 @@ from itertools import islice
 from typing import TypeVar
 
 from service.classifiers import GivenLabel
-from service.export import open_store
+from service.export import open_stores
 from service.feedback.ids import parse_id
-from service.feedback.store import LogStore, Prediction
+from service.feedback.prediction_store import Prediction, PredictionStore
+from service.feedback.stores import LogStores
 from service.feedback.versions import Versions
 from service.settings import Settings
 
@@ -37,14 +38,14 @@ def check(
     settings: Settings, requests: Mapping[str, tuple[str, str, int]], acknowledged: Sequence[Acknowledged]
 ) -> Completeness:
     """`requests`: request key -> (model, version, rows) of every `/predict` answered 200."""
-    store = open_store(settings)
+    stores = open_stores(settings)
     try:
         missing: list[str] = []
         wanted = [(key, row) for key, (_, _, rows) in requests.items() for row in range(rows)]
-        predictions = _logged(store, wanted, missing)
-        labels, outcomes = _stored(store, acknowledged, missing)
+        predictions = _logged(stores.predictions, wanted, missing)
+        labels, outcomes = _stored(stores, acknowledged, missing)
     finally:
-        store.engine.dispose()
+        stores.engine.dispose()
     return Completeness(
         predictions_expected=len(wanted),
         predictions_found=predictions,
@@ -56,7 +57,7 @@ def check(
     )
 
 
-def _logged(store: LogStore, wanted: Sequence[Prediction], missing: list[str]) -> int:
+def _logged(store: PredictionStore, wanted: Sequence[Prediction], missing: list[str]) -> int:
     """How many of `wanted` are logged; adds what is not to `missing`."""
     found = 0
     for chunk in chunks(wanted):
@@ -70,20 +71,20 @@ def _logged(store: LogStore, wanted: Sequence[Prediction], missing: list[str]) -
     return found
 
 
-def _stored(store: LogStore, acknowledged: Sequence[Acknowledged], missing: list[str]) -> tuple[int, int]:
+def _stored(stores: LogStores, acknowledged: Sequence[Acknowledged], missing: list[str]) -> tuple[int, int]:
     """(labels, outcomes) of `acknowledged` stored as sent; adds what is not to `missing`."""
     versions = Versions()
     labels = outcomes = 0
     for chunk in chunks(acknowledged):
         refs = [parse_id(ack.prediction_id) for ack in chunk]
-        current, reported = store.feedback_of(sorted({ref.key for ref in refs if ref is not None}))
+        current, reported = stores.feedback.feedback_of(sorted({ref.key for ref in refs if ref is not None}))
         for ack, ref in zip(chunk, refs, strict=True):
             if ref is None:
                 missing.append(f"{ack.prediction_id} is not a prediction id")
                 continue
             prediction = (ref.key, ref.row)
             if ack.truth is not None:
-                info = versions.get(store, ack.model, ack.version)
+                info = versions.get(stores.rollout, ack.model, ack.version)
                 expected = None if info is None else info.truth.key(GivenLabel(**ack.truth))
                 label = current.get(prediction)
                 if label is not None and label.truth_key == expected:

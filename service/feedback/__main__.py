@@ -19,9 +19,9 @@ from datetime import UTC, datetime
 
 from pydantic import ValidationError
 
-from ..export import ExportError, open_store
+from ..export import ExportError, open_stores
 from ..settings import Settings
-from .store import CallerLabels
+from .feedback_store import CallerLabels
 from .timerange import parse_time
 
 USAGE = 2
@@ -64,17 +64,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings()
         since = None if getattr(args, "since", None) is None else parse_time(args.since, now)
-        store = open_store(settings)
+        stores = open_stores(settings)
     except (ValidationError, ValueError, ExportError) as exc:
         sys.stderr.write(f"python -m service.feedback: {exc}\n")
         return USAGE
     try:
         if args.command == "callers":
-            sys.stdout.write(table(store.label_callers()))
+            sys.stdout.write(table(stores.feedback.label_callers()))
             return 0
-        result = store.void_labels(args.caller, since, now)
+        result = stores.feedback.void_labels(args.caller, since, now)
     finally:
-        store.engine.dispose()
+        stores.engine.dispose()
     sys.stdout.write(
         f"voided {result.voided} labels of {args.caller!r}"
         + ("" if since is None else f" received since {since.isoformat()}")

@@ -3,7 +3,7 @@
 `/predict` only appends to a bounded in-memory queue; a background thread encodes the queued requests (JSON,
 decision keys, confidences) and inserts them in one transaction every `flush_seconds`, or sooner when half the
 queue is used. The writer shares Python's lock with the event loop: it hands it back after each millisecond of
-work (`store.share_the_lock`), so that the loop, back from waiting on a socket, does not wait for a whole batch to
+work (`driver.share_the_lock`), so that the loop, back from waiting on a socket, does not wait for a whole batch to
 be encoded. A full queue drops the new request and counts it (`result="dropped"`): a prediction never waits for the
 database. While the database is unreachable the thread keeps its batch and retries; what arrives meanwhile fills
 the queue and is dropped. A request that cannot be encoded, or that the database refuses, fails alone: its batch
@@ -29,19 +29,14 @@ import orjson
 import sqlalchemy as sa
 
 from ..classifiers import Options, Task
+from ..database.codecs import encode_floats, encode_inputs, encode_keys
+from ..database.driver import share_the_lock
+from ..database.engine import create_database_engine, migrate
 from ..monitoring.metrics import Children, Metrics
-from .database import create_database_engine, migrate
+from ..rollout.rollout_store import Rollout, RolloutStore, ShadowRecord
 from .ids import first_key_at, new_key
-from .store import (
-    LogStore,
-    RequestRecord,
-    Rollout,
-    ShadowRecord,
-    encode_floats,
-    encode_inputs,
-    encode_keys,
-    share_the_lock,
-)
+from .prediction_store import RequestRecord
+from .stores import LogStores
 from .versions import Versions
 
 logger = logging.getLogger(__name__)
@@ -104,7 +99,7 @@ class PredictionLog:
         self._shadows: deque[ShadowRecord] = deque()  # the shadow thread's; bounded by `queue_rows` like the queue
         self._condition = threading.Condition()
         self._closing = False
-        self._store: LogStore | None = None
+        self._stores: LogStores | None = None
         self._problem = "the prediction log's database has not been opened yet"
         self._engine = create_database_engine(config.database_url)
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
@@ -151,17 +146,17 @@ class PredictionLog:
     # --- state -------------------------------------------------------------------------------------------------
 
     @property
-    def store(self) -> LogStore:
-        """The database's queries; raises `DatabaseUnavailableError` while it is unreachable."""
-        if self._store is None:
+    def stores(self) -> LogStores:
+        """The database's stores; raises `DatabaseUnavailableError` while it is unreachable."""
+        if self._stores is None:
             raise DatabaseUnavailableError(self._problem)
-        return self._store
+        return self._stores
 
     def rollout(self) -> Rollout:
         """The versions promoted and the shadows set through the admin routes; none while the database is
         unavailable (models then serve their newest version that is not a candidate, or stay as they are)."""
         try:
-            return self.store.rollout()
+            return self.stores.rollout.rollout()
         except (DatabaseUnavailableError, sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
             logger.warning("prediction log: promoted and shadow versions unavailable: %s", _describe(exc))
             return Rollout()
@@ -196,13 +191,13 @@ class PredictionLog:
         """Open and migrate the database; whether it is available."""
         try:
             migrate(self._engine)
-            store = LogStore(self._engine)
+            stores = LogStores.over(self._engine)
         except Exception as exc:  # noqa: BLE001 -- any failure leaves the log unavailable until a retry succeeds
-            self._store = None
+            self._stores = None
             self._problem = f"the prediction log's database is unavailable: {_describe(exc)}"
             logger.error("prediction log: %s", self._problem)
             return False
-        self._store = store
+        self._stores = stores
         return True
 
     def _run(self) -> None:
@@ -214,9 +209,9 @@ class PredictionLog:
                     self._condition.wait(self.config.flush_seconds)
                 closing = self._closing
             self._metrics.log_queue_rows.set(self._queued_rows)
-            if self._store is None:
+            if self._stores is None:
                 self._connect()
-            written = self._store is not None and self._write_queued()
+            written = self._stores is not None and self._write_queued()
             if closing and (not written or not self._queue):
                 return  # close() counts what is left as failed
             if written:
@@ -239,8 +234,8 @@ class PredictionLog:
         retried in halves down to the entries that fail alone (about 2 log2(n) extra attempts for one among n),
         which are counted `failed` and named in one log line.
         """
-        store = self._store
-        if store is None:
+        stores = self._stores
+        if stores is None:
             return False
         with self._condition:
             batch = list(self._queue)
@@ -250,19 +245,19 @@ class PredictionLog:
         refused: list[tuple[tuple[RequestRecord, Entry], Exception]] = []
 
         def write(pairs: Sequence[tuple[RequestRecord, Entry]]) -> None:
-            store.write_requests([record for record, _ in pairs])
+            stores.predictions.write_requests([record for record, _ in pairs])
             written.extend(entry for _, entry in pairs)
 
         started = time.perf_counter()
         try:
-            self._save_versions(store)
+            self._save_versions(stores.rollout)
             _in_halves(list(zip(records, encoded, strict=True)), write, refused)
         except UNREACHABLE as exc:
             done = {entry.key for entry in written}  # committed before the connection went
             with self._condition:  # back to the front, in order; the queue's bound holds new arrivals off
                 self._queue.extendleft(reversed([entry for entry in encoded if entry.key not in done]))
             self._count(written, "written")
-            self._store = None
+            self._stores = None
             self._problem = f"the prediction log's database is unavailable: {_describe(exc)}"
             logger.error(
                 "prediction log: writing %d requests failed, will retry: %s", len(encoded) - len(done), _describe(exc)
@@ -272,7 +267,7 @@ class PredictionLog:
             self._metrics.log_write_duration.observe(time.perf_counter() - started)
         self._lost([(entry, exc) for (_, entry), exc in refused], "were refused by the database")
         self._count(written, "written")
-        self._write_shadows(store)
+        self._write_shadows(stores.rollout)
         return True
 
     def _encode_each(self, batch: Sequence[Entry]) -> tuple[list[RequestRecord], list[Entry]]:
@@ -291,7 +286,7 @@ class PredictionLog:
         self._lost(unencodable, "could not be encoded")
         return records, encoded
 
-    def _save_versions(self, store: LogStore) -> None:
+    def _save_versions(self, store: RolloutStore) -> None:
         """Record the served versions before their predictions; a version the database refuses is logged, and
         does not keep the predictions from being written."""
         try:
@@ -313,7 +308,7 @@ class PredictionLog:
             _describe(error),
         )  # fmt: skip
 
-    def _write_shadows(self, store: LogStore) -> None:
+    def _write_shadows(self, store: RolloutStore) -> None:
         with self._condition:
             shadows = list(self._shadows)
             self._shadows.clear()
@@ -372,11 +367,11 @@ class PredictionLog:
     def apply_retention(self) -> None:
         """Delete the predictions older than the retention period (the writer thread does it every hour)."""
         cutoff = time.time() - self.config.retention_days * 86400
-        store = self._store
-        if store is None:
+        stores = self._stores
+        if stores is None:
             return
         try:
-            deleted = store.delete_before(first_key_at(cutoff))
+            deleted = stores.predictions.delete_before(first_key_at(cutoff))
         except Exception as exc:  # noqa: BLE001 -- retried at the next check
             logger.error("prediction log: deleting predictions past retention failed: %s", _describe(exc))
             return

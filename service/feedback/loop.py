@@ -23,12 +23,17 @@ import orjson
 import sqlalchemy.exc
 
 from ..classifiers import GivenLabel, InvalidInputError, Truth
+from ..database.codecs import decode_inputs
 from ..errors import DependencyUnavailableError, UnknownModelError, UnknownPredictionError
 from ..monitoring.metrics import NO_MODEL, Children, Metrics, PendingWrites, render_gauges
+from ..rollout.rollout_store import RolloutStore
+from .feedback_store import LabelWrite, OutcomeWrite, Stored
 from .ids import PredictionRef, issued_at, parse_id
 from .log import DatabaseUnavailableError, PredictionLog
+from .prediction_store import LoggedPrediction, Prediction
 from .realized import VersionFigures, realized_families
-from .store import LabelWrite, LoggedPrediction, LogStore, OutcomeWrite, Prediction, Stored, decode_inputs
+from .realized_store import OutcomeTotal
+from .stores import LogStores
 from .timerange import parse_time
 from .versions import VersionInfo
 
@@ -95,7 +100,9 @@ class FeedbackLoop:
         self._writes = PendingWrites(buffered=False)
         self._outcome_names = frozenset(outcomes)
         self._database = ThreadPoolExecutor(max_workers=4, thread_name_prefix="log-db")
-        self._commits = GroupCommit(lambda groups: self._query(self._store().store_feedback_groups, groups, _now()))
+        self._commits = GroupCommit(
+            lambda groups: self._query(self._stores().feedback.store_feedback_groups, groups, _now())
+        )
 
     async def _query(self, function: Callable[..., T], *args: Any) -> T:
         """Run a blocking database call on a database thread; `unavailable` when the database is down."""
@@ -114,7 +121,7 @@ class FeedbackLoop:
     async def submit(self, items: Sequence[FeedbackItem], caller: str | None = None) -> dict[str, Any]:
         """Store every valid item (durably, before returning) and say why the others were refused. `caller`: the
         name of the API key that sent them (None without keys), stored with each label and outcome."""
-        store = self._store()
+        stores = self._stores()
         now = time.time()
         errors: dict[int, ItemError] = {}
         refs: dict[int, PredictionRef] = {}
@@ -124,7 +131,7 @@ class FeedbackLoop:
             except ItemError as exc:
                 errors[index] = exc
         predictions = await self._predictions({(ref.key, ref.row) for ref in refs.values()}, now)
-        versions = await self._query(self._versions_of, store, predictions.values())
+        versions = await self._query(self._versions_of, stores.rollout, predictions.values())
         label_writes: list[LabelWrite] = []
         outcome_writes: list[OutcomeWrite] = []
         models: dict[int, tuple[str, str]] = {}
@@ -205,18 +212,18 @@ class FeedbackLoop:
 
     async def prediction(self, prediction_id: str) -> dict[str, Any]:
         """A logged prediction with its current label, label history and outcomes."""
-        store = self._store()
+        stores = self._stores()
         now = time.time()
         try:
             ref = self._plausible(prediction_id, now, "id")
             self._logged(ref, await self._predictions({(ref.key, ref.row)}, now), "id")
         except ItemError as exc:
             raise UnknownPredictionError(exc.message, field="id") from None
-        found = await self._query(store.prediction, ref.key, ref.row)
+        found = await self._query(stores.predictions.prediction, ref.key, ref.row)
         if found is None:  # deleted by retention between the two reads
             raise UnknownPredictionError(f"prediction '{prediction_id}' is past the log's retention", field="id")
         request = found["request"]
-        version = await self._query(self.versions.get, store, request["model"], request["version"])
+        version = await self._query(self.versions.get, stores.rollout, request["model"], request["version"])
         inputs = None if request["inputs"] is None else decode_inputs(request["inputs"], request["rows"])[ref.row]
         label = found["label"]
         return {
@@ -256,17 +263,17 @@ class FeedbackLoop:
 
     def figures(self, since: datetime, until: datetime, model: str | None = None) -> list[VersionFigures]:
         """Realized figures per model version over predictions made in [since, until). Blocking (database)."""
-        store = self.log.store
+        stores = self.log.stores
         pairs: dict[tuple[str, str], list[tuple[str | None, str, int]]] = {}
         expected: dict[tuple[str, str], float] = {}
-        for count in store.pair_counts(since, until, model):
+        for count in stores.realized.pair_counts(since, until, model):
             version = (count.model, count.version)
             pairs.setdefault(version, []).append((count.decision_key, count.truth_key, count.count))
             expected[version] = expected.get(version, 0.0) + count.confidence_sum
-        logged = store.logged_predictions(since, until, model)
+        logged = stores.realized.logged_predictions(since, until, model)
         figures = []
         for model_name, version_name in sorted(set(pairs) | set(logged)):
-            info = self.versions.get(store, model_name, version_name)
+            info = self.versions.get(stores.rollout, model_name, version_name)
             if info is None:
                 continue  # a version the log never recorded: nothing to measure it against
             realized = info.truth.realized(pairs.get((model_name, version_name), []))
@@ -312,15 +319,15 @@ class FeedbackLoop:
             since = until - timedelta(seconds=self.window_seconds)
         else:  # an `until` in the first days of year 1
             since = EARLIEST
-        store = self._store()
+        stores = self._stores()
         if since >= until:
             raise InvalidInputError(
                 f"'since' ({since.isoformat()}) is not before 'until' ({until.isoformat()})", field="since"
             )
-        if model not in self.versions.models() and model not in await self._query(store.models):
+        if model not in self.versions.models() and model not in await self._query(stores.rollout.models):
             raise UnknownModelError(f"model '{model}' has never been served with this prediction log", field="name")
         figures = await self._query(self.figures, since, until, model)
-        totals = await self._query(store.outcome_totals, since, until, model)
+        totals = await self._query(stores.realized.outcome_totals, since, until, model)
         versions = []
         for figure in figures:
             outcomes = [t for t in totals if t.version == figure.version]
@@ -333,38 +340,7 @@ class FeedbackLoop:
                 figure = _without_label_figures(figure)
             if few_predictions:
                 outcomes = []
-            versions.append(
-                {
-                    "version": figure.version,
-                    "predictions": figure.predictions,
-                    "labelled": figure.labelled,
-                    "accuracy": _number(figure.accuracy),
-                    "f1": {average: _number(value) for average, value in figure.f1.items()},
-                    "level_accuracy": [_number(v) for v in figure.level_accuracy],
-                    "estimated_accuracy": _number(figure.estimated_accuracy),
-                    "classes": [
-                        {
-                            "class": c.name,
-                            "support": c.support,
-                            "predicted": c.predicted,
-                            "precision": _number(c.precision),
-                            "recall": _number(c.recall),
-                            "f1": _number(c.f1),
-                        }
-                        for c in figure.classes
-                    ],
-                    "outcomes": [
-                        {
-                            "outcome": t.name,
-                            "count": t.count,
-                            "value": t.value_sum,
-                            "take_rate": t.count / figure.predictions if figure.predictions else None,
-                        }
-                        for t in outcomes
-                    ],
-                    "withheld": withheld,
-                }
-            )
+            versions.append(_version_json(figure, outcomes, withheld))
         return {"model": model, "since": since.isoformat(), "until": until.isoformat(), "versions": versions}
 
     def _withheld(self, figure: VersionFigures, few_labelled: bool, few_predictions: bool) -> str | None:
@@ -387,9 +363,9 @@ class FeedbackLoop:
 
     # --- shared ------------------------------------------------------------------------------------------------
 
-    def _store(self) -> LogStore:
+    def _stores(self) -> LogStores:
         try:
-            return self.log.store
+            return self.log.stores
         except DatabaseUnavailableError as exc:
             raise DependencyUnavailableError(str(exc)) from None
 
@@ -431,7 +407,7 @@ class FeedbackLoop:
 
     async def _predictions(self, wanted: set[Prediction], now: float) -> dict[Prediction, LoggedPrediction]:
         """The logged predictions among `wanted`, waiting for those issued too recently to be written yet."""
-        store = self._store()
+        store = self._stores().predictions
         found = await self._query(store.find_predictions, wanted)
         deadline = time.monotonic() + self.pending_seconds
         while True:
@@ -442,7 +418,7 @@ class FeedbackLoop:
             found.update(await self._query(store.find_predictions, pending))
 
     def _versions_of(
-        self, store: LogStore, predictions: Iterable[LoggedPrediction]
+        self, store: RolloutStore, predictions: Iterable[LoggedPrediction]
     ) -> dict[tuple[str, str], VersionInfo]:
         found = {}
         for model, version in {(p.model, p.version) for p in predictions}:
@@ -513,6 +489,40 @@ def _has_label(item: FeedbackItem) -> bool:
 def _kinds(item: FeedbackItem) -> list[str]:
     """The `kind` labels of an item's `classifier_feedback_items_total` counts."""
     return [kind for kind, present in (("label", _has_label(item)), ("outcome", item.outcome is not None)) if present]
+
+
+def _version_json(figure: VersionFigures, outcomes: Sequence[OutcomeTotal], withheld: str | None) -> dict[str, Any]:
+    """One version's part of `GET /models/{name}/performance`."""
+    return {
+        "version": figure.version,
+        "predictions": figure.predictions,
+        "labelled": figure.labelled,
+        "accuracy": _number(figure.accuracy),
+        "f1": {average: _number(value) for average, value in figure.f1.items()},
+        "level_accuracy": [_number(v) for v in figure.level_accuracy],
+        "estimated_accuracy": _number(figure.estimated_accuracy),
+        "classes": [
+            {
+                "class": c.name,
+                "support": c.support,
+                "predicted": c.predicted,
+                "precision": _number(c.precision),
+                "recall": _number(c.recall),
+                "f1": _number(c.f1),
+            }
+            for c in figure.classes
+        ],
+        "outcomes": [
+            {
+                "outcome": t.name,
+                "count": t.count,
+                "value": t.value_sum,
+                "take_rate": t.count / figure.predictions if figure.predictions else None,
+            }
+            for t in outcomes
+        ],
+        "withheld": withheld,
+    }
 
 
 def _without_label_figures(figure: VersionFigures) -> VersionFigures:

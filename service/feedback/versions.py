@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from ..classifiers import Truth, get_task
-from .store import LogStore
+from ..rollout.rollout_store import RolloutStore
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ class Versions:
         with self._lock:
             return {model for model, _ in self._known}
 
-    def save(self, store: LogStore, now: datetime) -> None:
+    def save(self, store: RolloutStore, now: datetime) -> None:
         """Write the served versions the log does not have yet (the writer thread, before each batch)."""
         with self._lock:
             unsaved, self._unsaved = self._unsaved, []
@@ -83,7 +83,7 @@ class Versions:
                 self._unsaved[:0] = unsaved
             raise
 
-    def get(self, store: LogStore, model: str, version: str) -> VersionInfo | None:
+    def get(self, store: RolloutStore, model: str, version: str) -> VersionInfo | None:
         """A known version, reading it from the log's `model_versions` when this worker does not serve it."""
         with self._lock:
             info = self._known.get((model, version))

@@ -11,9 +11,9 @@ import os
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from ..database.schema import NAME_LENGTH
 from ..errors import ConflictError
-from ..feedback.schema import NAME_LENGTH
-from ..feedback.store import AdminAction, AdminActionKind, LogStore
+from .rollout_store import AdminAction, AdminActionKind, RolloutStore
 
 if TYPE_CHECKING:
     from ..store import LoadedModel
@@ -41,7 +41,7 @@ def log_action(action: AdminAction) -> None:
     )
 
 
-def promote(store: LogStore, model: LoadedModel, caller: str, from_version: str | None, force: bool) -> AdminAction:
+def promote(store: RolloutStore, model: LoadedModel, caller: str, from_version: str | None, force: bool) -> AdminAction:
     """Make `model` the version that every worker and replica sharing the log serves, after checking that a
     candidate was compared or shadowed (unless `force`); blocks on the database. Raises `ConflictError` for a
     candidate that was neither."""
@@ -58,7 +58,7 @@ def promote(store: LogStore, model: LoadedModel, caller: str, from_version: str 
     return action
 
 
-def shadow(store: LogStore, name: str, version: str | None, caller: str, from_version: str | None) -> AdminAction:
+def shadow(store: RolloutStore, name: str, version: str | None, caller: str, from_version: str | None) -> AdminAction:
     """Make `version` the shadow of `name` on every worker and replica sharing the log (None: stop it)."""
     kind: AdminActionKind = "shadow" if version is not None else "stop_shadow"
     action = AdminAction(datetime.now(UTC), caller, kind, name, from_version, version)
@@ -67,7 +67,7 @@ def shadow(store: LogStore, name: str, version: str | None, caller: str, from_ve
     return action
 
 
-def compared(store: LogStore, name: str, a: str, b: str, caller: str) -> AdminAction:
+def compared(store: RolloutStore, name: str, a: str, b: str, caller: str) -> AdminAction:
     """Record that versions `a` and `b` of `name` were compared: either may then be promoted without `force`."""
     action = AdminAction(datetime.now(UTC), caller, "compare", name, a, b)
     store.record(action)

@@ -62,7 +62,7 @@ class Promotions:
         model = await anyio.to_thread.run_sync(_load, name, version, registry.settings.trusted_types)
         with _recording("promotion"):
             await anyio.to_thread.run_sync(
-                lambda: admin.promote(self._log.store, model, caller, current.model.version, force)
+                lambda: admin.promote(self._log.stores.rollout, model, caller, current.model.version, force)
             )
         previous = self._swap(registry, model)
         return {
@@ -83,7 +83,7 @@ class Promotions:
         before = None if current.shadow is None else current.shadow.version
         after = None if shadow is None else shadow.version
         with _recording("shadow"):
-            await anyio.to_thread.run_sync(lambda: admin.shadow(self._log.store, name, after, caller, before))
+            await anyio.to_thread.run_sync(lambda: admin.shadow(self._log.stores.rollout, name, after, caller, before))
         with self._lock:
             served = registry.served[name]
             registry.swap(replace(served, shadow=shadow))

@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 
 from ..classifiers import DecisionKeys, InvalidInputError, Task
+from ..database.codecs import encode_floats, encode_keys
 from ..feedback.log import PredictionLog
-from ..feedback.store import ShadowRecord, encode_floats, encode_keys
 from ..monitoring.metrics import Children, Metrics
 from ..store import LoadedModel
+from .rollout_store import ShadowRecord
 
 logger = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ def served(api: TestClient, reconfigure: Callable[..., None]) -> tuple[str, str,
 
 def admin_actions(name: str) -> list[tuple[str, str, str | None, str | None]]:
     """(caller, action, from, to) of every recorded admin action on `name`, oldest first."""
-    store = bentoml.get_current_service().log.store
+    store = bentoml.get_current_service().log.stores.rollout
     return [(a.caller, a.action, a.from_version, a.to_version) for a in store.admin_actions(name)]
 
 

@@ -32,11 +32,12 @@ from bench.soak.figures import (
     slices,
 )
 from bench.soak.report import SoakRun, render
-from service.feedback.database import create_database_engine, migrate
-from service.feedback.store import LabelWrite, LogStore, OutcomeWrite
+from service.database.engine import create_database_engine, migrate
+from service.feedback.feedback_store import LabelWrite, OutcomeWrite
+from service.feedback.stores import LogStores
 from service.settings import Settings
 from tests.deploy.test_prometheus_rules import assert_ok, promtool
-from tests.feedback.helpers import T0, logged, prediction, request_record
+from tests.feedback.helpers import T0, feedback, logged, prediction, request_record
 
 MB = 2**20
 ARBITER_PID, W1, W2 = 100, 101, 102
@@ -291,14 +292,14 @@ def test_completeness_finds_what_the_log_holds_and_names_what_it_lacks(tmp_path:
     settings = Settings(data_dir=tmp_path, database_url=None)
     engine = create_database_engine(settings.log_database_url)
     migrate(engine)
-    store = LogStore(engine)
+    stores = LogStores.over(engine)
     metadata = {"classes": ["0", "1", "2"], "features": {"names": ["f0"]}}
-    store.remember_version("digits", "v1", "multiclass", metadata, T0)
+    stores.rollout.remember_version("digits", "v1", "multiclass", metadata, T0)
     written = request_record()
-    logged(store, written)
+    logged(stores.predictions, written)
     lost = request_record(at=T0 + timedelta(seconds=1))  # answered, never written
-    first = prediction(store, written.key, 0)
-    store.store_feedback([LabelWrite("2", first)], [OutcomeWrite("clicked", 3.0, first)], T0)
+    first = prediction(stores.predictions, written.key, 0)
+    feedback(stores.feedback, [LabelWrite("2", first)], [OutcomeWrite("clicked", 3.0, first)], T0)
     engine.dispose()
 
     def ack(row: int, truth: dict[str, Any] | None, outcome: str | None = None, value: float = 1.0) -> Any:

@@ -40,7 +40,7 @@ def test_bento_and_its_container_context(e2e_env: dict[str, str], tmp_path: Path
     assert sorted(m["tag"].split(":")[0] for m in manifest["models"]) == sorted(DEFAULT_CATALOG)
     assert (context / "src" / "service" / "app.py").is_file()
     assert (context / "src" / "models" / "catalog.py").is_file()
-    migrations = context / "src" / "service" / "feedback" / "migrations"
+    migrations = context / "src" / "service" / "database" / "migrations"
     assert (migrations / "env.py").is_file() and len(list((migrations / "versions").glob("0*.py"))) >= 2
     assert not (context / "src" / "tests").exists()
 

@@ -19,9 +19,9 @@ import httpx
 import pytest
 
 from models.catalog import evaluation_rows
-from service.feedback.database import create_database_engine
+from service.database.engine import create_database_engine
 from service.feedback.ids import parse_id
-from service.feedback.store import LogStore
+from service.feedback.prediction_store import PredictionStore
 from tests.e2e.conftest import SERVER_LOGS, SERVERS, STOP_TIMEOUT_S, TIMEOUT, serving, stop, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -78,7 +78,7 @@ def test_sigterm_under_load_answers_what_was_under_way_and_loses_no_answered_pre
     under_way = [o for o in before if o.answered >= signalled]
     assert under_way and {o.status for o in before} == {200}, [o for o in before if o.status != 200]
     answered = [o for o in outcomes if o.status == 200]
-    store = LogStore(create_database_engine(f"sqlite:///{home / 'data' / 'predictions.db'}"))
+    store = PredictionStore(create_database_engine(f"sqlite:///{home / 'data' / 'predictions.db'}"))
     try:
         wanted = [(ref.key, ref.row) for o in answered for ref in map(parse_id, o.ids) if ref is not None]
         assert len(wanted) == len(answered) * len(rows)

@@ -1,4 +1,4 @@
-"""Rows of the prediction log for store and export tests, written through the store's own insert."""
+"""Rows of the prediction log for store and export tests, written through the stores' own inserts."""
 
 from __future__ import annotations
 
@@ -8,15 +8,10 @@ import numpy as np
 import orjson
 
 from service.classifiers import DecisionKeys
+from service.database.codecs import encode_floats, encode_inputs, encode_keys
+from service.feedback.feedback_store import FeedbackStore, LabelWrite, OutcomeWrite, Stored
 from service.feedback.ids import new_key
-from service.feedback.store import (
-    LoggedPrediction,
-    LogStore,
-    RequestRecord,
-    encode_floats,
-    encode_inputs,
-    encode_keys,
-)
+from service.feedback.prediction_store import LoggedPrediction, PredictionStore, RequestRecord
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
@@ -52,11 +47,19 @@ def decisions_of(keys: list[str | None]) -> DecisionKeys:
     return DecisionKeys(distinct, np.array([distinct.index(key) for key in keys], dtype=np.intp))
 
 
-def prediction(store: LogStore, key: str, row: int) -> LoggedPrediction:
+def prediction(store: PredictionStore, key: str, row: int) -> LoggedPrediction:
     """A logged prediction, as feedback finds it."""
     return store.find_predictions([(key, row)])[(key, row)]
 
 
-def logged(store: LogStore, *records: RequestRecord) -> dict[str, RequestRecord]:
+def logged(store: PredictionStore, *records: RequestRecord) -> dict[str, RequestRecord]:
     store.write_requests(list(records))
     return {record.key: record for record in records}
+
+
+def feedback(
+    store: FeedbackStore, label_writes: list[LabelWrite], outcome_writes: list[OutcomeWrite], now: datetime
+) -> Stored:
+    """One feedback request's labels and outcomes, stored as the service stores a group of one request."""
+    (stored,) = store.store_feedback_groups([(label_writes, outcome_writes)], now)
+    return stored

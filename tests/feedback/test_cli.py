@@ -8,30 +8,32 @@ from pathlib import Path
 
 import pytest
 
+from service.database.engine import create_database_engine, migrate
 from service.feedback.__main__ import main
-from service.feedback.database import create_database_engine, migrate
-from service.feedback.store import LabelWrite, LogStore
-from tests.feedback.helpers import T0, logged, prediction, request_record
+from service.feedback.feedback_store import LabelWrite
+from service.feedback.stores import LogStores
+from tests.feedback.helpers import T0, feedback, logged, prediction, request_record
 
 
 @pytest.fixture
-def log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LogStore]:
+def log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LogStores]:
     """A migrated SQLite log that the command reads through CLF_DATABASE_URL, with labels of two callers: nobody
     (no keys) labelled the first prediction; mallory relabelled it an hour later, and labelled the second."""
     url = f"sqlite:///{tmp_path / 'predictions.db'}"
     monkeypatch.setenv("CLF_DATABASE_URL", url)
     engine = create_database_engine(url)
     migrate(engine)
-    store = LogStore(engine)
-    (key,) = logged(store, request_record())
-    first, second = prediction(store, key, 0), prediction(store, key, 1)
-    store.store_feedback([LabelWrite("0", first)], [], T0)
-    store.store_feedback(
+    stores = LogStores.over(engine)
+    (key,) = logged(stores.predictions, request_record())
+    first, second = prediction(stores.predictions, key, 0), prediction(stores.predictions, key, 1)
+    feedback(stores.feedback, [LabelWrite("0", first)], [], T0)
+    feedback(
+        stores.feedback,
         [LabelWrite("9", first, caller="mallory"), LabelWrite("9", second, caller="mallory")],
         [],
         T0 + timedelta(hours=1),
     )
-    yield store
+    yield stores
     engine.dispose()
 
 
@@ -41,7 +43,7 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-def test_callers_lists_each_caller_s_labels(log: LogStore, capsys: pytest.CaptureFixture[str]) -> None:
+def test_callers_lists_each_caller_s_labels(log: LogStores, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "callers")
     assert code == 0
     assert out.splitlines() == [
@@ -51,7 +53,7 @@ def test_callers_lists_each_caller_s_labels(log: LogStore, capsys: pytest.Captur
     ]
 
 
-def test_void_says_what_it_did_and_the_callers_show_it(log: LogStore, capsys: pytest.CaptureFixture[str]) -> None:
+def test_void_says_what_it_did_and_the_callers_show_it(log: LogStores, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "void", "--caller", "mallory")
     assert code == 0
     assert out == "voided 2 labels of 'mallory': 1 predictions back to an earlier label, 1 left unlabelled\n"
@@ -65,11 +67,11 @@ def test_void_says_what_it_did_and_the_callers_show_it(log: LogStore, capsys: py
     [(["void", "--caller", "mallory", "--since", "last week"], "ISO 8601")],
 )
 def test_a_bad_argument_exits_2_and_voids_nothing(
-    log: LogStore, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+    log: LogStores, capsys: pytest.CaptureFixture[str], args: list[str], message: str
 ) -> None:
     code, out, err = run(capsys, *args)
     assert (code, out) == (2, "") and message in err
-    assert log.label_callers()[1].voided == 0
+    assert log.feedback.label_callers()[1].voided == 0
 
 
 def test_a_missing_log_is_not_created(

@@ -15,9 +15,10 @@ import pytest
 
 from models.catalog import DIGIT_GROUPS
 from service import export
-from service.feedback.database import create_database_engine, migrate
-from service.feedback.store import LabelWrite, LogStore, OutcomeWrite
-from tests.feedback.helpers import T0, logged, prediction, request_record
+from service.database.engine import create_database_engine, migrate
+from service.feedback.feedback_store import LabelWrite, OutcomeWrite
+from service.feedback.stores import LogStores
+from tests.feedback.helpers import T0, feedback, logged, prediction, request_record
 
 FEATURES = {"names": ["f0", "f1"]}
 MULTICLASS = {"classes": ["0", "1", "2"], "features": FEATURES, "metrics": {}}
@@ -30,15 +31,15 @@ HIERARCHICAL = {
 
 
 @pytest.fixture
-def log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LogStore]:
+def log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LogStores]:
     """A migrated SQLite log that the export reads through CLF_DATABASE_URL."""
     url = f"sqlite:///{tmp_path / 'predictions.db'}"
     monkeypatch.setenv("CLF_DATABASE_URL", url)
     engine = create_database_engine(url)
     migrate(engine)
-    store = LogStore(engine)
-    store.remember_version("digits", "v1", "multiclass", MULTICLASS, T0)
-    yield store
+    stores = LogStores.over(engine)
+    stores.rollout.remember_version("digits", "v1", "multiclass", MULTICLASS, T0)
+    yield stores
     engine.dispose()
 
 
@@ -48,15 +49,16 @@ def run(*args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-def three_requests(store: LogStore) -> list[str]:
+def three_requests(stores: LogStores) -> list[str]:
     """Three digits requests an hour apart, two rows each; the second row of the first is labelled, with an outcome."""
     records = [
         request_record(T0 + timedelta(hours=h), decisions=["1", "2"], inputs=[[h, 0.5], [h, 1.5]], request_id=f"r{h}")
         for h in range(3)
     ]
-    logged(store, *records)
-    first = prediction(store, records[0].key, 1)
-    store.store_feedback(
+    logged(stores.predictions, *records)
+    first = prediction(stores.predictions, records[0].key, 1)
+    feedback(
+        stores.feedback,
         [LabelWrite("0", first)],
         [OutcomeWrite("clicked", 2.0, first)],
         T0 + timedelta(days=1),
@@ -64,7 +66,7 @@ def three_requests(store: LogStore) -> list[str]:
     return [record.key for record in records]
 
 
-def test_jsonl_holds_every_prediction_joined_in_time_order(log: LogStore, capsys: pytest.CaptureFixture[str]) -> None:
+def test_jsonl_holds_every_prediction_joined_in_time_order(log: LogStores, capsys: pytest.CaptureFixture[str]) -> None:
     keys = three_requests(log)
     code, out, err = run("--model", "digits", "--format", "jsonl", capsys=capsys)
     assert code == 0 and "exported 6 predictions" in err
@@ -89,7 +91,7 @@ def test_jsonl_holds_every_prediction_joined_in_time_order(log: LogStore, capsys
 
 
 def test_csv_has_a_column_per_feature_and_the_label_in_the_model_s_form(
-    log: LogStore, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    log: LogStores, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     three_requests(log)
     output = tmp_path / "digits.csv"
@@ -115,7 +117,7 @@ def test_csv_has_a_column_per_feature_and_the_label_in_the_model_s_form(
     ],
 )
 def test_csv_joins_label_sets_and_paths_as_training_reads_them(
-    log: LogStore,
+    log: LogStores,
     capsys: pytest.CaptureFixture[str],
     task: str,
     metadata: dict[str, Any],
@@ -123,9 +125,9 @@ def test_csv_joins_label_sets_and_paths_as_training_reads_them(
     columns: list[str],
     expected: dict[str, str],
 ) -> None:
-    log.remember_version("other", "v1", task, metadata, T0)
-    (record,) = logged(log, request_record(model="other", decisions=[truth], inputs=[[1.0, 2.0]])).values()
-    log.store_feedback([LabelWrite(truth, prediction(log, record.key, 0))], [], T0)
+    log.rollout.remember_version("other", "v1", task, metadata, T0)
+    (record,) = logged(log.predictions, request_record(model="other", decisions=[truth], inputs=[[1.0, 2.0]])).values()
+    feedback(log.feedback, [LabelWrite(truth, prediction(log.predictions, record.key, 0))], [], T0)
     code, out, _ = run("--model", "other", "--format", "csv", capsys=capsys)
     assert code == 0
     (row,) = list(csv.DictReader(io.StringIO(out)))
@@ -133,10 +135,10 @@ def test_csv_joins_label_sets_and_paths_as_training_reads_them(
     assert {c: row[c] for c in columns} == expected
 
 
-def test_time_range_version_and_labels_filter(log: LogStore, capsys: pytest.CaptureFixture[str]) -> None:
+def test_time_range_version_and_labels_filter(log: LogStores, capsys: pytest.CaptureFixture[str]) -> None:
     keys = three_requests(log)
-    logged(log, request_record(T0 + timedelta(hours=1), version="v2"))
-    log.remember_version("digits", "v2", "multiclass", MULTICLASS, T0)
+    logged(log.predictions, request_record(T0 + timedelta(hours=1), version="v2"))
+    log.rollout.remember_version("digits", "v2", "multiclass", MULTICLASS, T0)
 
     def ids(*args: str) -> list[str]:
         code, out, _ = run("--model", "digits", "--format", "jsonl", *args, capsys=capsys)
@@ -150,18 +152,21 @@ def test_time_range_version_and_labels_filter(log: LogStore, capsys: pytest.Capt
     assert ids("--since", "1h") == []  # an age: everything here is older
 
 
-def test_caller_filters_keep_or_leave_out_what_a_caller_sent(log: LogStore, capsys: pytest.CaptureFixture[str]) -> None:
+def test_caller_filters_keep_or_leave_out_what_a_caller_sent(
+    log: LogStores, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A prediction is a caller's when the caller asked for it or gave its current label."""
     by_app, by_mallory = (
         replace(request_record(T0 + timedelta(hours=h), decisions=["1", "2"], inputs=[[h, 0.5]] * 2), caller=caller)
         for h, caller in ((0, "app"), (1, "mallory"))
     )
-    logged(log, by_app, by_mallory)
-    log.store_feedback(
+    logged(log.predictions, by_app, by_mallory)
+    feedback(
+        log.feedback,
         [
-            LabelWrite("1", prediction(log, by_app.key, 0), caller="honest"),
-            LabelWrite("0", prediction(log, by_app.key, 1), caller="mallory"),
-            LabelWrite("1", prediction(log, by_mallory.key, 0), caller="honest"),
+            LabelWrite("1", prediction(log.predictions, by_app.key, 0), caller="honest"),
+            LabelWrite("0", prediction(log.predictions, by_app.key, 1), caller="mallory"),
+            LabelWrite("1", prediction(log.predictions, by_mallory.key, 0), caller="honest"),
         ],
         [],
         T0 + timedelta(days=1),
@@ -193,9 +198,9 @@ def test_caller_filters_keep_or_leave_out_what_a_caller_sent(log: LogStore, caps
     ],
 )  # fmt: skip
 def test_a_request_id_a_spreadsheet_would_run_is_written_to_csv_as_text(
-    log: LogStore, capsys: pytest.CaptureFixture[str], tmp_path: Path, request_id: str, written: str
+    log: LogStores, capsys: pytest.CaptureFixture[str], tmp_path: Path, request_id: str, written: str
 ) -> None:
-    logged(log, request_record(inputs=[[1.0, 2.0]] * 3, request_id=request_id))
+    logged(log.predictions, request_record(inputs=[[1.0, 2.0]] * 3, request_id=request_id))
     output = tmp_path / "digits.csv"  # a file: captured stdout would turn a carriage return into a newline
     code, _, _ = run("--model", "digits", "--format", "csv", "--output", str(output), capsys=capsys)
     assert code == 0
@@ -206,11 +211,11 @@ def test_a_request_id_a_spreadsheet_would_run_is_written_to_csv_as_text(
 
 
 def test_a_version_that_never_served_exits_2_naming_those_that_did(
-    log: LogStore, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    log: LogStores, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     """A version typed wrong (or copied from another store's README) is not an empty export that exits 0."""
     three_requests(log)
-    log.remember_version("digits", "v2", "multiclass", MULTICLASS, T0 + timedelta(hours=1))
+    log.rollout.remember_version("digits", "v2", "multiclass", MULTICLASS, T0 + timedelta(hours=1))
     output = tmp_path / "digits.jsonl"
     code, out, err = run(
         "--model", "digits", "--version", "k762qqhlp26nmax4", "--format", "jsonl", "--output", str(output),
@@ -221,25 +226,25 @@ def test_a_version_that_never_served_exits_2_naming_those_that_did(
     assert "the versions that have: v1, v2" in err
 
 
-def test_rows_stream_one_page_at_a_time(log: LogStore, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rows_stream_one_page_at_a_time(log: LogStores, monkeypatch: pytest.MonkeyPatch) -> None:
     keys = three_requests(log)
     monkeypatch.setattr(export, "PAGE_REQUESTS", 1)
     pages: list[int] = []
-    real_page = log.requests_page
+    real_page = log.predictions.requests_page
 
     def counted(*args: Any, **kwargs: Any) -> Any:
         page = real_page(*args, **kwargs)
         pages.append(len(page))
         return page
 
-    monkeypatch.setattr(log, "requests_page", counted)
+    monkeypatch.setattr(log.predictions, "requests_page", counted)
     stream = export.rows(log, export.Versions(), "digits", export.key_range(None, None))
     first = next(stream)
     assert first["id"] == f"{keys[0]}-0" and pages == [1]  # one page read for the first row
     assert len([first, *stream]) == 6 and pages == [1, 1, 1, 0]
 
 
-def test_the_progress_bar_does_not_change_the_output(log: LogStore, tmp_path: Path) -> None:
+def test_the_progress_bar_does_not_change_the_output(log: LogStores, tmp_path: Path) -> None:
     three_requests(log)
     args = export.arguments(["--model", "digits", "--format", "jsonl"])
     plain, with_bar = io.StringIO(), io.StringIO()
@@ -257,7 +262,7 @@ def test_the_progress_bar_does_not_change_the_output(log: LogStore, tmp_path: Pa
     ],
 )
 def test_bad_arguments_exit_2_with_a_message(
-    log: LogStore, capsys: pytest.CaptureFixture[str], tmp_path: Path, args: list[str], message: str
+    log: LogStores, capsys: pytest.CaptureFixture[str], tmp_path: Path, args: list[str], message: str
 ) -> None:
     output = tmp_path / "out.csv"
     code, out, err = run(*args, "--output", str(output), capsys=capsys)
@@ -287,17 +292,17 @@ def test_a_log_at_an_older_revision_is_refused(
     assert code == 2 and "revision 0001" in err
 
 
-def test_csv_refuses_versions_with_other_features(log: LogStore, capsys: pytest.CaptureFixture[str]) -> None:
+def test_csv_refuses_versions_with_other_features(log: LogStores, capsys: pytest.CaptureFixture[str]) -> None:
     three_requests(log)
-    log.remember_version("digits", "v3", "multiclass", {**MULTICLASS, "features": {"names": ["g0", "g1"]}}, T0)
-    logged(log, request_record(T0 + timedelta(hours=5), version="v3", inputs=[[1.0, 2.0]] * 3))
+    log.rollout.remember_version("digits", "v3", "multiclass", {**MULTICLASS, "features": {"names": ["g0", "g1"]}}, T0)
+    logged(log.predictions, request_record(T0 + timedelta(hours=5), version="v3", inputs=[[1.0, 2.0]] * 3))
     code, _, err = run("--model", "digits", "--format", "csv", capsys=capsys)
     assert code == 2 and "--version" in err
     code, out, _ = run("--model", "digits", "--format", "jsonl", capsys=capsys)
     assert code == 0 and len(out.splitlines()) == 9
 
 
-def test_times_are_utc(log: LogStore, capsys: pytest.CaptureFixture[str]) -> None:
+def test_times_are_utc(log: LogStores, capsys: pytest.CaptureFixture[str]) -> None:
     three_requests(log)
     code, out, _ = run("--model", "digits", "--format", "jsonl", "--until", "2026-11-01T12:30:00+02:00", capsys=capsys)
     assert code == 0 and out == ""  # 10:30 UTC: before the first prediction, 12:00 UTC

@@ -17,13 +17,15 @@ import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
 
 from service.classifiers import Options, get_task
+from service.database.codecs import decode_inputs
+from service.database.engine import create_database_engine
 from service.feedback import log as log_module
-from service.feedback.database import create_database_engine
 from service.feedback.ids import new_key
 from service.feedback.log import DatabaseUnavailableError, Entry, LogConfig, PredictionLog
-from service.feedback.store import LogStore, decode_inputs, encode_inputs
+from service.feedback.prediction_store import PredictionStore
 from service.feedback.versions import version_info
 from service.monitoring.metrics import Metrics
+from service.rollout.rollout_store import RolloutStore
 from tests.classifiers.fakes import features, fixed_proba
 from tests.monitoring.test_metrics import unique
 
@@ -108,7 +110,7 @@ def test_a_graceful_stop_writes_what_is_queued(
         log.submit(item)
     log.close()
     assert rows(metrics, "written", model) == 15
-    store = LogStore(create_database_engine(log.config.database_url))
+    store = PredictionStore(create_database_engine(log.config.database_url))
     found = store.find_predictions([(item.key, row) for item in queued for row in range(3)])
     assert len(found) == 15
     first = [found[(queued[0].key, row)] for row in range(3)]
@@ -128,7 +130,7 @@ def test_what_is_logged_of_a_request(model: str, make_log: Callable[..., Predict
     )
     item = entry(model, X=X)
     log.submit(item)
-    store = LogStore(create_database_engine(log.config.database_url))
+    store = PredictionStore(create_database_engine(log.config.database_url))
     wait_for(lambda: bool(store.find_predictions([(item.key, 0)])), "the request to be written")
     logged = store.prediction(item.key, 1)
     assert logged is not None
@@ -137,7 +139,7 @@ def test_what_is_logged_of_a_request(model: str, make_log: Callable[..., Predict
     assert orjson.loads(request["options"]) == {"top_k": 2}
     assert request["decisions"] == item.decisions.decode()
     assert (request["model"], request["version"], request["request_id"], request["rows"]) == (model, "v1", "req", 2)
-    assert store.version("m", "v1") is not None  # the version is recorded before its predictions
+    assert RolloutStore(store.engine).version("m", "v1") is not None  # recorded before its predictions
     store.engine.dispose()
 
 
@@ -146,7 +148,7 @@ def test_inputs_can_be_left_out(model: str, make_log: Callable[..., PredictionLo
     log.start()
     item = entry(model)
     log.submit(item)
-    store = LogStore(create_database_engine(log.config.database_url))
+    store = PredictionStore(create_database_engine(log.config.database_url))
     wait_for(lambda: bool(store.find_predictions([(item.key, 0)])), "the request to be written")
     assert store.prediction(item.key, 0)["request"]["inputs"] is None  # type: ignore[index]
     store.engine.dispose()
@@ -169,7 +171,7 @@ def test_an_unreachable_database_keeps_predictions_queued_then_counts_them_faile
     log = PredictionLog(config, metrics)
     log.start()
     with pytest.raises(DatabaseUnavailableError, match="unavailable"):
-        log.store  # noqa: B018 -- the property raises
+        log.stores  # noqa: B018 -- the property raises
     log.submit(entry(model, rows=3))
     assert log.queued_rows == 3
     log.close(timeout=10)
@@ -213,7 +215,7 @@ def test_an_entry_that_cannot_be_encoded_loses_only_itself(
         log.submit(item)
     log.close()
     assert (rows(metrics, "written", model), rows(metrics, "failed", model)) == (8, 3)
-    store = LogStore(create_database_engine(log.config.database_url))
+    store = PredictionStore(create_database_engine(log.config.database_url))
     found = store.find_predictions([(item.key, 0) for item in [*good, bad]])
     assert found.keys() == {(item.key, 0) for item in good}
     (error,) = writer_errors(caplog)
@@ -236,7 +238,7 @@ def test_an_entry_the_database_refuses_loses_only_itself(
         log.submit(item)
     log.close()
     assert (rows(metrics, "written", model), rows(metrics, "failed", model)) == (7, 2)
-    store = LogStore(create_database_engine(database_url))
+    store = PredictionStore(create_database_engine(database_url))
     assert store.find_predictions([(item.key, 0) for item in [*good, refused]]).keys() == {
         (item.key, 0) for item in good
     }
@@ -250,16 +252,16 @@ def test_a_refused_write_is_retried_before_it_is_counted_failed(
 ) -> None:
     """A batch the database refuses once (a transient refusal that is not a lost connection) is written in
     halves: nothing is lost."""
-    real_write = LogStore.write_requests
+    real_write = PredictionStore.write_requests
     refusals = []
 
-    def refuse_once(self: LogStore, records: Any) -> None:
+    def refuse_once(self: PredictionStore, records: Any) -> None:
         if not refusals:
             refusals.append(records)
             raise sa.exc.IntegrityError("INSERT", {}, Exception("duplicate key"))
         real_write(self, records)
 
-    monkeypatch.setattr(LogStore, "write_requests", refuse_once)
+    monkeypatch.setattr(PredictionStore, "write_requests", refuse_once)
     log = make_log(flush_seconds=3600.0)
     log.start()
     log.submit(entry(model, rows=2))
@@ -282,21 +284,4 @@ def test_retention_deletes_what_is_older_and_counts_it(
     deleted = metrics.log_deleted_rows._value.get()
     log.apply_retention()
     assert metrics.log_deleted_rows._value.get() == deleted + 2
-    assert log.store.find_predictions([(old.key, 0), (new.key, 0)]).keys() == {(new.key, 0)}
-
-
-@pytest.mark.parametrize(
-    "X",
-    [
-        np.array([[0.1, 1e308], [-0.0, np.nan]]),
-        np.array([[1, 2], [3, 4]], dtype=np.int64),
-        np.array([[True, False]]),
-        np.array([[0.5, "red"], [np.nan, "blue"]], dtype=object),
-        pd.DataFrame({"x": [1.5, np.nan], "color": ["red", None]}),
-    ],
-    ids=["floats", "integers", "booleans", "strings", "frame"],
-)
-def test_inputs_read_back_as_they_were_validated(X: Any) -> None:
-    values = X.to_numpy() if hasattr(X, "to_numpy") else X
-    expected = [[None if isinstance(v, float) and v != v else v for v in row] for row in np.asarray(values).tolist()]
-    assert decode_inputs(encode_inputs(X), len(values)) == expected
+    assert log.stores.predictions.find_predictions([(old.key, 0), (new.key, 0)]).keys() == {(new.key, 0)}

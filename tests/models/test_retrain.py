@@ -74,7 +74,7 @@ def test_retrain_registers_a_candidate_that_compare_finds_better(
     # the id-like time column of the file: clients keep sending it, to the candidate too once it is promoted
     assert candidate.info.metadata["ignored_columns"] == served.metadata["ignored_columns"] == ["when"]
 
-    store = bentoml.get_current_service().log.store
+    store = bentoml.get_current_service().log.stores.rollout
     assert not store.vetted(stale_model, str(candidate.tag.version))
     assert main(["compare", served.tag, str(candidate.tag), "--format", "json", "--margin", "0.1"]) == 0
     result = json.loads(capsys.readouterr().out)

@@ -194,12 +194,12 @@ def test_the_promote_command_records_the_version_for_every_worker(
     reconfigure(models=name)
     service = bentoml.get_current_service()
     assert main(["promote", f"{name}:{v2}"]) == BAD_DATA_EXIT  # a candidate nobody compared or shadowed
-    assert "--force" in capsys.readouterr().err and service.log.store.admin_actions(name) == []
+    assert "--force" in capsys.readouterr().err and service.log.stores.rollout.admin_actions(name) == []
     assert main(["promote", f"{name}:{v2}", "--force"]) == 0
     assert f"promoted {name}:{v2}" in capsys.readouterr().out
     Promotions(lambda: service.registry, service.log, 3600).follow()
     assert scores(api, name)[0] == v2
-    (action,) = service.log.store.admin_actions(name)
+    (action,) = service.log.stores.rollout.admin_actions(name)
     assert (action.caller, action.action, action.from_version, action.to_version) == (
         f"cli:{getpass.getuser()}",
         "promote",

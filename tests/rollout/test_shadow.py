@@ -16,7 +16,7 @@ from sklearn.linear_model import LogisticRegression
 from starlette.testclient import TestClient
 
 from service.classifiers import DecisionKeys, Options
-from service.feedback.schema import shadow_predictions
+from service.database.schema import shadow_predictions
 from service.rollout.promotion import Promotions
 from service.rollout.shadow import agreeing
 from service.serving import ModelRegistry
@@ -45,7 +45,7 @@ def decisions(tag: str) -> list[str]:
 
 
 def logged_shadow(key: str) -> sa.Row | None:
-    engine = bentoml.get_current_service().log.store.engine
+    engine = bentoml.get_current_service().log.stores.engine
     with engine.connect() as connection:
         return connection.execute(sa.select(shadow_predictions).where(shadow_predictions.c.key == key)).first()
 

@@ -92,15 +92,15 @@ prediction_requests = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("request_id", sa.String(NAME_LENGTH)),
     sa.Column("rows", sa.Integer, nullable=False),
-    # each row's decision at the model's defaults (store.encode_keys) and its calibrated confidence, the
-    # probability that decision is right (Task.expected_correct, store.encode_floats): binary, so that a label
+    # each row's decision at the model's defaults (codecs.encode_keys) and its calibrated confidence, the
+    # probability that decision is right (Task.expected_correct, codecs.encode_floats): binary, so that a label
     # reads its one row without parsing the request's; before the large columns, which SQLite would otherwise
     # read through to reach them
     sa.Column("decision_keys", sa.LargeBinary, nullable=False),
     sa.Column("confidence", sa.LargeBinary, nullable=False),
     sa.Column("options", sa.Text, nullable=False),  # JSON object: the options the request set
     sa.Column("decisions", sa.Text, nullable=False),  # JSON list: each row's answer, scores included
-    sa.Column("inputs", sa.LargeBinary),  # rows x features in feature order (store.encode_inputs); NULL: not logged
+    sa.Column("inputs", sa.LargeBinary),  # rows x features in feature order (codecs.encode_inputs); NULL: not logged
     sa.Column("caller", sa.String(CALLER_LENGTH)),  # added by 0005, after the large columns: only exports read it
     # no index but the key: a logged request is written with as little work as it can be; time ranges are key ranges
 )

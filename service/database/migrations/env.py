@@ -1,10 +1,10 @@
-"""Alembic's entry point: migrations run on the connection `service.feedback.database.migrate` hands over."""
+"""Alembic's entry point: migrations run on the connection `service.database.engine.migrate` hands over."""
 
 from __future__ import annotations
 
 from alembic import context
 
-from service.feedback.schema import metadata
+from service.database.schema import metadata
 
 connection = context.config.attributes["connection"]
 # batch mode: SQLite alters a table by copying it, which Alembic does for us in batch operations

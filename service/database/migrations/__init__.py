@@ -1,0 +1,1 @@
+"""Alembic revisions of the prediction log, applied at start-up by `service.database.engine.migrate`."""

@@ -1,1 +1,0 @@
-"""Alembic revisions of the prediction log, applied at start-up by `service.feedback.database.migrate`."""
