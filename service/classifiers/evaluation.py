@@ -212,7 +212,7 @@ def take_rows(values: Any, rows: np.ndarray) -> Any:
 def single_label_metrics(
     y_true: Sequence[str] | np.ndarray, y_pred: Sequence[str] | np.ndarray, proba: np.ndarray, classes: Sequence[str]
 ) -> dict[str, float]:
-    """Accuracy, macro-F1 and log-loss of a single-label classifier (confidence: `measure_confidence`)."""
+    """Accuracy, macro-F1 and log-loss of a single-label classifier (confidence: `Correctness.figures`)."""
     y_true_arr = np.asarray(y_true, dtype=object)
     y_pred_arr = np.asarray(y_pred, dtype=object)
     column = {name: j for j, name in enumerate(classes)}
