@@ -70,6 +70,7 @@ def quality(models: list[str]) -> list[ModelQuality]:
 
     found = []
     for model in models:
-        metrics = load_model(f"{model}:latest").metadata["metrics"]
-        found.append(ModelQuality(model, metrics["accuracy"], metrics["macro_f1"], metrics.get("per_level_accuracy")))
+        validation = load_model(f"{model}:latest").card.validation
+        per_level = validation.figures.get("per_level_accuracy")
+        found.append(ModelQuality(model, validation.accuracy, validation.macro_f1, per_level))
     return found

@@ -23,14 +23,15 @@ import argparse
 import contextlib
 import logging
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 from service import home
+from service.card import InvalidCardError, ModelCard
 from service.classifiers import InvalidModelError
 from service.classifiers.evaluation import CALIBRATION_FOLDS
 from service.store import CANDIDATE, LoadedModel, check_stored, is_candidate, load_model
@@ -50,20 +51,20 @@ def servable(name: str) -> bool:
     of the alert thresholds); a catalog model's, also whether its rows were split as its recipe splits them now
     (`SPLIT_RECIPE`) and its calibration cross-fitted."""
     try:
-        metadata = check_stored(f"{name}:latest")
+        card = check_stored(f"{name}:latest")
     except InvalidModelError as exc:
         logger.info("%s needs training: %s", name, exc)
         return False
-    if "calibration" not in metadata:
+    if card.calibration is None:
         logger.info("%s needs training: registered before its confidence was calibrated", name)
         return False
-    if "reference_rows" not in metadata:
+    if card.reference_rows is None:
         logger.info("%s needs training: registered before its reference row counts were kept", name)
         return False
-    if name in CATALOG and (metadata.get("training") or {}).get("split") != SPLIT_RECIPE:
+    if name in CATALOG and card.training.split != SPLIT_RECIPE:
         logger.info("%s needs training: its rows were split otherwise than %s", name, SPLIT_RECIPE)
         return False
-    if name in CATALOG and metadata["calibration"].get("folds") != CALIBRATION_FOLDS:
+    if name in CATALOG and card.calibration.folds != CALIBRATION_FOLDS:
         logger.info("%s needs training: its confidence calibration was not cross-fitted", name)
         return False
     return True
@@ -84,25 +85,25 @@ def stored_versions() -> list[StoredVersion]:
 
     found = []
     for model in sorted(bentoml.models.list(), key=lambda m: (m.tag.name, m.info.creation_time)):
-        trained_at = model.info.metadata.get("trained_at")
         found.append(
             StoredVersion(
                 name=model.tag.name,
                 version=str(model.tag.version),
                 stage=CANDIDATE if is_candidate(model) else "-",
                 task=str(model.info.labels.get("task", "?")),
-                trained_at=_second(trained_at) if isinstance(trained_at, str) else "?",
+                trained_at=_trained_at(model.info.metadata),
             )
         )
     return found
 
 
-def _second(iso: str) -> str:
-    """An ISO time to the second, as the card and `GET /models` show it without the fraction."""
+def _trained_at(metadata: Mapping[str, Any]) -> str:
+    """When a stored version was trained, to the second as the card and `GET /models` show it without the fraction;
+    `?` for a version whose card does not parse (listed all the same: `list` shows what the store holds)."""
     try:
-        return datetime.fromisoformat(iso).isoformat(timespec="seconds")
-    except ValueError:
-        return iso
+        return ModelCard.parse(metadata).trained_at.isoformat(timespec="seconds")
+    except InvalidCardError:
+        return "?"
 
 
 def parser() -> argparse.ArgumentParser:

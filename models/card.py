@@ -8,11 +8,13 @@ rows (the thresholds and the confidence calibration are fitted on them): the fig
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from service.card import CalibrationMap, Decision
 from service.classifiers import Options
 from service.store import load_model
 
@@ -47,7 +49,7 @@ def card(trained: TrainedModel) -> str:
     train_sets, _ = _as_sets(data.task, data.y[rows.train], [], data.labels)
     classes = list(data.labels) if data.task == "multilabel" else sorted({str(v) for v in data.y})
     figures = _figures(classes, train_sets, truth, decided)
-    metrics = model.metadata["metrics"]
+    validation = model.card.validation
     columns = data.columns
     lines = [
         f"Model {trained.tag} ({data.task})",
@@ -56,13 +58,13 @@ def card(trained: TrainedModel) -> str:
         + (f", class weight {trained.options.class_weight}" if trained.options.class_weight else "")
         + (f", {_STRATEGIES[trained.options.multilabel_strategy]}" if data.task == "multilabel" else ""),
         f"  features: {len(columns.numeric)} numeric, {len(columns.categorical)} categorical, {len(columns.text)} text",
-        *_ignored(model.metadata.get("ignored_columns", [])),
+        *_ignored(model.card.features.ignored),
         *[f"  note: {note}" for note in data.notes],
         "",
-        f"Validation: accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}"
+        f"Validation: accuracy {validation.accuracy:.3f}, macro-F1 {validation.macro_f1:.3f}"
         + ("" if data.task == "multilabel" else f", majority-class baseline {_majority(truth):.3f}"),
         f"  {VALIDATION_CAVEAT}",
-        _calibrated_on(model.metadata["calibration"]),
+        _calibrated_on(model.card.calibration),
         "",
         f"{'class':<24} {'train share':>11} {'train rows':>10} {'precision':>9} {'recall':>7} {'val rows':>8}",
     ]
@@ -75,18 +77,18 @@ def card(trained: TrainedModel) -> str:
         )
     if len(figures) > len(shown):
         lines.append(f"... and {len(figures) - len(shown)} more classes")
-    lines += ["", *_decision(model.metadata["decision"], data.task, classes)]
-    watched = model.metadata.get("monitored_features", [])
+    lines += ["", *_decision(model.card.decision, data.task, classes)]
+    watched = model.card.monitored_features
     first = ", ".join(watched[:10])
     lines += ["", f"Monitoring watches {len(watched)} features for drift, most important first: {first}"]
     if columns.text:
         lines.append(f"  text columns ({', '.join(columns.text)}) are watched for missing values only")
-    warnings = _warnings(data.task, figures, truth, metrics)
+    warnings = _warnings(data.task, figures, truth, validation.accuracy)
     lines += ["", "Warnings:" if warnings else "Warnings: none", *[f"  - {w}" for w in warnings]]
     return "\n".join(lines) + "\n"
 
 
-def _ignored(columns: list[str]) -> list[str]:
+def _ignored(columns: Sequence[str]) -> list[str]:
     """The line naming the file's columns that rows may hold and the model does not use, if any."""
     return [f"  ignored columns (accepted in rows, not used): {', '.join(columns)}"] if columns else []
 
@@ -123,9 +125,11 @@ def _figures(classes: list[str], train: list[Any], truth: list[Any], decided: li
     return figures
 
 
-def _calibrated_on(calibration: dict[str, Any]) -> str:
+def _calibrated_on(calibration: CalibrationMap | None) -> str:
     """Which rows the confidence calibration (the label-free accuracy estimate) rests on."""
-    rows, folds = calibration.get("rows"), calibration.get("folds", 0)
+    if calibration is None:
+        return "Confidence not calibrated: registered before calibration existed"
+    rows, folds = calibration.rows, calibration.folds
     if folds:
         return (
             f"Confidence calibrated on {rows} rows, cross-fitted: the validation rows and {folds} parts of the "
@@ -138,22 +142,22 @@ def _majority(truth: list[Any]) -> float:
     return Counter(truth).most_common(1)[0][1] / len(truth) if truth else 0.0
 
 
-def _decision(decision: dict[str, Any], task: str, classes: list[str]) -> list[str]:
+def _decision(decision: Decision, task: str, classes: list[str]) -> list[str]:
     if task == "binary":
         return [
-            f"Decision: '{decision['positive_class']}' when its probability >= {decision['threshold']:.4f} "
-            f"(tuned on validation for {decision.get('objective', 'f1')})"
+            f"Decision: '{decision.positive_class}' when its probability >= {decision.threshold or 0.0:.4f} "
+            f"(tuned on validation for {decision.objective or 'f1'})"
         ]
     if task == "multilabel":
-        thresholds = ", ".join(f"{c} >= {t:.4f}" for c, t in zip(classes, decision["thresholds"], strict=True))
-        objective = decision.get("objective", "f1")
+        thresholds = ", ".join(f"{c} >= {t:.4f}" for c, t in zip(classes, decision.thresholds or (), strict=True))
+        objective = decision.objective or "f1"
         return [f"Decision: per-label thresholds tuned on validation for {objective}: {thresholds}"]
     if task == "hierarchical":
         return ["Decision: the most probable child at each level, down to a leaf (min_confidence stops it earlier)"]
     return ["Decision: the most probable class (top_k and min_confidence are the client's options)"]
 
 
-def _warnings(task: str, figures: list[ClassFigures], truth: list[Any], metrics: dict[str, Any]) -> list[str]:
+def _warnings(task: str, figures: list[ClassFigures], truth: list[Any], accuracy: float) -> list[str]:
     warnings = [
         f"class '{f.name}' has {f.train_count} training examples (fewer than {FEW_EXAMPLES})"
         for f in figures
@@ -166,9 +170,8 @@ def _warnings(task: str, figures: list[ClassFigures], truth: list[Any], metrics:
     ]
     if task != "multilabel":
         baseline = _majority(truth)
-        if metrics["accuracy"] < baseline + BARELY_BEATS:
+        if accuracy < baseline + BARELY_BEATS:
             warnings.append(
-                f"the model's accuracy {metrics['accuracy']:.3f} barely beats always answering the majority class "
-                f"({baseline:.3f})"
+                f"the model's accuracy {accuracy:.3f} barely beats always answering the majority class ({baseline:.3f})"
             )
     return warnings

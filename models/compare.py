@@ -60,15 +60,15 @@ class Comparison:
 def compare(a: LoadedModel, b: LoadedModel, since: str | None, margin: float, settings: Settings) -> Comparison:
     if a.name != b.name:
         raise DataError(f"compare two versions of one model, not '{a.name}' and '{b.name}'")
-    features = list(a.metadata["features"]["names"])
-    if list(b.metadata["features"]["names"]) != features or a.task.name != b.task.name:
+    features = list(a.card.features.names)
+    if list(b.card.features.names) != features or a.task.name != b.task.name:
         raise DataError(f"{a.tag} and {b.tag} take different features or do different tasks: they cannot be compared")
     start = unseen_since(since_time(since), a, b)
     stores = open_log(settings)
     log = labelled_log(stores, a.name, features, start)
     if len(log) == 0:
         raise DataError(f"no labelled predictions of '{a.name}' with logged inputs to compare on")
-    truth = a.task.ground_truth(a.metadata)
+    truth = a.task.truth
     truth_keys = [truth.key(_given(label)) for label in log.labels]
     decided = {model.version: _decisions(model, log) for model in (a, b)}
     rates = _take_rates(stores.realized, a.name, start)
@@ -92,7 +92,7 @@ def unseen_since(since: datetime | None, *models: LoadedModel) -> datetime | Non
     compared on predictions neither learned from."""
     cutoffs = [since] if since is not None else []
     for model in models:
-        trained_before = (model.metadata.get("training") or {}).get("trained_on_log_before")
+        trained_before = model.card.training.trained_on_log_before
         if trained_before:
             cutoffs.append(datetime.fromisoformat(str(trained_before)))
     return max(cutoffs) if cutoffs else None
@@ -114,14 +114,14 @@ Rates = dict[tuple[str, str], float]  # (version, outcome) -> take-rate
 
 def _result(model: LoadedModel, truth: Any, decided: list[str | None], keys: list[str], rates: Rates) -> VersionResult:
     realized = truth.realized([(d, t, n) for (d, t), n in Counter(zip(decided, keys, strict=True)).items()])
-    validation = model.metadata["metrics"]
+    validation = model.card.validation
     return VersionResult(
         version=model.version,
         accuracy=realized.accuracy,
         macro_f1=realized.f1.get("macro", realized.f1.get("binary", math.nan)),
         recall={c.name: c.recall for c in realized.classes},
-        validation_accuracy=float(validation.get("accuracy", math.nan)),
-        validation_macro_f1=float(validation.get("macro_f1", math.nan)),
+        validation_accuracy=validation.accuracy,
+        validation_macro_f1=validation.macro_f1,
         take_rates={outcome: rate for (version, outcome), rate in rates.items() if version == model.version},
     )
 

@@ -41,13 +41,13 @@ def retrain(
     progress: Callable[[str], None],
     callers: Callers = EVERY_CALLER,
 ) -> TrainedModel:
-    metadata = model.metadata
-    recipe: dict[str, Any] = dict(metadata.get("training") or {})
+    card = model.card
+    recipe = card.training.options
     options = TrainingOptions(**{f.name: recipe[f.name] for f in fields(TrainingOptions) if f.name in recipe})
     options.check()
-    features = [str(name) for name in metadata["features"]["names"]]
-    target = str(recipe.get("target", DEFAULT_TARGET))
-    task = str(metadata["task"])
+    features = list(card.features.names)
+    target = card.training.target or DEFAULT_TARGET
+    task = card.task
     added = None if extra is None else _extra_rows(read_table(extra), features, target, task)
     progress("reading the prediction log")
     log = labelled_log(open_log(settings), model.name, features, since_time(since), callers)
@@ -61,14 +61,14 @@ def retrain(
         table.reset_index(drop=True),
         task,
         target,
-        positive_class=metadata["decision"].get("positive_class"),
+        positive_class=card.decision.positive_class,
         label_sep=SEPARATOR,
         path_sep=SEPARATOR,
-        categorical=metadata["features"].get("categorical", []),
-        text=metadata["features"].get("text", []),
+        categorical=list(card.features.categorical),
+        text=list(card.features.text),
         time_column=PREDICTED_AT,
     )
-    data.ignored = list(metadata.get("ignored_columns", []))  # clients send the rows they sent the served version
+    data.ignored = list(card.features.ignored)  # clients send the rows they sent the served version
     if log.skipped:
         data.notes.append(f"{log.skipped} labelled predictions left out: logged without inputs or with other features")
     progress("splitting")

@@ -135,7 +135,7 @@ class ModelRegistry:
             logger.error("%s is served without its shadow %s: %s", served.tag, version, getattr(exc, "message", exc))
             return None
         # known to the log: labels of the rows it shadowed realize its figures beside the served version's
-        self.log.versions.serve(version_info(shadow.name, shadow.version, shadow.task.name, shadow.metadata))
+        self.log.versions.serve(version_info(shadow.name, shadow.version, shadow.task.name, shadow.card.logged))
         logger.info("%s shadows %s", shadow.tag, served.tag)
         return shadow
 
@@ -146,7 +146,7 @@ class ModelRegistry:
         monitor = None
         if settings.monitoring:
             config = monitoring_config(settings)
-            monitor = ModelMonitor(model.name, model.version, model.metadata, self.metrics, config, window_directory())
+            monitor = ModelMonitor(model.name, model.version, model.card, self.metrics, config, window_directory())
         batcher = None
         if settings.batching:
             batcher = Batcher(
@@ -158,7 +158,7 @@ class ModelRegistry:
                 monitor.observe_accepted if monitor else None,
                 functools.partial(observe_scores, model.task, monitor) if monitor else None,
             )
-        self.log.versions.serve(version_info(model.name, model.version, model.task.name, model.metadata))
+        self.log.versions.serve(version_info(model.name, model.version, model.task.name, model.card.logged))
         return Served(model, card, monitor, batcher, shadow)
 
     def swap(self, served: Served) -> Served | None:
@@ -345,7 +345,7 @@ def observe_scores(task: Task, monitor: ModelMonitor, scores: Any) -> None:
 def describe_model(model: LoadedModel, monitored_features: int) -> dict[str, Any]:
     """The model card of `GET /models`: identity, classes, features (and the columns object rows may hold besides
     them), validation metrics, decision defaults."""
-    meta = model.metadata
+    card = model.card
     classes = model.task.classes
     features = model.task.features
     return {
@@ -361,10 +361,10 @@ def describe_model(model: LoadedModel, monitored_features: int) -> dict[str, Any
             "allows_missing": features.allows_missing,
         },
         "ignored_columns": list(features.ignored),
-        "trained_at": meta["trained_at"],
-        "sklearn_version": meta["sklearn_version"],
-        "metrics": meta["metrics"],
-        "decision": meta["decision"],
+        "trained_at": card.trained_at.isoformat(),
+        "sklearn_version": card.sklearn_version,
+        "metrics": dict(card.validation.figures),
+        "decision": card.decision.to_metadata(),
         "options": sorted(model.task.options),
-        "monitored_features": list(meta.get("monitored_features", features.names))[:monitored_features],
+        "monitored_features": list(card.monitored)[:monitored_features],
     }

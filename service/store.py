@@ -2,14 +2,15 @@
 
 Estimators are written with `skops.io` and read back trusting only scikit-learn's own types plus the
 explicit `TRUSTED_TYPES` list: no code path unpickles an arbitrary object. Everything the service and its
-monitoring need (task, classes, thresholds, metrics, training profile) lives in the model's metadata.
+monitoring need (task, classes, thresholds, metrics, training profile) lives in the model's metadata, written
+from a `ModelCard` at registration and parsed back into one, checked, at load.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,25 +21,29 @@ import sklearn
 import skops.io
 
 from . import home
+from .card import (
+    METADATA_SCHEMA,
+    CalibrationMap,
+    InvalidCardError,
+    ModelCard,
+    ReferenceRows,
+    TrainingRecipe,
+    Validation,
+)
 from .classifiers import FeatureSchema, InvalidModelError, Task, get_task, profile_features
-from .classifiers.base import Description
 from .classifiers.evaluation import (
     CALIBRATION_FOLDS,
+    Correctness,
     cross_fitted_calibration,
     feature_sensitivity,
-    measure_confidence,
     row_count,
 )
 from .monitoring.reconstruction import fit_reconstruction
 
 logger = logging.getLogger(__name__)
 
-METADATA_SCHEMA = 1
 OWNER_LABEL = "classifier-service"
 CANDIDATE = "candidate"  # the `stage` label of a version registered for comparison: `latest` skips it
-# Metadata every served version holds besides what its task reads (`register_model` writes all of it): the model
-# card and monitoring read these, so a version lacking one fails to load rather than at its first request.
-SERVED_METADATA = ("metrics", "trained_at", "sklearn_version", "reference_profile", "prediction_distribution")
 
 # scikit-learn's internal helper types that skops does not trust by default. Each is plain data
 # (tree arrays, optimiser state, distance metrics), never a callable chosen by the file.
@@ -65,12 +70,12 @@ class ModelNotFoundError(InvalidModelError):
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A served model: its store identity, its task object and its metadata."""
+    """A served model: its store identity, its task object and its card."""
 
     name: str
     version: str
     task: Task
-    metadata: Mapping[str, Any]
+    card: ModelCard
     candidate: bool = False  # registered as a candidate (`stage=candidate`): served once promoted
 
     @property
@@ -81,99 +86,94 @@ class LoadedModel:
 def save_model(
     name: str, task: str, estimators: Mapping[str, Any], metadata: Mapping[str, Any], candidate: bool = False
 ) -> str:
-    """Write estimators (skops) and metadata as a new version of `name`; returns the tag. A `candidate` is served
-    only when named by its version: `name` and `name:latest` resolve to the newest version that is not one."""
-    return _save({key: skops.io.dumps(e) for key, e in estimators.items()}, name, task, metadata, candidate)
+    """Write estimators (skops) and metadata as given, unchecked, as a new version of `name`; returns the tag. For
+    stores as earlier releases (or damaged files) left them: registration writes a `ModelCard` (`register_model`).
+    A `candidate` is served only when named by its version: `name` and `name:latest` resolve to the newest version
+    that is not one."""
+    files = {key: skops.io.dumps(e) for key, e in estimators.items()}
+    stored = {**metadata, "schema": METADATA_SCHEMA, "task": task, "estimators": _file_names(files)}
+    return _save(files, name, task, stored, candidate)
+
+
+def _file_names(keys: Iterable[str]) -> dict[str, str]:
+    """The file in the model's folder of each estimator, by key."""
+    return {key: f"estimator-{i}.skops" for i, key in enumerate(keys)}
 
 
 def _save(files: Mapping[str, bytes], name: str, task: str, metadata: Mapping[str, Any], candidate: bool) -> str:
     """Write estimator files already in skops' format, and the metadata, as a new version of `name`."""
-    names = {key: f"estimator-{i}.skops" for i, key in enumerate(files)}
-    full_metadata = {**metadata, "schema": METADATA_SCHEMA, "task": task, "estimators": names}
     labels = {"owner": OWNER_LABEL, "task": task, **({"stage": CANDIDATE} if candidate else {})}
-    with bentoml.models.create(name, labels=labels, metadata=full_metadata) as model:
-        for key, blob in files.items():
-            Path(model.path_of(names[key])).write_bytes(blob)
+    with bentoml.models.create(name, labels=labels, metadata=dict(metadata)) as model:
+        for key, file in _file_names(files).items():
+            Path(model.path_of(file)).write_bytes(files[key])
     logger.info("registered %s (%s)", model.tag, task)
     return str(model.tag)
 
 
 def load_model(tag: str, trusted_types: Sequence[str] = ()) -> LoadedModel:
     """Load a model from the store and build its task; raises `InvalidModelError` on any fault of the stored
-    artifact: a file missing, truncated or corrupt, metadata lacking a key, estimators that do not take the
-    features the metadata names.
+    artifact: a file missing, truncated or corrupt, metadata lacking a field or holding one of the wrong type, an
+    unknown task, estimators that do not take the features the card names.
 
-    `name` and `name:latest` are resolved once: the metadata and the estimators come from that one version, whatever
+    `name` and `name:latest` are resolved once: the card and the estimators come from that one version, whatever
     is registered meanwhile.
     """
-    model, metadata = _stored(tag)
+    model, card = _stored(tag)
     try:
-        for key in SERVED_METADATA:
-            _metadata_entry(metadata, key)
-        estimators = _read_estimators(model, metadata, trusted_types)
-        task = _build_task(metadata, estimators)
+        estimators = _read_estimators(model, card, trusted_types)
+        task = _build_task(card, estimators)
     except InvalidModelError as exc:
         raise InvalidModelError(f"{model.tag}: {exc}") from exc
     return LoadedModel(
         name=model.tag.name,
         version=str(model.tag.version),
         task=task,
-        metadata=metadata,
+        card=card,
         candidate=is_candidate(model),
     )
 
 
-def check_stored(tag: str) -> Mapping[str, Any]:
-    """The metadata of a stored model that `load_model` would accept as far as its record tells, without reading an
-    estimator: registered by this service, with this scikit-learn minor release, its metadata complete, a known
-    task, and every estimator file present. Raises `InvalidModelError` like `load_model` otherwise. A file damaged
-    in place passes here and fails at the worker's load, which serves the other models and says why."""
-    model, metadata = _stored(tag)
+def check_stored(tag: str) -> ModelCard:
+    """The card of a stored model that `load_model` would accept as far as its record tells, without reading an
+    estimator: registered by this service, with this scikit-learn minor release, its card complete and well typed,
+    a known task, and every estimator file present. Raises `InvalidModelError` like `load_model` otherwise. A file
+    damaged in place passes here and fails at the worker's load, which serves the other models and says why."""
+    model, card = _stored(tag)
     try:
-        for key in SERVED_METADATA:
-            _metadata_entry(metadata, key)
-        get_task(_metadata_entry(metadata, "task"))
-        _estimator_paths(model, metadata)
+        get_task(card.task)
+        _estimator_paths(model, card)
     except InvalidModelError as exc:
         raise InvalidModelError(f"{model.tag}: {exc}") from exc
-    return metadata
+    return card
 
 
 def read_estimators(tag: str, trusted_types: Sequence[str] = ()) -> dict[str, Any]:
     """The fitted estimators of a stored model by key, read with skops and the trusted-type list."""
-    model, metadata = _stored(tag)
-    return _read_estimators(model, metadata, trusted_types)
+    model, card = _stored(tag)
+    return _read_estimators(model, card, trusted_types)
 
 
-def _read_estimators(model: bentoml.Model, metadata: Mapping[str, Any], trusted_types: Sequence[str]) -> dict[str, Any]:
+def _read_estimators(model: bentoml.Model, card: ModelCard, trusted_types: Sequence[str]) -> dict[str, Any]:
     trusted = set(TRUSTED_TYPES) | set(trusted_types)
-    return {key: _load_estimator(path, trusted) for key, path in _estimator_paths(model, metadata).items()}
+    return {key: _load_estimator(path, trusted) for key, path in _estimator_paths(model, card).items()}
 
 
-def _estimator_paths(model: bentoml.Model, metadata: Mapping[str, Any]) -> dict[str, Path]:
-    paths = {key: Path(model.path_of(file)) for key, file in _metadata_entry(metadata, "estimators").items()}
+def _estimator_paths(model: bentoml.Model, card: ModelCard) -> dict[str, Path]:
+    paths = {key: Path(model.path_of(file)) for key, file in card.estimators.items()}
     for path in paths.values():
         if not path.is_file():
             raise InvalidModelError(f"{path.name} is missing from the model's folder")
     return paths
 
 
-def _build_task(metadata: Mapping[str, Any], estimators: Mapping[str, Any]) -> Task:
-    task_class = get_task(_metadata_entry(metadata, "task"))
+def _build_task(card: ModelCard, estimators: Mapping[str, Any]) -> Task:
+    task_class = get_task(card.task)
     try:
-        return task_class(estimators, metadata)
+        return task_class(estimators, card)
     except InvalidModelError:
         raise
-    except KeyError as exc:
-        raise InvalidModelError(f"the metadata lacks {exc} (a {task_class.name} model needs it)") from exc
-    except (TypeError, ValueError, AttributeError) as exc:  # a value of the wrong shape or type
-        raise InvalidModelError(f"the metadata does not describe a {task_class.name} model: {exc}") from exc
-
-
-def _metadata_entry(metadata: Mapping[str, Any], key: str) -> Any:
-    if key not in metadata:
-        raise InvalidModelError(f"the metadata lacks '{key}'")
-    return metadata[key]
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # estimators that do not fit the card
+        raise InvalidModelError(f"the card does not describe a {task_class.name} model: {exc!r}") from exc
 
 
 def is_candidate(model: bentoml.Model) -> bool:
@@ -199,7 +199,8 @@ def _get(tag: str) -> bentoml.Model:
     return max(served, key=lambda model: model.info.creation_time)
 
 
-def _stored(tag: str) -> tuple[bentoml.Model, dict[str, Any]]:
+def _stored(tag: str) -> tuple[bentoml.Model, ModelCard]:
+    """The stored model of `tag` and its card, parsed and checked."""
     try:
         model = _get(tag)
     except bentoml.exceptions.NotFound as exc:
@@ -208,11 +209,20 @@ def _stored(tag: str) -> tuple[bentoml.Model, dict[str, Any]]:
         raise ModelNotFoundError(f"'{tag}' is not a model tag (name:version): {exc}") from exc
     except Exception as exc:  # noqa: BLE001 -- a damaged model.yaml fails in its parser or in BentoML's checks
         raise InvalidModelError(f"model '{tag}': its model.yaml cannot be read ({_describe(exc)})") from exc
-    metadata = dict(model.info.metadata)
+    return model, parse_card(model)
+
+
+def parse_card(model: bentoml.Model) -> ModelCard:
+    """The card of a stored model; raises `InvalidModelError` naming the model and the bad field."""
+    metadata = model.info.metadata
+    # the envelope before the card: a model of another scikit-learn release may hold a card of another release too
     if metadata.get("schema") != METADATA_SCHEMA:
-        raise InvalidModelError(f"model '{tag}' was not registered by classifier-service (no metadata schema)")
+        raise InvalidModelError(f"model '{model.tag}' was not registered by classifier-service (no metadata schema)")
     check_sklearn_version(str(metadata.get("sklearn_version", "")))
-    return model, metadata
+    try:
+        return ModelCard.parse(metadata)
+    except InvalidCardError as exc:
+        raise InvalidModelError(f"{model.tag}: {exc}") from exc
 
 
 def check_sklearn_version(trained_with: str) -> None:
@@ -268,9 +278,8 @@ def register_model(
 ) -> str:
     """Register a fitted estimator as a servable model; returns its `name:version` tag.
 
-    Measures the model on the labelled validation set: tuned thresholds, accuracy, macro-F1, log-loss,
-    calibration, and the prediction distribution; profiles the training inputs for drift monitoring, and, given
-    training rows, fits the PCA whose reconstruction error of validation rows is the multivariate drift reference.
+    Measures the model on the labelled validation set (tuned thresholds, metrics, calibration, prediction shares),
+    profiles the training inputs for drift monitoring and, given training rows, fits the multivariate drift's PCA.
 
     Args:
         name: the served name.
@@ -278,18 +287,16 @@ def register_model(
         estimator: a fitted estimator with `predict_proba`; for `multilabel` with one binary estimator per
             label, a mapping label -> estimator; for `hierarchical`, a mapping parent node -> estimator
             (`service.classifiers.fit_hierarchy` trains one).
-        X_val, y_val: validation rows and labels (multilabel: a rows x labels 0/1 matrix): the calibration rows, the
-            thresholds, the calibration map, the metrics, the prediction distribution and the multivariate drift
-            reference all come from them.
+        X_val, y_val: validation rows and labels (multilabel: a rows x labels 0/1 matrix): the thresholds, the
+            calibration, the metrics, the prediction distribution and the multivariate drift reference come from them.
         X_train, y_train: training rows and labels for the reference profile, the class prior and the multivariate
             drift's PCA (default: the validation set, and no multivariate drift signal).
         feature_names: the features' names in column order; default `feature_names_in_` or `x0..`.
         categorical_features: features that take categories as strings (the estimator's pipeline encodes them).
         text_features: features that take free text (the pipeline vectorizes them); watched for missing values only.
         allows_missing: whether `null` inputs are accepted; default the estimator's `allow_nan` tag.
-        ignored_columns: other keys an object row may hold, dropped unread: the columns of the training data that
-            the model does not use (a time column, an id), so that clients may send records as they have them.
-            Names distinct from the features; default none.
+        ignored_columns: other keys an object row may hold, dropped unread (columns of the training data the model
+            does not use: a time column, an id), so that clients may send records as they have them.
         trained_at: when the estimator was trained (default now).
         training: how it was trained (`python -m models train` records its options; `retrain` reuses them).
         refit: fits a new estimator of the same kind (as `estimator` was fitted) on the rows and labels it is
@@ -301,76 +308,151 @@ def register_model(
             parent -> children, `service.classifiers.ROOT` as the top level's parent).
     """
     estimators = _as_estimators(estimator)
-    task_cls = get_task(task)
-    description: Description = task_cls.describe(estimators, X_val, y_val, task_params)
+    features = _feature_schema(
+        estimators, X_val, feature_names, categorical_features, text_features, allows_missing, ignored_columns
+    )
+    rows = _Rows(X_val, y_val, X_train, y_train)
+    recipe = TrainingRecipe(dict(training or {}))
+    card = _described_card(get_task(task), estimators, features, rows, task_params, trained_at, recipe)
+    card, served = _measured_card(card, estimators, rows, refit, name)
+    return _save_servable(name, card, served, estimators, X_val, candidate)
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """The labelled rows registration measures the model on: validation rows, and training rows when given."""
+
+    X_val: Any
+    y_val: Any
+    X_train: Any | None
+    y_train: Any | None
+
+    @property
+    def reference_X(self) -> Any:
+        """The rows the input profile describes: the training rows, else the validation rows."""
+        return self.X_val if self.X_train is None else self.X_train
+
+    @property
+    def reference_y(self) -> Any:
+        return self.y_val if self.y_train is None else self.y_train
+
+
+def _feature_schema(
+    estimators: Mapping[str, Any],
+    X_val: Any,
+    feature_names: Sequence[str] | None,
+    categorical: Sequence[str],
+    text: Sequence[str],
+    allows_missing: bool | None,
+    ignored: Sequence[str],
+) -> FeatureSchema:
+    """The rows the model takes, as `register_model`'s arguments describe them."""
     first = next(iter(estimators.values()))
-    names = _feature_names(first, X_val, feature_names)
-    features = FeatureSchema(
-        names=tuple(names),
-        categorical=frozenset(categorical_features),
-        text=frozenset(text_features),
+    return FeatureSchema(
+        names=tuple(_feature_names(first, X_val, feature_names)),
+        categorical=frozenset(categorical),
+        text=frozenset(text),
         allows_missing=_allows_missing(estimators) if allows_missing is None else allows_missing,
         as_frame=hasattr(first, "feature_names_in_") and hasattr(X_val, "columns"),
-        ignored=ignored_columns,
+        ignored=ignored,
     )
-    reference_X = X_val if X_train is None else X_train
-    reference_y = y_val if y_train is None else y_train
-    metadata: dict[str, Any] = {
-        "classes": description.classes,
-        "features": features.to_metadata(),
-        "ignored_columns": list(features.ignored),
-        "decision": description.decision,
-        "metrics": description.metrics,
-        "class_prior": task_cls.label_distribution(reference_y, description.classes),
-        "prediction_distribution": description.prediction_distribution,
-        "level_distribution": description.level_distribution,
-        "reference_profile": profile_features(reference_X, names, features.categorical, features.text),
+
+
+def _described_card(
+    task_cls: type[Task],
+    estimators: Mapping[str, Any],
+    features: FeatureSchema,
+    rows: _Rows,
+    params: Mapping[str, Any],
+    trained_at: datetime | None,
+    training: TrainingRecipe,
+) -> ModelCard:
+    """The card of what the task's `describe` learns on the validation rows (decision defaults, metrics, prediction
+    shares) and of the reference rows' profile and class prior, with no calibration yet."""
+    description = task_cls.describe(estimators, rows.X_val, rows.y_val, params)
+    return ModelCard(
+        task=task_cls.name,
+        classes=tuple(description.classes),
+        features=features.to_card(),
+        decision=description.decision,
+        validation=Validation.of(description.metrics),
+        class_prior=task_cls.label_distribution(rows.reference_y, description.classes),
+        prediction_distribution=description.prediction_distribution,
+        level_distribution=tuple(description.level_distribution),
+        reference_profile=profile_features(rows.reference_X, features.names, features.categorical, features.text),
         # how many rows the references rest on: the alert thresholds allow for their sampling noise
-        "reference_rows": {"training": row_count(reference_X), "calibration": row_count(X_val)},
-        "trained_at": (trained_at or datetime.now(UTC)).isoformat(),
-        "sklearn_version": sklearn.__version__,
-        "training": dict(training or {}),
-    }
-    served = task_cls(estimators, metadata)
-    confidence_figures, calibration = measure_confidence(served, X_val, y_val)
-    metadata["metrics"].update(confidence_figures)
-    calibrated_on = {"rows": row_count(X_val), "folds": 0}
-    if refit is not None and X_train is not None and y_train is not None:
+        reference_rows=ReferenceRows(training=row_count(rows.reference_X), calibration=row_count(rows.X_val)),
+        trained_at=trained_at or datetime.now(UTC),
+        sklearn_version=sklearn.__version__,
+        training=training,
+        estimators=_file_names(estimators),
+    )
 
-        def refitted_task(fitted: Any) -> Task:
-            refitted = _as_estimators(fitted)
-            if any(new is old for new in refitted.values() for old in estimators.values()):
-                raise TypeError("refit must return newly fitted estimators, not fit the registered one again")
-            return task_cls(refitted, metadata)
 
-        try:
-            calibration = cross_fitted_calibration(served, refitted_task, refit, X_train, y_train, X_val, y_val)
-            calibrated_on = {"rows": row_count(X_val) + row_count(X_train), "folds": CALIBRATION_FOLDS}
-        except ValueError as exc:  # a part's model could not be fitted or served (a rare class left out of it)
-            logger.warning(
-                "%s: confidence calibrated on the validation rows alone: cross-fitting failed: %s", name, exc
-            )
-    # rows: how many the map rests on; folds: 0 for the validation rows alone, else the parts of the training rows
-    metadata["calibration"] = {**calibration.to_metadata(), **calibrated_on}
-    sensitivity = feature_sensitivity(served, X_val)
-    ranked = [names[j] for j in np.argsort(-sensitivity, kind="stable").tolist()]
-    metadata["monitored_features"] = [name for name in ranked if name not in features.text]
+def _measured_card(
+    card: ModelCard, estimators: Mapping[str, Any], rows: _Rows, refit: Callable[[Any, Any], Any] | None, name: str
+) -> tuple[ModelCard, Task]:
+    """The card completed by what the served task measures (its confidence figures and calibration, the features
+    it is most sensitive to, the multivariate drift reference), and the served task."""
+    served = get_task(card.task)(estimators, card)
+    validation = Correctness.of(served, rows.X_val, rows.y_val)  # scored once: figures and calibration alike
+    card = replace(card, validation=Validation.of({**card.validation.figures, **validation.figures()}))
+    card = replace(card, calibration=_calibration(card, estimators, validation, rows, refit, name))
+    features = card.features
+    sensitivity = feature_sensitivity(served, rows.X_val)
+    ranked = [features.names[j] for j in np.argsort(-sensitivity, kind="stable").tolist()]
+    card = replace(card, monitored_features=tuple(feature for feature in ranked if feature not in features.text))
     # multivariate drift needs calibration errors out of sample for the PCA, as live rows are: training rows apart
-    if X_train is not None:
-        numeric = [name for name in ranked if name not in features.categorical | features.text]
-        reconstruction = fit_reconstruction(X_train, X_val, names, numeric)
-        if reconstruction is not None:
-            metadata["reconstruction"] = reconstruction
+    if rows.X_train is not None:
+        numeric = [feature for feature in ranked if feature not in {*features.categorical, *features.text}]
+        card = replace(card, reconstruction=fit_reconstruction(rows.X_train, rows.X_val, features.names, numeric))
+    return card, served
+
+
+def _calibration(
+    card: ModelCard,
+    estimators: Mapping[str, Any],
+    validation: Correctness,
+    rows: _Rows,
+    refit: Callable[[Any, Any], Any] | None,
+    name: str,
+) -> CalibrationMap:
+    """The confidence calibration: cross-fitted over the training and validation rows when the estimator can be
+    refitted (`refit`) and training rows are given, else fitted on the validation rows alone."""
+    alone = validation.calibration().to_card(rows=row_count(rows.X_val), folds=0)
+    if refit is None or rows.X_train is None or rows.y_train is None:
+        return alone
+    task_cls = get_task(card.task)
+
+    def refitted_task(fitted: Any) -> Task:
+        refitted = _as_estimators(fitted)
+        if any(new is old for new in refitted.values() for old in estimators.values()):
+            raise TypeError("refit must return newly fitted estimators, not fit the registered one again")
+        return task_cls(refitted, card)
+
+    try:
+        calibration = cross_fitted_calibration(validation, refitted_task, refit, rows.X_train, rows.y_train)
+    except ValueError as exc:  # a part's model could not be fitted or served (a rare class left out of it)
+        logger.warning("%s: confidence calibrated on the validation rows alone: cross-fitting failed: %s", name, exc)
+        return alone
+    return calibration.to_card(rows=row_count(rows.X_val) + row_count(rows.X_train), folds=CALIBRATION_FOLDS)
+
+
+def _save_servable(
+    name: str, card: ModelCard, served: Task, estimators: Mapping[str, Any], X_val: Any, candidate: bool
+) -> str:
+    """Write the estimators and their card as a new version of `name`, once the service is known to serve them as
+    they were measured (`check_servable`)."""
     files = {key: skops.io.dumps(estimator) for key, estimator in estimators.items()}
-    check_servable(served, files, metadata, X_val)
-    return _save(files, name, task, metadata, candidate)
+    check_servable(served, files, card, X_val)
+    return _save(files, name, card.task, card.to_metadata(), candidate)
 
 
 def _as_estimators(estimator: Any | Mapping[str, Any]) -> dict[str, Any]:
     return dict(estimator) if isinstance(estimator, Mapping) else {"model": estimator}
 
 
-def check_servable(served: Task, files: Mapping[str, bytes], metadata: Mapping[str, Any], X_val: Any) -> None:
+def check_servable(served: Task, files: Mapping[str, bytes], card: ModelCard, X_val: Any) -> None:
     """Refuse, before anything is saved, estimators the service would not serve as they were measured: each file
     must load with the trusted types only, and the task built from what comes back must score validation rows as
     the fitted estimators do."""
@@ -380,7 +462,7 @@ def check_servable(served: Task, files: Mapping[str, bytes], metadata: Mapping[s
         _refuse_untrusted(untrusted, set(TRUSTED_TYPES), f"estimator '{key}'")
         loaded[key] = skops.io.loads(blob, trusted=untrusted)
     rows = X_val.iloc[:50] if hasattr(X_val, "iloc") else X_val[:50]
-    reloaded = type(served)(loaded, metadata)
+    reloaded = type(served)(loaded, card)
     if not np.allclose(reloaded.score_matrix(rows), served.score_matrix(rows), rtol=1e-9, atol=1e-12):
         raise InvalidModelError("the estimators score differently once saved and loaded back")
 

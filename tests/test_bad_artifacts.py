@@ -98,6 +98,26 @@ DAMAGES: dict[str, tuple[Callable[[str], None], str]] = {
     "metadata without reference_profile": (drop_metadata("reference_profile"), "lacks 'reference_profile'"),
     "metadata without task": (drop_metadata("task"), "the metadata lacks 'task'"),
     "n_features_in_ differs": (swap_in_fewer_features, "fitted on 63 features; the metadata names 64"),
+    "metadata with an unknown task": (
+        lambda tag: edit_metadata(tag, lambda metadata: metadata.update(task="regression")),
+        "unknown task 'regression'",
+    ),
+    "feature names of the wrong type": (
+        lambda tag: edit_metadata(tag, lambda metadata: metadata["features"].update(names="pixel_0")),
+        "the metadata's 'features.names' is not a list of strings: 'pixel_0'",
+    ),
+    "calibration without its map": (
+        lambda tag: edit_metadata(tag, lambda metadata: metadata["calibration"].pop("correct")),
+        "the metadata lacks 'calibration.correct'",
+    ),
+    "a numeric feature profiled as text": (
+        lambda tag: edit_metadata(tag, lambda metadata: metadata["reference_profile"]["pixel_0"].update(kind="text")),
+        "the metadata's 'reference_profile.pixel_0' is not a numeric feature's profile",
+    ),
+    "reference rows that are not a count": (
+        lambda tag: edit_metadata(tag, lambda metadata: metadata["reference_rows"].update(training="many")),
+        "the metadata's 'reference_rows.training' is not a count: 'many'",
+    ),
 }
 
 
@@ -183,7 +203,12 @@ def test_a_frame_model_whose_metadata_renames_a_feature_fails_to_load() -> None:
     labels = [str(t) for t in y]
     estimator = LogisticRegression(max_iter=300).fit(frame[:200], labels[:200])
     tag = register_model(unique("renamed"), "multiclass", estimator, frame[200:], labels[200:])
-    edit_metadata(tag, lambda metadata: metadata["features"]["names"].__setitem__(0, "pixel_first"))
+
+    def rename(metadata: dict[str, Any]) -> None:
+        metadata["features"]["names"][0] = "pixel_first"
+        metadata["reference_profile"]["pixel_first"] = metadata["reference_profile"].pop("pixel_0")
+
+    edit_metadata(tag, rename)  # a card consistent in itself: only the estimator knows the feature by another name
     with pytest.raises(InvalidModelError, match="other feature names"):
         load_model(tag)
 
@@ -191,7 +216,9 @@ def test_a_frame_model_whose_metadata_renames_a_feature_fails_to_load() -> None:
 # the damages a model's record shows (model.yaml and the folder's listing), which `check_stored` finds without
 # reading an estimator; the others are found by the worker's load (above)
 RECORD_DAMAGES = ["missing file", "metadata without trained_at", "metadata without reference_profile",
-                  "metadata without task"]  # fmt: skip
+                  "metadata without task", "metadata with an unknown task", "feature names of the wrong type",
+                  "calibration without its map", "a numeric feature profiled as text",
+                  "reference rows that are not a count"]  # fmt: skip
 
 
 @pytest.mark.parametrize("damage", RECORD_DAMAGES)

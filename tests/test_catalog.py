@@ -132,7 +132,7 @@ def test_ensure_retrains_a_catalog_model_whose_calibration_was_not_cross_fitted(
 ) -> None:
     """A catalog version calibrated on its calibration rows alone (or over other folds) is stale: its estimate
     carries that small split's sampling luck."""
-    assert load_model(catalog["breast_cancer"]).metadata["calibration"]["folds"] == CALIBRATION_FOLDS
+    assert load_model(catalog["breast_cancer"]).card.calibration.folds == CALIBRATION_FOLDS  # type: ignore[union-attr]
     monkeypatch.setattr(models.__main__, "CALIBRATION_FOLDS", CALIBRATION_FOLDS + 1)
     assert not servable("breast_cancer")
 
@@ -146,7 +146,7 @@ def test_docs_state_the_drift_series_of_each_catalog_model(catalog: dict[str, st
     for name, tag in catalog.items():
         model = load_model(tag)
         metrics = Metrics.create(CollectorRegistry())
-        monitor = ModelMonitor(name, model.version, model.metadata, metrics, MonitoringConfig(), tmp_path / name)
+        monitor = ModelMonitor(name, model.version, model.card, metrics, MonitoringConfig(), tmp_path / name)
         bins = len(monitor.inputs.bins())
         levels = {level: len(folder.names) for level, folder in monitor.level_labels.items()}
         labels = (

@@ -101,7 +101,7 @@ def metric(api: TestClient, name: str, **labels: str) -> float | None:
 
 def metadata(model: str) -> dict[str, Any]:
     service = bentoml.get_current_service()
-    return dict(service.registry.loaded[model].metadata)
+    return service.registry.loaded[model].card.to_metadata()
 
 
 # --- realized figures --------------------------------------------------------------------------------------------

@@ -151,7 +151,7 @@ def test_every_feature_of_a_model_under_the_cap_is_watched(api: TestClient, tmp_
     monitor = ModelMonitor(
         "breast_cancer",
         loaded.version,
-        loaded.metadata,
+        loaded.card,
         Metrics.create(CollectorRegistry()),
         MonitoringConfig(),
         tmp_path,

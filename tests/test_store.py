@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import bentoml
 import numpy as np
@@ -14,10 +15,12 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 
+from service.card import CalibrationMap, CategoricalProfile, NumericProfile, ReferenceRows
 from service.classifiers import InvalidInputError, InvalidModelError, Options
 from service.classifiers.evaluation import decision_correctness
 from service.serving import describe_model
 from service.store import TRUSTED_TYPES, load_model, read_estimators, register_model, save_model
+from tests.classifiers.fakes import predict
 from tests.helpers import cancer_rows, register_colors_model
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -49,23 +52,27 @@ def test_register_user_estimator_records_everything_monitoring_needs() -> None:
         "user_hgb", "binary", estimator, X_val, y_val, X_train=X_train, y_train=y_train, positive_class="malignant"
     )
     model = load_model(tag)
-    meta = model.metadata
-    assert meta["task"] == "binary" and meta["classes"] == ["benign", "malignant"]
-    assert meta["sklearn_version"] == sklearn.__version__
-    assert 0 < meta["decision"]["threshold"] < 1 and meta["decision"]["positive_class"] == "malignant"
-    assert {"accuracy", "macro_f1", "log_loss", "ece", "mean_confidence"} <= set(meta["metrics"])
-    assert meta["class_prior"]["malignant"] == pytest.approx(np.mean(y_train == "malignant"))
-    assert sum(meta["prediction_distribution"].values()) == pytest.approx(1.0)
-    assert meta["features"]["names"] == [f"x{i}" for i in range(30)]
-    profile = meta["reference_profile"]["x0"]
-    assert profile["min"] == X_train[:, 0].min() and profile["max"] == X_train[:, 0].max()
-    assert sum(profile["proportions"]) == pytest.approx(1.0) and profile["missing_rate"] == 0.0
-    assert meta["reference_rows"] == {"training": len(X_train), "calibration": len(X_val)}
+    card = model.card
+    assert card.task == "binary" and card.classes == ("benign", "malignant")
+    assert card.sklearn_version == sklearn.__version__
+    assert card.decision.threshold is not None and 0 < card.decision.threshold < 1
+    assert card.decision.positive_class == "malignant"
+    assert {"accuracy", "macro_f1", "log_loss", "ece", "mean_confidence"} <= set(card.validation.figures)
+    assert card.class_prior is not None and card.class_prior["malignant"] == pytest.approx(
+        np.mean(y_train == "malignant")
+    )
+    assert sum(card.prediction_distribution.values()) == pytest.approx(1.0)
+    assert card.features.names == tuple(f"x{i}" for i in range(30))
+    profile = card.reference_profile["x0"]
+    assert isinstance(profile, NumericProfile)
+    assert profile.minimum == X_train[:, 0].min() and profile.maximum == X_train[:, 0].max()
+    assert sum(profile.proportions) == pytest.approx(1.0) and profile.missing_rate == 0.0
+    assert card.reference_rows == ReferenceRows(training=len(X_train), calibration=len(X_val))
     # HistGradientBoosting handles missing values, so null is accepted and reaches the model as NaN
-    assert meta["features"]["allows_missing"] is True
+    assert card.features.allows_missing is True
     X = model.task.validate([[None] + X_val[0, 1:].tolist()])
     assert np.isnan(X[0, 0])
-    assert model.task.predict(X, Options()).decided_labels[0] in ("benign", "malignant")
+    assert predict(model.task, X, Options()).decided_labels[0] in ("benign", "malignant")
 
 
 def test_model_without_missing_value_support_rejects_null() -> None:
@@ -79,9 +86,9 @@ def test_model_without_missing_value_support_rejects_null() -> None:
 def test_categorical_pipeline_takes_strings_only_where_encoded() -> None:
     tag = register_colors_model("user_categorical")
     model = load_model(tag)
-    assert model.metadata["reference_profile"]["color"]["kind"] == "categorical"
+    assert isinstance(model.card.reference_profile["color"], CategoricalProfile)
     rows = model.task.validate([["red", 0.0], {"size": 2.0, "color": "purple"}])
-    assert model.task.predict(rows, Options()).decided_labels[0] == "yes"
+    assert predict(model.task, rows, Options()).decided_labels[0] == "yes"
     with pytest.raises(InvalidInputError, match="size"):
         model.task.validate([["red", "big"]])
     with pytest.raises(InvalidInputError, match="color"):
@@ -92,13 +99,13 @@ def test_a_model_registered_from_python_names_the_other_columns_its_rows_may_hol
     """`ignored_columns`: keys an object row may carry besides the features, dropped before the model; none by
     default."""
     model = load_model(register_colors_model("user_ignoring", ignored_columns=["customer", "signup"]))
-    assert model.metadata["ignored_columns"] == ["customer", "signup"]
+    assert model.card.features.ignored == ("customer", "signup")
     X = model.task.validate([{"customer": "c-1", "color": "red", "size": 0.0, "signup": "2026-01-01"}])
     assert X.tolist() == [["red", 0.0]]
     with pytest.raises(InvalidInputError, match="unknown feature 'signup_at'"):
         model.task.validate([{"color": "red", "size": 0.0, "signup_at": "2026-01-01"}])
     plain = load_model(register_colors_model("user_not_ignoring"))
-    assert plain.metadata["ignored_columns"] == [] and describe_model(plain, 100)["ignored_columns"] == []
+    assert plain.card.features.ignored == () and describe_model(plain, 100)["ignored_columns"] == []
 
 
 @pytest.mark.parametrize(
@@ -123,7 +130,7 @@ def test_a_model_stored_before_ignored_columns_existed_ignores_none() -> None:
     metadata = dict(bentoml.models.get(tag).info.metadata)
     del metadata["ignored_columns"]
     model = load_model(save_model("user_before_ignored", "binary", read_estimators(tag), metadata))
-    assert "ignored_columns" not in model.metadata and model.task.features.ignored == ()
+    assert model.card.features.ignored == () and model.task.features.ignored == ()
     assert describe_model(model, 100)["ignored_columns"] == []
     with pytest.raises(InvalidInputError, match="unknown feature 'customer'"):
         model.task.validate([{"color": "red", "size": 0.0, "customer": "c-1"}])
@@ -135,7 +142,7 @@ def test_dataframe_fitted_model_gets_a_dataframe() -> None:
     columns = [f"f{i}" for i in range(30)]
     estimator = LogisticRegression(max_iter=5000).fit(pd.DataFrame(X_train, columns=columns), y_train)
     model = load_model(register_model("user_frame", "binary", estimator, pd.DataFrame(X_val, columns=columns), y_val))
-    assert model.metadata["features"]["names"] == columns and model.metadata["features"]["as_frame"]
+    assert model.card.features.names == tuple(columns) and model.card.features.as_frame
     frame = model.task.validate(X_val[:3].tolist())
     assert list(frame.columns) == columns
     np.testing.assert_array_equal(
@@ -144,16 +151,10 @@ def test_dataframe_fitted_model_gets_a_dataframe() -> None:
 
 
 def test_untrusted_types_are_refused_unless_listed() -> None:
-    X_train, X_val, y_train, _ = cancer_split()
+    X_train, X_val, y_train, y_val = cancer_split()
     estimator = Memorised().fit(X_train, y_train)
-    metadata = {
-        "classes": ["benign", "malignant"],
-        "features": {"names": [f"x{i}" for i in range(30)]},
-        "decision": {"positive_class": "malignant", "threshold": 0.5},
-        "sklearn_version": sklearn.__version__,
-        **dict.fromkeys(("metrics", "reference_profile", "prediction_distribution"), {}),
-        "trained_at": "2026-01-01T00:00:00+00:00",
-    }
+    trusted = LogisticRegression(max_iter=5000).fit(X_train, y_train)
+    metadata = bentoml.models.get(register_model("user_trusted", "binary", trusted, X_val, y_val)).info.metadata
     tag = save_model("user_untrusted", "binary", {"model": estimator}, metadata)
     with pytest.raises(InvalidModelError, match=re.escape(f"{__name__}.Memorised")):
         load_model(tag)
@@ -225,7 +226,7 @@ def test_a_refittable_model_calibrates_its_confidence_out_of_fold_on_every_label
     (never on a validation row) and the estimate meets the accuracy on new rows."""
     estimator, X_train, y_train, X_val, y_val = lucky_validation_set()
     alone = register_model("lucky", "binary", estimator, X_val, y_val, X_train=X_train, y_train=y_train)
-    assert load_model(alone).metadata["calibration"]["folds"] == 0
+    assert load_model(alone).card.calibration == CalibrationMap(ANY, ANY, rows=len(X_val), folds=0)
     assert estimate_and_realized(alone)[0] > 0.99  # the validation rows' luck, carried into every estimate
 
     refitted_on: list[np.ndarray] = []
@@ -235,8 +236,8 @@ def test_a_refittable_model_calibrates_its_confidence_out_of_fold_on_every_label
         return LogisticRegression().fit(X, y)
 
     tag = register_model("lucky", "binary", estimator, X_val, y_val, X_train=X_train, y_train=y_train, refit=refit)
-    calibration = load_model(tag).metadata["calibration"]
-    assert (calibration["folds"], calibration["rows"]) == (5, 1060)
+    calibration = load_model(tag).card.calibration
+    assert calibration is not None and (calibration.folds, calibration.rows) == (5, 1060)
     assert [len(X) for X in refitted_on] == [800] * 5
     held_out = [set(map(tuple, X_train.tolist())) - set(map(tuple, X.tolist())) for X in refitted_on]
     assert set().union(*held_out) == set(map(tuple, X_train.tolist()))  # every training row held out once
@@ -253,8 +254,7 @@ def test_a_model_that_cannot_be_refitted_is_calibrated_on_its_validation_rows() 
         raise ValueError("a class is missing from these rows")
 
     tag = register_model("lucky", "binary", estimator, X_val, y_val, X_train=X_train, y_train=y_train, refit=refit)
-    assert load_model(tag).metadata["calibration"]["folds"] == 0
-    assert load_model(tag).metadata["calibration"]["rows"] == 60
+    assert load_model(tag).card.calibration == CalibrationMap(ANY, ANY, rows=60, folds=0)
 
 
 def test_a_refit_that_fits_the_registered_estimator_again_is_refused_and_nothing_is_saved() -> None:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
+from ..card import Decision, ModelCard
 from .errors import InvalidInputError, InvalidModelError, NonFiniteScoreError
 from .evaluation import Calibration
 from .features import FeatureSchema
@@ -45,14 +46,14 @@ DEFAULT_OPTIONS = Options()
 
 @dataclass(frozen=True)
 class Description:
-    """What registration learns about a model on its validation set, stored in its metadata.
+    """What registration learns about a model on its validation set, stored in its card.
 
     `prediction_distribution` is the share of each class among validation decisions (multilabel: the rate of
     each label); `level_distribution` the same per level of a hierarchy, empty for flat tasks.
     """
 
     classes: list[str]
-    decision: dict[str, Any]
+    decision: Decision
     metrics: dict[str, Any]
     prediction_distribution: dict[str, float]
     level_distribution: list[dict[str, float]] = field(default_factory=list)
@@ -131,14 +132,14 @@ class Task(ABC):
     name: ClassVar[str]
     options: ClassVar[frozenset[str]]
 
-    def __init__(self, estimators: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
-        self.classes: list[str] = [str(c) for c in metadata["classes"]]
-        self.features = FeatureSchema.from_metadata(metadata["features"], metadata.get("ignored_columns", ()))
+    def __init__(self, estimators: Mapping[str, Any], card: ModelCard) -> None:
+        self.classes: list[str] = list(card.classes)
+        self.features = FeatureSchema.from_card(card.features)
         for key, estimator in estimators.items():
             check_features(estimator, self.features, f"estimator '{key}'")
-        self.decision: dict[str, Any] = dict(metadata.get("decision", {}))
-        self.truth = self.ground_truth(metadata)
-        self.calibration = Calibration.from_metadata(metadata)
+        self.decision = card.decision
+        self.truth = self.ground_truth(card.classes, card.decision)
+        self.calibration = Calibration.from_card(card)
 
     def validate(self, rows: Sequence[Any], booleans_possible: bool = True) -> Any:
         """Turn request rows into the estimator's input, or raise `InvalidInputError` (see `FeatureSchema`)."""
@@ -194,11 +195,6 @@ class Task(ABC):
     def decide(self, scores: Any, options: Options) -> Prediction:
         """Apply the decision policy to scores of one request's rows."""
 
-    def predict(self, X: Any, options: Options) -> Prediction:
-        """Score and decide one request."""
-        self.check_options(options)
-        return self.decide(self.score(X), options)
-
     @abstractmethod
     def decision_keys(self, scores: Any) -> DecisionKeys:
         """Per row, the `Truth` key of the model's own decision: its defaults, whatever options a request sent.
@@ -245,8 +241,9 @@ class Task(ABC):
 
     @classmethod
     @abstractmethod
-    def ground_truth(cls, metadata: Mapping[str, Any]) -> Truth:
-        """The ground-truth rules of a model of this kind, from its metadata alone (no estimator needed)."""
+    def ground_truth(cls, classes: Sequence[str], decision: Decision) -> Truth:
+        """The ground-truth rules of a model of this kind, from its card alone (no estimator needed): the log
+        judges labels of versions no worker serves by the part of the card it keeps (`LoggedCard`)."""
 
 
 _TASKS: dict[str, type[Task]] = {}
@@ -312,6 +309,3 @@ def check_features(estimator: Any, features: FeatureSchema, what: str) -> None:
 def class_names(estimator: Any) -> list[str]:
     """The estimator's `classes_` as strings, in its column order."""
     return [str(c) for c in estimator.classes_]
-
-
-Scorer = Callable[[Any], np.ndarray]

@@ -8,11 +8,12 @@ from typing import Any
 
 import numpy as np
 
+from ..card import Decision, ModelCard
 from .base import Description, Observations, Options, Prediction, Task, check_probabilities, class_names, register_task
-from .errors import InvalidModelError
+from .errors import InvalidModelError, required
 from .evaluation import Objective, shares, single_label_metrics, tune_threshold
 from .linear import Probabilities
-from .truth import ClassFigures, DecisionKeys, SingleLabelTruth, Truth, metadata_classes
+from .truth import ClassFigures, DecisionKeys, SingleLabelTruth, Truth
 
 
 class BinaryTruth(SingleLabelTruth):
@@ -67,17 +68,17 @@ class BinaryTask(Task):
     name = "binary"
     options = frozenset({"threshold", "return_probabilities"})
 
-    def __init__(self, estimators: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
-        super().__init__(estimators, metadata)
+    def __init__(self, estimators: Mapping[str, Any], card: ModelCard) -> None:
+        super().__init__(estimators, card)
         self.estimator = estimators["model"]
         check_probabilities(self.estimator, "binary model")
         if class_names(self.estimator) != self.classes or len(self.classes) != 2:
             raise InvalidModelError(
-                f"binary model: estimator classes {class_names(self.estimator)} differ from metadata {self.classes}"
+                f"binary model: estimator classes {class_names(self.estimator)} differ from the card's {self.classes}"
             )
-        positive = str(self.decision["positive_class"])
+        positive = required(self.decision.positive_class, "decision.positive_class", self.name)
         self.positive_index = self.classes.index(positive)
-        self.threshold = float(self.decision["threshold"])
+        self.threshold = required(self.decision.threshold, "decision.threshold", self.name)
         self._labels = np.array([self.classes[1 - self.positive_index], positive], dtype=object)
         self.probabilities = Probabilities(self.estimator, len(self.features.names))
 
@@ -125,7 +126,7 @@ class BinaryTask(Task):
         metrics["threshold"] = threshold
         return Description(
             classes=classes,
-            decision={"positive_class": positive, "threshold": threshold, "objective": str(objective)},
+            decision=Decision(positive_class=positive, threshold=threshold, objective=str(objective)),
             metrics=metrics,
             prediction_distribution=shares(list(labels), classes),
         )
@@ -135,5 +136,5 @@ class BinaryTask(Task):
         return shares([str(v) for v in y], classes)
 
     @classmethod
-    def ground_truth(cls, metadata: Mapping[str, Any]) -> Truth:
-        return BinaryTruth(metadata_classes(metadata), str(metadata["decision"]["positive_class"]))
+    def ground_truth(cls, classes: Sequence[str], decision: Decision) -> Truth:
+        return BinaryTruth(list(classes), required(decision.positive_class, "decision.positive_class", cls.name))

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TypeVar
+
+Value = TypeVar("Value")
 
 
 class ClassifierError(Exception):
@@ -57,3 +60,10 @@ def unscored_rows(model: str, exc: Exception) -> InvalidInputError:
         f"model '{model}' could not score the rows of this request ({cause}); expected rows it can score",
         field="instances",
     )
+
+
+def required(value: Value | None, field: str, task: str) -> Value:
+    """A decision default the task kind needs: a card without it fails at load, naming the field."""
+    if value is None:
+        raise InvalidModelError(f"the metadata lacks '{field}' (a {task} model needs it)")
+    return value

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -10,7 +11,10 @@ import numpy as np
 from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_curve
 
+from ..card import CalibrationMap
+
 if TYPE_CHECKING:
+    from ..card import ModelCard
     from .base import Task
 
 CALIBRATION_BINS = 10
@@ -118,19 +122,20 @@ class Calibration:
         return cls(tuple(xs), tuple(ys))
 
     @classmethod
-    def from_metadata(cls, metadata: Mapping[str, Any]) -> Calibration:
+    def from_card(cls, card: ModelCard) -> Calibration:
         """The model's map; a model registered before calibration existed gets its validation accuracy minus its
         mean confidence added to every confidence (the shift the estimate applied then), clipped to [0, 1]."""
-        stored = metadata.get("calibration")
-        if stored:
-            return cls(tuple(map(float, stored["confidence"])), tuple(map(float, stored["correct"])))
-        validation = metadata.get("metrics", {})
-        shift = float(validation.get("accuracy", 0.0)) - float(validation.get("mean_confidence", 0.0))
+        if card.calibration is not None and card.calibration.confidence:
+            return cls(card.calibration.confidence, card.calibration.correct)
+        validation = card.validation
+        accuracy = 0.0 if math.isnan(validation.accuracy) else validation.accuracy
+        mean_confidence = 0.0 if math.isnan(validation.mean_confidence) else validation.mean_confidence
         grid = np.linspace(0.0, 1.0, 101)
-        return cls(tuple(grid.tolist()), tuple(np.clip(grid + shift, 0.0, 1.0).tolist()))
+        return cls(tuple(grid.tolist()), tuple(np.clip(grid + accuracy - mean_confidence, 0.0, 1.0).tolist()))
 
-    def to_metadata(self) -> dict[str, list[float]]:
-        return {"confidence": list(self.confidence), "correct": list(self.correct)}
+    def to_card(self, rows: int, folds: int) -> CalibrationMap:
+        """The map as the model card keeps it, with the rows it rests on and the folds it was cross-fitted over."""
+        return CalibrationMap(self.confidence, self.correct, rows=rows, folds=folds)
 
 
 def decision_correctness(task: Task, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -141,38 +146,47 @@ def decision_correctness(task: Task, X: Any, y: Any) -> tuple[np.ndarray, np.nda
     return task.row_confidence(scores), decided == np.asarray(task.validation_keys(y), dtype=object)
 
 
-def measure_confidence(task: Task, X_val: Any, y_val: Any) -> tuple[dict[str, float], Calibration]:
-    """The validation figures of the task's confidence: its mean, its ECE and the calibration map fitted on the
-    validation rows alone (`cross_fitted_calibration` fits it on more rows when the estimator can be refitted)."""
-    confidence, correct = decision_correctness(task, X_val, y_val)
-    figures = {
-        "mean_confidence": float(confidence.mean()),
-        "ece": expected_calibration_error(confidence, correct),
-    }
-    return figures, Calibration.fit(confidence, correct)
+@dataclass(frozen=True)
+class Correctness:
+    """Per row, the confidence in the task's default decision and whether that decision was right."""
+
+    confidence: np.ndarray
+    correct: np.ndarray
+
+    @classmethod
+    def of(cls, task: Task, X: Any, y: Any) -> Correctness:
+        return cls(*decision_correctness(task, X, y))
+
+    def figures(self) -> dict[str, float]:
+        """The validation figures of the confidence: its mean and its ECE."""
+        return {
+            "mean_confidence": float(self.confidence.mean()),
+            "ece": expected_calibration_error(self.confidence, self.correct),
+        }
+
+    def calibration(self) -> Calibration:
+        """The calibration map fitted on these rows alone."""
+        return Calibration.fit(self.confidence, self.correct)
 
 
 def cross_fitted_calibration(
-    task: Task,
+    validation: Correctness,
     build: Callable[[Any], Task],
     refit: Callable[[Any, Any], Any],
     X_train: Any,
     y_train: Any,
-    X_val: Any,
-    y_val: Any,
     folds: int = CALIBRATION_FOLDS,
 ) -> Calibration:
     """The calibration map fitted on every row registration has labels for, each scored by a model that never
-    saw it: the validation rows by the served `task`, and each of `folds` parts of the training rows by the
-    estimator `refit` on the other parts, decided as the served task decides (`build` makes a task of the same
-    metadata around the refitted estimators).
+    saw it: the `validation` rows as the served task scored them, and each of `folds` parts of the training rows by
+    the estimator `refit` on the other parts, decided as the served task decides (`build` makes a task of the same
+    card around the refitted estimators).
 
     Validation sets are small (a fifth of a data set is often a few hundred rows), and an isotonic map fitted on
     them carries their sampling luck into every estimate: a validation set the model happened to get all right
     maps every confidence to 1. The training rows, out of fold, multiply the rows the map rests on (5 folds: the
     refitted models see 80 % of the training rows, so the map is if anything slightly pessimistic)."""
-    confidence, correct = decision_correctness(task, X_val, y_val)
-    parts, rest = [confidence], [correct]
+    parts, rest = [validation.confidence], [validation.correct]
     order = np.random.default_rng(CALIBRATION_SEED).permutation(row_count(X_train))
     for held_out in np.array_split(order, folds):
         kept = np.setdiff1d(order, held_out)
@@ -198,7 +212,7 @@ def take_rows(values: Any, rows: np.ndarray) -> Any:
 def single_label_metrics(
     y_true: Sequence[str] | np.ndarray, y_pred: Sequence[str] | np.ndarray, proba: np.ndarray, classes: Sequence[str]
 ) -> dict[str, float]:
-    """Accuracy, macro-F1 and log-loss of a single-label classifier (confidence: `measure_confidence`)."""
+    """Accuracy, macro-F1 and log-loss of a single-label classifier (confidence: `Correctness.figures`)."""
     y_true_arr = np.asarray(y_true, dtype=object)
     y_pred_arr = np.asarray(y_pred, dtype=object)
     column = {name: j for j, name in enumerate(classes)}

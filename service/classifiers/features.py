@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ..card import Features
 from .errors import InvalidInputError, InvalidModelError
 
 # Data-quality fault kinds found while validating (monitoring adds out_of_range and unseen_category).
@@ -62,27 +63,27 @@ class FeatureSchema:
         object.__setattr__(self, "_keys", frozenset(self.names) | frozenset(columns))
 
     @classmethod
-    def from_metadata(cls, meta: Mapping[str, Any], ignored: Sequence[str] = ()) -> FeatureSchema:
-        """The schema of a model's `features` metadata; `ignored` is the metadata's `ignored_columns` (absent: none,
-        in models registered before it existed)."""
+    def from_card(cls, features: Features) -> FeatureSchema:
+        """The schema of a model card's features."""
         return cls(
-            names=tuple(meta["names"]),
-            categorical=frozenset(meta.get("categorical", ())),
-            text=frozenset(meta.get("text", ())),
-            allows_missing=bool(meta.get("allows_missing", False)),
-            as_frame=bool(meta.get("as_frame", False)),
-            ignored=ignored,
+            names=features.names,
+            categorical=frozenset(features.categorical),
+            text=frozenset(features.text),
+            allows_missing=features.allows_missing,
+            as_frame=features.as_frame,
+            ignored=features.ignored,
         )
 
-    def to_metadata(self) -> dict[str, Any]:
-        """The `features` metadata; the ignored columns are the model metadata's own `ignored_columns`."""
-        return {
-            "names": list(self.names),
-            "categorical": sorted(self.categorical),
-            "text": sorted(self.text),
-            "allows_missing": self.allows_missing,
-            "as_frame": self.as_frame,
-        }
+    def to_card(self) -> Features:
+        """The features of the model card registration writes."""
+        return Features(
+            names=self.names,
+            categorical=tuple(sorted(self.categorical)),
+            text=tuple(sorted(self.text)),
+            allows_missing=self.allows_missing,
+            as_frame=self.as_frame,
+            ignored=tuple(self.ignored),
+        )
 
     @property
     def strings(self) -> frozenset[str]:

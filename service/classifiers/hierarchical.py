@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import f1_score
 
+from ..card import Decision, ModelCard
 from .base import Description, Observations, Options, Prediction, Task, check_probabilities, class_names, register_task
-from .errors import InvalidInputError, InvalidModelError
+from .errors import InvalidInputError, InvalidModelError, required
 from .evaluation import shares, take_rows
 from .linear import Probabilities
 from .truth import DecisionKeys, GivenLabel, Pair, Realized, Truth
@@ -276,11 +277,11 @@ class HierarchicalTask(Task):
     options = frozenset({"top_k", "min_confidence", "return_probabilities"})
     truth: HierarchicalTruth
 
-    def __init__(self, estimators: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
-        super().__init__(estimators, metadata)
+    def __init__(self, estimators: Mapping[str, Any], card: ModelCard) -> None:
+        super().__init__(estimators, card)
         self.tree = self.truth.tree
         if sorted(self.tree.leaves) != sorted(self.classes):
-            raise InvalidModelError("hierarchical model: metadata classes differ from the hierarchy's leaves")
+            raise InvalidModelError("hierarchical model: the card's classes differ from the hierarchy's leaves")
         self.nodes = NodeClassifiers(self.tree, estimators, len(self.features.names))
 
     def score(self, X: Any) -> HierarchicalScores:
@@ -370,7 +371,7 @@ class HierarchicalTask(Task):
         }
         return Description(
             classes=tree.leaves,
-            decision={"hierarchy": {k: [str(c) for c in v] for k, v in params["hierarchy"].items()}},
+            decision=Decision(hierarchy={k: tuple(str(c) for c in v) for k, v in params["hierarchy"].items()}),
             metrics=metrics,
             prediction_distribution=shares(predicted, tree.leaves),
             level_distribution=[
@@ -384,8 +385,8 @@ class HierarchicalTask(Task):
         return shares([str(v) for v in y], classes)
 
     @classmethod
-    def ground_truth(cls, metadata: Mapping[str, Any]) -> HierarchicalTruth:
-        return HierarchicalTruth(Tree(metadata["decision"]["hierarchy"]))
+    def ground_truth(cls, classes: Sequence[str], decision: Decision) -> HierarchicalTruth:
+        return HierarchicalTruth(Tree(required(decision.hierarchy, "decision.hierarchy", cls.name)))
 
 
 def greedy_paths(nodes: NodeClassifiers, X: Any) -> HierarchicalScores:

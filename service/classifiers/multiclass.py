@@ -8,11 +8,12 @@ from typing import Any
 
 import numpy as np
 
+from ..card import Decision, ModelCard
 from .base import Description, Observations, Options, Prediction, Task, check_probabilities, class_names, register_task
 from .errors import InvalidModelError
 from .evaluation import shares, single_label_metrics
 from .linear import Probabilities
-from .truth import DecisionKeys, SingleLabelTruth, Truth, metadata_classes
+from .truth import DecisionKeys, SingleLabelTruth, Truth
 
 
 class MulticlassTruth(SingleLabelTruth):
@@ -89,8 +90,8 @@ class MulticlassTask(Task):
     name = "multiclass"
     options = frozenset({"top_k", "min_confidence", "return_probabilities"})
 
-    def __init__(self, estimators: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
-        super().__init__(estimators, metadata)
+    def __init__(self, estimators: Mapping[str, Any], card: ModelCard) -> None:
+        super().__init__(estimators, card)
         self.estimator = estimators["model"]
         check_probabilities(self.estimator, "multiclass model")
         if class_names(self.estimator) != self.classes:
@@ -134,7 +135,7 @@ class MulticlassTask(Task):
         y = [str(v) for v in y_val]
         return Description(
             classes=classes,
-            decision={},
+            decision=Decision(),
             metrics=single_label_metrics(y, predicted, proba, classes),
             prediction_distribution=shares(list(predicted), classes),
         )
@@ -144,5 +145,5 @@ class MulticlassTask(Task):
         return shares([str(v) for v in y], classes)
 
     @classmethod
-    def ground_truth(cls, metadata: Mapping[str, Any]) -> Truth:
-        return MulticlassTruth(metadata_classes(metadata))
+    def ground_truth(cls, classes: Sequence[str], decision: Decision) -> Truth:
+        return MulticlassTruth(list(classes))

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import f1_score, log_loss
 
+from ..card import Decision, ModelCard
 from .base import (
     Description,
     Observations,
@@ -25,11 +26,11 @@ from .base import (
     positive_column,
     register_task,
 )
-from .errors import InvalidInputError, InvalidModelError
+from .errors import InvalidInputError, InvalidModelError, required
 from .evaluation import Objective, tune_threshold
 from .linear import Probabilities
 from .multiclass import top_k_indices
-from .truth import DecisionKeys, GivenLabel, Truth, metadata_classes
+from .truth import DecisionKeys, GivenLabel, Truth
 
 SCORES_SHOWN_FOR_LARGE_SETS = 10
 LARGE_LABEL_SET = 100
@@ -128,10 +129,12 @@ class MultilabelTask(Task):
     name = "multilabel"
     options = frozenset({"top_k", "threshold", "return_probabilities"})
 
-    def __init__(self, estimators: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
-        super().__init__(estimators, metadata)
-        self.layout = self.decision["layout"]
-        self.thresholds = np.asarray(self.decision["thresholds"], dtype=np.float64)
+    def __init__(self, estimators: Mapping[str, Any], card: ModelCard) -> None:
+        super().__init__(estimators, card)
+        self.layout = required(self.decision.layout, "decision.layout", self.name)
+        self.thresholds = np.asarray(
+            required(self.decision.thresholds, "decision.thresholds", self.name), dtype=np.float64
+        )
         if len(self.thresholds) != len(self.classes):
             raise InvalidModelError("multilabel model: one threshold per label expected")
         self.estimators = _check_layout(self.layout, estimators, self.classes)
@@ -202,7 +205,7 @@ class MultilabelTask(Task):
         }
         return Description(
             classes=labels,
-            decision={"layout": layout, "thresholds": thresholds, "objective": str(objective)},
+            decision=Decision(layout=layout, thresholds=tuple(thresholds), objective=str(objective)),
             metrics=metrics,
             prediction_distribution=dict(zip(labels, map(float, decided.mean(axis=0)), strict=True)),
         )
@@ -212,8 +215,8 @@ class MultilabelTask(Task):
         return dict(zip(classes, map(float, np.asarray(y, dtype=bool).mean(axis=0)), strict=True))
 
     @classmethod
-    def ground_truth(cls, metadata: Mapping[str, Any]) -> Truth:
-        return MultilabelTruth(metadata_classes(metadata))
+    def ground_truth(cls, classes: Sequence[str], decision: Decision) -> Truth:
+        return MultilabelTruth(list(classes))
 
 
 def _check_layout(layout: str, estimators: Mapping[str, Any], labels: Sequence[str]) -> list[Any]:

@@ -10,7 +10,7 @@ accuracy, F1 and per-class figures without seeing a row.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -184,7 +184,3 @@ class SingleLabelTruth(Truth):
 
     def members(self, key: str | None) -> frozenset[str]:
         return frozenset() if key is None else frozenset((key,))
-
-
-def metadata_classes(metadata: Mapping[str, Any]) -> list[str]:
-    return [str(c) for c in metadata["classes"]]

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ..card import LoggedCard, Validation
 from ..classifiers import Truth, get_task
 from ..rollout.rollout_store import RolloutStore
 
@@ -20,32 +21,21 @@ class VersionInfo:
     version: str
     task: str
     truth: Truth
-    validation: Mapping[str, Any]  # the validation metrics of registration (accuracy, mean_confidence, ...)
+    validation: Validation  # the validation figures of registration
     feature_names: list[str]
-    metadata: Mapping[str, Any]  # what the log keeps of the version (`logged_metadata`)
+    metadata: Mapping[str, Any]  # what the log keeps of the version (`LoggedCard.to_metadata`)
 
 
-def logged_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
-    """The part of a model's metadata the log keeps for its version (`model_versions.metadata`)."""
-    return {
-        "classes": list(metadata["classes"]),
-        "decision": dict(metadata.get("decision", {})),
-        "metrics": dict(metadata.get("metrics", {})),
-        "features": {"names": list(metadata["features"]["names"])},
-    }
-
-
-def version_info(model: str, version: str, task: str, metadata: Mapping[str, Any]) -> VersionInfo:
-    """A version's info from its model metadata (the store's, or the log's copy)."""
-    kept = logged_metadata(metadata)
+def version_info(model: str, version: str, task: str, card: LoggedCard) -> VersionInfo:
+    """A version's info from the part of its card the log keeps (the store's card's, or the log's copy)."""
     return VersionInfo(
         model=model,
         version=version,
         task=task,
-        truth=get_task(task).ground_truth(kept),
-        validation=kept["metrics"],
-        feature_names=[str(n) for n in kept["features"]["names"]],
-        metadata=kept,
+        truth=get_task(task).ground_truth(card.classes, card.decision),
+        validation=card.validation,
+        feature_names=list(card.feature_names),
+        metadata=card.to_metadata(),
     )
 
 
@@ -92,7 +82,8 @@ class Versions:
         found = store.version(model, version)
         if found is None:
             return None
-        info = version_info(model, version, *found)
+        task, logged = found
+        info = version_info(model, version, task, LoggedCard.parse(logged))
         with self._lock:
             self._known[(model, version)] = info
         return info

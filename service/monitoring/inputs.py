@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from ..card import CategoricalProfile, FeatureProfile, NumericProfile
+
 OTHER_FEATURE = "other"
 MISSING = "missing"
 OUT_OF_RANGE = "out_of_range"
@@ -44,7 +46,7 @@ class InputProfile:
         self,
         names: Sequence[str],
         categorical: Sequence[str],
-        profile: Mapping[str, Mapping[str, Any]],
+        profile: Mapping[str, FeatureProfile],
         tracked: Sequence[str],
         text: Sequence[str] = (),
     ) -> None:
@@ -54,51 +56,63 @@ class InputProfile:
         categorical_set = set(categorical)
         strings = categorical_set | set(text)
         self.numeric_columns = np.array([j for j, n in enumerate(self.names) if n not in strings], dtype=np.intp)
-        self.numeric_names = numeric_names = [self.names[j] for j in self.numeric_columns.tolist()]
-        self.minimum = np.array([_bound(profile[n]["min"], -np.inf) for n in numeric_names])
-        self.maximum = np.array([_bound(profile[n]["max"], np.inf) for n in numeric_names])
-        self._fault_label = np.array(
-            [n if n in set(self.tracked) else OTHER_FEATURE for n in numeric_names], dtype=object
-        )
-
+        self.numeric_names = [self.names[j] for j in self.numeric_columns.tolist()]
         self.tracked_numeric = [n for n in self.tracked if n not in categorical_set]
         self.tracked_categorical = [n for n in self.tracked if n in categorical_set]
-        width = max((len(profile[n]["edges"]) for n in self.tracked_numeric), default=0)
-        self._count_type = np.uint8 if width < 255 else np.intp  # bin indices summed as bytes: a quarter less time
-        self._edges = np.full((len(self.tracked_numeric), max(width, 1)), np.inf)
-        for f, name in enumerate(self.tracked_numeric):
-            edges = profile[name]["edges"]
-            self._edges[f, : len(edges)] = edges
-        self._categories = {n: sorted(profile[n]["categories"]) for n in self.names if n in categorical_set}
+        numeric = {n: _numeric(profile, n) for n in self.numeric_names}
+        categories = {n: _categorical(profile, n) for n in self.names if n in categorical_set}
+        self._categories = {n: sorted(reference.categories) for n, reference in categories.items()}
+        self._check_ranges(numeric)
+        self._bin_edges([numeric[n] for n in self.tracked_numeric])
+        self._lay_out_window(numeric, categories)
+        self._all_numeric = not categorical_set and not self._text_columns
 
-        # the window's input columns: per tracked feature, its bins (missing last); `offsets` says where each starts
-        # and `bin_labels` names each bin (the `bin` label of classifier_drift_bin_rows_total: docs/monitoring.md "Drift
-        # across replicas")
+    def _check_ranges(self, numeric: Mapping[str, NumericProfile]) -> None:
+        """The training range of each numeric feature (out of it: a fault), and the label its faults count under."""
+        self.minimum = np.array([_bound(numeric[n].minimum, -np.inf) for n in self.numeric_names])
+        self.maximum = np.array([_bound(numeric[n].maximum, np.inf) for n in self.numeric_names])
+        tracked = set(self.tracked)
+        self._fault_label = np.array([n if n in tracked else OTHER_FEATURE for n in self.numeric_names], dtype=object)
+
+    def _bin_edges(self, references: Sequence[NumericProfile]) -> None:
+        """The tracked numeric features' edges as one features x edges matrix, padded with +inf, so that one
+        comparison bins every value of a batch."""
+        width = max((len(reference.edges) for reference in references), default=0)
+        self._count_type = np.uint8 if width < 255 else np.intp  # bin indices summed as bytes: a quarter less time
+        self._edges = np.full((len(references), max(width, 1)), np.inf)
+        for f, reference in enumerate(references):
+            self._edges[f, : len(reference.edges)] = reference.edges
+
+    def _lay_out_window(
+        self, numeric: Mapping[str, NumericProfile], categorical: Mapping[str, CategoricalProfile]
+    ) -> None:
+        """The window's input columns: per tracked feature, its bins (missing last); `offsets` says where each
+        starts, `expected` holds the reference's shares and `bin_labels` names each bin (the `bin` label of
+        classifier_drift_bin_rows_total: docs/monitoring.md "Drift across replicas")."""
         self.sizes: list[int] = []
         self.expected: list[np.ndarray] = []
         self.bin_labels: list[list[str]] = []
         for name in self.tracked_numeric:
-            reference = profile[name]
-            missing = float(reference["missing_rate"])
-            proportions = np.asarray(reference["proportions"], dtype=np.float64) * (1 - missing)
-            self.expected.append(np.append(proportions, missing))
-            self.sizes.append(len(reference["edges"]) + 2)
-            self.bin_labels.append([BELOW_FIRST_EDGE, *edge_labels(reference["edges"]), MISSING_BIN])
+            reference = numeric[name]
+            proportions = np.asarray(reference.proportions, dtype=np.float64) * (1 - reference.missing_rate)
+            self.expected.append(np.append(proportions, reference.missing_rate))
+            self.sizes.append(len(reference.edges) + 2)
+            self.bin_labels.append([BELOW_FIRST_EDGE, *edge_labels(reference.edges), MISSING_BIN])
         for name in self.tracked_categorical:
-            reference = profile[name]
-            shares = [float(reference["categories"][c]) for c in self._categories[name]]
-            self.expected.append(np.array([*shares, 0.0, float(reference["missing_rate"])]))
+            known = self._categories[name]
+            shares = [categorical[name].categories[c] for c in known]
+            self.expected.append(np.array([*shares, 0.0, categorical[name].missing_rate]))
             self.sizes.append(len(shares) + 2)
             # a category spelled like a special bin is told apart by a leading "="
-            categories = [f"={c}" if c in (UNSEEN_BIN, MISSING_BIN) else c for c in self._categories[name]]
-            self.bin_labels.append([*categories, UNSEEN_BIN, MISSING_BIN])
+            labels = [f"={c}" if c in (UNSEEN_BIN, MISSING_BIN) else c for c in known]
+            self.bin_labels.append([*labels, UNSEEN_BIN, MISSING_BIN])
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.intp)
         self.width = int(self.offsets[-1])
         self.feature_order = self.tracked_numeric + self.tracked_categorical
         self._categorical_slot = {n: len(self.tracked_numeric) + k for k, n in enumerate(self.tracked_categorical)}
-        self._all_numeric = not categorical_set and not self._text_columns
         # tracked numeric features as columns of the numeric matrix; their bins come first in the window
-        self._tracked_numeric_columns = np.array([numeric_names.index(n) for n in self.tracked_numeric], dtype=np.intp)
+        columns = [self.numeric_names.index(n) for n in self.tracked_numeric]
+        self._tracked_numeric_columns = np.array(columns, dtype=np.intp)
         self._numeric_offsets = self.offsets[: len(self.tracked_numeric)]
         self._missing_bin = np.asarray(self.sizes[: len(self.tracked_numeric)], dtype=np.intp) - 1
         self._numeric_width = int(self.offsets[len(self.tracked_numeric)])
@@ -177,3 +191,17 @@ def edge_labels(edges: Sequence[float]) -> list[str]:
 
 def _bound(value: float | None, default: float) -> float:
     return default if value is None else float(value)
+
+
+def _numeric(profile: Mapping[str, FeatureProfile], name: str) -> NumericProfile:
+    reference = profile[name]
+    if not isinstance(reference, NumericProfile):
+        raise TypeError(f"feature '{name}' is numeric; its reference profile is not")
+    return reference
+
+
+def _categorical(profile: Mapping[str, FeatureProfile], name: str) -> CategoricalProfile:
+    reference = profile[name]
+    if not isinstance(reference, CategoricalProfile):
+        raise TypeError(f"feature '{name}' is categorical; its reference profile is not")
+    return reference

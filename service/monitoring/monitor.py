@@ -9,13 +9,13 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from ..card import ModelCard, ReconstructionFit
 from .drift import LabelFolder, psi
 from .inputs import BELOW_FIRST_EDGE, InputProfile, edge_labels
 from .metrics import Children, GaugeFamily, Metrics, label_set, render_gauges, render_samples
@@ -76,7 +76,7 @@ class ModelMonitor:
         self,
         name: str,
         version: str,
-        metadata: Mapping[str, Any],
+        card: ModelCard,
         metrics: Metrics,
         config: MonitoringConfig,
         directory: Path,
@@ -85,36 +85,43 @@ class ModelMonitor:
         self.version = version
         self.metrics = metrics
         self.config = config
-        features = metadata["features"]
-        ranked = metadata.get("monitored_features") or features["names"]
         self.inputs = InputProfile(
-            features["names"],
-            features.get("categorical", ()),
-            metadata["reference_profile"],
-            tracked=ranked[: config.monitored_features],
-            text=features.get("text", ()),
+            card.features.names,
+            card.features.categorical,
+            card.reference_profile,
+            tracked=card.monitored[: config.monitored_features],
+            text=card.features.text,
         )
-        prior = metadata.get("class_prior") or {c: 1.0 for c in metadata["classes"]}
+        prior = card.class_prior or dict.fromkeys(card.classes, 1.0)
         self.drift_labels = LabelFolder(prior, config.monitored_labels)
         self.level_labels: dict[str, LabelFolder] = {"": self.drift_labels}
-        validation_shares: dict[str, Mapping[str, float]] = {"": metadata["prediction_distribution"]}
-        for depth, shares in enumerate(metadata.get("level_distribution") or []):
+        for depth, shares in enumerate(card.level_distribution):
             self.level_labels[str(depth)] = LabelFolder(shares, config.monitored_labels)
-            validation_shares[str(depth)] = shares
-        self.expected_labels = self.drift_labels.fold(metadata["prediction_distribution"])
-        # window columns: input bins, decided-label bins, then rows and decisions seen
+        self.expected_labels = self.drift_labels.fold(card.prediction_distribution)
+        self._open_windows(directory)
+        self._bind_series(metrics)
+        self._watch_reconstruction(card.reconstruction, directory)
+        self._publish_reference(card)
+
+    def _open_windows(self, directory: Path) -> None:
+        """The drift window (columns: input bins, decided-label bins, then rows seen) and the drift bins' counts
+        since the start, both summed over workers: the counts are exported as counters that the recording rules sum
+        over replicas. Every bin has a series from the start (0 until a row falls in it), so the rules count the
+        bins a window left empty too; label sets are rendered once, here."""
+        key, config = f"{self.name}-{self.version}", self.config
         self._labels_at = self.inputs.width
         self._rows_at = self._labels_at + len(self.drift_labels.names)
-        self.window = SlidingCounts(
-            directory,
-            f"{name}-{version}",
-            self._rows_at + 1,
-            config.drift_window_seconds / config.drift_slots,
-            config.drift_slots,
-        )
+        slot_seconds = config.drift_window_seconds / config.drift_slots
+        self.window = SlidingCounts(directory, key, self._rows_at + 1, slot_seconds, config.drift_slots)
+        self.bin_totals = SlidingCounts(directory, key, self.inputs.width, math.inf, 1, kind=TOTALS)
+        bins = self.inputs.bins()
+        self._bin_labels = [label_set(BIN_LABELS, (self.name, self.version, f, b)) for f, b, _ in bins]
+        self._reference_shares = [share for _, _, share in bins]
 
-        m = metrics
-        self._writes = metrics.writes
+    def _bind_series(self, m: Metrics) -> None:
+        """The metric children each request and decision adds to."""
+        name, version = self.name, self.version
+        self._writes = m.writes
         self._predictions = Children(m.predictions)  # labels: model, version, label, level
         self._model_children: dict[int, Any] = {}
         self._input_issues = Children(m.input_issues)  # labels: model, version, feature, kind
@@ -131,31 +138,38 @@ class ModelMonitor:
             m.labelled_predictions.labels(name, version, result)
         self._inference = m.inference_duration.labels(name, version)
         self._batch_rows = m.batch_rows.labels(name, version)
-        # the drift bins' counts since the start, summed over workers like the window: exported as counters that
-        # the recording rules sum over replicas. Every bin has a series from the start (0 until a row falls in it),
-        # so the rules count the bins a window left empty too; label sets are rendered once, here.
-        self.bin_totals = SlidingCounts(directory, f"{name}-{version}", self.inputs.width, math.inf, 1, kind=TOTALS)
-        bins = self.inputs.bins()
-        self._bin_labels = [label_set(BIN_LABELS, (name, version, f, b)) for f, b, _ in bins]
-        self._reference_shares = [share for _, _, share in bins]
-        # multivariate drift (a model registered with training rows): each accepted row's reconstruction-error bin,
-        # counted since the start like the drift bins, in files of their own
-        fitted = metadata.get("reconstruction")
+
+    def _watch_reconstruction(self, fitted: ReconstructionFit | None, directory: Path) -> None:
+        """Multivariate drift (a model registered with training rows): each accepted row's reconstruction-error
+        bin, counted since the start like the drift bins, in files of their own."""
         self.reconstruction = None if fitted is None else Reconstruction(fitted)
-        if self.reconstruction is not None:
-            columns = [self.inputs.numeric_names.index(f) for f in self.reconstruction.features]
-            # every numeric feature in column order (the usual case): the batch's numeric matrix as it is
-            whole = columns == list(range(len(self.inputs.numeric_names)))
-            self._reconstruction_columns = None if whole else np.array(columns, dtype=np.intp)
-            self.reconstruction_totals = SlidingCounts(
-                directory, f"{name}-{version}", len(self.reconstruction.shares), math.inf, 1, kind=RECONSTRUCTION_TOTALS
-            )
-            labels = [BELOW_FIRST_EDGE, *edge_labels(self.reconstruction.edges.tolist())]
-            self._reconstruction_labels = [label_set(RECONSTRUCTION_BIN_LABELS, (name, version, b)) for b in labels]
-        validation = metadata.get("metrics", {})
-        m.validation_accuracy.labels(name, version).set(float(validation.get("accuracy", float("nan"))))
-        m.validation_mean_confidence.labels(name, version).set(float(validation.get("mean_confidence", float("nan"))))
-        m.validation_ece.labels(name, version).set(float(validation.get("ece", float("nan"))))
+        if self.reconstruction is None:
+            return
+        columns = [self.inputs.numeric_names.index(f) for f in self.reconstruction.features]
+        # every numeric feature in column order (the usual case): the batch's numeric matrix as it is
+        whole = columns == list(range(len(self.inputs.numeric_names)))
+        self._reconstruction_columns = None if whole else np.array(columns, dtype=np.intp)
+        self.reconstruction_totals = SlidingCounts(
+            directory,
+            f"{self.name}-{self.version}",
+            len(self.reconstruction.shares),
+            math.inf,
+            1,
+            kind=RECONSTRUCTION_TOTALS,
+        )
+        labels = [BELOW_FIRST_EDGE, *edge_labels(self.reconstruction.edges.tolist())]
+        model = (self.name, self.version)
+        self._reconstruction_labels = [label_set(RECONSTRUCTION_BIN_LABELS, (*model, b)) for b in labels]
+
+    def _publish_reference(self, card: ModelCard) -> None:
+        """The gauges that say what the model was at registration: validation figures and prediction shares, the
+        rows they rest on, the model's info and when it was trained and loaded."""
+        m, name, version = self.metrics, self.name, self.version
+        m.validation_accuracy.labels(name, version).set(card.validation.accuracy)
+        m.validation_mean_confidence.labels(name, version).set(card.validation.mean_confidence)
+        m.validation_ece.labels(name, version).set(card.validation.ece)
+        validation_shares = {"": card.prediction_distribution}
+        validation_shares.update((str(depth), shares) for depth, shares in enumerate(card.level_distribution))
         for level, folder in self.level_labels.items():
             if level == "" and len(self.level_labels) > 1:
                 continue  # hierarchical: shares are per level
@@ -163,15 +177,15 @@ class ModelMonitor:
             shares = shares / max(shares.sum(), 1e-12)  # share of decided labels (multilabel stores label rates)
             for label, share in zip(folder.names, shares.tolist(), strict=True):
                 m.validation_prediction_share.labels(name, version, label, level).set(share)
-        # The alert thresholds' 1/m term. A model registered before its metadata kept these counts exports none, and
+        # The alert thresholds' 1/m term. A model registered before its card kept these counts exports none, and
         # the rules that need them yield no threshold: its drift, collapse and accuracy alerts stay silent until it is
         # registered again (docs/monitoring.md: What each alert means).
-        for sample, rows in (metadata.get("reference_rows") or {}).items():
-            m.reference_rows.labels(name, version, sample).set(float(rows))
-        self._info = m.model_info.labels(name, version, str(metadata["task"]))
+        if card.reference_rows is not None:
+            m.reference_rows.labels(name, version, "training").set(float(card.reference_rows.training))
+            m.reference_rows.labels(name, version, "calibration").set(float(card.reference_rows.calibration))
+        self._info = m.model_info.labels(name, version, card.task)
         self._info.set(1)
-        trained_at = datetime.fromisoformat(str(metadata["trained_at"])).timestamp()
-        m.trained_timestamp.labels(name, version).set(trained_at)
+        m.trained_timestamp.labels(name, version).set(card.trained_at.timestamp())
         m.loaded_timestamp.labels(name, version).set(time.time())
 
     def retire(self) -> None:
@@ -298,78 +312,96 @@ class ModelMonitor:
             self._writes.inc(self._input_issues(self.name, self.version, feature, kind), count)
 
 
+@dataclass
+class _DriftSamples:
+    """The scrape-time drift samples of every model, gathered before they are rendered family by family."""
+
+    feature_psi: list[tuple[tuple[str, ...], float]] = field(default_factory=list)
+    prediction_psi: list[tuple[tuple[str, ...], float]] = field(default_factory=list)
+    window_rows: list[tuple[tuple[str, ...], float]] = field(default_factory=list)
+    counts: list[tuple[str, float]] = field(default_factory=list)
+    references: list[tuple[str, float]] = field(default_factory=list)
+    reconstruction_counts: list[tuple[str, float]] = field(default_factory=list)
+    reconstruction_references: list[tuple[str, float]] = field(default_factory=list)
+
+    def add(self, monitor: ModelMonitor) -> None:
+        rows_per_bin, shares = monitor.bin_samples()
+        self.counts.extend(rows_per_bin)
+        self.references.extend(shares)
+        rows_per_bin, shares = monitor.reconstruction_samples()
+        self.reconstruction_counts.extend(rows_per_bin)
+        self.reconstruction_references.extend(shares)
+        rows, features, prediction = monitor.drift()
+        model = (monitor.name, monitor.version)
+        self.window_rows.append((model, float(rows)))
+        self.prediction_psi.append((model, prediction))
+        self.feature_psi.extend(((*model, feature), value) for feature, value in features.items())
+
+
 def render_drift(monitors: Iterable[ModelMonitor]) -> str:
     """The scrape-time drift series of every model, in exposition format: this instance's PSI gauges, and the drift
     bins' and reconstruction-error bins' counts and reference shares that the recording rules turn into PSI over
     every replica."""
-    feature_psi: list[tuple[tuple[str, ...], float]] = []
-    prediction_psi: list[tuple[tuple[str, ...], float]] = []
-    window_rows: list[tuple[tuple[str, ...], float]] = []
-    counts: list[tuple[str, float]] = []
-    references: list[tuple[str, float]] = []
-    reconstruction_counts: list[tuple[str, float]] = []
-    reconstruction_references: list[tuple[str, float]] = []
+    samples = _DriftSamples()
     for monitor in monitors:
-        rows_per_bin, shares = monitor.bin_samples()
-        counts.extend(rows_per_bin)
-        references.extend(shares)
-        rows_per_bin, shares = monitor.reconstruction_samples()
-        reconstruction_counts.extend(rows_per_bin)
-        reconstruction_references.extend(shares)
-        rows, features, prediction = monitor.drift()
-        model = (monitor.name, monitor.version)
-        window_rows.append((model, float(rows)))
-        prediction_psi.append((model, prediction))
-        feature_psi.extend(((*model, feature), value) for feature, value in features.items())
-    gauges = render_gauges(
+        samples.add(monitor)
+    return _render_psi(samples) + _render_bins(samples)
+
+
+def _render_psi(samples: _DriftSamples) -> str:
+    """This instance's PSI gauges and window sizes."""
+    return render_gauges(
         [
             GaugeFamily(
                 "classifier_feature_drift_psi",
                 "PSI of this instance's drift window's inputs against the training profile.",
                 ("model", "version", "feature"),
-                feature_psi,
+                samples.feature_psi,
             ),
             GaugeFamily(
                 "classifier_prediction_drift_psi",
                 "PSI of this instance's drift window's decided labels against the validation prediction distribution.",
                 ("model", "version"),
-                prediction_psi,
+                samples.prediction_psi,
             ),
             GaugeFamily(
                 "classifier_drift_window_rows",
                 "Rows in this instance's drift window.",
                 ("model", "version"),
-                window_rows,
+                samples.window_rows,
             ),
         ]
     )
+
+
+def _render_bins(samples: _DriftSamples) -> str:
+    """The drift bins' and reconstruction-error bins' counts since the start and their reference shares."""
     return (
-        gauges
-        + render_samples(
+        render_samples(
             "classifier_drift_bin_rows_total",
             "counter",
             "Accepted rows by drift bin of each monitored feature since the start"
             " (docs/monitoring.md: Drift across replicas).",
-            counts,
+            samples.counts,
         )
         + render_samples(
             "classifier_drift_reference_share",
             "gauge",
             "Share of the training rows in each drift bin of each monitored feature: the PSI's reference.",
-            references,
+            samples.references,
         )
         + render_samples(
             "classifier_reconstruction_bin_rows_total",
             "counter",
             "Accepted rows by bin of their PCA reconstruction error since the start"
             " (docs/monitoring.md: Multivariate drift).",
-            reconstruction_counts,
+            samples.reconstruction_counts,
         )
         + render_samples(
             "classifier_reconstruction_reference_share",
             "gauge",
             "Share of the calibration rows in each reconstruction-error bin: the multivariate drift PSI's reference.",
-            reconstruction_references,
+            samples.reconstruction_references,
         )
     )
 
@@ -380,14 +412,11 @@ class Heartbeat:
     def __init__(self, metrics: Metrics, interval: float) -> None:
         self._gauge = metrics.heartbeat
         self._interval = interval
-        self._stopped = threading.Event()
         self._gauge.set(time.time())
         self._thread = threading.Thread(target=self._run, name="classifier-heartbeat", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stopped.wait(self._interval):
+        while True:  # a daemon thread: it ends with the worker
+            time.sleep(self._interval)
             self._gauge.set(time.time())
-
-    def stop(self) -> None:
-        self._stopped.set()

@@ -17,10 +17,13 @@ per-feature PSI's), and a fault in a categorical or text column.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
+
+from ..card import ReconstructionFit
 
 VARIANCE_KEPT = 0.9
 ERROR_BINS = 10  # deciles of the calibration rows' errors
@@ -31,15 +34,15 @@ SIGNIFICANT_DIGITS = 7  # float32's precision, far finer than a decile edge need
 class Reconstruction:
     """A fitted PCA's reconstruction error of rows, binned by the calibration rows' deciles."""
 
-    def __init__(self, fitted: Mapping[str, Any]) -> None:
-        self.features: list[str] = list(fitted["features"])
-        self._median = np.asarray(fitted["median"], dtype=np.float64)
-        self._mean = np.asarray(fitted["mean"], dtype=np.float64)
-        self._scale = np.asarray(fitted["scale"], dtype=np.float64)
+    def __init__(self, fitted: ReconstructionFit) -> None:
+        self.features: list[str] = list(fitted.features)
+        self._median = np.asarray(fitted.median, dtype=np.float64)
+        self._mean = np.asarray(fitted.mean, dtype=np.float64)
+        self._scale = np.asarray(fitted.scale, dtype=np.float64)
         # features x components: one matrix multiply per batch projects every row onto the principal subspace
-        self._components = np.ascontiguousarray(np.asarray(fitted["components"], dtype=np.float64).T)
-        self.edges = np.asarray(fitted.get("edges", []), dtype=np.float64)
-        self.shares: list[float] = [float(s) for s in fitted.get("proportions", [])]
+        self._components = np.ascontiguousarray(np.asarray(fitted.components, dtype=np.float64).T)
+        self.edges = np.asarray(fitted.edges, dtype=np.float64)
+        self.shares: list[float] = list(fitted.proportions)
 
     def errors(self, values: np.ndarray) -> np.ndarray:
         """Per row (rows x `features`, NaN for a missing value), the mean squared standardized residual of its
@@ -62,9 +65,9 @@ class Reconstruction:
 
 def fit_reconstruction(
     X_train: Any, X_calibration: Any, names: Sequence[str], numeric: Sequence[str]
-) -> dict[str, Any] | None:
+) -> ReconstructionFit | None:
     """The PCA of the training rows' `numeric` features (the first `MAX_FEATURES` of them, most sensitive first,
-    taken in column order) and the decile edges and shares of the calibration rows' errors, as metadata; None where
+    taken in column order) and the decile edges and shares of the calibration rows' errors, for the card; None where
     there is nothing to fit (fewer than two numeric features or training rows, no calibration row, no variance)."""
     kept_features = set(numeric[:MAX_FEATURES])
     features = [name for name in names if name in kept_features]
@@ -83,19 +86,18 @@ def fit_reconstruction(
         return None
     kept = int(np.searchsorted(np.cumsum(variance) / variance.sum(), VARIANCE_KEPT) + 1)
     kept = min(max(kept, 1), len(features) - 1)
-    fitted: dict[str, Any] = {
-        "features": features,
-        "median": _compact(median),
-        "mean": _compact(mean),
-        "scale": _compact(scale),
-        "components": [_compact(row) for row in components[:kept]],
-        "explained_variance": round(float(variance[:kept].sum() / variance.sum()), 4),
-    }
+    fitted = ReconstructionFit(
+        features=tuple(features),
+        median=_compact(median),
+        mean=_compact(mean),
+        scale=_compact(scale),
+        components=tuple(_compact(row) for row in components[:kept]),
+        explained_variance=round(float(variance[:kept].sum() / variance.sum()), 4),
+    )
     errors = Reconstruction(fitted).errors(calibration)  # the stored (rounded) parameters, as serving uses them
     edges = np.unique(np.quantile(errors, np.linspace(0, 1, ERROR_BINS + 1)[1:-1]))
     counts = np.bincount(np.searchsorted(edges, errors, side="right"), minlength=len(edges) + 1)
-    fitted.update(edges=_compact(edges), proportions=_compact(counts / len(errors)), rows=len(errors))
-    return fitted
+    return replace(fitted, edges=_compact(edges), proportions=_compact(counts / len(errors)), rows=len(errors))
 
 
 def _numeric(X: Any, names: Sequence[str], features: Sequence[str]) -> np.ndarray:
@@ -106,5 +108,5 @@ def _numeric(X: Any, names: Sequence[str], features: Sequence[str]) -> np.ndarra
     return np.asarray(np.asarray(X, dtype=object)[:, columns], dtype=np.float64)
 
 
-def _compact(values: np.ndarray) -> list[float]:
-    return [float(f"{v:.{SIGNIFICANT_DIGITS}g}") for v in values.tolist()]
+def _compact(values: np.ndarray) -> tuple[float, ...]:
+    return tuple(float(f"{v:.{SIGNIFICANT_DIGITS}g}") for v in values.tolist())

@@ -42,7 +42,7 @@ def agreeing(ours: DecisionKeys, theirs: DecisionKeys) -> int:
 
 def check_shadow(served: LoadedModel, shadow: LoadedModel) -> None:
     """A shadow takes the served version's rows as they are: the same task and features."""
-    same_features = served.metadata["features"]["names"] == shadow.metadata["features"]["names"]
+    same_features = served.card.features.names == shadow.card.features.names
     if served.task.name != shadow.task.name or not same_features:
         raise InvalidInputError(
             f"{shadow.tag} cannot shadow {served.tag}: it does another task or takes other features", field="version"

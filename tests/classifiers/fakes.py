@@ -6,14 +6,15 @@ rows of any width, so they claim no `n_features_in_`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
-from service.classifiers import FeatureSchema
+from service.card import METADATA_SCHEMA, Decision, ModelCard
+from service.classifiers import Options, Prediction, Task
 
 
 class FixedProba(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
@@ -141,7 +142,45 @@ def multi_output(n_outputs: int, offset: int = 0) -> FixedMultiOutput:
 
 def features(n: int, prefix: str = "f") -> dict[str, Any]:
     """Feature metadata for `n` numeric features named `f0`, `f1`, ..."""
-    return FeatureSchema(names=tuple(f"{prefix}{i}" for i in range(n))).to_metadata()
+    return {"names": [f"{prefix}{i}" for i in range(n)]}
+
+
+def predict(task: Task, X: Any, options: Options) -> Prediction:
+    """Score and decide one request's rows, as the service does (options checked first)."""
+    task.check_options(options)
+    return task.decide(task.score(X), options)
+
+
+def card_of(metadata: Mapping[str, Any]) -> ModelCard:
+    """The card of a task's metadata (`classes`, `features`, and `decision`, as stored or a `Decision`), the fields
+    a task does not read filled in: what a stored model would hold."""
+    decision = metadata.get("decision", {})
+    names = metadata["features"]["names"]
+    categorical = set(metadata["features"].get("categorical", ()))
+    text = set(metadata["features"].get("text", ()))
+    numeric = {"kind": "numeric", "edges": [], "proportions": [1.0], "min": None, "max": None, "missing_rate": 0.0}
+    profile = {
+        name: {"kind": "text", "missing_rate": 0.0}
+        if name in text
+        else {"kind": "categorical", "categories": {}, "missing_rate": 0.0}
+        if name in categorical
+        else numeric
+        for name in names
+    }
+    stored = {
+        "schema": METADATA_SCHEMA,
+        "task": "test",
+        "estimators": {},
+        "metrics": {},
+        "prediction_distribution": {},
+        "reference_profile": profile,
+        "trained_at": "2026-01-01T00:00:00+00:00",
+        "sklearn_version": "test",
+        **metadata,
+        "classes": [str(c) for c in metadata["classes"]],
+        "decision": decision.to_metadata() if isinstance(decision, Decision) else decision,
+    }
+    return ModelCard.parse(stored)
 
 
 def binary_rows(p_positive: Sequence[float], positive_column: int = 1) -> np.ndarray:

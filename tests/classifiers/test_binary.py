@@ -11,7 +11,7 @@ from service.classifiers import InvalidInputError, InvalidModelError, Options, g
 from service.classifiers.binary import BinaryTask
 from service.classifiers.evaluation import Objective
 
-from .fakes import binary_rows, features, fixed_proba
+from .fakes import binary_rows, card_of, features, fixed_proba, predict
 
 CLASSES = ["benign", "malignant"]
 
@@ -20,18 +20,20 @@ def make_task(classes: list[str] = CLASSES, positive: str = "malignant", thresho
     """A binary task over a `FixedProba` whose columns follow `classes`."""
     task = get_task("binary")(
         estimators={"model": fixed_proba(classes)},
-        metadata={
-            "classes": classes,
-            "features": features(2),
-            "decision": {"positive_class": positive, "threshold": threshold},
-        },
+        card=card_of(
+            {
+                "classes": classes,
+                "features": features(2),
+                "decision": {"positive_class": positive, "threshold": threshold},
+            }
+        ),
     )
     assert isinstance(task, BinaryTask)
     return task
 
 
 def records(task: BinaryTask, X: np.ndarray, options: Options | None = None) -> list[dict[str, Any]]:
-    return list(task.predict(X, options or Options()).records())
+    return list(predict(task, X, options or Options()).records())
 
 
 def test_probability_equal_to_threshold_is_positive_and_just_below_is_negative() -> None:
@@ -100,10 +102,10 @@ def test_confidence_is_the_probability_of_the_decided_class() -> None:
     """`confidence` is p for a positive decision and 1 - p for a negative one, under the applied threshold."""
     task = make_task(threshold=0.375)
     X = binary_rows([0.375, 0.25, 0.875, 0.5])
-    prediction = task.predict(X, Options())
+    prediction = predict(task, X, Options())
     np.testing.assert_array_equal(prediction.confidence, [0.375, 0.75, 0.875, 0.5])
     assert prediction.decided_labels == ["malignant", "benign", "malignant", "malignant"]
-    overridden = task.predict(X, Options(threshold=0.75))
+    overridden = predict(task, X, Options(threshold=0.75))
     np.testing.assert_array_equal(overridden.confidence, [0.625, 0.75, 0.875, 0.5])
     assert overridden.decided_labels == ["benign", "benign", "malignant", "benign"]
     assert len(overridden) == 4
@@ -131,8 +133,8 @@ VAL_Y = ["benign", "benign", "malignant", "benign", "malignant", "malignant"]
 def test_describe_tunes_the_threshold_for_the_objective_given(objective: str, threshold: float) -> None:
     params = {"positive_class": "malignant", "optimize": objective}
     description = BinaryTask.describe({"model": fixed_proba(CLASSES)}, binary_rows(VAL_P), VAL_Y, params)
-    assert description.decision["threshold"] == pytest.approx(threshold)
-    assert description.decision["objective"] == objective
+    assert description.decision.to_metadata()["threshold"] == pytest.approx(threshold)
+    assert description.decision.to_metadata()["objective"] == objective
 
 
 @pytest.mark.parametrize("text", ["accuracy", "f1=0.5", "precision-at-recall", "recall-at-precision=1.5", "x=y"])
@@ -147,7 +149,7 @@ def test_describe_tunes_the_threshold_that_maximises_f1() -> None:
     description = BinaryTask.describe(
         {"model": fixed_proba(CLASSES)}, binary_rows(VAL_P), VAL_Y, {"positive_class": "malignant"}
     )
-    assert description.decision == {
+    assert description.decision.to_metadata() == {
         "positive_class": "malignant",
         "threshold": pytest.approx(0.325),
         "objective": "f1",
@@ -169,7 +171,7 @@ def test_describe_with_the_positive_class_in_column_zero() -> None:
         VAL_Y,
         {"positive_class": "malignant"},
     )
-    assert description.decision == {
+    assert description.decision.to_metadata() == {
         "positive_class": "malignant",
         "threshold": pytest.approx(0.325),
         "objective": "f1",
@@ -179,7 +181,7 @@ def test_describe_with_the_positive_class_in_column_zero() -> None:
 def test_describe_defaults_the_positive_class_to_the_second_column() -> None:
     """Without `positive_class`, scikit-learn's convention applies: `classes_[1]` is positive."""
     description = BinaryTask.describe({"model": fixed_proba(CLASSES)}, binary_rows(VAL_P), VAL_Y, {})
-    assert description.decision["positive_class"] == "malignant"
+    assert description.decision.to_metadata()["positive_class"] == "malignant"
 
 
 @pytest.mark.parametrize(
@@ -193,7 +195,7 @@ def test_options_that_do_not_apply_are_rejected(options: Options, field: str) ->
     """A binary model takes neither `top_k` nor `min_confidence`: 400-style error naming the option."""
     task = make_task()
     with pytest.raises(InvalidInputError) as excinfo:
-        task.predict(binary_rows([0.5]), options)
+        predict(task, binary_rows([0.5]), options)
     assert excinfo.value.field == field
     assert field.split(".")[1] in excinfo.value.message
     assert "threshold" in excinfo.value.message  # says what it takes instead
@@ -204,9 +206,11 @@ def test_estimator_classes_must_match_the_metadata() -> None:
     with pytest.raises(InvalidModelError):
         make_task(classes=["benign", "malignant"]).__class__(
             estimators={"model": fixed_proba(["no", "yes"])},
-            metadata={
-                "classes": CLASSES,
-                "features": features(2),
-                "decision": {"positive_class": "malignant", "threshold": 0.5},
-            },
+            card=card_of(
+                {
+                    "classes": CLASSES,
+                    "features": features(2),
+                    "decision": {"positive_class": "malignant", "threshold": 0.5},
+                }
+            ),
         )

@@ -26,7 +26,7 @@ from service.classifiers import (
     registered_tasks,
 )
 
-from .fakes import features, fixed_proba, multi_output
+from .fakes import card_of, features, fixed_proba, multi_output, predict
 
 OPTION_VALUES: dict[str, Any] = {"top_k": 2, "threshold": 0.5, "min_confidence": 0.3, "return_probabilities": True}
 
@@ -44,11 +44,13 @@ class Case:
 def binary_case() -> Case:
     task = get_task("binary")(
         estimators={"model": fixed_proba(["no", "yes"])},
-        metadata={
-            "classes": ["no", "yes"],
-            "features": features(2),
-            "decision": {"positive_class": "yes", "threshold": 0.5},
-        },
+        card=card_of(
+            {
+                "classes": ["no", "yes"],
+                "features": features(2),
+                "decision": {"positive_class": "yes", "threshold": 0.5},
+            }
+        ),
     )
     rows = [[0.25, 0.75], [0.5, 0.5], {"f1": 0.125, "f0": 0.875}]
     return Case(task, rows, frozenset({"label", "score", "threshold"}), {"return_probabilities": "probabilities"})
@@ -57,7 +59,7 @@ def binary_case() -> Case:
 def multiclass_case() -> Case:
     classes = ["a", "b", "c"]
     task = get_task("multiclass")(
-        estimators={"model": fixed_proba(classes)}, metadata={"classes": classes, "features": features(3)}
+        estimators={"model": fixed_proba(classes)}, card=card_of({"classes": classes, "features": features(3)})
     )
     rows = [[0.5, 0.25, 0.25], [0.125, 0.25, 0.625], [0.25, 0.5, 0.25], [0.375, 0.375, 0.25]]
     return Case(
@@ -72,11 +74,13 @@ def multilabel_case() -> Case:
     labels = ["p", "q", "r"]
     task = get_task("multilabel")(
         estimators={"model": multi_output(3)},
-        metadata={
-            "classes": labels,
-            "features": features(3),
-            "decision": {"layout": "joint", "thresholds": [0.5, 0.25, 0.75]},
-        },
+        card=card_of(
+            {
+                "classes": labels,
+                "features": features(3),
+                "decision": {"layout": "joint", "thresholds": [0.5, 0.25, 0.75]},
+            }
+        ),
     )
     rows = [[0.5, 0.25, 0.75], [0.125, 0.125, 0.125], [0.875, 0.0, 0.5]]
     return Case(task, rows, frozenset({"labels", "scores"}), {"return_probabilities": "probabilities"})
@@ -86,7 +90,7 @@ def hierarchical_case() -> Case:
     hierarchy = {ROOT: ["x", "y"], "x": ["x1", "x2"], "y": ["y1"]}
     task = get_task("hierarchical")(
         estimators={ROOT: fixed_proba(["x", "y"], 0), "x": fixed_proba(["x1", "x2"], 2)},
-        metadata={"classes": ["x1", "x2", "y1"], "features": features(4), "decision": {"hierarchy": hierarchy}},
+        card=card_of({"classes": ["x1", "x2", "y1"], "features": features(4), "decision": {"hierarchy": hierarchy}}),
     )
     rows = [[0.75, 0.25, 0.25, 0.75], [0.25, 0.75, 0.5, 0.5], [0.5, 0.5, 0.625, 0.375]]
     return Case(
@@ -146,7 +150,7 @@ def test_predict_returns_one_contract_record_per_row(name: str) -> None:
     case = build(name)
     X = case.task.validate(case.rows)
     for options in option_sets(case.task):
-        prediction = case.task.predict(X, options)
+        prediction = predict(case.task, X, options)
         assert isinstance(prediction, Prediction)
         assert len(prediction) == len(case.rows)
         records = list(prediction.records())
@@ -167,7 +171,7 @@ def test_decided_labels_and_confidence_are_consistent(name: str) -> None:
     case = build(name)
     X = case.task.validate(case.rows)
     for options in option_sets(case.task):
-        prediction = case.task.predict(X, options)
+        prediction = predict(case.task, X, options)
         labels = prediction.decided_labels
         confidence = np.asarray(prediction.confidence, dtype=np.float64)
         assert confidence.ndim == 1
@@ -187,7 +191,7 @@ def test_options_the_task_does_not_take_are_rejected(name: str) -> None:
     X = case.task.validate(case.rows)
     for option in sorted(set(base.OPTION_NAMES) - case.task.options):
         with pytest.raises(InvalidInputError) as excinfo:
-            case.task.predict(X, Options(**{option: OPTION_VALUES[option]}))
+            predict(case.task, X, Options(**{option: OPTION_VALUES[option]}))
         assert excinfo.value.field == f"options.{option}"
 
 

@@ -253,12 +253,12 @@ def test_every_cell_error_names_row_and_feature_and_what_was_expected(
     assert "expected" in error.message, error.message
 
 
-def test_metadata_round_trip() -> None:
-    """`to_metadata` / `from_metadata` keep every attribute; the ignored columns are the model metadata's own key."""
+def test_card_round_trip() -> None:
+    """`to_card` / `from_card` keep every attribute, the ignored columns included."""
     schema = FeatureSchema(names=("a", "b"), categorical=frozenset({"b"}), allows_missing=True)
-    assert FeatureSchema.from_metadata(schema.to_metadata()) == schema
-    ignoring = FeatureSchema(names=("a", "b"), ignored=("when", "id"))
-    assert FeatureSchema.from_metadata(ignoring.to_metadata(), ["when", "id"]) == ignoring
+    assert FeatureSchema.from_card(schema.to_card()) == schema
+    ignoring = FeatureSchema(names=("a", "b"), text=frozenset({"a"}), as_frame=True, ignored=("when", "id"))
+    assert FeatureSchema.from_card(ignoring.to_card()) == ignoring
 
 
 # --- columns of the training file that the model does not use -----------------------------------------------------

@@ -10,10 +10,10 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from service.classifiers import ROOT, InvalidInputError, InvalidModelError, Options, fit_hierarchy, get_task
-from service.classifiers.evaluation import measure_confidence
+from service.classifiers.evaluation import Correctness
 from service.classifiers.hierarchical import HierarchicalTask, Tree
 
-from .fakes import RecordingFit, counting_proba, features, fixed_proba, odd_rows_round_down
+from .fakes import RecordingFit, card_of, counting_proba, features, fixed_proba, odd_rows_round_down, predict
 
 # Three levels, leaves at depths 1 (D), 2 (A2, B1, B2, C1) and 3 (A1x, A1y). C has one child: no classifier.
 HIERARCHY: dict[str, list[str]] = {
@@ -51,7 +51,7 @@ def make_task(counting: bool = False) -> HierarchicalTask:
     make = counting_proba if counting else fixed_proba
     task = get_task("hierarchical")(
         estimators={node: make(classes, offset) for node, (classes, offset) in NODE_COLUMNS.items()},
-        metadata={"classes": LEAVES, "features": features(N_FEATURES), "decision": {"hierarchy": HIERARCHY}},
+        card=card_of({"classes": LEAVES, "features": features(N_FEATURES), "decision": {"hierarchy": HIERARCHY}}),
     )
     assert isinstance(task, HierarchicalTask)
     return task
@@ -59,7 +59,7 @@ def make_task(counting: bool = False) -> HierarchicalTask:
 
 def records(X: Any, options: Options | None = None, task: HierarchicalTask | None = None) -> list[dict[str, Any]]:
     task = task or make_task()
-    return list(task.predict(np.asarray(X, dtype=np.float64), options or Options()).records())
+    return list(predict(task, np.asarray(X, dtype=np.float64), options or Options()).records())
 
 
 def labels_of(path: list[dict[str, Any]]) -> list[str]:
@@ -107,7 +107,7 @@ def test_greedy_path_is_consistent_on_random_probabilities(rng: np.random.Genera
     tree = Tree(HIERARCHY)
     blocks = [rng.dirichlet(np.ones(k), size=200) for k in (4, 2, 2, 2)]
     X = np.column_stack(blocks)
-    prediction = make_task().predict(X, Options())
+    prediction = predict(make_task(), X, Options())
     for x, record in zip(X, prediction.records(), strict=True):
         names = labels_of(record["path"])
         parent = ROOT
@@ -127,7 +127,7 @@ def test_greedy_path_is_consistent_on_random_probabilities(rng: np.random.Genera
 
 def test_confidence_property_is_the_path_product() -> None:
     """`confidence` is the product of the decided path's scores; `decided_labels` its deepest node."""
-    prediction = make_task().predict(np.array([ROW_A1X, ROW_B2, ROW_C1, ROW_D]), Options())
+    prediction = predict(make_task(), np.array([ROW_A1X, ROW_B2, ROW_C1, ROW_D]), Options())
     np.testing.assert_array_equal(prediction.confidence, [0.28125, 0.375, 0.5, 0.5])
     assert prediction.decided_labels == ["A1x", "B2", "C1", "D"]
     assert len(prediction) == 4
@@ -148,7 +148,7 @@ def test_min_confidence_stops_at_the_deepest_level_at_or_above_it(
     min_confidence: float, path: list[str], complete: bool
 ) -> None:
     """The path is cut after the deepest level whose confidence is >= min_confidence."""
-    prediction = make_task().predict(np.array([ROW_A1X]), Options(min_confidence=min_confidence))
+    prediction = predict(make_task(), np.array([ROW_A1X]), Options(min_confidence=min_confidence))
     (out,) = prediction.records()
     assert labels_of(out["path"]) == path
     assert out["label"] == (path[-1] if path else None)
@@ -290,7 +290,7 @@ def test_top_k_keeps_k_paths_when_a_node_rounds_differently_over_other_rows() ->
     estimators = {node: fixed_proba(classes, offset) for node, (classes, offset) in NODE_COLUMNS.items()}
     estimators["A"] = odd_rows_round_down(*NODE_COLUMNS["A"])
     task = HierarchicalTask(
-        estimators, {"classes": LEAVES, "features": features(N_FEATURES), "decision": {"hierarchy": HIERARCHY}}
+        estimators, card_of({"classes": LEAVES, "features": features(N_FEATURES), "decision": {"hierarchy": HIERARCHY}})
     )
     first, second = top_k([ROW_ROUNDED, ROW_LEAVES_A], 2, task)
     assert [path for path, _ in first] == [["B", "B1"], ["A", "A2"]]
@@ -301,7 +301,7 @@ def test_top_k_keeps_k_paths_when_a_node_rounds_differently_over_other_rows() ->
 def test_threshold_does_not_apply() -> None:
     """`threshold` is rejected for a hierarchical model, naming the option."""
     with pytest.raises(InvalidInputError) as excinfo:
-        make_task().predict(np.array([ROW_D]), Options(threshold=0.5))
+        predict(make_task(), np.array([ROW_D]), Options(threshold=0.5))
     assert excinfo.value.field == "options.threshold"
 
 
@@ -319,7 +319,7 @@ def test_each_node_estimator_is_called_once_per_batch() -> None:
     """Rows are grouped by the node they reached: one call per reached node, with exactly its rows."""
     task = make_task(counting=True)
     X = np.array([ROW_A1X, ROW_B2, ROW_A1X, ROW_D, ROW_C1, ROW_A1X, ROW_B2])
-    task.predict(X, Options())
+    predict(task, X, Options())
     calls = {name: task.nodes.estimators[task.tree.index[name]].calls_ for name in NODE_COLUMNS}
     assert calls == {ROOT: [7], "A": [3], "B": [2], "A1": [3]}
 
@@ -327,7 +327,7 @@ def test_each_node_estimator_is_called_once_per_batch() -> None:
 def test_unreached_nodes_are_not_called() -> None:
     """A batch that never reaches A calls neither A's nor A1's estimator."""
     task = make_task(counting=True)
-    task.predict(np.array([ROW_B2, ROW_D]), Options())
+    predict(task, np.array([ROW_B2, ROW_D]), Options())
     calls = {name: task.nodes.estimators[task.tree.index[name]].calls_ for name in NODE_COLUMNS}
     assert calls == {ROOT: [2], "A": [], "B": [1], "A1": []}
 
@@ -377,7 +377,7 @@ def test_a_parent_with_two_children_needs_an_estimator() -> None:
     estimators = {node: fixed_proba(classes, offset) for node, (classes, offset) in NODE_COLUMNS.items() if node != "B"}
     with pytest.raises(InvalidModelError, match="B"):
         HierarchicalTask(
-            estimators, {"classes": LEAVES, "features": features(10), "decision": {"hierarchy": HIERARCHY}}
+            estimators, card_of({"classes": LEAVES, "features": features(10), "decision": {"hierarchy": HIERARCHY}})
         )
 
 
@@ -425,9 +425,9 @@ def test_fit_hierarchy_with_logistic_regressions_serves_a_working_task() -> None
     fitted = fit_hierarchy(lambda name: LogisticRegression(max_iter=500), X, y, GROUPS)
     assert set(fitted) == {ROOT, "round", "straight"}
     task = HierarchicalTask(
-        fitted, {"classes": GROUP_LEAVES, "features": features(n), "decision": {"hierarchy": GROUPS}}
+        fitted, card_of({"classes": GROUP_LEAVES, "features": features(n), "decision": {"hierarchy": GROUPS}})
     )
-    prediction = task.predict(np.array([centres[leaf] for leaf in GROUP_LEAVES]), Options())
+    prediction = predict(task, np.array([centres[leaf] for leaf in GROUP_LEAVES]), Options())
     assert prediction.decided_labels == GROUP_LEAVES
     for record in prediction.records():
         steps = labels_of(record["path"])
@@ -446,13 +446,14 @@ def test_describe_measures_paths_by_hand() -> None:
     estimators = {node: fixed_proba(classes, offset) for node, (classes, offset) in NODE_COLUMNS.items()}
     description = HierarchicalTask.describe(estimators, X, ["A1x", "B1", "C1", "A2"], {"hierarchy": HIERARCHY})
     assert sorted(description.classes) == sorted(LEAVES)
-    assert description.decision == {"hierarchy": HIERARCHY}
+    assert description.decision.to_metadata() == {"hierarchy": HIERARCHY}
     assert description.metrics["accuracy"] == 0.5
     assert description.metrics["per_level_accuracy"] == [0.75, 0.5, 1.0]
     assert description.metrics["log_loss"] == pytest.approx(-np.mean(np.log([0.28125, 0.125, 0.5, 0.0625])))
     # confidence is the full greedy path's, measured through the served task: rows 1 and 3 are right; ECE bins
     # 0.28125 (right), 0.375 (wrong) and the two at 0.5 (one right) apart
-    figures, calibration = measure_confidence(make_task(), X, ["A1x", "B1", "C1", "A2"])
+    validation = Correctness.of(make_task(), X, ["A1x", "B1", "C1", "A2"])
+    figures, calibration = validation.figures(), validation.calibration()
     assert figures["mean_confidence"] == pytest.approx((0.28125 + 0.375 + 0.5 + 0.5) / 4)
     assert figures["ece"] == pytest.approx((abs(0.28125 - 1) + abs(0.375 - 0) + abs(0.5 + 0.5 - 1)) / 4)
     # the calibration map gives back the validation accuracy on the validation rows

@@ -24,7 +24,7 @@ from sklearn.preprocessing import StandardScaler
 from service.classifiers import ROOT, Options, fit_hierarchy
 from service.classifiers.hierarchical import HierarchicalTask
 
-from .fakes import features
+from .fakes import card_of, features
 
 # The catalog's digit_groups: two levels, ten leaves.
 GROUPS: dict[str, list[str]] = {
@@ -99,9 +99,8 @@ def model(request: pytest.FixtureRequest, digits: tuple[np.ndarray, np.ndarray])
     X, y = digits
     X_train, _, y_train, _ = train_test_split(X, y, test_size=0.25, random_state=0, stratify=y)
     fitted = fit_hierarchy(lambda _node: ESTIMATORS[estimator](), X_train, y_train, hierarchy)
-    task = HierarchicalTask(
-        fitted, {"classes": sorted(set(y)), "features": features(X.shape[1]), "decision": {"hierarchy": hierarchy}}
-    )
+    card = card_of({"classes": sorted(set(y)), "features": features(X.shape[1]), "decision": {"hierarchy": hierarchy}})
+    task = HierarchicalTask(fitted, card)
     fast = [p.linear is not None for p in task.nodes.probabilities.values()]
     assert all(fast) if estimator == "linear" else not any(fast)  # the path the test means to cover is taken
     return task, every_path_confidence(task, X)

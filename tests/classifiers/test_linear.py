@@ -17,7 +17,7 @@ from service.classifiers import ROOT, Options, fit_hierarchy, get_task
 from service.classifiers.hierarchical import HierarchicalTask
 from service.classifiers.linear import linear_node
 
-from .fakes import features
+from .fakes import card_of, features
 
 FEATURES = 6
 
@@ -87,7 +87,7 @@ def test_a_hierarchy_of_linear_nodes_decides_as_with_predict_proba() -> None:
     hierarchy = {ROOT: ["a", "b", "c"], "a": ["c0", "c1", "c2"], "b": ["c3", "c4"], "c": ["c5", "c6", "c7", "c8"]}
     nodes = fit_hierarchy(lambda _: make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)), X, y, hierarchy)
     metadata = {"classes": sorted(set(y)), "features": features(FEATURES), "decision": {"hierarchy": hierarchy}}
-    task = get_task("hierarchical")(nodes, metadata)
+    task = get_task("hierarchical")(nodes, card_of(metadata))
     assert isinstance(task, HierarchicalTask)
     assert all(p.linear is not None for p in task.nodes.probabilities.values())
     rows = data(9, rng, 200)[0]
@@ -115,8 +115,8 @@ def test_flat_tasks_score_linear_models_as_a_matrix_product(kind: str) -> None:
     estimator = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(X, y)
     classes = sorted(set(y))
     decision = {"positive_class": classes[1], "threshold": 0.5} if kind == "binary" else {}
-    task = get_task(kind)({"model": estimator}, {"classes": classes, "features": features(FEATURES),
-                                                 "decision": decision})  # fmt: skip
+    card = card_of({"classes": classes, "features": features(FEATURES), "decision": decision})
+    task = get_task(kind)({"model": estimator}, card)
     assert task.probabilities.linear is not None  # type: ignore[attr-defined]
     rows = data(2, rng, 40)[0]
     np.testing.assert_allclose(task.score(rows), estimator.predict_proba(rows), rtol=1e-9, atol=1e-12)
@@ -131,7 +131,7 @@ def test_per_label_linear_models_of_a_multilabel_task() -> None:
     estimators = {label: LogisticRegression(max_iter=5000).fit(X, Y[:, j]) for j, label in enumerate(["p", "q"])}
     metadata = {"classes": ["p", "q"], "features": features(FEATURES),
                 "decision": {"layout": "per_label", "thresholds": [0.5, 0.5]}}  # fmt: skip
-    task = get_task("multilabel")(estimators, metadata)
+    task = get_task("multilabel")(estimators, card_of(metadata))
     assert all(p.linear is not None for p in task.probabilities)  # type: ignore[attr-defined]
     rows = data(3, rng, 40)[0]
     expected = np.column_stack([estimators[label].predict_proba(rows)[:, 1] for label in ["p", "q"]])

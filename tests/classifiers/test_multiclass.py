@@ -10,7 +10,7 @@ import pytest
 from service.classifiers import InvalidInputError, Options, get_task
 from service.classifiers.multiclass import MulticlassTask, top_k_indices
 
-from .fakes import features, fixed_proba
+from .fakes import card_of, features, fixed_proba, predict
 
 CLASSES = ["cat", "dog", "eel", "fox"]
 
@@ -19,14 +19,14 @@ def make_task(classes: list[Any] = CLASSES) -> MulticlassTask:
     """A multiclass task over a `FixedProba` with the given classes."""
     task = get_task("multiclass")(
         estimators={"model": fixed_proba(classes)},
-        metadata={"classes": classes, "features": features(len(classes))},
+        card=card_of({"classes": classes, "features": features(len(classes))}),
     )
     assert isinstance(task, MulticlassTask)
     return task
 
 
 def records(task: MulticlassTask, X: Any, options: Options | None = None) -> list[dict[str, Any]]:
-    return list(task.predict(np.asarray(X, dtype=np.float64), options or Options()).records())
+    return list(predict(task, np.asarray(X, dtype=np.float64), options or Options()).records())
 
 
 def test_top1_label_and_confidence() -> None:
@@ -105,7 +105,7 @@ def test_min_confidence_abstains_strictly_below() -> None:
     below = float(np.nextafter(0.5, 0.0))
     X = [[0.5, 0.25, 0.125, 0.125], [below, 0.25, 0.125, 0.125], [0.125, 0.125, 0.125, 0.625]]
     task = make_task()
-    prediction = task.predict(np.asarray(X), Options(min_confidence=0.5))
+    prediction = predict(task, np.asarray(X), Options(min_confidence=0.5))
     out = list(prediction.records())
     assert [r["label"] for r in out] == ["cat", None, "fox"]
     assert [r["abstained"] for r in out] == [False, True, False]
@@ -144,7 +144,7 @@ def test_return_probabilities() -> None:
 def test_threshold_does_not_apply() -> None:
     """`threshold` is a binary/multilabel option: rejected with its field."""
     with pytest.raises(InvalidInputError) as excinfo:
-        make_task().predict(np.array([[0.25, 0.25, 0.25, 0.25]]), Options(threshold=0.5))
+        predict(make_task(), np.array([[0.25, 0.25, 0.25, 0.25]]), Options(threshold=0.5))
     assert excinfo.value.field == "options.threshold"
 
 
@@ -154,7 +154,7 @@ def test_describe_measures_accuracy_and_log_loss() -> None:
     y = ["cat", "fox", "eel"]
     description = MulticlassTask.describe({"model": fixed_proba(CLASSES)}, X, y, {})
     assert description.classes == CLASSES
-    assert description.decision == {}
+    assert description.decision.to_metadata() == {}
     assert description.metrics["accuracy"] == pytest.approx(2 / 3)
     assert description.metrics["log_loss"] == pytest.approx(-np.mean(np.log([0.5, 0.5, 0.125])))
     assert description.prediction_distribution == pytest.approx({"cat": 1 / 3, "dog": 1 / 3, "eel": 0.0, "fox": 1 / 3})

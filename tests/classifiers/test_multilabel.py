@@ -15,7 +15,7 @@ from sklearn.metrics import f1_score
 from service.classifiers import InvalidInputError, InvalidModelError, Options, get_task
 from service.classifiers.multilabel import MultilabelTask
 
-from .fakes import features, fixed_proba, multi_output, one_column_binary
+from .fakes import card_of, features, fixed_proba, multi_output, one_column_binary, predict
 
 LABELS = ["even", "prime", "large"]
 THRESHOLDS = [0.5, 0.25, 0.75]
@@ -49,11 +49,13 @@ def per_label_task(thresholds: list[float] = THRESHOLDS) -> MultilabelTask:
 def build(estimators: dict[str, Any], layout: str, thresholds: list[float]) -> MultilabelTask:
     task = get_task("multilabel")(
         estimators=estimators,
-        metadata={
-            "classes": LABELS,
-            "features": features(len(LABELS)),
-            "decision": {"layout": layout, "thresholds": thresholds},
-        },
+        card=card_of(
+            {
+                "classes": LABELS,
+                "features": features(len(LABELS)),
+                "decision": {"layout": layout, "thresholds": thresholds},
+            }
+        ),
     )
     assert isinstance(task, MultilabelTask)
     return task
@@ -67,7 +69,7 @@ LAYOUTS: dict[str, Callable[..., MultilabelTask]] = {
 
 
 def records(task: MultilabelTask, X: np.ndarray, options: Options | None = None) -> list[dict[str, Any]]:
-    return list(task.predict(X, options or Options()).records())
+    return list(predict(task, X, options or Options()).records())
 
 
 def decided(task: MultilabelTask, X: np.ndarray, options: Options | None = None) -> list[list[str]]:
@@ -119,7 +121,7 @@ def test_top_k_is_capped_at_the_number_of_labels() -> None:
 def test_top_k_and_threshold_together_are_rejected() -> None:
     """The two options exclude each other: an input error, not a silent choice."""
     with pytest.raises(InvalidInputError) as excinfo:
-        joint_list_task().predict(ROWS, Options(top_k=2, threshold=0.5))
+        predict(joint_list_task(), ROWS, Options(top_k=2, threshold=0.5))
     assert excinfo.value.field is not None and excinfo.value.field.startswith("options.")
     assert "top_k" in excinfo.value.message and "threshold" in excinfo.value.message
 
@@ -127,7 +129,7 @@ def test_top_k_and_threshold_together_are_rejected() -> None:
 def test_min_confidence_does_not_apply() -> None:
     """`min_confidence` is not a multilabel option."""
     with pytest.raises(InvalidInputError) as excinfo:
-        joint_list_task().predict(ROWS, Options(min_confidence=0.5))
+        predict(joint_list_task(), ROWS, Options(min_confidence=0.5))
     assert excinfo.value.field == "options.min_confidence"
 
 
@@ -166,13 +168,15 @@ def test_large_label_sets_show_decided_and_top_ten_scores_only() -> None:
     thresholds[50] = 0.0  # decided although ranked 51st
     task = get_task("multilabel")(
         estimators={"model": fixed_proba(labels)},
-        metadata={
-            "classes": labels,
-            "features": features(n),
-            "decision": {"layout": "joint", "thresholds": thresholds},
-        },
+        card=card_of(
+            {
+                "classes": labels,
+                "features": features(n),
+                "decision": {"layout": "joint", "thresholds": thresholds},
+            }
+        ),
     )
-    (record,) = task.predict(p[None, :], Options()).records()
+    (record,) = predict(task, p[None, :], Options()).records()
     assert record["labels"] == ["l50"]
     assert set(record["scores"]) == {f"l{j}" for j in range(10)} | {"l50"}
     assert record["scores"]["l0"] == p[0]
@@ -194,7 +198,7 @@ def test_multi_output_with_the_wrong_output_count_is_rejected() -> None:
     """A joint estimator scoring 2 outputs for 3 labels is a model error, not a shape crash."""
     task = build({"model": multi_output(2)}, "joint", THRESHOLDS)
     with pytest.raises(InvalidModelError):
-        task.predict(ROWS, Options())
+        predict(task, ROWS, Options())
 
 
 # Hand-made validation set for one label (same as the binary one): the F1-best threshold is 0.35.
@@ -211,7 +215,7 @@ def test_describe_tunes_one_threshold_per_label_by_hand() -> None:
     X = np.column_stack([HAND_P, p_b])
     y = np.column_stack([HAND_Y, y_b])
     description = MultilabelTask.describe({"model": multi_output(2)}, X, y, {"labels": ["a", "b"]})
-    assert description.decision == {
+    assert description.decision.to_metadata() == {
         "layout": "joint",
         "thresholds": pytest.approx([0.325, 0.6875]),
         "objective": "f1",
@@ -231,7 +235,7 @@ def _multilabel_data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
 def _check_tuned(description: Any, proba: np.ndarray, Y_val: np.ndarray, labels: list[str]) -> None:
     """One threshold per label; each is F1-optimal among all score cut points; per-label F1 matches it."""
-    thresholds = description.decision["thresholds"]
+    thresholds = description.decision.to_metadata()["thresholds"]
     assert len(thresholds) == len(labels)
     assert set(description.metrics["per_label_f1"]) == set(labels)
     for j, label in enumerate(labels):
@@ -247,12 +251,12 @@ def test_describe_on_a_real_multi_output_forest() -> None:
     forest = RandomForestClassifier(n_estimators=15, random_state=0).fit(X_train, Y_train)
     labels = ["a", "b", "c"]
     description = MultilabelTask.describe({"model": forest}, X_val, Y_val, {"labels": labels})
-    assert description.decision["layout"] == "joint"
+    assert description.decision.to_metadata()["layout"] == "joint"
     proba = np.column_stack([p[:, 1] for p in forest.predict_proba(X_val)])
     _check_tuned(description, proba, Y_val, labels)
     task = build_from(description, {"model": forest})
-    expected = proba >= np.asarray(description.decision["thresholds"])
-    got = [r["labels"] for r in task.predict(X_val, Options()).records()]
+    expected = proba >= np.asarray(description.decision.to_metadata()["thresholds"])
+    got = [r["labels"] for r in predict(task, X_val, Options()).records()]
     assert [set(labels_) for labels_ in got] == [{labels[j] for j in np.flatnonzero(row)} for row in expected]
 
 
@@ -262,18 +266,20 @@ def test_describe_on_real_per_label_logistic_regressions() -> None:
     labels = ["a", "b", "c"]
     estimators = {label: LogisticRegression(max_iter=500).fit(X_train, Y_train[:, j]) for j, label in enumerate(labels)}
     description = MultilabelTask.describe(estimators, X_val, Y_val, {"labels": labels})
-    assert description.decision["layout"] == "per_label"
+    assert description.decision.to_metadata()["layout"] == "per_label"
     proba = np.column_stack([estimators[label].predict_proba(X_val)[:, 1] for label in labels])
     _check_tuned(description, proba, Y_val, labels)
     task = build_from(description, estimators)
-    assert len(task.predict(X_val, Options()).records().__next__()["scores"]) == 3
+    assert len(predict(task, X_val, Options()).records().__next__()["scores"]) == 3
 
 
 def build_from(description: Any, estimators: dict[str, Any]) -> MultilabelTask:
     """The task registration would store: metadata from `describe`."""
     task = get_task("multilabel")(
         estimators=estimators,
-        metadata={"classes": description.classes, "features": features(8), "decision": description.decision},
+        card=card_of(
+            {"classes": description.classes, "features": features(8), "decision": description.decision.to_metadata()}
+        ),
     )
     assert isinstance(task, MultilabelTask)
     return task

@@ -73,7 +73,7 @@ def accepted(url: str, rows: int) -> dict[tuple[str, frozenset[tuple[str, str]]]
 def one_instance(model: LoadedModel, X: np.ndarray, folder: Path) -> tuple[int, dict[str, float], float]:
     """`ModelMonitor.drift()` of one instance that served the rows `X`: (rows, PSI per feature, prediction PSI)."""
     metrics = Metrics.create(CollectorRegistry())
-    monitor = ModelMonitor(MODEL, model.version, model.metadata, metrics, MonitoringConfig(), folder)
+    monitor = ModelMonitor(MODEL, model.version, model.card, metrics, MonitoringConfig(), folder)
     monitor.observe_accepted(X)
     monitor.observe_prediction(model.task.observe(model.task.score(X)))
     return monitor.drift()
@@ -170,7 +170,7 @@ def test_rules_compute_drift_and_estimate_over_both_replicas_as_one_instance_wou
           f" {off['first']:.4f} (first replica's rows)")  # fmt: skip
     print(f"{'estimated accuracy':28s} {rule_estimate:18.4f} {estimate:16.4f}")
     own = ", ".join(f"{v:.4f}" for v in per_instance.values())
-    print(f"validation accuracy {model.metadata['metrics']['accuracy']:.4f}")
+    print(f"validation accuracy {model.card.validation.accuracy:.4f}")
     print(f"each replica's own prediction PSI gauge (its window, clean warm-up rows included): {own}")
 
     assert rows == len(shifted)
@@ -181,5 +181,5 @@ def test_rules_compute_drift_and_estimate_over_both_replicas_as_one_instance_wou
         assert rule_features[feature] == pytest.approx(expected, **PSI_TOLERANCE), feature
     assert max(features.values()) > 0.25
     assert off["all"] < off["first"] / 2  # the rules' PSI is the sum's, not one replica's
-    assert estimate < model.metadata["metrics"]["accuracy"] - 0.05
+    assert estimate < model.card.validation.accuracy - 0.05
     assert rule_estimate == pytest.approx(estimate, abs=ESTIMATE_TOLERANCE)

@@ -26,12 +26,12 @@ from service.feedback.prediction_store import PredictionStore
 from service.feedback.versions import version_info
 from service.monitoring.metrics import Metrics
 from service.rollout.rollout_store import RolloutStore
-from tests.classifiers.fakes import features, fixed_proba
+from tests.classifiers.fakes import card_of, features, fixed_proba
 from tests.monitoring.test_metrics import unique
 
 CLASSES = ["a", "b", "c"]
 METADATA = {"classes": CLASSES, "features": features(3), "metrics": {"accuracy": 0.9, "mean_confidence": 0.8}}
-TASK = get_task("multiclass")({"model": fixed_proba(CLASSES)}, METADATA)
+TASK = get_task("multiclass")({"model": fixed_proba(CLASSES)}, card_of(METADATA))
 WAIT_S = 120.0  # generous: a loaded machine is slow, and the condition is polled, not slept on
 
 
@@ -77,7 +77,7 @@ def make_log(tmp_path: Path, metrics: Metrics) -> Iterator[Callable[..., Predict
     def make(**overrides: Any) -> PredictionLog:
         config = LogConfig(**{"database_url": f"sqlite:///{tmp_path / 'log.db'}", "flush_seconds": 0.05, **overrides})
         log = PredictionLog(config, metrics)
-        log.versions.serve(version_info("m", "v1", "multiclass", METADATA))
+        log.versions.serve(version_info("m", "v1", "multiclass", card_of(METADATA).logged))
         created.append(log)
         return log
 

@@ -75,7 +75,13 @@ def test_list_shows_every_version_with_its_stage_task_and_trained_at(
     rows = stored_rows(capsys.readouterr().out)
     candidate_version = candidate.tag.split(":")[1]
     assert list(rows) == [served.version, candidate_version]  # oldest first
-    assert rows[served.version] == [name, served.version, "-", "binary", served.metadata["trained_at"][:19] + "+00:00"]
+    assert rows[served.version] == [
+        name,
+        served.version,
+        "-",
+        "binary",
+        served.card.trained_at.isoformat(timespec="seconds"),
+    ]
     assert rows[candidate_version][2:4] == ["candidate", "binary"]
 
     assert main(["list"]) == 0  # every model of the store

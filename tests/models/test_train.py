@@ -78,7 +78,7 @@ def test_every_task_kind_trains_registers_and_prints_its_card(
     printed = capsys.readouterr().out
     (stored,) = versions(name)
     model = load_model(str(stored.tag))
-    metadata = model.metadata
+    metadata = model.card.to_metadata()  # as stored
     assert f"Model {stored.tag} ({task})" in printed
     assert metadata["features"]["text"] == ["review"] and metadata["features"]["categorical"] == ["color"]
     assert "review" not in metadata["monitored_features"] and "when" not in metadata["features"]["names"]
@@ -162,7 +162,7 @@ def test_rows_of_the_training_file_minus_the_target_are_served_like_the_features
     file_models: FileModels, task: str, api: TestClient, reconfigure: Callable[..., None]
 ) -> None:
     name, printed = file_models.models[task]
-    metadata = load_model(name).metadata
+    metadata = load_model(name).card.to_metadata()
     assert metadata["ignored_columns"] == ignored_by(task)
     assert f"  ignored columns (accepted in rows, not used): {', '.join(ignored_by(task))}" in printed
     reconfigure(models=name)
@@ -252,7 +252,7 @@ def test_thresholds_are_tuned_for_the_chosen_objective(csv: Path, capsys: pytest
     printed = capsys.readouterr().out
     (stored,) = versions(name)
     model = load_model(str(stored.tag))
-    assert model.metadata["decision"]["objective"] == "precision-at-recall=0.98"
+    assert model.card.decision.objective == "precision-at-recall=0.98"
     assert "tuned on validation for precision-at-recall=0.98" in printed
     data = prepare(pd.read_csv(csv), "binary", "bin", text=["review"], drop=["multi", "tags", "path"])
     validation = data.X.iloc[split(data, TrainingOptions().validation_share).validation]

@@ -2,35 +2,30 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from service.card import CategoricalProfile, FeatureProfile, NumericProfile
 from service.classifiers import profile_features
 from service.monitoring.inputs import InputProfile
 
 NAN = float("nan")
 
-# The shape `service.classifiers.profile.profile_features` writes: inner edges, one proportion per bin
-# (len(edges) + 1, among present values), training min/max and the missing rate.
-NUMERIC_PROFILE: dict[str, dict[str, Any]] = {
-    "a": {
-        "kind": "numeric",
-        "edges": [1.0, 2.0],
-        "proportions": [0.25, 0.5, 0.25],
-        "min": 0.0,
-        "max": 3.0,
-        "missing_rate": 0.2,
-    },
-    "b": {"kind": "numeric", "edges": [10.0], "proportions": [0.5, 0.5], "min": 5.0, "max": 15.0, "missing_rate": 0.0},
-    "c": {"kind": "numeric", "edges": [0.0], "proportions": [0.5, 0.5], "min": -1.0, "max": 1.0, "missing_rate": 0.0},
-    "d": {"kind": "numeric", "edges": [], "proportions": [1.0], "min": 0.0, "max": 0.0, "missing_rate": 0.0},
+# What `service.classifiers.profile.profile_features` finds: inner edges, one proportion per bin (len(edges) + 1,
+# among present values), training min/max and the missing rate.
+NUMERIC_PROFILE: dict[str, NumericProfile] = {
+    "a": NumericProfile(edges=(1.0, 2.0), proportions=(0.25, 0.5, 0.25), minimum=0.0, maximum=3.0, missing_rate=0.2),
+    "b": NumericProfile(edges=(10.0,), proportions=(0.5, 0.5), minimum=5.0, maximum=15.0, missing_rate=0.0),
+    "c": NumericProfile(edges=(0.0,), proportions=(0.5, 0.5), minimum=-1.0, maximum=1.0, missing_rate=0.0),
+    "d": NumericProfile(edges=(), proportions=(1.0,), minimum=0.0, maximum=0.0, missing_rate=0.0),
 }
-CATEGORICAL_PROFILE: dict[str, dict[str, Any]] = {
-    "color": {"kind": "categorical", "categories": {"red": 0.5, "blue": 0.3}, "missing_rate": 0.2},
-    "shape": {"kind": "categorical", "categories": {"round": 0.9}, "missing_rate": 0.1},
+CATEGORICAL_PROFILE: dict[str, CategoricalProfile] = {
+    "color": CategoricalProfile(categories={"red": 0.5, "blue": 0.3}, missing_rate=0.2),
+    "shape": CategoricalProfile(categories={"round": 0.9}, missing_rate=0.1),
 }
 
 
@@ -41,7 +36,7 @@ def numeric_profile() -> InputProfile:
 
 def mixed_profile() -> InputProfile:
     """Columns a, color, b, shape; tracked a, color, b; the categorical `shape` untracked."""
-    profile = {**NUMERIC_PROFILE, **CATEGORICAL_PROFILE}
+    profile: dict[str, FeatureProfile] = {**NUMERIC_PROFILE, **CATEGORICAL_PROFILE}
     return InputProfile(["a", "color", "b", "shape"], ["color", "shape"], profile, tracked=["a", "color", "b"])
 
 
@@ -102,7 +97,7 @@ def test_bins_agree_with_searchsorted_right() -> None:
     profile = numeric_profile()
     bins = bins_of(profile, profile.observe(values).bins)
     for name, column in (("a", 0), ("b", 1)):
-        edges = np.asarray(NUMERIC_PROFILE[name]["edges"])
+        edges = np.asarray(NUMERIC_PROFILE[name].edges)
         present = values[:, column][~np.isnan(values[:, column])]
         expected = np.bincount(np.searchsorted(edges, present, side="right"), minlength=len(edges) + 1).tolist()
         assert bins[name] == [*expected, float(np.isnan(values[:, column]).sum())]
@@ -197,10 +192,8 @@ def test_fold_feature() -> None:
 
 def test_unbounded_reference_flags_nothing_out_of_range() -> None:
     """A feature always missing in training (min/max None) has no range to leave."""
-    reference = {
-        "n": {"kind": "numeric", "edges": [], "proportions": [1.0], "min": None, "max": None, "missing_rate": 1.0}
-    }
-    profile = InputProfile(["n"], [], reference, tracked=["n"])
+    reference = NumericProfile(edges=(), proportions=(1.0,), minimum=None, maximum=None, missing_rate=1.0)
+    profile = InputProfile(["n"], [], {"n": reference}, tracked=["n"])
     report = profile.observe(np.array([[-1e300], [1e300], [NAN]]))
     assert report.issues == {("n", "missing"): 1}
     assert report.bins.tolist() == [2.0, 1.0]  # the one bin, the missing bin
@@ -221,8 +214,8 @@ def test_bins_are_labelled_by_lower_edge_category_or_kind_with_their_reference_s
 
 def test_bin_labels_stay_distinct_when_edges_or_categories_read_alike() -> None:
     """Edges equal to 6 significant digits get every digit; a category named like a special bin gets a `=`."""
-    close = {**NUMERIC_PROFILE["b"], "edges": [1.0000001, 1.0000002], "proportions": [0.3, 0.3, 0.4]}
-    odd = {"kind": "categorical", "categories": {"missing": 0.5, "unseen": 0.5}, "missing_rate": 0.0}
+    close = replace(NUMERIC_PROFILE["b"], edges=(1.0000001, 1.0000002), proportions=(0.3, 0.3, 0.4))
+    odd = CategoricalProfile(categories={"missing": 0.5, "unseen": 0.5}, missing_rate=0.0)
     profile = InputProfile(["x", "k"], ["k"], {"x": close, "k": odd}, tracked=["x", "k"])
     assert profile.bin_labels == [
         ["-Inf", "1.0000001", "1.0000002", "missing"],

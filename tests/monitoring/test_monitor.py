@@ -1,4 +1,4 @@
-"""A `ModelMonitor` built from the metadata of a model registered through the project's own store."""
+"""A `ModelMonitor` built from the card of a model registered through the project's own store."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from service.card import ModelCard
 from service.monitoring.metrics import Metrics
 from service.monitoring.monitor import RECONSTRUCTION_TOTALS, ModelMonitor, MonitoringConfig, render_drift
 from service.monitoring.reconstruction import Reconstruction, fit_reconstruction
@@ -34,11 +35,11 @@ TRACKED = 5
 
 @dataclass(frozen=True)
 class Registered:
-    """The registered model's name, version and metadata, and its training rows."""
+    """The registered model's name, version and card, and its training rows."""
 
     name: str
     version: str
-    metadata: Mapping[str, Any]
+    card: ModelCard
     X_train: np.ndarray
     feature_names: list[str]
 
@@ -79,7 +80,7 @@ def registered() -> Registered:
         positive_class="malignant",
     )
     loaded = load_model(tag)
-    return Registered(loaded.name, loaded.version, loaded.metadata, X_train, list(data.feature_names))
+    return Registered(loaded.name, loaded.version, loaded.card, X_train, list(data.feature_names))
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ def build(registered: Registered, tmp_path: Path, **config: Any) -> Built:
     name = f"unit-{uuid4().hex[:8]}"
     settings = {"monitored_features": TRACKED, "drift_min_rows": MIN_ROWS, **config}
     monitor = ModelMonitor(
-        name, registered.version, registered.metadata, Metrics.create(registry), MonitoringConfig(**settings), tmp_path
+        name, registered.version, registered.card, Metrics.create(registry), MonitoringConfig(**settings), tmp_path
     )
     return Built(monitor, registry, name, registered.version)
 
@@ -112,11 +113,11 @@ def value(built: Built, name: str, **labels: str) -> float | None:
 
 
 def test_construction_sets_the_model_gauges(registered: Registered, built: Built) -> None:
-    """Validation metrics, model info (=1 with version and task) and the training time, from the metadata."""
-    metrics = registered.metadata["metrics"]
-    assert value(built, "classifier_validation_accuracy") == metrics["accuracy"]
-    assert value(built, "classifier_validation_mean_confidence") == metrics["mean_confidence"]
-    assert value(built, "classifier_validation_ece") == metrics["ece"]
+    """Validation metrics, model info (=1 with version and task) and the training time, from the card."""
+    figures = registered.card.validation.figures
+    assert value(built, "classifier_validation_accuracy") == figures["accuracy"]
+    assert value(built, "classifier_validation_mean_confidence") == figures["mean_confidence"]
+    assert value(built, "classifier_validation_ece") == figures["ece"]
     assert value(built, "classifier_model_info", task="binary") == 1.0
     assert value(built, "classifier_model_trained_timestamp_seconds") == TRAINED_AT_UNIX
     loaded = value(built, "classifier_model_loaded_timestamp_seconds")
@@ -130,14 +131,14 @@ def test_construction_sets_the_reference_rows_and_the_labelled_series(registered
     assert value(built, "classifier_reference_rows", sample="training") == 400  # the module's X_train
     assert value(built, "classifier_reference_rows", sample="calibration") == 169  # its X_val
     assert value(built, "classifier_labelled_predictions_total", result="wrong") == 0  # exists before any label
-    older = {key: item for key, item in registered.metadata.items() if key != "reference_rows"}
-    built = build(replace(registered, metadata=older), tmp_path)
+    older = replace(registered.card, reference_rows=None)
+    built = build(replace(registered, card=older), tmp_path)
     assert value(built, "classifier_reference_rows", sample="training") is None
 
 
 def test_construction_sets_the_validation_prediction_shares(registered: Registered, tmp_path: Path) -> None:
     """One share per class (flat task: level ""), folded into `other` beyond monitored_labels."""
-    shares = registered.metadata["prediction_distribution"]
+    shares = registered.card.prediction_distribution
     full = build(registered, tmp_path / "full")
     for label in ("benign", "malignant"):
         assert value(full, "classifier_validation_prediction_share", label=label, level="") == pytest.approx(
@@ -152,7 +153,7 @@ def test_construction_sets_the_validation_prediction_shares(registered: Register
 
 def test_tracked_features_follow_the_sensitivity_ranking(registered: Registered, built: Built) -> None:
     """The monitored features are the registration's ranking cut at monitored_features."""
-    assert built.monitor.inputs.tracked == registered.metadata["monitored_features"][:TRACKED]
+    assert built.monitor.inputs.tracked == list(registered.card.monitored_features[:TRACKED])
     assert built.monitor.inputs.feature_order == built.monitor.inputs.tracked  # all numeric
 
 
@@ -234,7 +235,7 @@ def test_observe_rejected_sums_the_faults_folded_into_other(registered: Register
 def test_observe_prediction_counts_labels_confidence_and_margin(registered: Registered, tmp_path: Path) -> None:
     """Decided labels per (folded) label, confidence and margin histograms; None is no decision, and no abstention:
     the model's defaults never abstain, so abstentions are counted from what requests were answered."""
-    shares = registered.metadata["prediction_distribution"]
+    shares = registered.card.prediction_distribution
     top = max(shares, key=lambda label: shares[label])
     rest = next(label for label in shares if label != top)
     built = build(registered, tmp_path, monitored_labels=1)
@@ -385,7 +386,7 @@ def test_a_shifted_sample_drifts_alike_in_one_request_or_row_by_row(registered: 
 
 def test_one_label_only_gives_a_large_prediction_drift(registered: Registered, built: Built) -> None:
     """Class collapse: 200 decisions of the rarer validation class against the validation shares."""
-    shares = registered.metadata["prediction_distribution"]
+    shares = registered.card.prediction_distribution
     rare = min(shares, key=lambda label: shares[label])
     built.monitor.observe_accepted(registered.X_train[:200])
     built.monitor.observe_prediction(
@@ -399,7 +400,7 @@ def test_decisions_in_validation_proportions_give_a_small_prediction_drift(
     registered: Registered, built: Built
 ) -> None:
     """Decisions in the validation shares (the counterpart of class collapse): prediction PSI small."""
-    shares = registered.metadata["prediction_distribution"]
+    shares = registered.card.prediction_distribution
     labels = [label for label, share in shares.items() for _ in range(round(share * 1000))]
     built.monitor.observe_accepted(registered.X_train[:MIN_ROWS])
     built.monitor.observe_prediction(
@@ -496,7 +497,7 @@ def test_a_version_monitored_again_continues_its_drift_bin_counters(
     observe_in_calls(first, registered.X_train[:60], rows_per_call=20)
     before = [v for _, v in first.bin_samples()[0]]
     window_before = first.window.total()
-    again = ModelMonitor(built.name, built.version, registered.metadata, first.metrics, first.config, tmp_path)
+    again = ModelMonitor(built.name, built.version, registered.card, first.metrics, first.config, tmp_path)
     assert [v for _, v in again.bin_samples()[0]] == before
     assert again.window.total().tolist() == window_before.tolist()
     observe_in_calls(again, registered.X_train[60:80], rows_per_call=20)
@@ -519,9 +520,9 @@ def test_reconstruction_bins_count_every_accepted_row_against_the_calibration_sh
     """Every bin is exported from the start (at 0) with its calibration share; each accepted row adds one to its
     error's bin, summed over every worker's file like the drift bins; rows with their columns permuted (every
     marginal kept) crowd into the top bins."""
-    fitted = registered.metadata["reconstruction"]
+    fitted = registered.card.reconstruction
     shares = rendered_reconstruction(built, "classifier_reconstruction_reference_share")
-    assert list(shares.values()) == fitted["proportions"] and next(iter(shares)) == "-Inf"
+    assert fitted is not None and tuple(shares.values()) == fitted.proportions and next(iter(shares)) == "-Inf"
     assert rendered_reconstruction(built, "classifier_reconstruction_bin_rows_total") == dict.fromkeys(shares, 0.0)
 
     observe_in_calls(built.monitor, registered.X_train[:120], rows_per_call=7)
@@ -545,8 +546,8 @@ def test_reconstruction_bins_count_every_accepted_row_against_the_calibration_sh
 def test_a_model_without_a_reconstruction_has_no_such_series(registered: Registered, tmp_path: Path) -> None:
     """Metadata from before the signal (or a model registered without training rows): no reconstruction series,
     and accepted rows are monitored as ever."""
-    metadata = {k: v for k, v in registered.metadata.items() if k != "reconstruction"}
-    built = build(Registered(registered.name, registered.version, metadata, registered.X_train, []), tmp_path)
+    card = replace(registered.card, reconstruction=None)
+    built = build(Registered(registered.name, registered.version, card, registered.X_train, []), tmp_path)
     assert built.monitor.reconstruction is None
     built.monitor.observe_accepted(registered.X_train[:10])
     assert rendered_reconstruction(built, "classifier_reconstruction_bin_rows_total") == {}
@@ -559,9 +560,9 @@ def test_a_reconstruction_of_some_numeric_features_reads_those_columns(registere
     names = registered.feature_names
     X_val = registered.X_train[300:]  # rows the PCA below is not fitted on
     fitted = fit_reconstruction(registered.X_train[:300], X_val, names, names[10:2:-1])
-    assert fitted is not None and fitted["features"] == names[3:11]
-    metadata = {**registered.metadata, "reconstruction": fitted}
-    built = build(Registered(registered.name, registered.version, metadata, registered.X_train, names), tmp_path)
+    assert fitted is not None and fitted.features == tuple(names[3:11])
+    card = replace(registered.card, reconstruction=fitted)
+    built = build(Registered(registered.name, registered.version, card, registered.X_train, names), tmp_path)
     rows = registered.X_train[300:340]
     built.monitor.observe_accepted(rows)
     counts = list(rendered_reconstruction(built, "classifier_reconstruction_bin_rows_total").values())

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_breast_cancer
 
+from service.card import NumericProfile, ReconstructionFit
 from service.classifiers import profile_features
 from service.monitoring import reconstruction
 from service.monitoring.drift import psi
@@ -22,27 +23,27 @@ def split() -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
 
 
 @pytest.fixture(scope="module")
-def fitted() -> dict[str, object]:
+def fitted() -> ReconstructionFit:
     train, calibration, _, names = split()
     result = fit_reconstruction(train, calibration, names, names)
     assert result is not None
     return result
 
 
-def test_the_fit_keeps_the_components_of_90_percent_of_the_variance(fitted: dict[str, object]) -> None:
-    components = np.asarray(fitted["components"])
+def test_the_fit_keeps_the_components_of_90_percent_of_the_variance(fitted: ReconstructionFit) -> None:
+    components = np.asarray(fitted.components)
     _, calibration, _, names = split()
     assert 1 <= len(components) < len(names) and components.shape[1] == len(names)
-    assert float(fitted["explained_variance"]) >= VARIANCE_KEPT  # type: ignore[arg-type]
+    assert fitted.explained_variance >= VARIANCE_KEPT
     assert np.allclose(components @ components.T, np.eye(len(components)), atol=1e-5)  # orthonormal once rounded
-    assert fitted["rows"] == len(calibration)
-    assert len(fitted["edges"]) == ERROR_BINS - 1  # type: ignore[arg-type]
-    assert sum(fitted["proportions"]) == pytest.approx(1.0, abs=1e-5)  # type: ignore[arg-type]
-    assert max(fitted["proportions"]) < 0.11  # type: ignore[arg-type]  # deciles of the calibration rows
+    assert fitted.rows == len(calibration)
+    assert len(fitted.edges) == ERROR_BINS - 1
+    assert sum(fitted.proportions) == pytest.approx(1.0, abs=1e-5)
+    assert max(fitted.proportions) < 0.11  # deciles of the calibration rows
 
 
 def test_columns_permuted_independently_keep_every_marginal_and_break_the_reconstruction(
-    fitted: dict[str, object],
+    fitted: ReconstructionFit,
 ) -> None:
     """Held-out rows reconstruct as well as the calibration rows (low PSI over the error bins); the same rows with
     each column permuted on its own keep every feature's distribution (each per-feature PSI against the training
@@ -62,26 +63,28 @@ def test_columns_permuted_independently_keep_every_marginal_and_break_the_recons
     profile = profile_features(train, names, frozenset())
 
     def feature_psi(rows: np.ndarray, j: int) -> float:
-        edges = np.asarray(profile[names[j]]["edges"])
+        reference = profile[names[j]]
+        assert isinstance(reference, NumericProfile)
+        edges = np.asarray(reference.edges)
         counts = np.bincount(np.searchsorted(edges, rows[:, j], side="right"), minlength=len(edges) + 1)
-        return psi(counts, np.asarray(profile[names[j]]["proportions"]))
+        return psi(counts, np.asarray(reference.proportions))
 
     for j in range(len(names)):  # a permutation of a column has the column's own values: the same bin counts
         assert feature_psi(shuffled, j) == pytest.approx(feature_psi(held_out, j))
     assert max(feature_psi(shuffled, j) for j in range(len(names))) < 0.5
 
 
-def test_missing_and_non_finite_values_are_imputed_with_the_training_median(fitted: dict[str, object]) -> None:
+def test_missing_and_non_finite_values_are_imputed_with_the_training_median(fitted: ReconstructionFit) -> None:
     _, _, held_out, _ = split()
     reconstruction = Reconstruction(fitted)
     row = held_out[:1].copy()
     imputed = row.copy()
     row[0, [2, 5, 7]] = [np.nan, np.inf, -np.inf]
-    imputed[0, [2, 5, 7]] = np.asarray(fitted["median"])[[2, 5, 7]]
+    imputed[0, [2, 5, 7]] = np.asarray(fitted.median)[[2, 5, 7]]
     assert reconstruction.errors(row) == pytest.approx(reconstruction.errors(imputed))
 
 
-def test_values_too_large_for_the_arithmetic_fall_in_the_top_bin(fitted: dict[str, object]) -> None:
+def test_values_too_large_for_the_arithmetic_fall_in_the_top_bin(fitted: ReconstructionFit) -> None:
     _, _, held_out, _ = split()
     reconstruction = Reconstruction(fitted)
     rows = held_out[:3].copy()
@@ -107,7 +110,7 @@ def test_the_numeric_features_are_read_by_name_from_a_frame_or_a_matrix_in_colum
         pd.DataFrame(train, columns=names), pd.DataFrame(calibration, columns=names), names, ranked
     )
     matrix = fit_reconstruction(train, calibration, names, ranked)
-    assert frame == matrix and frame is not None and frame["features"] == names[3:]
+    assert frame == matrix and frame is not None and frame.features == tuple(names[3:])
 
 
 def test_a_wide_model_keeps_its_most_sensitive_features(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -116,5 +119,5 @@ def test_a_wide_model_keeps_its_most_sensitive_features(monkeypatch: pytest.Monk
     train, calibration, _, names = split()
     ranked = [names[j] for j in (20, 3, 11, 0, 7, 1, 2)]
     fitted = fit_reconstruction(train, calibration, names, ranked)
-    assert fitted is not None and fitted["features"] == [names[j] for j in (0, 3, 7, 11, 20)]
-    assert np.shape(fitted["components"])[1] == 5
+    assert fitted is not None and fitted.features == tuple(names[j] for j in (0, 3, 7, 11, 20))
+    assert np.shape(fitted.components)[1] == 5
