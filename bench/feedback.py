@@ -186,19 +186,18 @@ def post(client: httpx.Client, body: bytes, fresh: bool) -> Sample:
     return sample_of(response.status_code, response.content, time.perf_counter() - started, fresh)
 
 
-def load(url: str, source: Bodies, connections: int, duration_s: float) -> tuple[list[Sample], float]:
-    """Closed loop for `duration_s`: each connection posts its next body when the previous answer has arrived.
-    Returns the samples and the seconds until the last answer."""
+def load(clients: Sequence[httpx.Client], source: Bodies, duration_s: float) -> tuple[list[Sample], float]:
+    """Closed loop for `duration_s`: each client, on a thread of its own, posts its next body when the previous
+    answer has arrived. Returns the samples and the seconds until the last answer."""
     samples: list[Sample] = []
     deadline = time.monotonic() + duration_s
 
-    def client() -> None:
-        with httpx.Client(base_url=url, timeout=config.FEEDBACK_REQUEST_TIMEOUT_S) as connection:
-            while time.monotonic() < deadline:
-                samples.append(post(connection, *source.take()))
+    def send(client: httpx.Client) -> None:
+        while time.monotonic() < deadline:
+            samples.append(post(client, *source.take()))
 
     started = time.monotonic()
-    threads = [threading.Thread(target=client, name=f"feedback-client-{n}") for n in range(connections)]
+    threads = [threading.Thread(target=send, args=(c,), name=f"feedback-client-{n}") for n, c in enumerate(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -275,20 +274,25 @@ def summarize(
 
 
 def measure(server: Server, database: str, database_url: str | None, duration_s: float) -> FeedbackResult:
-    """Create and wait for the predictions, warm up for WARMUP_S, then the measured run with CPU and RSS."""
-    started = time.monotonic()
-    with httpx.Client() as client:
+    """Create and wait for the predictions, warm up for WARMUP_S, then the measured run with CPU and RSS. The clients
+    are made first: making one costs milliseconds of CPU (its TLS context), which the client's figure would count."""
+    with contextlib.ExitStack() as stack:
+        clients = [
+            stack.enter_context(httpx.Client(base_url=server.url, timeout=config.FEEDBACK_REQUEST_TIMEOUT_S))
+            for _ in range(config.FEEDBACK_CONNECTIONS)
+        ]
+        started = time.monotonic()
         created = create_predictions(
-            client, server.url, config.FEEDBACK_MODEL, config.FEEDBACK_PREDICTIONS, config.FEEDBACK_PREDICT_ROWS
+            clients[0], server.url, config.FEEDBACK_MODEL, config.FEEDBACK_PREDICTIONS, config.FEEDBACK_PREDICT_ROWS
         )
-        written = wait_written(client, server.url, created, config.FEEDBACK_WRITE_TIMEOUT_S)
-    write_wait_s = time.monotonic() - started
-    source = bodies(written, truth(config.FEEDBACK_MODEL, config.FEEDBACK_PREDICT_ROWS), config.FEEDBACK_ITEMS)
-    load(server.url, source, config.FEEDBACK_CONNECTIONS, WARMUP_S)
-    server.check_alive()
-    before = Usage.now(server, database_url)
-    samples, elapsed = load(server.url, source, config.FEEDBACK_CONNECTIONS, duration_s)
-    after = Usage.now(server, database_url)
+        written = wait_written(clients[0], server.url, created, config.FEEDBACK_WRITE_TIMEOUT_S)
+        write_wait_s = time.monotonic() - started
+        source = bodies(written, truth(config.FEEDBACK_MODEL, config.FEEDBACK_PREDICT_ROWS), config.FEEDBACK_ITEMS)
+        load(clients, source, WARMUP_S)
+        server.check_alive()
+        before = Usage.now(server, database_url)
+        samples, elapsed = load(clients, source, duration_s)
+        after = Usage.now(server, database_url)
     server.check_alive()
     return replace(
         summarize(database, samples, elapsed, before, after),
