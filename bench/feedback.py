@@ -49,7 +49,7 @@ class FeedbackError(RuntimeError):
 
 
 def variant(database: str) -> Variant:
-    """The server of one database's run: the default service, prediction log on, serving config.FEEDBACK_MODEL only."""
+    """The server of one database's run: the default service, prediction log on, serving FEEDBACK_MODEL only."""
     return Variant(
         f"feedback_{database}",
         f"service 1 worker, prediction log on {config.FEEDBACK_DATABASES[database]}",
