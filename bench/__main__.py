@@ -30,8 +30,9 @@ from .config import (
     VARIANT_BY_KEY,
     VARIANTS,
     WARMUP_S,
+    Variant,
 )
-from .servers import PROJECT, Server, interrupt_on_signals
+from .servers import PROJECT, Server, interrupt_on_signals, log_to_stderr
 
 logger = logging.getLogger("bench")
 
@@ -83,7 +84,7 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = arguments(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    log_to_stderr()
     interrupt_on_signals()
     store = args.home.resolve()
     os.environ["BENTOML_HOME"] = str(store)  # before anything imports bentoml
@@ -112,8 +113,8 @@ def main(argv: list[str] | None = None) -> int:
 
     process_counts: dict[str, int] = {}
 
-    def record(server: Server) -> None:
-        process_counts[server.variant.key] = len(server.tree())
+    def record(variant: Variant, server: Server) -> None:
+        process_counts[variant.key] = len(server.tree())
 
     plan = runner.Plan([v for v in VARIANTS if v.key in args.variants], models, scenarios, duration, args.repeat)
     logger.info("%d load points x %d runs, %.0f s each (+%.0f s warm-up)", plan.size, plan.repeats, duration, WARMUP_S)
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def write_startup(args: argparse.Namespace, store: Path, source: Path) -> int:
-    section = startup.table(startup.measure(store, source, args.startup_runs), machine.load_average())
+    section = startup.section(startup.measure(store, source, args.startup_runs), machine.load_average())
     startup.write_section(args.output, section)
     sys.stdout.write(section)
     logger.info("wrote the start-up section of %s", args.output)

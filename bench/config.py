@@ -11,7 +11,6 @@ ALL_MODELS = CATALOG_MODELS + BENCH_MODELS
 DEFAULT_DURATION_S = 10.0
 QUICK_DURATION_S = 3.0
 WARMUP_S = 1.0
-READY_TIMEOUT_S = 180.0
 WRK_TIMEOUT = "5s"  # a request slower than this counts as a socket timeout error
 
 

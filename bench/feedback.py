@@ -2,11 +2,11 @@
 
 Per database one `bentoml serve` (1 worker, FEEDBACK_MODEL only, prediction log on), started like the load servers
 (own home and data folder, own process group, stopped on any exit): SQLite is the default file in the server's data
-folder, PostgreSQL a throwaway cluster with fsync on (`tests.postgres`). FEEDBACK_PREDICTIONS predictions are created
+folder, PostgreSQL a throwaway cluster with fsync on (`bench.postgres`). FEEDBACK_PREDICTIONS predictions are created
 first and waited for until the log has written them: labels usually arrive long after their prediction, and the
 service makes feedback for an id it has not written yet wait for the writer, which is not what is measured here.
 
-The client is this process: FEEDBACK_CONNECTIONS threads, each with one keep-alive connection, posting pre-encoded
+The client is this process: FEEDBACK_CONNECTIONS threads, each with one keep-alive httpx connection, posting pre-encoded
 bodies taken in turn from one shared sequence, closed loop like wrk. At 100 items per body the target is tens of
 requests per second, far below what the client can send; its own CPU per request is reported to show it. wrk is
 not used: it cannot read the answers, and a 200 may still refuse items.
@@ -15,7 +15,6 @@ not used: it cannot read the answers, and a 200 may still refuse items.
 from __future__ import annotations
 
 import contextlib
-import http.client
 import itertools
 import logging
 import math
@@ -29,27 +28,16 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import httpx
 import numpy as np
 import orjson
 import psutil
 
-from tests.postgres import PostgresUnavailable, server_bin, throwaway_cluster
-
-from . import payloads
-from .config import (
-    FEEDBACK_CONNECTIONS,
-    FEEDBACK_DATABASES,
-    FEEDBACK_ITEMS,
-    FEEDBACK_MODEL,
-    FEEDBACK_PREDICT_ROWS,
-    FEEDBACK_PREDICTIONS,
-    FEEDBACK_REQUEST_TIMEOUT_S,
-    FEEDBACK_WRITE_TIMEOUT_S,
-    WARMUP_S,
-    Variant,
-)
+from . import config, payloads
+from .config import WARMUP_S, Variant
+from .postgres import PostgresUnavailable, server_bin, throwaway_cluster
 from .results import FeedbackResult
-from .servers import Server, ServerError, cpu_delta, cpu_seconds, http_status, rss_mb, serving
+from .servers import JSON, Server, ServerError, cpu_delta, cpu_seconds, http_status, rss_mb, serving
 
 logger = logging.getLogger("bench.feedback")
 
@@ -64,8 +52,8 @@ def variant(database: str) -> Variant:
     """The server of one database's run: the default service, prediction log on, serving FEEDBACK_MODEL only."""
     return Variant(
         f"feedback_{database}",
-        f"service 1 worker, prediction log on {FEEDBACK_DATABASES[database]}",
-        models=(FEEDBACK_MODEL,),
+        f"service 1 worker, prediction log on {config.FEEDBACK_DATABASES[database]}",
+        models=(config.FEEDBACK_MODEL,),
     )
 
 
@@ -129,28 +117,32 @@ def bodies(requests: Sequence[Sequence[str]], labels: Sequence[str], per_body: i
 # ---------------------------------------------------------------- the predictions to label
 
 
-def create_predictions(url: str, model: str, count: int, rows: int) -> list[list[str]]:
+def create_predictions(client: httpx.Client, url: str, model: str, count: int, rows: int) -> list[list[str]]:
     """`count` predictions in `rows`-row /predict requests (the load's held-out rows); their ids per request."""
     body = payloads.body(model, rows)
     requests = []
     for _ in range(math.ceil(count / rows)):
-        status, answer = http_status(f"{url}/predict", body, timeout=60.0)
+        status, answer = http_status(f"{url}/predict", body, timeout=60.0, client=client)
         if status != 200:
             raise FeedbackError(f"creating predictions: /predict answered HTTP {status}: {answer[:300]!r}")
         requests.append([p["id"] for p in orjson.loads(answer)["predictions"]])
     return requests
 
 
-def wait_written(url: str, requests: list[list[str]], timeout: float) -> list[list[str]]:
+def wait_written(client: httpx.Client, url: str, requests: list[list[str]], timeout: float) -> list[list[str]]:
     """The requests the log has written, once the last one is readable (one worker writes in order); a request
     missing then was dropped by the log (its queue was full) and is left out."""
+
+    def readable(prediction_id: str) -> bool:
+        return http_status(f"{url}/predictions/{prediction_id}", timeout=30.0, client=client)[0] == 200
+
     deadline = time.monotonic() + timeout
     last = requests[-1][-1]
-    while http_status(f"{url}/predictions/{last}", timeout=30.0)[0] != 200:
+    while not readable(last):
         if time.monotonic() > deadline:
             raise FeedbackError(f"prediction {last} was not readable after {timeout:.0f} s")
         time.sleep(POLL_S)
-    written = [ids for ids in requests if http_status(f"{url}/predictions/{ids[-1]}", timeout=30.0)[0] == 200]
+    written = [ids for ids in requests if readable(ids[-1])]
     if len(written) < len(requests):
         lost = len(requests) - len(written)
         logger.warning("%d of %d /predict requests were not logged: left out", lost, len(requests))
@@ -185,36 +177,27 @@ def sample_of(status: int, answer: bytes, latency_s: float, fresh: bool) -> Samp
     return Sample(latency_s, fresh, status, accepted, len(errors), first)
 
 
-def post(connection: http.client.HTTPConnection, body: bytes, fresh: bool) -> Sample:
+def post(client: httpx.Client, body: bytes, fresh: bool) -> Sample:
     started = time.perf_counter()
     try:
-        connection.request("POST", "/feedback", body, {"Content-Type": "application/json"})
-        response = connection.getresponse()
-        answer = response.read()
-    except (OSError, http.client.HTTPException) as exc:
-        connection.close()  # the next request opens a new connection
+        response = client.post("/feedback", content=body, headers=JSON)
+    except httpx.HTTPError as exc:  # the client opens a new connection for the next request
         return Sample(time.perf_counter() - started, fresh, 0, error=f"{type(exc).__name__}: {exc}")
-    return sample_of(response.status, answer, time.perf_counter() - started, fresh)
+    return sample_of(response.status_code, response.content, time.perf_counter() - started, fresh)
 
 
-def load(url: str, source: Bodies, connections: int, duration_s: float) -> tuple[list[Sample], float]:
-    """Closed loop for `duration_s`: each connection posts its next body when the previous answer has arrived.
-    Returns the samples and the seconds until the last answer."""
-    address = urllib.parse.urlsplit(url)
-    host, port = address.hostname or "127.0.0.1", address.port
+def load(clients: Sequence[httpx.Client], source: Bodies, duration_s: float) -> tuple[list[Sample], float]:
+    """Closed loop for `duration_s`: each client, on a thread of its own, posts its next body when the previous
+    answer has arrived. Returns the samples and the seconds until the last answer."""
     samples: list[Sample] = []
     deadline = time.monotonic() + duration_s
 
-    def client() -> None:
-        connection = http.client.HTTPConnection(host, port, timeout=FEEDBACK_REQUEST_TIMEOUT_S)
-        try:
-            while time.monotonic() < deadline:
-                samples.append(post(connection, *source.take()))
-        finally:
-            connection.close()
+    def send(client: httpx.Client) -> None:
+        while time.monotonic() < deadline:
+            samples.append(post(client, *source.take()))
 
     started = time.monotonic()
-    threads = [threading.Thread(target=client, name=f"feedback-client-{n}") for n in range(connections)]
+    threads = [threading.Thread(target=send, args=(c,), name=f"feedback-client-{n}") for n, c in enumerate(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -272,8 +255,8 @@ def summarize(
 
     return FeedbackResult(
         database=database,
-        items_per_request=FEEDBACK_ITEMS,
-        connections=FEEDBACK_CONNECTIONS,
+        items_per_request=config.FEEDBACK_ITEMS,
+        connections=config.FEEDBACK_CONNECTIONS,
         duration_s=elapsed_s,
         requests=len(answered),
         failed_requests=len(samples) - len(answered),
@@ -291,17 +274,25 @@ def summarize(
 
 
 def measure(server: Server, database: str, database_url: str | None, duration_s: float) -> FeedbackResult:
-    """Create and wait for the predictions, warm up for WARMUP_S, then the measured run with CPU and RSS."""
-    started = time.monotonic()
-    created = create_predictions(server.url, FEEDBACK_MODEL, FEEDBACK_PREDICTIONS, FEEDBACK_PREDICT_ROWS)
-    written = wait_written(server.url, created, FEEDBACK_WRITE_TIMEOUT_S)
-    write_wait_s = time.monotonic() - started
-    source = bodies(written, truth(FEEDBACK_MODEL, FEEDBACK_PREDICT_ROWS), FEEDBACK_ITEMS)
-    load(server.url, source, FEEDBACK_CONNECTIONS, WARMUP_S)
-    server.check_alive()
-    before = Usage.now(server, database_url)
-    samples, elapsed = load(server.url, source, FEEDBACK_CONNECTIONS, duration_s)
-    after = Usage.now(server, database_url)
+    """Create and wait for the predictions, warm up for WARMUP_S, then the measured run with CPU and RSS. The clients
+    are made first: making one costs milliseconds of CPU (its TLS context), which the client's figure would count."""
+    with contextlib.ExitStack() as stack:
+        clients = [
+            stack.enter_context(httpx.Client(base_url=server.url, timeout=config.FEEDBACK_REQUEST_TIMEOUT_S))
+            for _ in range(config.FEEDBACK_CONNECTIONS)
+        ]
+        started = time.monotonic()
+        created = create_predictions(
+            clients[0], server.url, config.FEEDBACK_MODEL, config.FEEDBACK_PREDICTIONS, config.FEEDBACK_PREDICT_ROWS
+        )
+        written = wait_written(clients[0], server.url, created, config.FEEDBACK_WRITE_TIMEOUT_S)
+        write_wait_s = time.monotonic() - started
+        source = bodies(written, truth(config.FEEDBACK_MODEL, config.FEEDBACK_PREDICT_ROWS), config.FEEDBACK_ITEMS)
+        load(clients, source, WARMUP_S)
+        server.check_alive()
+        before = Usage.now(server, database_url)
+        samples, elapsed = load(clients, source, duration_s)
+        after = Usage.now(server, database_url)
     server.check_alive()
     return replace(
         summarize(database, samples, elapsed, before, after),
@@ -345,16 +336,18 @@ def run(databases: Sequence[str], store: Path, workdir: Path, source: Path, dura
     """One measured run per database, one after the other (alone on the machine); a failure becomes its error."""
     found = []
     for database in databases:
-        logger.info("feedback on %s: %d predictions first", FEEDBACK_DATABASES[database], FEEDBACK_PREDICTIONS)
+        logger.info(
+            "feedback on %s: %d predictions first", config.FEEDBACK_DATABASES[database], config.FEEDBACK_PREDICTIONS
+        )
         try:
             with database_url(database) as url, serving(
                 variant(database), store, workdir / f"feedback_{database}", source,
-                {"CLF_MODELS": FEEDBACK_MODEL, **({"CLF_DATABASE_URL": url} if url else {})},
+                {"CLF_MODELS": config.FEEDBACK_MODEL, **({"CLF_DATABASE_URL": url} if url else {})},
             ) as server:  # fmt: skip
                 result = replace(measure(server, database, url, duration_s), version=database_version(database))
         except (ServerError, FeedbackError, PostgresUnavailable) as exc:
-            logger.error("feedback on %s failed: %s", FEEDBACK_DATABASES[database], exc)
+            logger.error("feedback on %s failed: %s", config.FEEDBACK_DATABASES[database], exc)
             result = FeedbackResult(database, error=str(exc).splitlines()[0])
-        logger.info("feedback on %s: %s", FEEDBACK_DATABASES[database], describe(result))
+        logger.info("feedback on %s: %s", config.FEEDBACK_DATABASES[database], describe(result))
         found.append(result)
     return found

@@ -66,8 +66,10 @@ def percent(value: float | None) -> str:
     return NA if value is None else f"{value:+.1f} %"
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+def table(headers: Sequence[str], rows: Iterable[Sequence[str]], right: int = 0) -> str:
+    """A Markdown table; with `right` > 0, the columns from index `right` on are right-aligned."""
+    align = ["---:" if 0 < right <= i else "---" for i in range(len(headers))]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(align) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
 
@@ -284,7 +286,7 @@ def feedback_method(feedback: Sequence[FeedbackResult], run: Run) -> str:
     return (
         f"Per database, one `bentoml serve` (1 worker, {FEEDBACK_MODEL} only, prediction log on: the `default` "
         "service settings), with no other bench server running: SQLite is the default file in the server's data "
-        "folder (WAL, `synchronous=FULL`), PostgreSQL a throwaway local cluster (`tests/postgres.py`, fsync on, "
+        "folder (WAL, `synchronous=FULL`), PostgreSQL a throwaway local cluster (`bench/postgres.py`, fsync on, "
         f"default `synchronous_commit`). First {FEEDBACK_PREDICTIONS:,} predictions are created "
         f"({FEEDBACK_PREDICT_ROWS:,}-row /predict requests of held-out rows) and waited for until "
         "`GET /predictions/{last id}` answers 200" + written + ": labels usually arrive long after their prediction, "

@@ -32,11 +32,11 @@ class Plan:
         return sum(len(self.points(v)) for v in self.variants)
 
 
-def measure(server: Server, model: str, scenario: Scenario, body: Path, duration_s: float) -> Point:
+def measure(variant: Variant, server: Server, model: str, scenario: Scenario, body: Path, duration_s: float) -> Point:
     """Preflight one request, warm up for WARMUP_S, then the measured run with the tree's CPU and RSS."""
     status, answer = http_status(f"{server.url}/predict", body.read_bytes())
     if status != 200:
-        return Point(server.variant, model, scenario, error=f"preflight HTTP {status}: {answer[:300]!r}")
+        return Point(variant, model, scenario, error=f"preflight HTTP {status}: {answer[:300]!r}")
     wrk.run(server.url, scenario, body, WARMUP_S)
     server.check_alive()
     tree = server.tree()
@@ -46,7 +46,7 @@ def measure(server: Server, model: str, scenario: Scenario, body: Path, duration
     spent = cpu_delta(before, cpu_seconds(tree_after))
     server.check_alive()
     return Point(
-        server.variant,
+        variant,
         model,
         scenario,
         wrk=result,
@@ -71,7 +71,7 @@ def run(
     workdir: Path,
     source: Path,
     bodies: dict[tuple[str, int], Path],
-    on_server: Callable[[Server], None] | None = None,
+    on_server: Callable[[Variant, Server], None] | None = None,
 ) -> list[Point]:
     """Every point of the plan, the variants of one (model, scenario) measured back to back.
 
@@ -96,7 +96,7 @@ def run(
                 failed[variant.key] = str(exc).splitlines()[0]
                 continue
             if on_server is not None:
-                on_server(servers[variant.key])
+                on_server(variant, servers[variant.key])
         for model in plan.models:
             for scenario in plan.scenarios:
                 for repeat in range(plan.repeats):
@@ -104,7 +104,7 @@ def run(
                         if (model, scenario) not in plan.points(variant) or variant.key not in servers:
                             continue
                         done += 1
-                        point = _measure_or_fail(servers[variant.key], model, scenario, bodies, plan, failed)
+                        point = _measure_or_fail(variant, servers[variant.key], model, scenario, bodies, plan, failed)
                         runs.setdefault((variant.key, model, scenario.key), []).append(point)
                         logger.info(
                             "[%d/%d] %s | %s | %s | run %d: %s",
@@ -122,17 +122,17 @@ def run(
 
 
 def _measure_or_fail(
-    server: Server, model: str, scenario: Scenario, bodies: dict[tuple[str, int], Path], plan: Plan,
+    variant: Variant, server: Server, model: str, scenario: Scenario, bodies: dict[tuple[str, int], Path], plan: Plan,
     failed: dict[str, str],
 ) -> Point:  # fmt: skip
-    if server.variant.key in failed:
-        return Point(server.variant, model, scenario, error=failed[server.variant.key])
+    if variant.key in failed:
+        return Point(variant, model, scenario, error=failed[variant.key])
     try:
-        return measure(server, model, scenario, bodies[model, scenario.rows], plan.duration_s)
+        return measure(variant, server, model, scenario, bodies[model, scenario.rows], plan.duration_s)
     except (ServerError, wrk.WrkError) as exc:
-        logger.error("%s failed: %s", server.variant.label, exc)
-        failed[server.variant.key] = str(exc).splitlines()[0]
-        return Point(server.variant, model, scenario, error=failed[server.variant.key])
+        logger.error("%s failed: %s", variant.label, exc)
+        failed[variant.key] = str(exc).splitlines()[0]
+        return Point(variant, model, scenario, error=failed[variant.key])
 
 
 def median_run(measured: list[Point]) -> Point:

@@ -1,7 +1,11 @@
-"""Starting and stopping the servers under test, and measuring their process trees.
+"""The one launcher of real servers, for the benchmarks and the e2e tests: start one on a free loopback port in its
+own BentoML home, wait until it is ready, stop it by its process group; and the one HTTP client call the harness
+makes outside its load generators.
 
 Every server runs in its own session (process group) and is stopped by that group: SIGTERM, then SIGKILL after
-a grace period, also when the harness fails or is interrupted.
+a grace period, also when the harness fails or is interrupted. A server that exits or is not ready in time raises
+`ServerError` with the tail of its log. The bounds are generous, none of them a measure of speed: the machine is
+shared, and its speed varies tenfold.
 """
 
 from __future__ import annotations
@@ -15,21 +19,24 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+import httpx
 import psutil
 
-from .config import ALL_MODELS, READY_TIMEOUT_S, Variant
+from .config import ALL_MODELS, Variant
 
 logger = logging.getLogger("bench.servers")
 
 PROJECT = Path(__file__).resolve().parents[1]
-STOP_GRACE_S = 30.0
+READY_TIMEOUT_S = 600.0  # a loaded machine has taken minutes to start a worker
+STOP_TIMEOUT_S = 300.0  # a graceful stop finishes requests under way and writes the prediction log's queue
+REQUEST_TIMEOUT_S = 300.0  # one request: a loaded worker has taken minutes to answer its first ones
+POLL_S = 0.05  # start-up is measured to this poll (bench/startup.py)
+JSON = {"Content-Type": "application/json"}
 
 
 class ServerError(RuntimeError):
@@ -38,11 +45,11 @@ class ServerError(RuntimeError):
 
 @dataclass
 class Server:
-    variant: Variant
+    name: str
     url: str
     process: subprocess.Popen[bytes]
     log: Path
-    ready_s: float = 0.0  # from the server's launch to its first /readyz 200
+    ready_s: float = 0.0  # from the server's launch to its first ready answer
 
     def tree(self) -> list[psutil.Process]:
         """The server process and all its descendants (arbiter and workers)."""
@@ -54,7 +61,21 @@ class Server:
 
     def check_alive(self) -> None:
         if self.process.poll() is not None:
-            raise ServerError(f"{self.variant.label} exited with {self.process.returncode}:\n{log_tail(self.log)}")
+            raise ServerError(f"{self.name} exited with {self.process.returncode}:\n{log_tail(self.log)}")
+
+    def wait_for(self, condition: Callable[[], bool], what: str, timeout: float = READY_TIMEOUT_S) -> float:
+        """Poll `condition` until it holds; the seconds it took. Raises `ServerError` with the log's tail when the
+        server exits or `timeout` passes first."""
+        started = time.monotonic()
+        while True:
+            self.check_alive()
+            if condition():
+                waited = time.monotonic() - started
+                logger.info("%s %s on %s in %.1f s", self.name, what, self.url, waited)
+                return waited
+            if time.monotonic() - started > timeout:
+                raise ServerError(f"{self.name} not {what} after {timeout:.0f} s:\n{log_tail(self.log)}")
+            time.sleep(POLL_S)
 
 
 def cpu_seconds(processes: list[psutil.Process]) -> dict[int, float]:
@@ -91,6 +112,12 @@ def interrupt_on_signals() -> None:
     signal.signal(signal.SIGINT, handler)
 
 
+def log_to_stderr() -> None:
+    """The log of a bench command: INFO lines with their time on stderr, without httpx's line per request."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -104,35 +131,113 @@ def log_tail(log: Path, chars: int = 3000) -> str:
         return "(no log)"
 
 
-def http_status(url: str, body: bytes | None = None, timeout: float = 10.0) -> tuple[int, bytes]:
-    """Status and body of a GET (or a JSON POST when `body` is given); 0 when nothing answered."""
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+def http_status(
+    url: str, body: bytes | None = None, timeout: float = 10.0, client: httpx.Client | None = None
+) -> tuple[int, bytes]:
+    """Status and body of a GET (or a JSON POST when `body` is given); 0 when nothing answered. `client` keeps its
+    connection open between calls (a poll); without one, each call opens its own."""
+    method = "GET" if body is None else "POST"
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return int(response.status), response.read()
-    except urllib.error.HTTPError as exc:
-        return int(exc.code), exc.read()
-    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+        if client is None:
+            response = httpx.request(method, url, content=body, headers=JSON, timeout=timeout)
+        else:
+            response = client.request(method, url, content=body, headers=JSON, timeout=timeout)
+    except httpx.TransportError:
         return 0, b""
+    return response.status_code, response.content
 
 
-def base_env(home: Path) -> dict[str, str]:
-    env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "True"}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # bentoml serve sets its own, per server
-    for name in [key for key in env if key.startswith("CLF_")]:
-        del env[name]  # only the variant's settings
+def isolated_env(home: Path, base: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """`base` with `home` as the BentoML home. `bentoml serve` sets a Prometheus multiprocess folder of its own in
+    its home, so one inherited from `base` is dropped: two servers sharing one would sum each other's metrics."""
+    env = {**base, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "True"}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     return env
 
 
-def server_command(variant: Variant, port: int) -> list[str]:
-    if variant.baseline:
-        return [
-            sys.executable, "-m", "uvicorn", "bench.baseline_app:app", "--host", "127.0.0.1", "--port", str(port),
-            "--workers", "1", "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
-        ]  # fmt: skip
+def service_command(port: int) -> list[str]:
+    """`bentoml serve` of the service on `port` of the loopback interface."""
     return [
         sys.executable, "-m", "bentoml", "serve", "service.app:ClassifierService",
         "--host", "127.0.0.1", "--port", str(port),
+    ]  # fmt: skip
+
+
+@contextlib.contextmanager
+def launched(
+    name: str,
+    command: Callable[[int], list[str]],
+    log: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path = PROJECT,
+    ready_path: str = "/readyz",
+) -> Iterator[Server]:
+    """`command(port)` on a free loopback port, in a process group of its own, its output appended to `log`; yielded
+    once `ready_path` answers 200, stopped (process group) on exit."""
+    port = free_port()
+    launch = time.monotonic()
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            command(port), cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    server = Server(name, f"http://127.0.0.1:{port}", process, log)
+    try:
+        with httpx.Client() as client:
+            ready = f"{server.url}{ready_path}"
+            server.wait_for(lambda: http_status(ready, timeout=REQUEST_TIMEOUT_S, client=client)[0] == 200, "ready")
+        server.ready_s = time.monotonic() - launch
+        yield server
+    finally:
+        if not stop(process):
+            logger.warning("%s ignored SIGTERM for %.0f s and was killed:\n%s", name, STOP_TIMEOUT_S, log_tail(log))
+
+
+def stop(
+    process: subprocess.Popen[bytes], how: signal.Signals = signal.SIGTERM, grace_s: float = STOP_TIMEOUT_S
+) -> bool:
+    """Signal a server's process group with `how`, SIGKILL it after `grace_s`; then SIGKILL, by pid, any process of
+    its tree still alive: circus starts each BentoML worker in a session of its own, so only the arbiter stops them
+    gracefully, and a SIGKILL of the group misses them. Returns whether the server exited within `grace_s`."""
+    tree = _descendants(process)
+    exited = True
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, how)
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            exited = False
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)  # stragglers of the group, if any
+    process.wait()
+    alive = [p for p in tree if p.is_running()]
+    for straggler in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            straggler.kill()  # psutil refuses if the pid was reused by another process
+    psutil.wait_procs(alive, timeout=STOP_TIMEOUT_S)
+    return exited
+
+
+def _descendants(process: subprocess.Popen[bytes]) -> list[psutil.Process]:
+    with contextlib.suppress(psutil.NoSuchProcess):
+        return list(psutil.Process(process.pid).children(recursive=True))
+    return []
+
+
+# ---------------------------------------------------------------- the benchmark's servers
+
+
+def base_env(home: Path) -> dict[str, str]:
+    """This process's environment with `home` as the BentoML home and no `CLF_*` settings: only the variant's."""
+    return {k: v for k, v in isolated_env(home).items() if not k.startswith("CLF_")}
+
+
+def server_command(variant: Variant) -> Callable[[int], list[str]]:
+    if not variant.baseline:
+        return service_command
+    return lambda port: [
+        sys.executable, "-m", "uvicorn", "bench.baseline_app:app", "--host", "127.0.0.1", "--port", str(port),
+        "--workers", "1", "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
     ]  # fmt: skip
 
 
@@ -151,60 +256,10 @@ def server_env(variant: Variant, store: Path, workdir: Path) -> dict[str, str]:
 def serving(
     variant: Variant, store: Path, workdir: Path, source: Path = PROJECT, extra_env: Mapping[str, str] | None = None
 ) -> Iterator[Server]:
-    """A ready server of `variant` on a free loopback port, run from `source`; stopped (process group) on exit.
+    """A ready server of `variant` in a fresh `workdir`, run from `source`; stopped (process group) on exit.
     `extra_env` overrides the variant's environment (the feedback benchmark's CLF_MODELS and CLF_DATABASE_URL)."""
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     env = {**server_env(variant, store, workdir), **(extra_env or {})}
-    port = free_port()
-    log = workdir / "server.log"
-    launched = time.monotonic()
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            server_command(variant, port), cwd=source, env=env, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-    server = Server(variant, f"http://127.0.0.1:{port}", process, log)
-    try:
-        wait_ready(server)
-        server.ready_s = time.monotonic() - launched
+    with launched(variant.label, server_command(variant), workdir / "server.log", env, source) as server:
         yield server
-    finally:
-        stop(process)
-
-
-def wait_ready(server: Server, timeout: float = READY_TIMEOUT_S) -> None:
-    started = time.monotonic()
-    deadline = started + timeout
-    while True:
-        server.check_alive()
-        if http_status(f"{server.url}/readyz", timeout=2.0)[0] == 200:
-            logger.info("%s ready on %s in %.1f s", server.variant.label, server.url, time.monotonic() - started)
-            return
-        if time.monotonic() > deadline:
-            raise ServerError(f"{server.variant.label} not ready after {timeout:.0f} s:\n{log_tail(server.log)}")
-        time.sleep(0.05)  # start-up is measured to this poll (bench/startup.py)
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the server's process group, SIGKILL it after the grace period; then SIGKILL, by pid, any process
-    of its tree still alive (BentoML workers run in process groups of their own)."""
-    try:
-        descendants = psutil.Process(process.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        descendants = []
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            logger.warning("server %d ignored SIGTERM for %.0f s; killing it", process.pid, STOP_GRACE_S)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)  # stragglers of the group, if any
-    process.wait()
-    _, alive = psutil.wait_procs(descendants, timeout=5)
-    for straggler in alive:
-        logger.warning("killing leftover server process %d", straggler.pid)
-        with contextlib.suppress(psutil.NoSuchProcess):
-            straggler.kill()  # psutil refuses if the pid was reused by another process

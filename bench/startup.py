@@ -22,6 +22,7 @@ from pathlib import Path
 from service.settings import DEFAULT_CATALOG
 
 from .config import VARIANT_BY_KEY
+from .report import table
 from .servers import base_env, serving
 
 logger = logging.getLogger("bench.startup")
@@ -61,7 +62,7 @@ def measure(store: Path, source: Path, runs: int) -> list[Startup]:
     return results
 
 
-def table(results: Sequence[Startup], load_average: str) -> str:
+def section(results: Sequence[Startup], load_average: str) -> str:
     """The start-up section of docs/benchmarks.md: the median of the runs and the range."""
 
     def cell(values: list[float]) -> str:
@@ -80,9 +81,7 @@ def table(results: Sequence[Startup], load_average: str) -> str:
         "`make serve`, installed, waits for the first two rows (`python -m bench --startup-only` updates this "
         "section alone).",
         "",
-        "| phase | time |",
-        "| --- | --- |",
-        *(f"| {what} | {cell(values)} |" for what, values in rows),
+        table(["phase", "time"], [(what, cell(values)) for what, values in rows]),
     ]
     return "\n".join(lines) + "\n"
 

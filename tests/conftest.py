@@ -67,8 +67,8 @@ def reconfigure(api: TestClient) -> Iterator[Callable[..., None]]:
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[str]:
-    """A throwaway PostgreSQL cluster for the session (tests/postgres.py); yields its SQLAlchemy URL."""
-    from tests.postgres import throwaway_cluster
+    """A throwaway PostgreSQL cluster for the session (bench/postgres.py); yields its SQLAlchemy URL."""
+    from bench.postgres import throwaway_cluster
 
     with throwaway_cluster(fsync=False) as url:
         yield url
@@ -80,7 +80,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'predictions.db'}"
         return
-    from tests.postgres import fresh_database
+    from bench.postgres import fresh_database
 
     with fresh_database(request.getfixturevalue("postgres_server")) as url:
         yield url

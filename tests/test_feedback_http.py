@@ -703,7 +703,7 @@ def written_once_back(api: TestClient, away: Callable[[], None], back: Callable[
 
 
 def test_postgresql_stopped_mid_traffic_then_started(api: TestClient, with_log: Callable[..., PredictionLog]) -> None:
-    from tests.postgres import restartable_cluster
+    from bench.postgres import restartable_cluster
 
     with restartable_cluster(fsync=False) as cluster:
         with_log(database_url=cluster.url, queue_rows=QUEUE_ROWS)

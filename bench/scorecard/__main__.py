@@ -25,7 +25,7 @@ import httpx
 import numpy as np
 
 from ..config import Variant
-from ..servers import PROJECT, base_env, interrupt_on_signals, log_tail, serving
+from ..servers import PROJECT, base_env, interrupt_on_signals, log_tail, log_to_stderr, serving
 from .alerts import Evaluation, evaluate, rule_metrics
 from .report import write_report
 from .run import SETTLED_BY, Phase, PhaseRun, Runner
@@ -116,8 +116,7 @@ def prepare(store: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = arguments(argv)
     interrupt_on_signals()  # the server is stopped on SIGTERM too
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
+    log_to_stderr()
     faults = [FAULT_BY_KEY[key] for key in args.faults.split(",")]
     phases = plan(faults, args.grid, args.warmup, args.fault_steps, args.clean_steps)
     store = args.home.resolve()

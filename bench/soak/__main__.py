@@ -30,7 +30,7 @@ from service.home import server_metrics_folder
 from .. import home, machine
 from ..config import Variant
 from ..scorecard.traffic import load_models
-from ..servers import PROJECT, STOP_GRACE_S, Server, ServerError, interrupt_on_signals, serving, stop
+from ..servers import PROJECT, Server, ServerError, interrupt_on_signals, log_to_stderr, serving, stop
 from . import prometheus
 from .figures import Alert, Completeness, Outcome, Sample, exit_code
 from .report import SoakRun, render
@@ -43,6 +43,7 @@ WORKERS = 2
 SAMPLE_S = 10.0
 SCRAPE_S = 5.0
 WARMUP_MINUTES = 5.0
+STOP_GRACE_S = 30.0  # the graceful-stop criterion: a server still running then is killed
 
 
 def arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -78,10 +79,10 @@ def prometheus_version() -> str:
 def graceful_stop(server: Server) -> tuple[bool, str]:
     """SIGTERM the server (its process group) and wait: whether it exited by itself, and how."""
     started = time.monotonic()
-    stop(server.process)
+    exited = stop(server.process, grace_s=STOP_GRACE_S)
     took = time.monotonic() - started
     code = server.process.returncode
-    graceful = code != -signal.SIGKILL and took < STOP_GRACE_S
+    graceful = exited and code != -signal.SIGKILL
     how = f"exited in {took:.1f} s with status {code}" if graceful else f"killed after {took:.0f} s (status {code})"
     return graceful, f"SIGTERM, {how}"
 
@@ -140,8 +141,7 @@ def measure(args: argparse.Namespace, store: Path, run_dir: Path, source: Path, 
 
 def main(argv: list[str] | None = None) -> int:
     args = arguments(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
+    log_to_stderr()
     interrupt_on_signals()
     store = args.home.resolve()
     os.environ["BENTOML_HOME"] = str(store)

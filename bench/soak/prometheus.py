@@ -6,9 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
-import subprocess
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,8 +14,7 @@ from typing import Any
 import httpx
 import yaml
 
-from ..config import READY_TIMEOUT_S
-from ..servers import PROJECT, ServerError, free_port, http_status, log_tail, stop
+from ..servers import PROJECT, Server, ServerError, launched
 from .figures import Alert
 
 logger = logging.getLogger("bench.soak")
@@ -42,9 +39,11 @@ def config(targets: Sequence[str], interval_s: float, rule_files: Sequence[Path]
 
 @dataclass(frozen=True)
 class Prometheus:
-    url: str
-    process: subprocess.Popen[bytes]
-    log: Path
+    server: Server
+
+    @property
+    def url(self) -> str:
+        return self.server.url
 
     def query(self, promql: str) -> list[dict[str, Any]]:
         return self._ask("query", {"query": promql})
@@ -53,8 +52,7 @@ class Prometheus:
         return self._ask("query_range", {"query": promql, "start": start, "end": end, "step": f"{step_s:g}s"})
 
     def _ask(self, what: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
-        if self.process.poll() is not None:
-            raise ServerError(f"Prometheus exited with {self.process.returncode}:\n{log_tail(self.log)}")
+        self.server.check_alive()
         body: dict[str, Any] = httpx.get(f"{self.url}/api/v1/{what}", params=params, timeout=QUERY_TIMEOUT_S).json()
         if body.get("status") != "success":
             raise RuntimeError(f"Prometheus refused {params}: {body}")
@@ -99,32 +97,16 @@ def running(target_urls: Sequence[str], folder: Path, interval_s: float) -> Iter
     targets = [url.removeprefix("http://") for url in target_urls]
     settings = config(targets, interval_s, sorted(rules.glob("*.yml")))
     (folder / "prometheus.yml").write_text(yaml.safe_dump(settings, sort_keys=False))
-    port = free_port()
-    log = folder / "prometheus.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [binary, f"--config.file={folder / 'prometheus.yml'}", f"--storage.tsdb.path={folder / 'data'}",
-             f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    prometheus = Prometheus(f"http://127.0.0.1:{port}", process, log)
-    try:
-        wait(prometheus, lambda: http_status(f"{prometheus.url}/-/ready", timeout=2.0)[0] == 200, "ready")
-        wait(prometheus, lambda: _up(prometheus, len(targets)), "to scrape the service")
+
+    def command(port: int) -> list[str]:
+        return [binary, f"--config.file={folder / 'prometheus.yml'}", f"--storage.tsdb.path={folder / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}"]  # fmt: skip
+
+    with launched("Prometheus", command, folder / "prometheus.log", ready_path="/-/ready") as server:
+        prometheus = Prometheus(server)
+        server.wait_for(lambda: _up(prometheus, len(targets)), "to scrape the service")
         yield prometheus
-    finally:
-        stop(process)
 
 
 def _up(prometheus: Prometheus, targets: int) -> bool:
     return [float(s["value"][1]) for s in prometheus.query(f'up{{job="{JOB}"}}')] == [1.0] * targets
-
-
-def wait(prometheus: Prometheus, condition: Callable[[], bool], what: str, timeout: float = READY_TIMEOUT_S) -> None:
-    started = time.monotonic()
-    while not condition():
-        if prometheus.process.poll() is not None or time.monotonic() - started > timeout:
-            waited = time.monotonic() - started
-            raise ServerError(f"Prometheus not {what} after {waited:.0f} s:\n{log_tail(prometheus.log)}")
-        time.sleep(0.5)
-    logger.info("Prometheus %s on %s in %.1f s", what, prometheus.url, time.monotonic() - started)

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..machine import Machine
+from ..report import table
 from .figures import (
     GROUPS,
     MAX_RSS_GROWTH,
@@ -73,14 +74,6 @@ class SoakRun:
             else:
                 named[pid] = role if role not in named.values() else f"{role} {pid}"
         return named
-
-
-def table(header: Sequence[str], rows: Sequence[Sequence[str]], right: int = 0) -> str:
-    """A Markdown table; columns from index `right` on are right-aligned."""
-    align = ["---" if i < right or right == 0 else "---:" for i in range(len(header))]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def mb(value: float | None) -> str:

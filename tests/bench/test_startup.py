@@ -9,7 +9,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bench.startup import HEADING, Startup, phases, table, write_section
+from bench.startup import HEADING, Startup, phases, section, write_section
 from service.monitoring.workers import log_startup
 
 
@@ -30,11 +30,11 @@ def test_a_log_without_the_line_is_an_error() -> None:
 def test_the_section_replaces_its_previous_self_and_nothing_else(tmp_path: Path) -> None:
     report = tmp_path / "benchmarks.md"
     report.write_text("# Benchmarks\n\n## digits\n\nrows\n\n## Notes\n\n- a note\n")
-    first = table([Startup(1.0, 4.0, 2.0, 1.5), Startup(3.0, 6.0, 2.5, 1.0)], "1.00")
+    first = section([Startup(1.0, 4.0, 2.0, 1.5), Startup(3.0, 6.0, 2.5, 1.0)], "1.00")
     write_section(report, first)
     text = report.read_text()
     assert text.index("## digits") < text.index(HEADING) < text.index("## Notes")
-    second = table([Startup(0.5, 3.0, 1.0, 0.5)], "2.00")
+    second = section([Startup(0.5, 3.0, 1.0, 0.5)], "2.00")
     write_section(report, second)
     text = report.read_text()
     assert text.count(HEADING) == 1 and second in text and first not in text

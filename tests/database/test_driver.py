@@ -1,5 +1,5 @@
 """The driver-level insert (`DriverStatement`) stores what SQLAlchemy's own insert would, on SQLite and on a real
-PostgreSQL (tests/postgres.py)."""
+PostgreSQL (bench/postgres.py)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The log's migrations build the declared schema, keep what older versions wrote, and run once however many
-workers start together; on SQLite and on a real PostgreSQL (tests/postgres.py)."""
+workers start together; on SQLite and on a real PostgreSQL (bench/postgres.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""E2E fixtures: real `bentoml serve` processes of the default catalog, on free loopback ports.
+"""E2E fixtures: real `bentoml serve` processes of the default catalog, started by the benchmarks' launcher
+(`bench.servers`: a free loopback port, its own process group, a ready wait that fails with the server's log).
 
 The catalog is registered once (`python -m models ensure`) into a session store; each server gets its own
 BentoML home with a copy of it, because a server wipes its home's Prometheus folder at start.
@@ -7,10 +8,8 @@ BentoML home with a copy of it, because a server wipes its home's Prometheus fol
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,28 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench import servers
+from bench.servers import PROJECT, REQUEST_TIMEOUT_S, STOP_TIMEOUT_S, isolated_env, log_tail
 from bench.soak.prometheus import running
 
-PROJECT = Path(__file__).resolve().parents[2]
-# Generous bounds, none of them a measure of speed: the machine is shared, and its speed varies tenfold.
-READY_TIMEOUT_S = 600  # a loaded machine has taken minutes to start a worker
-STOP_TIMEOUT_S = 300  # a graceful stop finishes requests under way and writes the prediction log's queue
 WAIT_S = 300.0  # a condition a test polls for: another worker's metrics, a promotion followed, a scrape
-TIMEOUT = httpx.Timeout(300.0)  # one request: a loaded worker has taken minutes to answer its first ones
+TIMEOUT = httpx.Timeout(REQUEST_TIMEOUT_S)
 SERVERS: dict[str, subprocess.Popen[bytes]] = {}  # the running servers by base URL, for tests that kill one
 SERVER_LOGS: dict[str, Path] = {}  # their logs: a wait that times out shows their tails
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
@@ -54,17 +44,7 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT_S
 
 
 def log_tails(logs: Iterable[tuple[str, Path]]) -> str:
-    return "".join(f"\n--- {name}: {log}\n{log.read_text()[-3000:]}" for name, log in logs)
-
-
-def answers_200(url: str, process: subprocess.Popen[bytes], log: Path) -> bool:
-    """Whether `url` answers 200 yet; fails the test with the log's tail if `process` has exited."""
-    if process.poll() is not None:
-        pytest.fail(f"{process.args[0]} exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-    try:
-        return httpx.get(url, timeout=TIMEOUT).status_code == 200
-    except httpx.TransportError:
-        return False
+    return "".join(f"\n--- {name}: {log}\n{log_tail(log)}" for name, log in logs)
 
 
 def scrape(url: str) -> Samples:
@@ -113,7 +93,7 @@ def prometheus_scraping(urls: list[str], home: Path) -> Iterator[str]:
     """A Prometheus on loopback with the shipped config and rules (the soak's, `bench.soak.prometheus`), scraping
     the servers at `urls` and evaluating the rules every second; yields its base URL once it has scraped them all."""
     with running(urls, home, 1.0) as prometheus:
-        SERVER_LOGS[prometheus.url] = prometheus.log
+        SERVER_LOGS[prometheus.url] = prometheus.server.log
         try:
             yield prometheus.url
         finally:
@@ -178,9 +158,7 @@ def serves_everywhere(url: str, model: str, task: str, served: str, replaced: st
 @pytest.fixture(scope="session")
 def e2e_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Environment of a session BentoML home holding the catalog, registered by `python -m models ensure`."""
-    home = tmp_path_factory.mktemp("e2e-bentoml")
-    env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "True"}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # bentoml serve sets its own per server
+    env = isolated_env(tmp_path_factory.mktemp("e2e-bentoml"))
     subprocess.run([sys.executable, "-m", "models", "ensure"], cwd=PROJECT, env=env, check=True)
     return env
 
@@ -196,57 +174,22 @@ def serving(e2e_env: dict[str, str], home: Path, **settings: str) -> Iterator[st
         shutil.copytree(Path(e2e_env["BENTOML_HOME"]) / "models", home / "models")
     settings = {"data_dir": str(home / "data"), **settings}
     env = {**e2e_env, "BENTOML_HOME": str(home), **{f"CLF_{k.upper()}": v for k, v in settings.items()}}
-    port = free_port()
-    log = home / "serve.log"
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bentoml", "serve", "service.app:ClassifierService",
-             "--host", "127.0.0.1", "--port", str(port)],
-            cwd=PROJECT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    SERVERS[url] = process
-    SERVER_LOGS[url] = log
-    try:
-        wait_until(lambda: answers_200(f"{url}/readyz", process, log), f"bentoml serve on {url}", READY_TIMEOUT_S)
-        yield url
-    finally:
-        del SERVERS[url], SERVER_LOGS[url]
-        stop(process, signal.SIGTERM, log)
+    with servers.launched("bentoml serve", servers.service_command, home / "serve.log", env) as server:
+        SERVERS[server.url] = server.process
+        SERVER_LOGS[server.url] = server.log
+        try:
+            yield server.url
+        finally:
+            del SERVERS[server.url], SERVER_LOGS[server.url]
+            stop(server.process, signal.SIGTERM, server.log)
 
 
 def stop(process: subprocess.Popen[bytes], how: signal.Signals, log: Path | None = None) -> None:
-    """Signal a server's arbiter and, for SIGKILL, its workers too: circus starts each worker in a session of its
-    own, so only the arbiter stops them gracefully. A server still running after `STOP_TIMEOUT_S` is killed, and
-    the test fails with its `log`'s tail."""
-    workers = _workers(process)
-    with contextlib.suppress(ProcessLookupError):  # already gone, or killed by the test
-        os.killpg(process.pid, how)
-    if how == signal.SIGKILL:
-        _kill(workers)
-    try:
-        process.wait(timeout=STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        _kill([w for w in workers if w.is_running()])
+    """`bench.servers.stop`: signal a server's process group (SIGKILL: its workers too, by pid). A server still
+    running after `STOP_TIMEOUT_S` is killed, and the test fails with its `log`'s tail."""
+    if not servers.stop(process, how):
         tail = log_tails([(str(process.args), log)]) if log is not None else ""
         pytest.fail(f"{process.args} did not stop within {STOP_TIMEOUT_S}s of {how.name}{tail}")
-    _kill([w for w in workers if w.is_running()])
-
-
-def _workers(process: subprocess.Popen[bytes]) -> list[psutil.Process]:
-    with contextlib.suppress(psutil.NoSuchProcess):
-        return list(psutil.Process(process.pid).children(recursive=True))
-    return []
-
-
-def _kill(processes: list[psutil.Process]) -> None:
-    for child in processes:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            child.kill()
-    psutil.wait_procs(processes, timeout=STOP_TIMEOUT_S)
 
 
 @pytest.fixture(scope="session")

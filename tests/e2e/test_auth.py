@@ -13,7 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import PROJECT, serving, wait_until
+from bench.servers import PROJECT
+from tests.e2e.conftest import serving, wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bench.servers import PROJECT
 from service.settings import DEFAULT_CATALOG
-from tests.e2e.conftest import PROJECT
 from tests.lock import lock_runtime_pins, requirement_pins
 
 pytestmark = pytest.mark.e2e

@@ -20,9 +20,9 @@ from typing import Any
 import httpx
 import pytest
 
+from bench.servers import PROJECT
 from tests.e2e.conftest import (
     LOAD_CONNECTIONS,
-    PROJECT,
     TIMEOUT,
     predict_load,
     scrape,

@@ -14,10 +14,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.servers import PROJECT
 from models.catalog import evaluation_rows
 from tests.e2e.conftest import (
     LOAD_CONNECTIONS,
-    PROJECT,
     TIMEOUT,
     heartbeats,
     predict_load,

@@ -39,8 +39,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.servers import PROJECT
 from service.feedback.ids import parse_id
-from tests.e2e.conftest import PROJECT, SERVER_LOGS, log_tails, serving
+from tests.e2e.conftest import SERVER_LOGS, log_tails, serving
 
 pytestmark = pytest.mark.e2e
 

@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
+from bench.postgres import fresh_database
 from models.catalog import evaluation_rows
 from service.monitoring.metrics import Metrics
 from service.monitoring.monitor import ModelMonitor, MonitoringConfig
 from service.store import LoadedModel, load_model
 from tests.e2e import conftest as e2e
-from tests.postgres import fresh_database
 
 pytestmark = pytest.mark.e2e
 

@@ -18,11 +18,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.servers import STOP_TIMEOUT_S
 from models.catalog import evaluation_rows
 from service.database.engine import create_database_engine
 from service.feedback.ids import parse_id
 from service.feedback.prediction_store import PredictionStore
-from tests.e2e.conftest import SERVER_LOGS, SERVERS, STOP_TIMEOUT_S, TIMEOUT, serving, stop, wait_until
+from tests.e2e.conftest import SERVER_LOGS, SERVERS, TIMEOUT, serving, stop, wait_until
 
 pytestmark = pytest.mark.e2e
 

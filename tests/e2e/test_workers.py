@@ -17,20 +17,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.servers import READY_TIMEOUT_S
 from service.home import server_metrics_folder
 from service.monitoring.monitor import RECONSTRUCTION_TOTALS
 from service.monitoring.window import TOTALS, window_file
-from tests.e2e.conftest import (
-    READY_TIMEOUT_S,
-    SERVERS,
-    TIMEOUT,
-    Samples,
-    heartbeats,
-    scrape_when,
-    serving,
-    value,
-    wait_until,
-)
+from tests.e2e.conftest import SERVERS, TIMEOUT, Samples, heartbeats, scrape_when, serving, value, wait_until
 from tests.helpers import digits_rows
 
 pytestmark = pytest.mark.e2e

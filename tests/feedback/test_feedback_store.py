@@ -1,5 +1,5 @@
 """Feedback's store (labels, their history, outcomes), the same tests on SQLite and on a real PostgreSQL
-(tests/postgres.py)."""
+(bench/postgres.py)."""
 
 from __future__ import annotations
 

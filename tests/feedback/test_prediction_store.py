@@ -1,4 +1,4 @@
-"""The request log's store, the same tests on SQLite and on a real PostgreSQL (tests/postgres.py)."""
+"""The request log's store, the same tests on SQLite and on a real PostgreSQL (bench/postgres.py)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Realized figures' store: aggregates by prediction time, exact over any range; on SQLite and on a real PostgreSQL
-(tests/postgres.py)."""
+(bench/postgres.py)."""
 
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from starlette.testclient import TestClient
 
+from bench.servers import free_port
 from models.__main__ import BAD_DATA_EXIT, main
 from models.catalog import CATALOG
 from models.dataset import DataError, prepare
@@ -20,7 +21,6 @@ from models.examples import drifted_reviews_table, reviews_table
 from models.replay import HttpClient, replay
 from models.training import TrainingOptions, fit_and_register, split
 from service.store import load_model
-from tests.e2e.conftest import free_port
 from tests.models.test_train import unique
 
 TARGETS = ["bin", "multi", "tags", "path"]

@@ -1,5 +1,5 @@
 """Rollout's store (model versions, what is served and shadowed, admin actions, shadows' decisions), the same tests
-on SQLite and on a real PostgreSQL (tests/postgres.py)."""
+on SQLite and on a real PostgreSQL (bench/postgres.py)."""
 
 from __future__ import annotations
 

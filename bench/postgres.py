@@ -10,12 +10,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from .servers import free_port
 
 DATABASE = "clf"
 START_TIMEOUT_S = 300  # pg_ctl -w waits this long: a loaded machine has taken minutes to start servers
@@ -31,12 +32,6 @@ def server_bin() -> Path:
     if not candidates:
         raise PostgresUnavailable("no PostgreSQL server binaries: run scripts/install-system-deps.sh (as root)")
     return candidates[-1].parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _as_owner(command: list[str], log: Path) -> None:
