@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from ..classifiers import Truth, get_task
-from ..rollout.rollout_store import RolloutStore
+from .rollout_store import RolloutStore
 
 
 @dataclass(frozen=True)
