@@ -65,7 +65,9 @@ class Promotions:
     """Promotes versions on request and follows the ones other workers promote (a daemon thread); loads the versions
     a registry serves at its start."""
 
-    def __init__(self, plan: RolloutPlan, log: PredictionLog, trusted_types: Sequence[str], poll_seconds: float):
+    def __init__(
+        self, plan: RolloutPlan, log: PredictionLog, trusted_types: Sequence[str], poll_seconds: float
+    ) -> None:
         self._plan = plan
         self._log = log
         self._trusted_types = tuple(trusted_types)
