@@ -15,7 +15,7 @@ import pandas as pd
 from service.export import EVERY_CALLER, Callers, ExportError, key_range, open_stores, rows
 from service.feedback.stores import LogStores
 from service.feedback.timerange import parse_time
-from service.feedback.versions import Versions
+from service.rollout.versions import Versions
 from service.settings import Settings
 
 from .dataset import DataError

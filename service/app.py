@@ -48,7 +48,6 @@ from .openapi.responses import (
     PromoteResponse,
     ShadowResponse,
 )
-from .rollout.promotion import Promotions
 from .schemas import (
     FeedbackRequest,
     PerformanceQuery,
@@ -209,18 +208,18 @@ def admin(request: Request, service: ClassifierService) -> tuple[str, str]:
 async def promote(request: Request, service: ClassifierService) -> Any:
     name, by = admin(request, service)
     body = parse_promote_request(await decode_json(await read_body(request, service.settings.max_body_bytes)))
-    return await service.promotions.promote(name, body.version, by, body.force)
+    return await service.registry.rollout.promote(name, body.version, by, body.force)
 
 
 async def set_shadow(request: Request, service: ClassifierService) -> Any:
     name, by = admin(request, service)
     body = parse_version_request(await decode_json(await read_body(request, service.settings.max_body_bytes)))
-    return await service.promotions.shadow(name, body.version, by)
+    return await service.registry.rollout.shadow(name, body.version, by)
 
 
 async def stop_shadow(request: Request, service: ClassifierService) -> Any:
     name, by = admin(request, service)
-    return await service.promotions.shadow(name, None, by)
+    return await service.registry.rollout.shadow(name, None, by)
 
 
 async def metrics(request: Request, service: ClassifierService) -> Response:
@@ -384,8 +383,7 @@ class ClassifierService:
         self.log = PredictionLog(log_config(self.settings), self.metrics)
         self.log.start()  # first: the log's database says which version of a model was promoted
         self.registry = ModelRegistry.load(self.settings, self.metrics, self.log)
-        self.promotions = Promotions(lambda: self.registry, self.log, self.settings.promotion_poll_seconds)
-        self.promotions.start()
+        self.registry.rollout.start()
         self.loop = FeedbackLoop(
             self.log,
             self.metrics,
@@ -428,7 +426,7 @@ class ClassifierService:
     def flush_prediction_log(self) -> None:
         """A graceful stop writes the queued predictions, and the model calls and metric increments waiting to be
         observed and written, before the worker exits."""
-        self.promotions.stop()
+        self.registry.rollout.stop()
         self.registry.shadows.stop()  # before the log closes: the shadows' last records are queued for it
         self.loop.close()
         self.log.close()

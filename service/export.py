@@ -33,7 +33,7 @@ from .database.engine import create_database_engine, current_revision, head_revi
 from .feedback.ids import first_key_at, prediction_id
 from .feedback.stores import LogStores
 from .feedback.timerange import parse_time
-from .feedback.versions import VersionInfo, Versions
+from .rollout.versions import VersionInfo, Versions
 from .settings import Settings
 
 PAGE_REQUESTS = 500

@@ -7,7 +7,7 @@ import logging
 import os
 import time
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -18,15 +18,14 @@ from .classifiers import InvalidInputError, InvalidModelError, NonFiniteScoreErr
 from .errors import ModelUnavailableError, UnknownModelError
 from .feedback.ids import prediction_ids
 from .feedback.log import Entry, LogConfig, PredictionLog
-from .feedback.versions import version_info
 from .monitoring.metrics import NO_MODEL, Metrics
 from .monitoring.monitor import ModelMonitor, MonitoringConfig, render_drift, window_directory
 from .monitoring.window import SlidingCounts
-from .rollout.rollout_store import Rollout
-from .rollout.shadow import ShadowRunner, check_shadow
+from .rollout.promotion import Promotions
+from .rollout.shadow import ShadowRunner
 from .schemas import PredictRequest
 from .settings import Settings
-from .store import LoadedModel, load_model
+from .store import LoadedModel
 
 logger = logging.getLogger(__name__)
 
@@ -79,12 +78,14 @@ class ModelRegistry:
     log: PredictionLog
     inference: Executor
     shadows: ShadowRunner
+    rollout: Promotions  # says which versions to serve, here and as other workers promote them
     served: dict[str, Served] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
-    pinned: set[str] = field(default_factory=set)  # configured as `name:version`: promotions do not move them
 
     @classmethod
     def load(cls, settings: Settings, metrics: Metrics, log: PredictionLog) -> ModelRegistry:
+        """The configured models, in the versions their rollout says (`rollout.plan`), which tells this registry
+        what to serve from then on."""
         # one inference thread per worker: model calls overlap request parsing, not each other
         inference = ThreadPoolExecutor(
             max_workers=1,
@@ -95,49 +96,23 @@ class ModelRegistry:
         shadows = ShadowRunner(
             metrics, log, settings.shadow_max_pending_rows, functools.partial(limit_native_threads, settings)
         )
-        registry = cls(settings, metrics, log, inference, shadows)
-        rollout = log.rollout()
-        promoted, shadows_set = rollout.promoted, registry.shadow_versions(rollout)
-        for entry in settings.models:
-            name, _, version = entry.partition(":")
-            if version and version != "latest":
-                registry.pinned.add(name)
-            else:
-                version = promoted.get(name, "latest")
+        rollout = Promotions.configured(settings, log)
+        registry = cls(settings, metrics, log, inference, shadows, rollout)
+        for name, version, shadow in rollout.starting_versions():
             try:
-                model = load_model(f"{name}:{version}", settings.trusted_types)
-                served = registry.serving(model, registry.load_shadow(model, shadows_set.get(name)))
+                model = rollout.load_served(name, version)
+                served = registry.serving(model, rollout.load_shadow(model, shadow))
             except Exception as exc:  # noqa: BLE001 -- one model's broken artifact must not take the others down
                 registry.failed[name] = load_failure(exc)
                 logger.error(
-                    "model %s failed to load: %s", entry, registry.failed[name], exc_info=unexpected_failure(exc)
-                )
+                    "model %s:%s failed to load: %s", name, version, registry.failed[name],
+                    exc_info=unexpected_failure(exc),
+                )  # fmt: skip
                 continue
             registry.swap(served)
             logger.info("serving %s (%s)", model.tag, model.task.name)
+        rollout.attach(registry)
         return registry
-
-    def shadow_versions(self, rollout: Rollout) -> dict[str, str]:
-        """model -> its shadow version: the admin route's (`rollout`, from the log's database), else
-        `CLF_SHADOW`'s."""
-        configured = dict(entry.split(":", 1) for entry in self.settings.shadow)
-        return configured | rollout.shadows
-
-    def load_shadow(self, served: LoadedModel, version: str | None) -> LoadedModel | None:
-        """The shadow version of a served model, or None (none set, the served version itself, or one that cannot
-        shadow it: said in the log, and the model is served without)."""
-        if version is None or version == served.version:
-            return None
-        try:
-            shadow = load_model(f"{served.name}:{version}", self.settings.trusted_types)
-            check_shadow(served, shadow)
-        except (InvalidModelError, InvalidInputError) as exc:
-            logger.error("%s is served without its shadow %s: %s", served.tag, version, getattr(exc, "message", exc))
-            return None
-        # known to the log: labels of the rows it shadowed realize its figures beside the served version's
-        self.log.versions.serve(version_info(shadow.name, shadow.version, shadow.task.name, shadow.card.logged))
-        logger.info("%s shadows %s", shadow.tag, served.tag)
-        return shadow
 
     def serving(self, model: LoadedModel, shadow: LoadedModel | None = None) -> Served:
         """`model` with its card, a monitor and a batcher of its own (and `shadow`), ready to be served."""
@@ -158,8 +133,17 @@ class ModelRegistry:
                 monitor.observe_accepted if monitor else None,
                 functools.partial(observe_scores, model.task, monitor) if monitor else None,
             )
-        self.log.versions.serve(version_info(model.name, model.version, model.task.name, model.card.logged))
         return Served(model, card, monitor, batcher, shadow)
+
+    def serve(self, model: LoadedModel, shadow: LoadedModel | None) -> str | None:
+        """Serve `model` (with `shadow`) in place of its model's current version, which it returns (None: none);
+        `rollout.Promotions` calls it on a thread: the new monitor creates its window files."""
+        replaced = self.swap(self.serving(model, shadow))
+        return None if replaced is None else replaced.model.version
+
+    def reshadow(self, name: str, shadow: LoadedModel | None) -> None:
+        """Keep serving `name`'s version, with `shadow` (None: none)."""
+        self.swap(replace(self.served[name], shadow=shadow))
 
     def swap(self, served: Served) -> Served | None:
         """Serve `served` in place of its model's current version (one assignment: requests already under way
@@ -178,10 +162,6 @@ class ModelRegistry:
             if after is not None:
                 self.metrics.shadow_info.labels(model=name, version=after).set(1)
         return previous
-
-    @property
-    def loaded(self) -> dict[str, LoadedModel]:
-        return {name: served.model for name, served in self.served.items()}
 
     @property
     def ready(self) -> bool:

@@ -101,7 +101,7 @@ def metric(api: TestClient, name: str, **labels: str) -> float | None:
 
 def metadata(model: str) -> dict[str, Any]:
     service = bentoml.get_current_service()
-    return service.registry.loaded[model].card.to_metadata()
+    return service.registry.served[model].model.card.to_metadata()
 
 
 # --- realized figures --------------------------------------------------------------------------------------------
@@ -185,7 +185,7 @@ def test_a_prediction_keeps_the_last_labels_of_its_history_only(api: TestClient)
 def test_realized_gauges_on_metrics_follow_the_labels(api: TestClient) -> None:
     X, y = cancer_rows(40)
     model = "breast_cancer"
-    version = bentoml.get_current_service().registry.loaded[model].version
+    version = bentoml.get_current_service().registry.served[model].model.version
     before = metric(api, "classifier_realized_labelled", model=model, version=version) or 0.0
     ids = predict(api, model, X)
     names = np.array(["malignant", "benign"])
@@ -264,7 +264,7 @@ def test_labelled_predictions_are_counted_right_or_wrong_at_their_first_label(
     """The counter behind classifier:realized_accuracy:rate10m judges by the realized figures' own truth rules (the
     same set, the same leaf): its correct share is /performance's accuracy on the same predictions."""
     since = datetime.now(UTC)
-    version = bentoml.get_current_service().registry.loaded[model].version
+    version = bentoml.get_current_service().registry.served[model].model.version
     ids = predict(api, model, digits_rows(40)[0])
 
     def counted() -> dict[str, float]:
@@ -497,7 +497,7 @@ def test_performance_errors(api: TestClient) -> None:
 def test_a_hostile_request_between_normal_ones_loses_none_of_theirs(api: TestClient) -> None:
     """One `top_k` of 401 digits a second made the writer fail the batch of every client of its model version:
     150 of 156 normal predictions were lost (issue 17). Now it is a 400, and every normal prediction is logged."""
-    version = bentoml.get_current_service().registry.loaded["digits"].version
+    version = bentoml.get_current_service().registry.served["digits"].model.version
     labels = {"model": "digits", "version": version, "result": "failed"}
     failed = metric(api, "classifier_prediction_log_rows_total", **labels) or 0.0
     rows = orjson.dumps(digits_rows(1)[0].tolist()).decode()

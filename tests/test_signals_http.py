@@ -124,7 +124,7 @@ def realized_accuracy(model: str, X: np.ndarray, y: np.ndarray) -> float:
     """The share of the model's default decisions on `X` that `y` says are right, by the rule registration measures
     accuracy with (a task's decision keys against its truth keys: the same set for multilabel, the leaf for
     hierarchical)."""
-    task = bentoml.get_current_service().registry.loaded[model].task
+    task = bentoml.get_current_service().registry.served[model].model.task
     decided = np.asarray(task.decision_keys(task.score(X)).tolist(), dtype=object)
     return float(np.mean(decided == np.asarray(task.validation_keys(y), dtype=object)))
 
@@ -136,7 +136,7 @@ def _has_label(prediction: dict[str, Any]) -> bool:
 def test_calibrated_confidence_is_monotone_and_within_zero_and_one(api: TestClient) -> None:
     """Every catalog model's calibration map, over the whole range of confidence."""
     for model in CATALOG:
-        calibration = bentoml.get_current_service().registry.loaded[model].task.calibration
+        calibration = bentoml.get_current_service().registry.served[model].model.task.calibration
         grid = np.linspace(0.0, 1.0, 201)
         mapped = calibration(grid)
         assert np.all(np.diff(mapped) >= 0) and mapped.min() >= 0.0 and mapped.max() <= 1.0
@@ -147,7 +147,7 @@ def test_every_feature_of_a_model_under_the_cap_is_watched(api: TestClient, tmp_
     `mean radius`, scaled by 1.8 drifts in a fresh monitor while the others stay put."""
     card = api.get("/models/breast_cancer").json()
     assert sorted(card["monitored_features"]) == sorted(card["features"]["names"])
-    loaded = bentoml.get_current_service().registry.loaded["breast_cancer"]
+    loaded = bentoml.get_current_service().registry.served["breast_cancer"].model
     monitor = ModelMonitor(
         "breast_cancer",
         loaded.version,

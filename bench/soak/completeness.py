@@ -16,7 +16,7 @@ from service.export import open_stores
 from service.feedback.ids import parse_id
 from service.feedback.prediction_store import Prediction, PredictionStore
 from service.feedback.stores import LogStores
-from service.feedback.versions import Versions
+from service.rollout.versions import Versions
 from service.settings import Settings
 
 from .figures import Completeness

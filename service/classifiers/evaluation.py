@@ -5,17 +5,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_curve
 
-from ..card import CalibrationMap
-
-if TYPE_CHECKING:
-    from ..card import ModelCard
-    from .base import Task
+from ..card import CalibrationMap, ModelCard
+from .truth import DecisionKeys
 
 CALIBRATION_BINS = 10
 LOG_LOSS_EPS = 1e-15
@@ -89,6 +86,21 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray) -> f
     conf_sum = np.bincount(bins, weights=confidence, minlength=CALIBRATION_BINS)
     correct_sum = np.bincount(bins, weights=np.asarray(correct, dtype=float), minlength=CALIBRATION_BINS)
     return float(np.abs(conf_sum - correct_sum).sum() / max(len(confidence), 1))
+
+
+class Task(Protocol):
+    """What registration measures of a task (`base.Task`, which takes its `Calibration` from here: written against
+    this protocol, this module does not import it back)."""
+
+    def score(self, X: Any) -> Any: ...
+
+    def decision_keys(self, scores: Any) -> DecisionKeys: ...
+
+    def row_confidence(self, scores: Any) -> np.ndarray: ...
+
+    def validation_keys(self, y_val: Any) -> list[str]: ...
+
+    def score_matrix(self, X: Any) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)

@@ -33,11 +33,11 @@ from ..database.codecs import encode_floats, encode_inputs, encode_keys
 from ..database.driver import share_the_lock
 from ..database.engine import create_database_engine, migrate
 from ..monitoring.metrics import Children, Metrics
-from ..rollout.rollout_store import Rollout, RolloutStore, ShadowRecord
+from ..rollout.rollout_store import RolloutStore, ShadowRecord
+from ..rollout.versions import Versions
 from .ids import first_key_at, new_key
 from .prediction_store import RequestRecord
 from .stores import LogStores
-from .versions import Versions
 
 logger = logging.getLogger(__name__)
 
@@ -152,19 +152,6 @@ class PredictionLog:
             raise DatabaseUnavailableError(self._problem)
         return self._stores
 
-    def rollout(self) -> Rollout:
-        """The versions promoted and the shadows set through the admin routes; none while the database is
-        unavailable (models then serve their newest version that is not a candidate, or stay as they are)."""
-        try:
-            return self.stores.rollout.rollout()
-        except (DatabaseUnavailableError, sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
-            logger.warning("prediction log: promoted and shadow versions unavailable: %s", _describe(exc))
-            return Rollout()
-
-    @property
-    def queued_rows(self) -> int:
-        return self._queued_rows
-
     def close(self, timeout: float = SHUTDOWN_FLUSH_SECONDS) -> None:
         """Stop accepting entries, write what is queued (for up to `timeout`), and stop the thread."""
         with self._condition:
@@ -194,7 +181,7 @@ class PredictionLog:
             stores = LogStores.over(self._engine)
         except Exception as exc:  # noqa: BLE001 -- any failure leaves the log unavailable until a retry succeeds
             self._stores = None
-            self._problem = f"the prediction log's database is unavailable: {_describe(exc)}"
+            self._problem = f"the prediction log's database is unavailable: {describe_error(exc)}"
             logger.error("prediction log: %s", self._problem)
             return False
         self._stores = stores
@@ -258,9 +245,11 @@ class PredictionLog:
                 self._queue.extendleft(reversed([entry for entry in encoded if entry.key not in done]))
             self._count(written, "written")
             self._stores = None
-            self._problem = f"the prediction log's database is unavailable: {_describe(exc)}"
+            self._problem = f"the prediction log's database is unavailable: {describe_error(exc)}"
             logger.error(
-                "prediction log: writing %d requests failed, will retry: %s", len(encoded) - len(done), _describe(exc)
+                "prediction log: writing %d requests failed, will retry: %s",
+                len(encoded) - len(done),
+                describe_error(exc),
             )
             return False
         if written:
@@ -294,7 +283,7 @@ class PredictionLog:
         except UNREACHABLE:
             raise
         except Exception as exc:  # noqa: BLE001 -- retried before the next batch
-            logger.error("prediction log: recording the served model versions failed: %s", _describe(exc))
+            logger.error("prediction log: recording the served model versions failed: %s", describe_error(exc))
 
     def _lost(self, failures: Sequence[tuple[Entry, Exception]], why: str) -> None:
         """Count entries that cannot be written as failed, and say so in one line (no traceback per entry)."""
@@ -305,7 +294,7 @@ class PredictionLog:
         logger.error(
             "prediction log: %d requests (%d predictions) %s and are lost; the first, %s of model %s version %s: %s",
             len(failures), sum(entry.rows for entry, _ in failures), why, first.key, first.model, first.version,
-            _describe(error),
+            describe_error(error),
         )  # fmt: skip
 
     def _write_shadows(self, store: RolloutStore) -> None:
@@ -373,7 +362,7 @@ class PredictionLog:
         try:
             deleted = stores.predictions.delete_before(first_key_at(cutoff))
         except Exception as exc:  # noqa: BLE001 -- retried at the next check
-            logger.error("prediction log: deleting predictions past retention failed: %s", _describe(exc))
+            logger.error("prediction log: deleting predictions past retention failed: %s", describe_error(exc))
             return
         if deleted:
             self._metrics.log_deleted_rows.inc(deleted)
@@ -413,7 +402,7 @@ def _options_json(options: Options) -> str:
     return orjson.dumps({name: getattr(options, name) for name in sorted(given)}).decode() if given else "{}"
 
 
-def _describe(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
     """The first line of an exception's message (driver errors carry the SQL and a link on later lines)."""
     text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"

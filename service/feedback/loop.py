@@ -27,6 +27,7 @@ from ..database.codecs import decode_inputs
 from ..errors import DependencyUnavailableError, UnknownModelError, UnknownPredictionError
 from ..monitoring.metrics import NO_MODEL, Children, Metrics, PendingWrites, render_gauges
 from ..rollout.rollout_store import RolloutStore
+from ..rollout.versions import VersionInfo
 from .feedback_store import LabelWrite, OutcomeWrite, Stored
 from .ids import PredictionRef, issued_at, parse_id
 from .log import DatabaseUnavailableError, PredictionLog
@@ -35,7 +36,6 @@ from .realized import VersionFigures, realized_families
 from .realized_store import OutcomeTotal
 from .stores import LogStores
 from .timerange import parse_time
-from .versions import VersionInfo
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,6 @@ from sklearn.preprocessing import StandardScaler
 from starlette.testclient import TestClient
 
 from models.__main__ import BAD_DATA_EXIT, main
-from service.rollout.promotion import Promotions
 from service.serving import ModelRegistry
 from service.store import register_model
 from tests.helpers import Samples, scrape
@@ -59,13 +58,6 @@ def promote(api: TestClient, model: str, version: Any) -> Any:
     return api.post(f"/admin/models/{model}/promote", json={"version": version, "force": True})
 
 
-@pytest.fixture
-def served(api: TestClient, reconfigure: Callable[..., None]) -> tuple[str, str, str]:
-    name, v1, v2 = two_versions()
-    reconfigure(models=name, admin=True)
-    return name, v1, v2
-
-
 def test_a_candidate_is_served_only_once_promoted_and_a_rollback_is_a_promotion(
     api: TestClient, served: tuple[str, str, str]
 ) -> None:
@@ -93,7 +85,7 @@ def test_another_worker_follows_the_promotion_and_a_new_one_starts_on_it(
     other = ModelRegistry.load(service.settings, service.metrics, service.log)  # a worker started before
     assert other.served[name].model.version == v1
     assert promote(api, name, v2).status_code == 200
-    Promotions(lambda: other, service.log, 3600).follow()  # its next poll
+    other.rollout.follow()  # its next poll
     assert other.served[name].model.version == v2
     assert ModelRegistry.load(service.settings, service.metrics, service.log).served[name].model.version == v2
 
@@ -197,7 +189,7 @@ def test_the_promote_command_records_the_version_for_every_worker(
     assert "--force" in capsys.readouterr().err and service.log.stores.rollout.admin_actions(name) == []
     assert main(["promote", f"{name}:{v2}", "--force"]) == 0
     assert f"promoted {name}:{v2}" in capsys.readouterr().out
-    Promotions(lambda: service.registry, service.log, 3600).follow()
+    service.registry.rollout.follow()
     assert scores(api, name)[0] == v2
     (action,) = service.log.stores.rollout.admin_actions(name)
     assert (action.caller, action.action, action.from_version, action.to_version) == (

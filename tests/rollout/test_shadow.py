@@ -17,7 +17,6 @@ from starlette.testclient import TestClient
 
 from service.classifiers import DecisionKeys, Options
 from service.database.schema import shadow_predictions
-from service.rollout.promotion import Promotions
 from service.rollout.shadow import agreeing
 from service.serving import ModelRegistry
 from service.settings import Settings
@@ -104,18 +103,18 @@ def test_the_admin_route_sets_and_stops_a_shadow_on_every_worker(
     assert started.json() == {"model": name, "version": v1, "shadow": v2}
     scores(api, name)
     wait_for(lambda: shadow_rows(name, v2, "agree") + shadow_rows(name, v2, "disagree") == len(ROWS), "the shadow")
-    assert bentoml.get_current_service().log.rollout().shadows[name] == v2  # recorded: other workers follow
+    assert service.log.stores.rollout.rollout().shadows[name] == v2  # recorded: other workers follow
     assert api.get(f"/models/{name}").json()["shadow"] == v2
     assert service.metrics.shadow_info.labels(model=name, version=v2)._value.get() == 1
-    Promotions(lambda: other, service.log, 3600).follow()  # its next poll
+    other.rollout.follow()  # its next poll
     assert other.served[name].shadow is not None and other.served[name].shadow.version == v2
 
     stopped = api.delete(f"/admin/models/{name}/shadow")
     assert stopped.status_code == 200 and stopped.json()["shadow"] is None
     scores(api, name)
     assert bentoml.get_current_service().registry.served[name].shadow is None
-    assert name not in bentoml.get_current_service().log.rollout().shadows
-    Promotions(lambda: other, service.log, 3600).follow()
+    assert name not in service.log.stores.rollout.rollout().shadows
+    other.rollout.follow()
     assert other.served[name].shadow is None
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..card import LoggedCard, Validation
 from ..classifiers import Truth, get_task
-from ..rollout.rollout_store import RolloutStore
+from .rollout_store import RolloutStore
 
 
 @dataclass(frozen=True)
