@@ -21,6 +21,10 @@ holds the connection, and its socket, for ever. ASGI middleware cannot help: it 
 each connection of uvicorn's httptools protocol (the one it picks when httptools is installed, as here) is closed
 when a request's headers are not complete within `header_timeout` seconds of the connection opening or of the
 previous answer; a request's body and its answer are the traffic timeout's.
+
+An upgrade that moves or changes a patched internal must fail loudly, not lose a fix silently: `check_targets` runs
+when this module is imported and raises `BentoMLInternalsChanged`, naming the target, when one is missing or its code
+no longer does what the replacement was written against.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +44,57 @@ from uvicorn.protocols.http import auto, httptools_impl
 
 from .errors import TIMEOUT
 from .home import SERVER_FOLDER_PREFIX, server_metrics_folder
+
+
+class BentoMLInternalsChanged(RuntimeError):
+    """An internal of BentoML or uvicorn that a fix replaces or wraps has moved or changed."""
+
+
+# What each patched function uses, as written for the pinned versions. `TimeoutMiddleware.__call__` is replaced
+# whole: its names must be exactly these, or BentoML changed what `_call` re-implements. The uvicorn methods are
+# wrapped: the attributes the wrappers read must still be set or used by them.
+_TIMEOUT_CALL_NAMES = {
+    "JSONResponse", "TimeoutError", "_set_timer_out", "app", "asyncio", "call_later", "cancel", "create_future",
+    "ensure_future", "get_running_loop", "timeout",
+}  # fmt: skip
+_PROTOCOL_USES = {
+    "__init__": {"loop", "transport", "timeout_keep_alive_task"},
+    "connection_made": {"transport"},
+    "connection_lost": {"transport"},
+    "on_headers_complete": {"transport"},
+    "on_response_complete": {"transport", "timeout_keep_alive_task"},
+}
+_CONTAINER_ENTRIES = (
+    "bentoml_home", "model_store_dir", "model_store", "bento_store_dir", "bento_store", "prometheus_multiproc_dir",
+)  # fmt: skip
+
+
+def _names(function: Any) -> set[str]:
+    return set(getattr(getattr(function, "__code__", None), "co_names", ()))
+
+
+def check_targets(middleware: Any, timeout_call: Any, protocol: Mapping[str, Any], container: Any) -> None:
+    """Raise `BentoMLInternalsChanged` unless BentoML's TimeoutMiddleware class `middleware` and its own
+    `timeout_call` (its `__call__` before the fix), the methods of uvicorn's httptools protocol by name (before the
+    fix) and BentoML's configuration `container` are as the fixes were written for."""
+    problems = []
+    if not callable(getattr(middleware, "_set_timer_out", None)):
+        problems.append("bentoml's TimeoutMiddleware has no _set_timer_out")
+    if _names(timeout_call) != _TIMEOUT_CALL_NAMES:
+        problems.append("bentoml's TimeoutMiddleware.__call__ changed: review the replacement `_call`")
+    if not {"app", "timeout"} <= _names(middleware.__init__):
+        problems.append("bentoml's TimeoutMiddleware no longer sets app and timeout")
+    for method, attributes in _PROTOCOL_USES.items():
+        missing = attributes - _names(protocol.get(method))
+        if missing:
+            problems.append(f"uvicorn's HttpToolsProtocol.{method} no longer uses {sorted(missing)}")
+    for entry in _CONTAINER_ENTRIES:
+        if not all(callable(getattr(getattr(container, entry, None), name, None)) for name in ("get", "set")):
+            problems.append(f"bentoml's BentoMLContainer has no settable {entry}")
+    if problems:
+        raise BentoMLInternalsChanged(
+            "service/bentoml_fixes.py was written for other BentoML/uvicorn internals: " + "; ".join(problems)
+        )
 
 
 async def _call(self: Any, scope: Any, receive: Any, send: Any) -> None:
@@ -99,6 +155,14 @@ def metrics_folder_of_this_server(home: Path) -> Path | None:
 
 
 Protocol = httptools_impl.HttpToolsProtocol
+# the targets as the libraries define them, before `apply` replaces or wraps them
+TARGETS = (
+    traffic.TimeoutMiddleware,
+    traffic.TimeoutMiddleware.__call__,
+    {method: getattr(Protocol, method, None) for method in _PROTOCOL_USES},
+    BentoMLContainer,
+)
+check_targets(*TARGETS)
 _connection_made = Protocol.connection_made
 _connection_lost = Protocol.connection_lost
 _on_headers_complete = Protocol.on_headers_complete

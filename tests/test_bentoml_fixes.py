@@ -1,14 +1,19 @@
-"""The fixes of service/bentoml_fixes.py: BentoML's TimeoutMiddleware leaves no timer behind a request, and uvicorn
-closes a connection whose request headers do not arrive within the header timeout."""
+"""The fixes of service/bentoml_fixes.py: BentoML's TimeoutMiddleware leaves no timer behind a request, uvicorn
+closes a connection whose request headers do not arrive within the header timeout, every fix is in effect once the
+service is imported, and a library whose patched internals moved or changed is refused at import."""
 
 from __future__ import annotations
 
 import asyncio
 import http.client
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import anyio
@@ -131,3 +136,61 @@ def test_a_request_answered_after_the_header_timeout_keeps_its_connection(uvicor
     connection.request("GET", "/")
     assert connection.getresponse().read() == b"ok"
     connection.close()
+
+
+def test_every_fix_is_in_effect_once_the_service_is_imported(api: TestClient) -> None:
+    from bentoml._internal.configuration.containers import BentoMLContainer
+    from bentoml._internal.server.http.traffic import TimeoutMiddleware
+
+    from service.home import bentoml_home
+
+    assert TimeoutMiddleware.__call__ is _call
+    protocol = bentoml_fixes.Protocol
+    assert protocol.connection_made is bentoml_fixes._connection_made_timed
+    assert protocol.connection_lost is bentoml_fixes._connection_lost_timed
+    assert protocol.on_headers_complete is bentoml_fixes._on_headers_complete_timed
+    assert protocol.on_response_complete is bentoml_fixes._on_response_complete_timed
+    assert protocol.clf_header_timeout > 0  # type: ignore[attr-defined]
+    assert Path(BentoMLContainer.bentoml_home.get()).resolve() == bentoml_home()[0].resolve()
+
+
+def test_the_installed_libraries_are_those_the_fixes_were_written_for() -> None:
+    bentoml_fixes.check_targets(*bentoml_fixes.TARGETS)
+
+
+def _without_keep_alive(self: Any) -> None:
+    self.transport.close()
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (lambda t: (type("Middleware", (), {"__init__": t[0].__init__}), *t[1:]), "has no _set_timer_out"),
+        (lambda t: (t[0], _without_keep_alive, *t[2:]), r"TimeoutMiddleware.__call__ changed"),
+        (
+            lambda t: (*t[:2], {**t[2], "on_response_complete": _without_keep_alive}, t[3]),
+            r"on_response_complete no longer uses \['timeout_keep_alive_task'\]",
+        ),
+        (lambda t: (*t[:2], {**t[2], "connection_made": None}, t[3]), r"connection_made no longer uses"),
+        (lambda t: (*t[:3], SimpleNamespace()), "BentoMLContainer has no settable bentoml_home"),
+    ],
+    ids=["timer callback gone", "timeout middleware rewritten", "keep-alive renamed", "method gone", "store moved"],
+)
+def test_a_moved_or_changed_target_is_refused(change: Callable[[tuple[Any, ...]], tuple[Any, ...]], named: str) -> None:
+    with pytest.raises(bentoml_fixes.BentoMLInternalsChanged, match=named):
+        bentoml_fixes.check_targets(*change(bentoml_fixes.TARGETS))
+
+
+def test_a_moved_target_stops_the_import() -> None:
+    """An upgrade that moves a patched internal fails when the service module is imported, before any server runs."""
+    code = (
+        "from bentoml._internal.server.http import traffic\n"
+        "del traffic.TimeoutMiddleware._set_timer_out\n"
+        "import service.bentoml_fixes\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True
+    )
+    assert result.returncode != 0
+    assert "BentoMLInternalsChanged: service/bentoml_fixes.py was written for other" in result.stderr
+    assert "TimeoutMiddleware has no _set_timer_out" in result.stderr

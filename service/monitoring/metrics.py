@@ -1,4 +1,5 @@
-"""The Prometheus metrics of the service: one place that names them, and the only importer of prometheus_client.
+"""The Prometheus metrics of the service: one place that names them, and with `prometheus_fast` (its door to
+prometheus_client's private value cells) the only importer of prometheus_client.
 
 Workers write to `PROMETHEUS_MULTIPROC_DIR` and BentoML's `/metrics` sums their files, so counters and histograms
 add up across workers; each gauge says how workers combine (`multiprocess_mode`).
@@ -26,6 +27,8 @@ from prometheus_client import (
     multiprocess,
 )
 from prometheus_client.core import GaugeMetricFamily
+
+from .prometheus_fast import Cell, HistogramCells, histogram_cells, value_cell
 
 LATENCY_BUCKETS = (
     0.0001,
@@ -55,6 +58,7 @@ LABEL_DELAY_BUCKETS = (1, 10, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 86400, 3 
 FEW_VALUES = 4
 NO_MODEL = "none"  # the `model` label of requests that name no served model
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+MODEL = ("model", "version")  # the labels of the version that answered: a promotion starts new series
 
 
 @dataclass(frozen=True)
@@ -105,247 +109,303 @@ class Metrics:
     def create(cls, registry: CollectorRegistry = REGISTRY, buffered: bool = False) -> Metrics:
         """Create the metrics in `registry` (a fresh `CollectorRegistry()` in unit tests); `buffered`: the hot
         paths' writes wait in memory for `writes.flush()` (see `PendingWrites`)."""
-        r = registry
-        model = ("model", "version")  # the version that answered: a promotion starts new series
         return cls(
             writes=PendingWrites(buffered),
-            requests=Counter("classifier_requests", "Requests answered.", [*model, "endpoint", "code"], registry=r),
-            request_duration=Histogram(
-                "classifier_request_duration_seconds",
-                "End-to-end latency inside the service.",
-                [*model, "endpoint"],
-                buckets=LATENCY_BUCKETS,
-                registry=r,
-            ),
-            in_flight=Gauge(
-                "classifier_requests_in_flight",
-                "Requests being handled.",
-                ["endpoint"],
-                multiprocess_mode="livesum",
-                registry=r,
-            ),
-            inference_duration=Histogram(
-                "classifier_inference_duration_seconds",
-                "Time inside the model for one model call.",
-                model,
-                buckets=LATENCY_BUCKETS,
-                registry=r,
-            ),
-            batch_rows=Histogram(
-                "classifier_batch_rows", "Rows per model call.", model, buckets=ROW_BUCKETS, registry=r
-            ),
-            rows=Counter("classifier_rows", "Rows received in predict requests.", [*model, "outcome"], registry=r),
-            predictions=Counter(
-                "classifier_predictions",
-                "The model's own default decisions, whatever options requests sent (the most frequent training "
-                "classes, the rest as other).",
-                [*model, "label", "level"],
-                registry=r,
-            ),
-            confidence=Histogram(
-                "classifier_prediction_confidence",
-                "Top-1 probability of each default decision (binary: of the decided class; multilabel: per decided "
-                "label; hierarchical: of the full greedy path).",
-                model,
-                buckets=CONFIDENCE_BUCKETS,
-                registry=r,
-            ),
-            estimated_correct=Counter(
-                "classifier_estimated_correct",
-                "Sum over rows of the calibrated probability that the model's default decision is right; over "
-                "classifier_estimated_rows_total, the label-free accuracy estimate.",
-                model,
-                registry=r,
-            ),
-            estimated_rows=Counter(
-                "classifier_estimated_rows", "Rows in classifier_estimated_correct_total.", model, registry=r
-            ),
-            option_requests=Counter(
-                "classifier_option_requests",
-                "Predict requests that set a decision option, by option (what clients ask; pages nobody).",
-                [*model, "option"],
-                registry=r,
-            ),
-            option_predictions=Counter(
-                "classifier_option_predictions",
-                "Labels answered to requests that set a decision option (what clients got; pages nobody).",
-                [*model, "label"],
-                registry=r,
-            ),
-            margin=Histogram(
-                "classifier_prediction_margin",
-                "Top-1 minus top-2 probability.",
-                model,
-                buckets=MARGIN_BUCKETS,
-                registry=r,
-            ),
-            abstentions=Counter(
-                "classifier_abstentions",
-                "Answers with no label because the request's min_confidence was above the model's confidence (what "
-                "clients got; the model's defaults never abstain).",
-                model,
-                registry=r,
-            ),
-            labels_per_instance=Histogram(
-                "classifier_labels_per_instance",
-                "Labels decided per row (multilabel).",
-                model,
-                buckets=COUNT_BUCKETS,
-                registry=r,
-            ),
-            path_depth=Histogram(
-                "classifier_path_depth",
-                "Levels decided per row (hierarchical).",
-                model,
-                buckets=COUNT_BUCKETS,
-                registry=r,
-            ),
-            incomplete_paths=Counter(
-                "classifier_incomplete_paths",
-                "Hierarchical answers whose path the request's min_confidence stopped before a leaf, empty paths "
-                "included (what clients got; the model's default path always reaches a leaf).",
-                model,
-                registry=r,
-            ),
-            input_issues=Counter(
-                "classifier_input_issues",
-                "Data-quality faults in request rows, accepted or rejected.",
-                [*model, "feature", "kind"],
-                registry=r,
-            ),
-            validation_accuracy=Gauge(
-                "classifier_validation_accuracy",
-                "Accuracy on the validation set at registration.",
-                model,
-                multiprocess_mode="max",
-                registry=r,
-            ),
-            validation_mean_confidence=Gauge(
-                "classifier_validation_mean_confidence",
-                "Mean top-1 confidence on the validation set.",
-                model,
-                multiprocess_mode="max",
-                registry=r,
-            ),
-            validation_ece=Gauge(
-                "classifier_validation_ece",
-                "Expected calibration error on the validation set.",
-                model,
-                multiprocess_mode="max",
-                registry=r,
-            ),
-            validation_prediction_share=Gauge(
-                "classifier_validation_prediction_share",
-                "Share of each decided label on the validation set.",
-                [*model, "label", "level"],
-                multiprocess_mode="max",
-                registry=r,
-            ),
-            reference_rows=Gauge(
-                "classifier_reference_rows",
-                "Rows behind the references the drift and accuracy alerts compare with: sample=training (the feature "
-                "profile), sample=calibration (the validation figures and prediction shares).",
-                [*model, "sample"],
-                multiprocess_mode="max",
-                registry=r,
-            ),
-            model_info=Gauge(
-                "classifier_model_info",
-                "The served model version and task: 1 while served, 0 once a promotion replaced it.",
-                [*model, "task"],
-                multiprocess_mode="max",
-                registry=r,
-            ),
-            trained_timestamp=Gauge(
-                "classifier_model_trained_timestamp_seconds",
-                "When the served version was trained.",
-                model,
-                multiprocess_mode="max",
-                registry=r,
-            ),
-            loaded_timestamp=Gauge(
-                "classifier_model_loaded_timestamp_seconds",
-                "When the workers loaded the model.",
-                model,
-                multiprocess_mode="max",
-                registry=r,
-            ),
-            heartbeat=Gauge(
-                "classifier_worker_heartbeat_timestamp_seconds",
-                "Set to the current time by each worker every few seconds; a dead worker's series stops.",
-                multiprocess_mode="all",
-                registry=r,
-            ),
-            feedback_items=Counter(
-                "classifier_feedback_items",
-                "Feedback items received, by kind (label, outcome) and result (accepted or an error code).",
-                [*model, "kind", "result"],
-                registry=r,
-            ),
-            labelled_predictions=Counter(
-                "classifier_labelled_predictions",
-                "Predictions at their first label, by whether the model's default decision was right: result=correct "
-                "or wrong (counted when the label arrives).",
-                [*model, "result"],
-                registry=r,
-            ),
-            label_delay=Histogram(
-                "classifier_label_delay_seconds",
-                "From a prediction to its first label.",
-                model,
-                buckets=LABEL_DELAY_BUCKETS,
-                registry=r,
-            ),
-            outcomes=Counter(
-                "classifier_outcomes",
-                "Business outcomes reported, each (prediction, outcome) once.",
-                [*model, "outcome"],
-                registry=r,
-            ),
-            outcome_value=Counter(
-                "classifier_outcome_value",
-                "Sum of the business outcomes' values, each (prediction, outcome) once.",
-                [*model, "outcome"],
-                registry=r,
-            ),
-            log_rows=Counter(
-                "classifier_prediction_log_rows",
-                "Predictions by what became of them in the log: written, dropped (queue full), failed, unsampled.",
-                [*model, "result"],
-                registry=r,
-            ),
-            log_queue_rows=Gauge(
-                "classifier_prediction_log_queue_rows",
-                "Predictions waiting in the workers' log queues.",
-                multiprocess_mode="livesum",
-                registry=r,
-            ),
-            log_write_duration=Histogram(
-                "classifier_prediction_log_write_duration_seconds",
-                "Time to write one batch of predictions to the log's database.",
-                buckets=LATENCY_BUCKETS,
-                registry=r,
-            ),
-            log_deleted_rows=Counter(
-                "classifier_prediction_log_deleted_rows",
-                "Predictions deleted from the log past the retention period.",
-                registry=r,
-            ),
-            shadow_info=Gauge(
-                "classifier_shadow_info",
-                "Workers carrying this shadow version of the model (each worker sets 1, or 0 once it stopped).",
-                ["model", "version"],  # the shadow version
-                multiprocess_mode="livesum",
-                registry=r,
-            ),
-            shadow_rows=Counter(
-                "classifier_shadow_rows",
-                "Rows a shadow version scored beside the served one, by whether its default decision agreed "
-                "(result: agree, disagree), or rows it left unscored (skipped: it fell behind; failed: it raised).",
-                ["model", "version", "result"],  # the shadow version
-                registry=r,
-            ),
+            **_request_metrics(registry),
+            **_decision_metrics(registry),
+            **_answer_metrics(registry),
+            **_reference_metrics(registry),
+            **_model_metrics(registry),
+            **_feedback_metrics(registry),
+            **_log_metrics(registry),
+            **_shadow_metrics(registry),
         )
+
+
+def _request_metrics(registry: CollectorRegistry) -> dict[str, Any]:
+    """Requests, their latency, the model calls and the rows they carry."""
+    return dict(
+        requests=Counter("classifier_requests", "Requests answered.", [*MODEL, "endpoint", "code"], registry=registry),
+        request_duration=Histogram(
+            "classifier_request_duration_seconds",
+            "End-to-end latency inside the service.",
+            [*MODEL, "endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        ),
+        in_flight=Gauge(
+            "classifier_requests_in_flight",
+            "Requests being handled.",
+            ["endpoint"],
+            multiprocess_mode="livesum",
+            registry=registry,
+        ),
+        inference_duration=Histogram(
+            "classifier_inference_duration_seconds",
+            "Time inside the model for one model call.",
+            MODEL,
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        ),
+        batch_rows=Histogram(
+            "classifier_batch_rows", "Rows per model call.", MODEL, buckets=ROW_BUCKETS, registry=registry
+        ),
+        rows=Counter("classifier_rows", "Rows received in predict requests.", [*MODEL, "outcome"], registry=registry),
+    )
+
+
+def _decision_metrics(registry: CollectorRegistry) -> dict[str, Any]:
+    """The model's own default decisions, their confidence and the label-free accuracy estimate; what requests that
+    set a decision option asked and got."""
+    return dict(
+        predictions=Counter(
+            "classifier_predictions",
+            "The model's own default decisions, whatever options requests sent (the most frequent training "
+            "classes, the rest as other).",
+            [*MODEL, "label", "level"],
+            registry=registry,
+        ),
+        confidence=Histogram(
+            "classifier_prediction_confidence",
+            "Top-1 probability of each default decision (binary: of the decided class; multilabel: per decided "
+            "label; hierarchical: of the full greedy path).",
+            MODEL,
+            buckets=CONFIDENCE_BUCKETS,
+            registry=registry,
+        ),
+        estimated_correct=Counter(
+            "classifier_estimated_correct",
+            "Sum over rows of the calibrated probability that the model's default decision is right; over "
+            "classifier_estimated_rows_total, the label-free accuracy estimate.",
+            MODEL,
+            registry=registry,
+        ),
+        estimated_rows=Counter(
+            "classifier_estimated_rows", "Rows in classifier_estimated_correct_total.", MODEL, registry=registry
+        ),
+        option_requests=Counter(
+            "classifier_option_requests",
+            "Predict requests that set a decision option, by option (what clients ask; pages nobody).",
+            [*MODEL, "option"],
+            registry=registry,
+        ),
+        option_predictions=Counter(
+            "classifier_option_predictions",
+            "Labels answered to requests that set a decision option (what clients got; pages nobody).",
+            [*MODEL, "label"],
+            registry=registry,
+        ),
+    )
+
+
+def _answer_metrics(registry: CollectorRegistry) -> dict[str, Any]:
+    """What the answers looked like per task kind (margin, abstentions, labels, path depth), and the faults of the
+    rows they answered."""
+    return dict(
+        margin=Histogram(
+            "classifier_prediction_margin",
+            "Top-1 minus top-2 probability.",
+            MODEL,
+            buckets=MARGIN_BUCKETS,
+            registry=registry,
+        ),
+        abstentions=Counter(
+            "classifier_abstentions",
+            "Answers with no label because the request's min_confidence was above the model's confidence (what "
+            "clients got; the model's defaults never abstain).",
+            MODEL,
+            registry=registry,
+        ),
+        labels_per_instance=Histogram(
+            "classifier_labels_per_instance",
+            "Labels decided per row (multilabel).",
+            MODEL,
+            buckets=COUNT_BUCKETS,
+            registry=registry,
+        ),
+        path_depth=Histogram(
+            "classifier_path_depth",
+            "Levels decided per row (hierarchical).",
+            MODEL,
+            buckets=COUNT_BUCKETS,
+            registry=registry,
+        ),
+        incomplete_paths=Counter(
+            "classifier_incomplete_paths",
+            "Hierarchical answers whose path the request's min_confidence stopped before a leaf, empty paths "
+            "included (what clients got; the model's default path always reaches a leaf).",
+            MODEL,
+            registry=registry,
+        ),
+        input_issues=Counter(
+            "classifier_input_issues",
+            "Data-quality faults in request rows, accepted or rejected.",
+            [*MODEL, "feature", "kind"],
+            registry=registry,
+        ),
+    )
+
+
+def _reference_metrics(registry: CollectorRegistry) -> dict[str, Any]:
+    """The figures of the served version at registration that the quality and drift alerts compare with."""
+    return dict(
+        validation_accuracy=Gauge(
+            "classifier_validation_accuracy",
+            "Accuracy on the validation set at registration.",
+            MODEL,
+            multiprocess_mode="max",
+            registry=registry,
+        ),
+        validation_mean_confidence=Gauge(
+            "classifier_validation_mean_confidence",
+            "Mean top-1 confidence on the validation set.",
+            MODEL,
+            multiprocess_mode="max",
+            registry=registry,
+        ),
+        validation_ece=Gauge(
+            "classifier_validation_ece",
+            "Expected calibration error on the validation set.",
+            MODEL,
+            multiprocess_mode="max",
+            registry=registry,
+        ),
+        validation_prediction_share=Gauge(
+            "classifier_validation_prediction_share",
+            "Share of each decided label on the validation set.",
+            [*MODEL, "label", "level"],
+            multiprocess_mode="max",
+            registry=registry,
+        ),
+        reference_rows=Gauge(
+            "classifier_reference_rows",
+            "Rows behind the references the drift and accuracy alerts compare with: sample=training (the feature "
+            "profile), sample=calibration (the validation figures and prediction shares).",
+            [*MODEL, "sample"],
+            multiprocess_mode="max",
+            registry=registry,
+        ),
+    )
+
+
+def _model_metrics(registry: CollectorRegistry) -> dict[str, Any]:
+    """Which version serves, when it was trained and loaded, and whether each worker is alive."""
+    return dict(
+        model_info=Gauge(
+            "classifier_model_info",
+            "The served model version and task: 1 while served, 0 once a promotion replaced it.",
+            [*MODEL, "task"],
+            multiprocess_mode="max",
+            registry=registry,
+        ),
+        trained_timestamp=Gauge(
+            "classifier_model_trained_timestamp_seconds",
+            "When the served version was trained.",
+            MODEL,
+            multiprocess_mode="max",
+            registry=registry,
+        ),
+        loaded_timestamp=Gauge(
+            "classifier_model_loaded_timestamp_seconds",
+            "When the workers loaded the model.",
+            MODEL,
+            multiprocess_mode="max",
+            registry=registry,
+        ),
+        heartbeat=Gauge(
+            "classifier_worker_heartbeat_timestamp_seconds",
+            "Set to the current time by each worker every few seconds; a dead worker's series stops.",
+            multiprocess_mode="all",
+            registry=registry,
+        ),
+    )
+
+
+def _feedback_metrics(registry: CollectorRegistry) -> dict[str, Any]:
+    """Feedback received: labels, their delay and correctness, business outcomes."""
+    return dict(
+        feedback_items=Counter(
+            "classifier_feedback_items",
+            "Feedback items received, by kind (label, outcome) and result (accepted or an error code).",
+            [*MODEL, "kind", "result"],
+            registry=registry,
+        ),
+        labelled_predictions=Counter(
+            "classifier_labelled_predictions",
+            "Predictions at their first label, by whether the model's default decision was right: result=correct "
+            "or wrong (counted when the label arrives).",
+            [*MODEL, "result"],
+            registry=registry,
+        ),
+        label_delay=Histogram(
+            "classifier_label_delay_seconds",
+            "From a prediction to its first label.",
+            MODEL,
+            buckets=LABEL_DELAY_BUCKETS,
+            registry=registry,
+        ),
+        outcomes=Counter(
+            "classifier_outcomes",
+            "Business outcomes reported, each (prediction, outcome) once.",
+            [*MODEL, "outcome"],
+            registry=registry,
+        ),
+        outcome_value=Counter(
+            "classifier_outcome_value",
+            "Sum of the business outcomes' values, each (prediction, outcome) once.",
+            [*MODEL, "outcome"],
+            registry=registry,
+        ),
+    )
+
+
+def _log_metrics(registry: CollectorRegistry) -> dict[str, Any]:
+    """The prediction log: what became of each prediction, the queue, the writes and retention."""
+    return dict(
+        log_rows=Counter(
+            "classifier_prediction_log_rows",
+            "Predictions by what became of them in the log: written, dropped (queue full), failed, unsampled.",
+            [*MODEL, "result"],
+            registry=registry,
+        ),
+        log_queue_rows=Gauge(
+            "classifier_prediction_log_queue_rows",
+            "Predictions waiting in the workers' log queues.",
+            multiprocess_mode="livesum",
+            registry=registry,
+        ),
+        log_write_duration=Histogram(
+            "classifier_prediction_log_write_duration_seconds",
+            "Time to write one batch of predictions to the log's database.",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        ),
+        log_deleted_rows=Counter(
+            "classifier_prediction_log_deleted_rows",
+            "Predictions deleted from the log past the retention period.",
+            registry=registry,
+        ),
+    )
+
+
+def _shadow_metrics(registry: CollectorRegistry) -> dict[str, Any]:
+    """Shadow versions: which are carried, and how their decisions compared with the served one."""
+    return dict(
+        shadow_info=Gauge(
+            "classifier_shadow_info",
+            "Workers carrying this shadow version of the model (each worker sets 1, or 0 once it stopped).",
+            ["model", "version"],  # the shadow version
+            multiprocess_mode="livesum",
+            registry=registry,
+        ),
+        shadow_rows=Counter(
+            "classifier_shadow_rows",
+            "Rows a shadow version scored beside the served one, by whether its default decision agreed "
+            "(result: agree, disagree), or rows it left unscored (skipped: it fell behind; failed: it raised).",
+            ["model", "version", "result"],  # the shadow version
+            registry=registry,
+        ),
+    )
 
 
 class VectorSink(Protocol):
@@ -363,22 +423,24 @@ class PendingWrites:
     value is written once per flush whatever the traffic. The cost is staleness: the service flushes every
     `CLF_METRICS_FLUSH_SECONDS` (1 s) and before it renders `/metrics`, so a scrape sees the answering worker's
     increments at once and another worker's at most that late. Unbuffered (unit tests), every write goes through.
+    The cells are prometheus_client's own, reached through `prometheus_fast`, which checks them.
     """
 
     def __init__(self, buffered: bool) -> None:
         self.buffered = buffered
         self._lock = threading.Lock()
-        self._amounts: dict[Any, float] = {}  # a metric child's value object -> amount to add
+        self._amounts: dict[Cell, float] = {}  # a metric's value cell -> amount to add
+        self._histograms: dict[Any, HistogramCells] = {}  # a histogram child -> its cells, checked at first use
         self._vectors: dict[VectorSink, np.ndarray] = {}  # a vector of counts -> amounts to add
         self._stopped = threading.Event()
 
     def inc(self, child: Any, amount: float = 1.0) -> None:
         """`child.inc(amount)` (a counter or gauge child)."""
-        self._add(child._value, amount)
+        self._add(value_cell(child), amount)
 
     def dec(self, child: Any, amount: float = 1.0) -> None:
         """`child.dec(amount)` (a gauge child)."""
-        self._add(child._value, -amount)
+        self._add(value_cell(child), -amount)
 
     def inc_vector(self, sink: VectorSink, amounts: np.ndarray) -> None:
         """`sink.add(amounts)`: amounts summed in memory by one vector addition, added to the sink at the flush."""
@@ -392,13 +454,20 @@ class PendingWrites:
             else:
                 pending += amounts
 
+    def _cells(self, histogram: Any) -> HistogramCells:
+        cells = self._histograms.get(histogram)
+        if cells is None:
+            cells = self._histograms[histogram] = histogram_cells(histogram)
+        return cells
+
     def observe(self, histogram: Any, value: float) -> None:
         """`histogram.observe(value)`: the first bucket whose bound is at least the value, and the sum."""
+        cells = self._cells(histogram)
         if value == value:  # like observe(): NaN joins the sum, no bucket
-            index = bisect.bisect_left(histogram._upper_bounds, value)
-            if index < len(histogram._buckets):
-                self._add(histogram._buckets[index], 1.0)
-        self._add(histogram._sum, value)
+            index = bisect.bisect_left(cells.bounds, value)
+            if index < len(cells.buckets):
+                self._add(cells.buckets[index], 1.0)
+        self._add(cells.sum, value)
 
     def observe_many(self, histogram: Any, values: np.ndarray) -> None:
         """`histogram.observe(v)` for every v, vectorised: one bucket update per bucket, not per value."""
@@ -407,14 +476,15 @@ class PendingWrites:
             for value in values.tolist():
                 self.observe(histogram, value)
             return
-        bounds = np.asarray(histogram._upper_bounds)
+        cells = self._cells(histogram)
+        bounds = np.asarray(cells.bounds)
         observed = values[~np.isnan(values)]  # like observe(): NaN joins the sum, no bucket
         counts = np.bincount(np.searchsorted(bounds, observed, side="left"), minlength=len(bounds))
         for i in np.flatnonzero(counts).tolist():
-            self._add(histogram._buckets[i], float(counts[i]))
-        self._add(histogram._sum, float(values.sum()))
+            self._add(cells.buckets[i], float(counts[i]))
+        self._add(cells.sum, float(values.sum()))
 
-    def _add(self, value: Any, amount: float) -> None:
+    def _add(self, value: Cell, amount: float) -> None:
         if not self.buffered:
             value.inc(amount)
             return
