@@ -83,7 +83,7 @@ class FeedbackLoop:
         """`min_predictions`: `/performance` withholds figures over fewer (`CLF_PERFORMANCE_MIN_PREDICTIONS`)."""
         self.log = log
         self.versions = log.versions
-        self.pending_seconds = 2 * log.config.flush_seconds + 5.0
+        self.pending_seconds = 2 * log.config.log_flush_seconds + 5.0
         # labels: the model and version of the prediction an item is about, then the family's own
         self._items = Children(metrics.feedback_items)  # model, version, kind, result
         self._outcomes = Children(metrics.outcomes)  # model, version, outcome
@@ -282,15 +282,15 @@ class FeedbackLoop:
             raise ItemError(
                 "unknown_prediction",
                 f"prediction '{shown}' was not sampled into the log "
-                f"(CLF_LOG_SAMPLE_RATE={self.log.config.sample_rate:g})",
+                f"(CLF_LOG_SAMPLE_RATE={self.log.config.log_sample_rate:g})",
                 field,
             )
         if ref.issued_at > now + CLOCK_SKEW_SECONDS:
             raise ItemError("unknown_prediction", f"prediction '{shown}' was never issued (its time is ahead)", field)
-        if ref.issued_at < now - self.log.config.retention_days * 86400:
+        if ref.issued_at < now - self.log.config.log_retention_days * 86400:
             raise ItemError(
                 "unknown_prediction",
-                f"prediction '{shown}' is past the log's retention ({self.log.config.retention_days:g} days)",
+                f"prediction '{shown}' is past the log's retention ({self.log.config.log_retention_days:g} days)",
                 field,
             )
         return ref

@@ -21,11 +21,12 @@ from service.database.codecs import decode_inputs
 from service.database.engine import create_database_engine
 from service.feedback import log as log_module
 from service.feedback.ids import new_key
-from service.feedback.log import DatabaseUnavailableError, Entry, LogConfig, PredictionLog
+from service.feedback.log import DatabaseUnavailableError, Entry, PredictionLog
 from service.feedback.prediction_store import PredictionStore
 from service.monitoring.metrics import Metrics
 from service.rollout.rollout_store import RolloutStore
 from service.rollout.versions import version_info
+from service.settings import LogConfig
 from tests.classifiers.fakes import card_of, features, fixed_proba
 from tests.monitoring.test_metrics import unique
 
@@ -75,7 +76,9 @@ def make_log(tmp_path: Path, metrics: Metrics) -> Iterator[Callable[..., Predict
     created: list[PredictionLog] = []
 
     def make(**overrides: Any) -> PredictionLog:
-        config = LogConfig(**{"database_url": f"sqlite:///{tmp_path / 'log.db'}", "flush_seconds": 0.05, **overrides})
+        config = LogConfig(database_url=f"sqlite:///{tmp_path / 'log.db'}", log_flush_seconds=0.05)
+        # unvalidated: a flush interval beyond CLF_LOG_FLUSH_SECONDS's bound leaves the writing to the stop
+        config = config.model_copy(update=overrides)
         log = PredictionLog(config, metrics)
         log.versions.serve(version_info("m", "v1", "multiclass", card_of(METADATA).logged))
         created.append(log)
@@ -89,7 +92,7 @@ def make_log(tmp_path: Path, metrics: Metrics) -> Iterator[Callable[..., Predict
 def test_a_full_queue_drops_and_counts_and_never_blocks(
     model: str, make_log: Callable[..., PredictionLog], metrics: Metrics
 ) -> None:
-    log = make_log(queue_rows=5)  # not started: nothing drains the queue
+    log = make_log(log_queue_rows=5)  # not started: nothing drains the queue
     started = time.perf_counter()
     for _ in range(4):
         log.submit(entry(model, rows=2))
@@ -106,14 +109,14 @@ def test_a_full_queue_drops_and_counts_and_never_blocks(
 def test_a_graceful_stop_writes_what_is_queued(
     model: str, make_log: Callable[..., PredictionLog], metrics: Metrics
 ) -> None:
-    log = make_log(flush_seconds=3600.0, queue_rows=1000)  # only the stop would write these
+    log = make_log(log_flush_seconds=3600.0, log_queue_rows=1000)  # only the stop would write these
     log.start()
     queued = [entry(model, rows=3) for _ in range(5)]
     for item in queued:
         log.submit(item)
     log.close()
     assert rows(metrics, "written", model) == 15
-    store = PredictionStore(create_database_engine(log.config.database_url))
+    store = PredictionStore(create_database_engine(log.config.log_database_url))
     found = store.find_predictions([(item.key, row) for item in queued for row in range(3)])
     assert len(found) == 15
     first = [found[(queued[0].key, row)] for row in range(3)]
@@ -133,7 +136,7 @@ def test_what_is_logged_of_a_request(model: str, make_log: Callable[..., Predict
     )
     item = entry(model, X=X)
     log.submit(item)
-    store = PredictionStore(create_database_engine(log.config.database_url))
+    store = PredictionStore(create_database_engine(log.config.log_database_url))
     wait_for(lambda: bool(store.find_predictions([(item.key, 0)])), "the request to be written")
     logged = store.prediction(item.key, 1)
     assert logged is not None
@@ -151,7 +154,7 @@ def test_inputs_can_be_left_out(model: str, make_log: Callable[..., PredictionLo
     log.start()
     item = entry(model)
     log.submit(item)
-    store = PredictionStore(create_database_engine(log.config.database_url))
+    store = PredictionStore(create_database_engine(log.config.log_database_url))
     wait_for(lambda: bool(store.find_predictions([(item.key, 0)])), "the request to be written")
     assert store.prediction(item.key, 0)["request"]["inputs"] is None  # type: ignore[index]
     store.engine.dispose()
@@ -160,16 +163,16 @@ def test_inputs_can_be_left_out(model: str, make_log: Callable[..., PredictionLo
 def test_sampling_issues_ids_that_say_they_were_not_logged(
     model: str, make_log: Callable[..., PredictionLog], metrics: Metrics
 ) -> None:
-    log = make_log(sample_rate=0.0)
+    log = make_log(log_sample_rate=0.0)
     key, logged = log.issue(model, "v1", 7, time.time())
     assert not logged and int(key[13], 16) < 8
     assert rows(metrics, "unsampled", model) == 7
-    assert make_log(sample_rate=1.0).issue(model, "v1", 1, time.time())[1]
+    assert make_log(log_sample_rate=1.0).issue(model, "v1", 1, time.time())[1]
 
 
 def test_an_unreachable_database_keeps_predictions_queued_then_counts_them_failed(model: str, metrics: Metrics) -> None:
     config = LogConfig(
-        database_url="postgresql+psycopg://postgres@127.0.0.1:1/none?connect_timeout=2", flush_seconds=0.05
+        database_url="postgresql+psycopg://postgres@127.0.0.1:1/none?connect_timeout=2", log_flush_seconds=0.05
     )
     log = PredictionLog(config, metrics)
     log.start()
@@ -209,7 +212,7 @@ def test_an_entry_that_cannot_be_encoded_loses_only_itself(
 ) -> None:
     """A request whose options do not encode (a `top_k` of 401 digits, before the schema bounded it) failed the
     batch of every request of its model version (issue 17): now it fails alone, counted, in one log line."""
-    log = make_log(flush_seconds=3600.0)  # only the stop writes: the three are one batch
+    log = make_log(log_flush_seconds=3600.0)  # only the stop writes: the three are one batch
     log.start()
     good = [entry(model, rows=2) for _ in range(4)]
     bad = replace(entry(model, rows=3), options=Options(top_k=10**400))
@@ -217,7 +220,7 @@ def test_an_entry_that_cannot_be_encoded_loses_only_itself(
         log.submit(item)
     log.close()
     assert (rows(metrics, "written", model), rows(metrics, "failed", model)) == (8, 3)
-    store = PredictionStore(create_database_engine(log.config.database_url))
+    store = PredictionStore(create_database_engine(log.config.log_database_url))
     found = store.find_predictions([(item.key, 0) for item in [*good, bad]])
     assert found.keys() == {(item.key, 0) for item in good}
     (error,) = writer_errors(caplog)
@@ -232,7 +235,7 @@ def test_an_entry_the_database_refuses_loses_only_itself(
 ) -> None:  # fmt: skip
     """A request the database will not store (a lone surrogate in its request id, which neither database
     encodes) used to lose its whole batch: the batch is retried in halves, down to the one entry refused."""
-    log = make_log(database_url=database_url, flush_seconds=3600.0)
+    log = make_log(database_url=database_url, log_flush_seconds=3600.0)
     log.start()
     good = [entry(model, rows=1) for _ in range(7)]
     refused = replace(entry(model, rows=2), request_id="\ud800")
@@ -264,7 +267,7 @@ def test_a_refused_write_is_retried_before_it_is_counted_failed(
         real_write(self, records)
 
     monkeypatch.setattr(PredictionStore, "write_requests", refuse_once)
-    log = make_log(flush_seconds=3600.0)
+    log = make_log(log_flush_seconds=3600.0)
     log.start()
     log.submit(entry(model, rows=2))
     log.submit(entry(model, rows=1))
@@ -275,7 +278,7 @@ def test_a_refused_write_is_retried_before_it_is_counted_failed(
 def test_retention_deletes_what_is_older_and_counts_it(
     model: str, make_log: Callable[..., PredictionLog], metrics: Metrics
 ) -> None:
-    log = make_log(retention_days=1.0)
+    log = make_log(log_retention_days=1.0)
     log.start()
     two_days_ago = time.time() - 2 * 86400
     old = replace(entry(model, rows=2), key=new_key(True, two_days_ago), created_at=two_days_ago)
