@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import orjson
@@ -27,6 +27,7 @@ from ..errors import DependencyUnavailableError, UnknownPredictionError
 from ..monitoring.metrics import NO_MODEL, Children, Metrics, PendingWrites
 from ..rollout.rollout_store import RolloutStore
 from ..rollout.versions import VersionInfo
+from ..schemas import FeedbackItem
 from .feedback_store import LabelWrite, OutcomeWrite, Stored
 from .ids import PredictionRef, issued_at, parse_id
 from .log import DatabaseUnavailableError, PredictionLog
@@ -40,23 +41,6 @@ T = TypeVar("T")
 POLL_SECONDS = 0.05
 CLOCK_SKEW_SECONDS = 60.0  # an id from a replica whose clock runs ahead is still accepted
 OTHER_OUTCOME = "other"
-
-
-class FeedbackItem(Protocol):
-    """One item of a `/feedback` body (`service.schemas.FeedbackItem`)."""
-
-    @property
-    def prediction_id(self) -> str: ...
-    @property
-    def label(self) -> str | None: ...
-    @property
-    def labels(self) -> list[str] | None: ...
-    @property
-    def path(self) -> list[str] | None: ...
-    @property
-    def outcome(self) -> str | None: ...
-    @property
-    def value(self) -> float: ...
 
 
 class ItemError(Exception):
