@@ -47,10 +47,11 @@ def entry(model: str, rows: int = 2, X: Any = None) -> Entry:
     )
 
 
-def rows(metrics: Metrics, result: str, model: str) -> float:
-    """A counter of `model`. Metric values live in per-process files shared by every registry, so each test
-    logs for a model name of its own."""
-    return metrics.log_rows.labels(model=model, version="v1", result=result)._value.get()  # type: ignore[no-any-return]
+def rows(registry: CollectorRegistry, result: str, model: str) -> float:
+    """A counter of `model` (0 before its first increment). Metric values live in per-process files shared by every
+    registry, so each test logs for a model name of its own."""
+    labels = {"model": model, "version": "v1", "result": result}
+    return registry.get_sample_value("classifier_prediction_log_rows_total", labels) or 0.0
 
 
 def wait_for(condition: Callable[[], bool], what: str) -> None:
@@ -67,8 +68,13 @@ def model() -> str:
 
 
 @pytest.fixture
-def metrics() -> Metrics:
-    return Metrics.create(CollectorRegistry())
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+@pytest.fixture
+def metrics(registry: CollectorRegistry) -> Metrics:
+    return Metrics.create(registry)
 
 
 @pytest.fixture
@@ -90,24 +96,24 @@ def make_log(tmp_path: Path, metrics: Metrics) -> Iterator[Callable[..., Predict
 
 
 def test_a_full_queue_drops_and_counts_and_never_blocks(
-    model: str, make_log: Callable[..., PredictionLog], metrics: Metrics
+    model: str, make_log: Callable[..., PredictionLog], registry: CollectorRegistry
 ) -> None:
     log = make_log(log_queue_rows=5)  # not started: nothing drains the queue
     started = time.perf_counter()
     for _ in range(4):
         log.submit(entry(model, rows=2))
     assert time.perf_counter() - started < 5  # four appends: no wait for a database that nobody writes to
-    assert rows(metrics, "dropped", model) == 4
+    assert rows(registry, "dropped", model) == 4
     log.start()
-    wait_for(lambda: rows(metrics, "written", model) == 4, "the queued rows to be written")
+    wait_for(lambda: rows(registry, "written", model) == 4, "the queued rows to be written")
     for _ in range(2):  # the written rows left the queue: room again
         log.submit(entry(model, rows=2))
-    assert rows(metrics, "dropped", model) == 4
-    wait_for(lambda: rows(metrics, "written", model) == 8, "the later rows to be written")
+    assert rows(registry, "dropped", model) == 4
+    wait_for(lambda: rows(registry, "written", model) == 8, "the later rows to be written")
 
 
 def test_a_graceful_stop_writes_what_is_queued(
-    model: str, make_log: Callable[..., PredictionLog], metrics: Metrics
+    model: str, make_log: Callable[..., PredictionLog], registry: CollectorRegistry
 ) -> None:
     log = make_log(log_flush_seconds=3600.0, log_queue_rows=1000)  # only the stop would write these
     log.start()
@@ -115,7 +121,7 @@ def test_a_graceful_stop_writes_what_is_queued(
     for item in queued:
         log.submit(item)
     log.close()
-    assert rows(metrics, "written", model) == 15
+    assert rows(registry, "written", model) == 15
     store = PredictionStore(create_database_engine(log.config.log_database_url))
     found = store.find_predictions([(item.key, row) for item in queued for row in range(3)])
     assert len(found) == 15
@@ -124,7 +130,7 @@ def test_a_graceful_stop_writes_what_is_queued(
     # calibrated (Task.expected_correct): metadata without a map shifts by accuracy - mean confidence, 0.9 - 0.8
     assert [p.confidence for p in first] == pytest.approx([0.6, 0.6, 0.6])
     log.submit(entry(model))  # after the stop: refused, counted
-    assert rows(metrics, "dropped", model) == 2
+    assert rows(registry, "dropped", model) == 2
     store.engine.dispose()
 
 
@@ -161,16 +167,18 @@ def test_inputs_can_be_left_out(model: str, make_log: Callable[..., PredictionLo
 
 
 def test_sampling_issues_ids_that_say_they_were_not_logged(
-    model: str, make_log: Callable[..., PredictionLog], metrics: Metrics
+    model: str, make_log: Callable[..., PredictionLog], registry: CollectorRegistry
 ) -> None:
     log = make_log(log_sample_rate=0.0)
     key, logged = log.issue(model, "v1", 7, time.time())
     assert not logged and int(key[13], 16) < 8
-    assert rows(metrics, "unsampled", model) == 7
+    assert rows(registry, "unsampled", model) == 7
     assert make_log(log_sample_rate=1.0).issue(model, "v1", 1, time.time())[1]
 
 
-def test_an_unreachable_database_keeps_predictions_queued_then_counts_them_failed(model: str, metrics: Metrics) -> None:
+def test_an_unreachable_database_keeps_predictions_queued_then_counts_them_failed(
+    model: str, metrics: Metrics, registry: CollectorRegistry
+) -> None:
     config = LogConfig(
         database_url="postgresql+psycopg://postgres@127.0.0.1:1/none?connect_timeout=2", log_flush_seconds=0.05
     )
@@ -180,11 +188,11 @@ def test_an_unreachable_database_keeps_predictions_queued_then_counts_them_faile
         log.stores  # noqa: B018 -- the property raises
     log.submit(entry(model, rows=3))
     log.close(timeout=10)
-    assert (rows(metrics, "written", model), rows(metrics, "failed", model)) == (0, 3)
+    assert (rows(registry, "written", model), rows(registry, "failed", model)) == (0, 3)
 
 
 def test_the_writer_reconnects_when_the_database_comes_back(
-    model: str, make_log: Callable[..., PredictionLog], metrics: Metrics, monkeypatch: pytest.MonkeyPatch
+    model: str, make_log: Callable[..., PredictionLog], registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = []
     real_migrate = log_module.migrate
@@ -199,7 +207,7 @@ def test_the_writer_reconnects_when_the_database_comes_back(
     log = make_log()
     log.start()
     log.submit(entry(model, rows=2))
-    wait_for(lambda: rows(metrics, "written", model) == 2, "the write after the database came back")
+    wait_for(lambda: rows(registry, "written", model) == 2, "the write after the database came back")
     assert len(calls) == 3
 
 
@@ -208,7 +216,7 @@ def writer_errors(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
 
 
 def test_an_entry_that_cannot_be_encoded_loses_only_itself(
-    model: str, make_log: Callable[..., PredictionLog], metrics: Metrics, caplog: pytest.LogCaptureFixture
+    model: str, make_log: Callable[..., PredictionLog], registry: CollectorRegistry, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A request whose options do not encode (a `top_k` of 401 digits, before the schema bounded it) failed the
     batch of every request of its model version (issue 17): now it fails alone, counted, in one log line."""
@@ -219,7 +227,7 @@ def test_an_entry_that_cannot_be_encoded_loses_only_itself(
     for item in [*good[:2], bad, *good[2:]]:
         log.submit(item)
     log.close()
-    assert (rows(metrics, "written", model), rows(metrics, "failed", model)) == (8, 3)
+    assert (rows(registry, "written", model), rows(registry, "failed", model)) == (8, 3)
     store = PredictionStore(create_database_engine(log.config.log_database_url))
     found = store.find_predictions([(item.key, 0) for item in [*good, bad]])
     assert found.keys() == {(item.key, 0) for item in good}
@@ -230,7 +238,7 @@ def test_an_entry_that_cannot_be_encoded_loses_only_itself(
 
 
 def test_an_entry_the_database_refuses_loses_only_itself(
-    model: str, make_log: Callable[..., PredictionLog], metrics: Metrics, database_url: str,
+    model: str, make_log: Callable[..., PredictionLog], registry: CollectorRegistry, database_url: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
     """A request the database will not store (a lone surrogate in its request id, which neither database
@@ -242,7 +250,7 @@ def test_an_entry_the_database_refuses_loses_only_itself(
     for item in [*good[:5], refused, *good[5:]]:
         log.submit(item)
     log.close()
-    assert (rows(metrics, "written", model), rows(metrics, "failed", model)) == (7, 2)
+    assert (rows(registry, "written", model), rows(registry, "failed", model)) == (7, 2)
     store = PredictionStore(create_database_engine(database_url))
     assert store.find_predictions([(item.key, 0) for item in [*good, refused]]).keys() == {
         (item.key, 0) for item in good
@@ -253,7 +261,7 @@ def test_an_entry_the_database_refuses_loses_only_itself(
 
 
 def test_a_refused_write_is_retried_before_it_is_counted_failed(
-    model: str, make_log: Callable[..., PredictionLog], metrics: Metrics, monkeypatch: pytest.MonkeyPatch
+    model: str, make_log: Callable[..., PredictionLog], registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A batch the database refuses once (a transient refusal that is not a lost connection) is written in
     halves: nothing is lost."""
@@ -272,11 +280,11 @@ def test_a_refused_write_is_retried_before_it_is_counted_failed(
     log.submit(entry(model, rows=2))
     log.submit(entry(model, rows=1))
     log.close()
-    assert (rows(metrics, "failed", model), rows(metrics, "written", model)) == (0, 3)
+    assert (rows(registry, "failed", model), rows(registry, "written", model)) == (0, 3)
 
 
 def test_retention_deletes_what_is_older_and_counts_it(
-    model: str, make_log: Callable[..., PredictionLog], metrics: Metrics
+    model: str, make_log: Callable[..., PredictionLog], registry: CollectorRegistry
 ) -> None:
     log = make_log(log_retention_days=1.0)
     log.start()
@@ -285,8 +293,8 @@ def test_retention_deletes_what_is_older_and_counts_it(
     new = entry(model, rows=1)
     for item in (old, new):
         log.submit(item)
-    wait_for(lambda: rows(metrics, "written", model) == 3, "both requests to be written")
-    deleted = metrics.log_deleted_rows._value.get()
+    wait_for(lambda: rows(registry, "written", model) == 3, "both requests to be written")
+    deleted = registry.get_sample_value("classifier_prediction_log_deleted_rows_total")
     log.apply_retention()
-    assert metrics.log_deleted_rows._value.get() == deleted + 2
+    assert registry.get_sample_value("classifier_prediction_log_deleted_rows_total") == deleted + 2
     assert log.stores.predictions.find_predictions([(old.key, 0), (new.key, 0)]).keys() == {(new.key, 0)}
