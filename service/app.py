@@ -60,7 +60,7 @@ from .schemas import (
     parse_promote_request,
     parse_version_request,
 )
-from .serving import ModelRegistry, limit_native_threads, log_config
+from .serving import ModelRegistry, limit_native_threads
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -380,7 +380,7 @@ class ClassifierService:
         self.requests = Children(self.metrics.requests)  # model, version, endpoint, code
         self.request_duration = Children(self.metrics.request_duration)  # model, version, endpoint
         self.in_flight = Children(self.metrics.in_flight)  # endpoint
-        self.log = PredictionLog(log_config(self.settings), self.metrics)
+        self.log = PredictionLog(self.settings, self.metrics)
         self.log.start()  # first: the log's database says which version of a model was promoted
         self.registry = ModelRegistry.load(self.settings, self.metrics, self.log)
         self.registry.rollout.start()

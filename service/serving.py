@@ -17,9 +17,9 @@ from .batching import Batcher
 from .classifiers import InvalidInputError, InvalidModelError, NonFiniteScoreError, Task, unscored_rows
 from .errors import ModelUnavailableError, UnknownModelError
 from .feedback.ids import prediction_ids
-from .feedback.log import Entry, LogConfig, PredictionLog
+from .feedback.log import Entry, PredictionLog
 from .monitoring.metrics import NO_MODEL, Metrics
-from .monitoring.monitor import ModelMonitor, MonitoringConfig, render_drift, window_directory
+from .monitoring.monitor import ModelMonitor, render_drift, window_directory
 from .monitoring.window import SlidingCounts
 from .rollout.promotion import Promotions
 from .rollout.shadow import ShadowRunner
@@ -30,27 +30,6 @@ from .store import LoadedModel
 logger = logging.getLogger(__name__)
 
 MAX_CLASS_NAMES_LISTED = 100
-
-
-def monitoring_config(settings: Settings) -> MonitoringConfig:
-    return MonitoringConfig(
-        monitored_features=settings.monitored_features,
-        monitored_labels=settings.monitored_labels,
-        drift_window_seconds=settings.drift_window_seconds,
-        drift_slots=settings.drift_slots,
-        drift_min_rows=settings.drift_min_rows,
-    )
-
-
-def log_config(settings: Settings) -> LogConfig:
-    return LogConfig(
-        database_url=settings.log_database_url,
-        sample_rate=settings.log_sample_rate,
-        log_inputs=settings.log_inputs,
-        queue_rows=settings.log_queue_rows,
-        flush_seconds=settings.log_flush_seconds,
-        retention_days=settings.log_retention_days,
-    )
 
 
 def _ignore(seconds: float, rows: int) -> None:
@@ -120,8 +99,7 @@ class ModelRegistry:
         card = describe_model(model, settings.monitored_features)
         monitor = None
         if settings.monitoring:
-            config = monitoring_config(settings)
-            monitor = ModelMonitor(model.name, model.version, model.card, self.metrics, config, window_directory())
+            monitor = ModelMonitor(model.name, model.version, model.card, self.metrics, settings, window_directory())
         batcher = None
         if settings.batching:
             batcher = Batcher(

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from . import home
@@ -15,8 +15,46 @@ DEFAULT_CATALOG = ("breast_cancer", "digits", "digit_attributes", "digit_attribu
 OUTCOME_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
-class Settings(BaseSettings):
-    """Every knob of the service. Lists are comma-separated in the environment."""
+class MonitoringConfig(BaseModel):
+    """The silent-failure signals' bounds and windows (`service.monitoring.monitor.ModelMonitor`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    monitored_features: int = Field(
+        100, ge=1, description="features per model watched for drift and faults (most important first beyond it)"
+    )
+    monitored_labels: int = Field(20, ge=1, description="labels per model and level with their own series; rest: other")
+    drift_window_seconds: float = Field(1800.0, gt=0, description="the drift window: PSI of the last this many seconds")
+    drift_slots: int = Field(30, ge=1, le=3600, description="time slots the drift window slides by")
+    drift_min_rows: int = Field(100, ge=1, description="fewer rows in the window: PSI is NaN (too noisy to alert on)")
+
+
+class LogConfig(BaseModel):
+    """The prediction log's database and writer (`service.feedback.log.PredictionLog`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    data_dir: Path = Field(
+        default_factory=lambda: home.data_dir()[0],
+        description="where the service keeps its files (the SQLite prediction log); default: the checkout's `data`",
+    )
+    database_url: str | None = Field(
+        None, description="the prediction log's database; default SQLite in CLF_DATA_DIR (postgresql+psycopg://...)"
+    )
+    log_sample_rate: float = Field(1.0, ge=0.0, le=1.0, description="share of /predict requests logged (0: none)")
+    log_inputs: bool = Field(True, description="log the rows' inputs, not only decisions and scores")
+    log_queue_rows: int = Field(100_000, ge=1, description="predictions a worker queues for the log; beyond: dropped")
+    log_flush_seconds: float = Field(1.0, gt=0, le=60, description="how often queued predictions are written")
+    log_retention_days: float = Field(30.0, gt=0, le=36500, description="predictions older than this are deleted")
+
+    @property
+    def log_database_url(self) -> str:
+        """`database_url`, or the SQLite file in `data_dir`."""
+        return self.database_url or f"sqlite:///{(self.data_dir / 'predictions.db').resolve()}"
+
+
+class Settings(MonitoringConfig, LogConfig, BaseSettings):
+    """Every knob of the service, the components' configs included. Lists are comma-separated in the environment."""
 
     model_config = SettingsConfigDict(env_prefix="CLF_", frozen=True)
 
@@ -44,13 +82,6 @@ class Settings(BaseSettings):
     trusted_types: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="extra fully-qualified types trusted when loading skops files"
     )
-    monitored_features: int = Field(
-        100, ge=1, description="features per model watched for drift and faults (most important first beyond it)"
-    )
-    monitored_labels: int = Field(20, ge=1, description="labels per model and level with their own series; rest: other")
-    drift_window_seconds: float = Field(1800.0, gt=0, description="the drift window: PSI of the last this many seconds")
-    drift_slots: int = Field(30, ge=1, le=3600, description="time slots the drift window slides by")
-    drift_min_rows: int = Field(100, ge=1, description="fewer rows in the window: PSI is NaN (too noisy to alert on)")
     heartbeat_seconds: float = Field(5.0, gt=0, description="how often each worker sets its heartbeat gauge")
     admin: bool = Field(
         False, description="the admin routes (`/admin/...`) without API keys; off: 403 (with keys: scope `admin`)"
@@ -71,18 +102,6 @@ class Settings(BaseSettings):
     batching: bool = Field(True, description="coalesce concurrent requests' rows into one model call")
     batch_max_rows: int = Field(1000, ge=1, description="most rows in one coalesced model call")
     batch_max_wait_ms: float = Field(0.0, ge=0, description="wait this long for more rows before a model call")
-    data_dir: Path = Field(
-        default_factory=lambda: home.data_dir()[0],
-        description="where the service keeps its files (the SQLite prediction log); default: the checkout's `data`",
-    )
-    database_url: str | None = Field(
-        None, description="the prediction log's database; default SQLite in CLF_DATA_DIR (postgresql+psycopg://...)"
-    )
-    log_sample_rate: float = Field(1.0, ge=0.0, le=1.0, description="share of /predict requests logged (0: none)")
-    log_inputs: bool = Field(True, description="log the rows' inputs, not only decisions and scores")
-    log_queue_rows: int = Field(100_000, ge=1, description="predictions a worker queues for the log; beyond: dropped")
-    log_flush_seconds: float = Field(1.0, gt=0, le=60, description="how often queued predictions are written")
-    log_retention_days: float = Field(30.0, gt=0, le=36500, description="predictions older than this are deleted")
     feedback_window_seconds: float = Field(
         86400.0, gt=0, le=3650 * 86400, description="the realized metrics' window (prediction time)"
     )
@@ -128,8 +147,3 @@ class Settings(BaseSettings):
         if duplicates:
             raise ValueError(f"CLF_MODELS lists {duplicates} more than once; serve one version per name")
         return value
-
-    @property
-    def log_database_url(self) -> str:
-        """`database_url`, or the SQLite file in `data_dir`."""
-        return self.database_url or f"sqlite:///{(self.data_dir / 'predictions.db').resolve()}"

@@ -83,18 +83,6 @@ class LoadedModel:
         return f"{self.name}:{self.version}"
 
 
-def save_model(
-    name: str, task: str, estimators: Mapping[str, Any], metadata: Mapping[str, Any], candidate: bool = False
-) -> str:
-    """Write estimators (skops) and metadata as given, unchecked, as a new version of `name`; returns the tag. For
-    stores as earlier releases (or damaged files) left them: registration writes a `ModelCard` (`register_model`).
-    A `candidate` is served only when named by its version: `name` and `name:latest` resolve to the newest version
-    that is not one."""
-    files = {key: skops.io.dumps(e) for key, e in estimators.items()}
-    stored = {**metadata, "schema": METADATA_SCHEMA, "task": task, "estimators": _file_names(files)}
-    return _save(files, name, task, stored, candidate)
-
-
 def _file_names(keys: Iterable[str]) -> dict[str, str]:
     """The file in the model's folder of each estimator, by key."""
     return {key: f"estimator-{i}.skops" for i, key in enumerate(keys)}

@@ -17,8 +17,8 @@ from models.__main__ import servable
 from models.catalog import CATALOG
 from service.classifiers.evaluation import CALIBRATION_FOLDS
 from service.monitoring.metrics import Metrics
-from service.monitoring.monitor import ModelMonitor, MonitoringConfig
-from service.settings import DEFAULT_CATALOG
+from service.monitoring.monitor import ModelMonitor
+from service.settings import DEFAULT_CATALOG, MonitoringConfig
 from service.store import load_model, read_estimators
 from tests.helpers import catalog_rows, digits_rows
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from service.feedback.ids import new_key, prediction_id
 from service.feedback.log import PredictionLog
 from service.feedback.loop import FeedbackLoop
 from service.schemas import MAX_OUTCOME_VALUE
-from service.serving import ModelRegistry, log_config
+from service.serving import ModelRegistry
 from service.store import load_model
 from tests.feedback.test_log import wait_for
 from tests.helpers import cancer_rows, digits_rows
@@ -627,7 +626,7 @@ def with_log(api: TestClient) -> Iterator[Callable[..., PredictionLog]]:
     created: list[PredictionLog] = []
 
     def apply(**overrides: Any) -> PredictionLog:
-        log = PredictionLog(replace(log_config(service.settings), **overrides), service.metrics)
+        log = PredictionLog(service.settings.model_copy(update=overrides), service.metrics)
         created.append(log)
         service.registry = ModelRegistry.load(service.settings, service.metrics, log)
         log.start()
@@ -658,7 +657,7 @@ def test_predictions_go_on_while_the_database_is_down_and_feedback_says_503(
 
 
 def test_feedback_on_an_unsampled_prediction_says_so(api: TestClient, with_log: Callable[..., PredictionLog]) -> None:
-    with_log(sample_rate=0.0)
+    with_log(log_sample_rate=0.0)
     before = metric(api, "classifier_prediction_log_rows_total", model="digits", result="unsampled") or 0.0
     (prediction,) = predict(api, "digits", digits_rows(1)[0])
     (error,) = feedback(api, {"prediction_id": prediction, "label": "0"})["errors"]
@@ -706,7 +705,7 @@ def test_postgresql_stopped_mid_traffic_then_started(api: TestClient, with_log: 
     from bench.postgres import restartable_cluster
 
     with restartable_cluster(fsync=False) as cluster:
-        with_log(database_url=cluster.url, queue_rows=QUEUE_ROWS)
+        with_log(database_url=cluster.url, log_queue_rows=QUEUE_ROWS)
         written_once_back(api, cluster.stop, cluster.start)
 
 
@@ -714,7 +713,7 @@ def test_sqlite_on_a_disk_that_fills_up_then_has_room_again(
     api: TestClient, with_log: Callable[..., PredictionLog], tmp_path: Path
 ) -> None:
     with small_disk(tmp_path / "disk", "8m") as disk:
-        with_log(database_url=f"sqlite:///{disk / 'predictions.db'}", queue_rows=QUEUE_ROWS)
+        with_log(database_url=f"sqlite:///{disk / 'predictions.db'}", log_queue_rows=QUEUE_ROWS)
         fillers: list[Path] = []
         written_once_back(api, lambda: fillers.append(fill(disk)), lambda: fillers.pop().unlink())
 
@@ -729,7 +728,7 @@ def test_sqlite_on_a_read_only_volume_then_writable(
     with read_only_view(source, tmp_path / "read-only") as data:
         X = digits_rows(50)[0]
         written, dropped = log_rows(api, "written"), log_rows(api, "dropped")
-        log = with_log(database_url=f"sqlite:///{data / 'predictions.db'}", queue_rows=QUEUE_ROWS)
+        log = with_log(database_url=f"sqlite:///{data / 'predictions.db'}", log_queue_rows=QUEUE_ROWS)
         during = [predict(api, "digits", X[start : start + 10]) for start in range(0, 50, 10)]
         assert log_rows(api, "dropped") == dropped + 50 - QUEUE_ROWS
         refused = api.post("/feedback", json={"feedback": [{"prediction_id": during[0][0], "label": "0"}]})
@@ -748,7 +747,7 @@ def test_sqlite_on_a_volume_that_turns_read_only_mid_traffic(
     with ext4_volume(tmp_path / "volume") as volume:
         X = digits_rows(60)[0]
         written, dropped = log_rows(api, "written"), log_rows(api, "dropped")
-        log = with_log(database_url=f"sqlite:///{volume / 'predictions.db'}", queue_rows=QUEUE_ROWS)
+        log = with_log(database_url=f"sqlite:///{volume / 'predictions.db'}", log_queue_rows=QUEUE_ROWS)
         before = predict(api, "digits", X[:10])
         wait_for(lambda: log_rows(api, "written") == written + 10, "the first predictions to be written")
 

@@ -15,7 +15,8 @@ from starlette.testclient import TestClient
 
 from models.catalog import CATALOG, catalog_split, evaluation_rows
 from service.monitoring.metrics import Metrics
-from service.monitoring.monitor import ModelMonitor, MonitoringConfig
+from service.monitoring.monitor import ModelMonitor
+from service.settings import MonitoringConfig
 from tests.helpers import Samples, scrape
 
 # per model, option sets that change the answers (and one that changes nothing): none may move a model signal

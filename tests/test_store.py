@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from unittest.mock import ANY
@@ -11,15 +12,16 @@ import bentoml
 import numpy as np
 import pytest
 import sklearn
+import skops.io
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 
-from service.card import CalibrationMap, CategoricalProfile, NumericProfile, ReferenceRows
+from service.card import METADATA_SCHEMA, CalibrationMap, CategoricalProfile, NumericProfile, ReferenceRows
 from service.classifiers import InvalidInputError, InvalidModelError, Options
 from service.classifiers.evaluation import decision_correctness
 from service.serving import describe_model
-from service.store import TRUSTED_TYPES, load_model, read_estimators, register_model, save_model
+from service.store import OWNER_LABEL, TRUSTED_TYPES, load_model, read_estimators, register_model
 from tests.classifiers.fakes import predict
 from tests.helpers import cancer_rows, register_colors_model
 
@@ -35,6 +37,17 @@ class Memorised(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         return np.full((len(X), len(self.classes_)), 1 / len(self.classes_))
+
+
+def save_model(name: str, task: str, estimators: Mapping[str, Any], metadata: Mapping[str, Any]) -> str:
+    """Write estimators (skops) and metadata as given, unchecked, as a new version of `name`; returns the tag. A
+    store as an earlier release (or a damaged file) left it: the service itself writes only a checked `ModelCard`."""
+    files = {key: f"estimator-{i}.skops" for i, key in enumerate(estimators)}
+    stored = {**metadata, "schema": METADATA_SCHEMA, "task": task, "estimators": files}
+    with bentoml.models.create(name, labels={"owner": OWNER_LABEL, "task": task}, metadata=stored) as model:
+        for key, file in files.items():
+            Path(model.path_of(file)).write_bytes(skops.io.dumps(estimators[key]))
+    return str(model.tag)
 
 
 def cancer_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -1,14 +1,14 @@
 """The worker's prediction log: it issues prediction ids, queues answered requests, and writes them in batches.
 
 `/predict` only appends to a bounded in-memory queue; a background thread encodes the queued requests (JSON,
-decision keys, confidences) and inserts them in one transaction every `flush_seconds`, or sooner when half the
+decision keys, confidences) and inserts them in one transaction every `log_flush_seconds`, or sooner when half the
 queue is used. The writer shares Python's lock with the event loop: it hands it back after each millisecond of
 work (`driver.share_the_lock`), so that the loop, back from waiting on a socket, does not wait for a whole batch to
 be encoded. A full queue drops the new request and counts it (`result="dropped"`): a prediction never waits for the
 database. While the database is unreachable the thread keeps its batch and retries; what arrives meanwhile fills
 the queue and is dropped. A request that cannot be encoded, or that the database refuses, fails alone: its batch
 is retried in halves, and only that request is counted `failed`. A graceful stop writes what is queued. A crash
-loses what is queued: at most `flush_seconds` of traffic when the database keeps up, at most `queue_rows`
+loses what is queued: at most `log_flush_seconds` of traffic when the database keeps up, at most `log_queue_rows`
 predictions in any case.
 """
 
@@ -35,6 +35,7 @@ from ..database.engine import create_database_engine, migrate
 from ..monitoring.metrics import Children, Metrics
 from ..rollout.rollout_store import RolloutStore, ShadowRecord
 from ..rollout.versions import Versions
+from ..settings import LogConfig
 from .ids import first_key_at, new_key
 from .prediction_store import RequestRecord
 from .stores import LogStores
@@ -46,18 +47,6 @@ MAX_BACKOFF_SECONDS = 30.0
 SHUTDOWN_FLUSH_SECONDS = 20.0  # a graceful stop tries this long to write what is queued
 UNREACHABLE = (sa.exc.OperationalError, sa.exc.InterfaceError)  # the database, not the data: kept for a retry
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class LogConfig:
-    """See `service.settings.Settings` (`log_*`, `database_url`) for meanings and defaults."""
-
-    database_url: str
-    sample_rate: float = 1.0
-    log_inputs: bool = True
-    queue_rows: int = 100_000
-    flush_seconds: float = 1.0
-    retention_days: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -96,12 +85,12 @@ class PredictionLog:
         self._rows = Children(metrics.log_rows)  # model, version, result
         self._queue: deque[Entry] = deque()
         self._queued_rows = 0
-        self._shadows: deque[ShadowRecord] = deque()  # the shadow thread's; bounded by `queue_rows` like the queue
+        self._shadows: deque[ShadowRecord] = deque()  # the shadow thread's; bounded by `log_queue_rows` like the queue
         self._condition = threading.Condition()
         self._closing = False
         self._stores: LogStores | None = None
         self._problem = "the prediction log's database has not been opened yet"
-        self._engine = create_database_engine(config.database_url)
+        self._engine = create_database_engine(config.log_database_url)
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
 
     def start(self) -> None:
@@ -113,7 +102,7 @@ class PredictionLog:
 
     def issue(self, model: str, version: str, rows: int, now: float) -> tuple[str, bool]:
         """A new request key and whether the request is sampled into the log."""
-        logged = self.config.sample_rate >= 1.0 or random.random() < self.config.sample_rate
+        logged = self.config.log_sample_rate >= 1.0 or random.random() < self.config.log_sample_rate
         if not logged:
             self._rows(model, version, "unsampled").inc(rows)
         return new_key(logged, now), logged
@@ -121,13 +110,13 @@ class PredictionLog:
     def submit(self, entry: Entry) -> None:
         """Queue an answered request; drops and counts it when the queue is full. Never blocks on the database."""
         with self._condition:
-            if self._queued_rows + entry.rows > self.config.queue_rows or self._closing:
+            if self._queued_rows + entry.rows > self.config.log_queue_rows or self._closing:
                 dropped = True
             else:
                 dropped = False
                 self._queue.append(entry)
                 self._queued_rows += entry.rows
-                if self._queued_rows * 2 >= self.config.queue_rows:
+                if self._queued_rows * 2 >= self.config.log_queue_rows:
                     self._condition.notify()
             queued = self._queued_rows
         # set on every change: a writer backing off from a database that is down may not set it for a minute
@@ -138,7 +127,7 @@ class PredictionLog:
     def submit_shadow(self, record: ShadowRecord) -> bool:
         """Queue a shadow version's decisions on a logged request (the shadow thread); False when dropped."""
         with self._condition:
-            if len(self._shadows) >= self.config.queue_rows or self._closing:
+            if len(self._shadows) >= self.config.log_queue_rows or self._closing:
                 return False
             self._shadows.append(record)
         return True
@@ -188,12 +177,12 @@ class PredictionLog:
         return True
 
     def _run(self) -> None:
-        backoff = self.config.flush_seconds
+        backoff = self.config.log_flush_seconds
         next_retention = time.monotonic() + random.uniform(60.0, 120.0)  # replicas do not all delete at once
         while True:
             with self._condition:
-                if not self._closing and self._queued_rows * 2 < self.config.queue_rows:
-                    self._condition.wait(self.config.flush_seconds)
+                if not self._closing and self._queued_rows * 2 < self.config.log_queue_rows:
+                    self._condition.wait(self.config.log_flush_seconds)
                 closing = self._closing
             self._metrics.log_queue_rows.set(self._queued_rows)
             if self._stores is None:
@@ -202,7 +191,7 @@ class PredictionLog:
             if closing and (not written or not self._queue):
                 return  # close() counts what is left as failed
             if written:
-                backoff = self.config.flush_seconds
+                backoff = self.config.log_flush_seconds
             else:
                 with self._condition:  # close() wakes the wait
                     if not self._closing:
@@ -355,7 +344,7 @@ class PredictionLog:
 
     def apply_retention(self) -> None:
         """Delete the predictions older than the retention period (the writer thread does it every hour)."""
-        cutoff = time.time() - self.config.retention_days * 86400
+        cutoff = time.time() - self.config.log_retention_days * 86400
         stores = self._stores
         if stores is None:
             return
@@ -367,7 +356,7 @@ class PredictionLog:
         if deleted:
             self._metrics.log_deleted_rows.inc(deleted)
             logger.info(
-                "prediction log: deleted %d predictions older than %g days", deleted, self.config.retention_days
+                "prediction log: deleted %d predictions older than %g days", deleted, self.config.log_retention_days
             )
 
 

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import orjson
@@ -27,6 +27,7 @@ from ..errors import DependencyUnavailableError, UnknownPredictionError
 from ..monitoring.metrics import NO_MODEL, Children, Metrics, PendingWrites
 from ..rollout.rollout_store import RolloutStore
 from ..rollout.versions import VersionInfo
+from ..schemas import FeedbackItem
 from .feedback_store import LabelWrite, OutcomeWrite, Stored
 from .ids import PredictionRef, issued_at, parse_id
 from .log import DatabaseUnavailableError, PredictionLog
@@ -40,23 +41,6 @@ T = TypeVar("T")
 POLL_SECONDS = 0.05
 CLOCK_SKEW_SECONDS = 60.0  # an id from a replica whose clock runs ahead is still accepted
 OTHER_OUTCOME = "other"
-
-
-class FeedbackItem(Protocol):
-    """One item of a `/feedback` body (`service.schemas.FeedbackItem`)."""
-
-    @property
-    def prediction_id(self) -> str: ...
-    @property
-    def label(self) -> str | None: ...
-    @property
-    def labels(self) -> list[str] | None: ...
-    @property
-    def path(self) -> list[str] | None: ...
-    @property
-    def outcome(self) -> str | None: ...
-    @property
-    def value(self) -> float: ...
 
 
 class ItemError(Exception):
@@ -83,7 +67,7 @@ class FeedbackLoop:
         """`min_predictions`: `/performance` withholds figures over fewer (`CLF_PERFORMANCE_MIN_PREDICTIONS`)."""
         self.log = log
         self.versions = log.versions
-        self.pending_seconds = 2 * log.config.flush_seconds + 5.0
+        self.pending_seconds = 2 * log.config.log_flush_seconds + 5.0
         # labels: the model and version of the prediction an item is about, then the family's own
         self._items = Children(metrics.feedback_items)  # model, version, kind, result
         self._outcomes = Children(metrics.outcomes)  # model, version, outcome
@@ -282,15 +266,15 @@ class FeedbackLoop:
             raise ItemError(
                 "unknown_prediction",
                 f"prediction '{shown}' was not sampled into the log "
-                f"(CLF_LOG_SAMPLE_RATE={self.log.config.sample_rate:g})",
+                f"(CLF_LOG_SAMPLE_RATE={self.log.config.log_sample_rate:g})",
                 field,
             )
         if ref.issued_at > now + CLOCK_SKEW_SECONDS:
             raise ItemError("unknown_prediction", f"prediction '{shown}' was never issued (its time is ahead)", field)
-        if ref.issued_at < now - self.log.config.retention_days * 86400:
+        if ref.issued_at < now - self.log.config.log_retention_days * 86400:
             raise ItemError(
                 "unknown_prediction",
-                f"prediction '{shown}' is past the log's retention ({self.log.config.retention_days:g} days)",
+                f"prediction '{shown}' is past the log's retention ({self.log.config.log_retention_days:g} days)",
                 field,
             )
         return ref

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..card import ModelCard, ReconstructionFit
+from ..settings import MonitoringConfig
 from .drift import LabelFolder, psi
 from .inputs import BELOW_FIRST_EDGE, InputProfile, edge_labels
 from .metrics import Children, GaugeFamily, Metrics, label_set, render_gauges, render_samples
@@ -27,17 +28,6 @@ logger = logging.getLogger(__name__)
 BIN_LABELS = ("model", "version", "feature", "bin")
 RECONSTRUCTION_BIN_LABELS = ("model", "version", "bin")
 RECONSTRUCTION_TOTALS = "reconstruction"  # the files' prefix of the reconstruction bins' counts since the start
-
-
-@dataclass(frozen=True)
-class MonitoringConfig:
-    """Bounds and windows (see `service.settings.Settings` for the meaning and defaults)."""
-
-    monitored_features: int = 100
-    monitored_labels: int = 20
-    drift_window_seconds: float = 1800.0
-    drift_slots: int = 30
-    drift_min_rows: int = 100
 
 
 class PredictionSummary(Protocol):

@@ -20,7 +20,8 @@ from prometheus_client import CollectorRegistry
 from bench.postgres import fresh_database
 from models.catalog import evaluation_rows
 from service.monitoring.metrics import Metrics
-from service.monitoring.monitor import ModelMonitor, MonitoringConfig
+from service.monitoring.monitor import ModelMonitor
+from service.settings import MonitoringConfig
 from service.store import LoadedModel, load_model
 from tests.e2e import conftest as e2e
 

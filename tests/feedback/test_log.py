@@ -21,11 +21,12 @@ from service.database.codecs import decode_inputs
 from service.database.engine import create_database_engine
 from service.feedback import log as log_module
 from service.feedback.ids import new_key
-from service.feedback.log import DatabaseUnavailableError, Entry, LogConfig, PredictionLog
+from service.feedback.log import DatabaseUnavailableError, Entry, PredictionLog
 from service.feedback.prediction_store import PredictionStore
 from service.monitoring.metrics import Metrics
 from service.rollout.rollout_store import RolloutStore
 from service.rollout.versions import version_info
+from service.settings import LogConfig
 from tests.classifiers.fakes import card_of, features, fixed_proba
 from tests.monitoring.test_metrics import unique
 
@@ -46,10 +47,11 @@ def entry(model: str, rows: int = 2, X: Any = None) -> Entry:
     )
 
 
-def rows(metrics: Metrics, result: str, model: str) -> float:
-    """A counter of `model`. Metric values live in per-process files shared by every registry, so each test
-    logs for a model name of its own."""
-    return metrics.log_rows.labels(model=model, version="v1", result=result)._value.get()  # type: ignore[no-any-return]
+def rows(registry: CollectorRegistry, result: str, model: str) -> float:
+    """A counter of `model` (0 before its first increment). Metric values live in per-process files shared by every
+    registry, so each test logs for a model name of its own."""
+    labels = {"model": model, "version": "v1", "result": result}
+    return registry.get_sample_value("classifier_prediction_log_rows_total", labels) or 0.0
 
 
 def wait_for(condition: Callable[[], bool], what: str) -> None:
@@ -66,8 +68,13 @@ def model() -> str:
 
 
 @pytest.fixture
-def metrics() -> Metrics:
-    return Metrics.create(CollectorRegistry())
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+@pytest.fixture
+def metrics(registry: CollectorRegistry) -> Metrics:
+    return Metrics.create(registry)
 
 
 @pytest.fixture
@@ -75,7 +82,9 @@ def make_log(tmp_path: Path, metrics: Metrics) -> Iterator[Callable[..., Predict
     created: list[PredictionLog] = []
 
     def make(**overrides: Any) -> PredictionLog:
-        config = LogConfig(**{"database_url": f"sqlite:///{tmp_path / 'log.db'}", "flush_seconds": 0.05, **overrides})
+        config = LogConfig(database_url=f"sqlite:///{tmp_path / 'log.db'}", log_flush_seconds=0.05)
+        # unvalidated: a flush interval beyond CLF_LOG_FLUSH_SECONDS's bound leaves the writing to the stop
+        config = config.model_copy(update=overrides)
         log = PredictionLog(config, metrics)
         log.versions.serve(version_info("m", "v1", "multiclass", card_of(METADATA).logged))
         created.append(log)
@@ -87,33 +96,33 @@ def make_log(tmp_path: Path, metrics: Metrics) -> Iterator[Callable[..., Predict
 
 
 def test_a_full_queue_drops_and_counts_and_never_blocks(
-    model: str, make_log: Callable[..., PredictionLog], metrics: Metrics
+    model: str, make_log: Callable[..., PredictionLog], registry: CollectorRegistry
 ) -> None:
-    log = make_log(queue_rows=5)  # not started: nothing drains the queue
+    log = make_log(log_queue_rows=5)  # not started: nothing drains the queue
     started = time.perf_counter()
     for _ in range(4):
         log.submit(entry(model, rows=2))
     assert time.perf_counter() - started < 5  # four appends: no wait for a database that nobody writes to
-    assert rows(metrics, "dropped", model) == 4
+    assert rows(registry, "dropped", model) == 4
     log.start()
-    wait_for(lambda: rows(metrics, "written", model) == 4, "the queued rows to be written")
+    wait_for(lambda: rows(registry, "written", model) == 4, "the queued rows to be written")
     for _ in range(2):  # the written rows left the queue: room again
         log.submit(entry(model, rows=2))
-    assert rows(metrics, "dropped", model) == 4
-    wait_for(lambda: rows(metrics, "written", model) == 8, "the later rows to be written")
+    assert rows(registry, "dropped", model) == 4
+    wait_for(lambda: rows(registry, "written", model) == 8, "the later rows to be written")
 
 
 def test_a_graceful_stop_writes_what_is_queued(
-    model: str, make_log: Callable[..., PredictionLog], metrics: Metrics
+    model: str, make_log: Callable[..., PredictionLog], registry: CollectorRegistry
 ) -> None:
-    log = make_log(flush_seconds=3600.0, queue_rows=1000)  # only the stop would write these
+    log = make_log(log_flush_seconds=3600.0, log_queue_rows=1000)  # only the stop would write these
     log.start()
     queued = [entry(model, rows=3) for _ in range(5)]
     for item in queued:
         log.submit(item)
     log.close()
-    assert rows(metrics, "written", model) == 15
-    store = PredictionStore(create_database_engine(log.config.database_url))
+    assert rows(registry, "written", model) == 15
+    store = PredictionStore(create_database_engine(log.config.log_database_url))
     found = store.find_predictions([(item.key, row) for item in queued for row in range(3)])
     assert len(found) == 15
     first = [found[(queued[0].key, row)] for row in range(3)]
@@ -121,7 +130,7 @@ def test_a_graceful_stop_writes_what_is_queued(
     # calibrated (Task.expected_correct): metadata without a map shifts by accuracy - mean confidence, 0.9 - 0.8
     assert [p.confidence for p in first] == pytest.approx([0.6, 0.6, 0.6])
     log.submit(entry(model))  # after the stop: refused, counted
-    assert rows(metrics, "dropped", model) == 2
+    assert rows(registry, "dropped", model) == 2
     store.engine.dispose()
 
 
@@ -133,7 +142,7 @@ def test_what_is_logged_of_a_request(model: str, make_log: Callable[..., Predict
     )
     item = entry(model, X=X)
     log.submit(item)
-    store = PredictionStore(create_database_engine(log.config.database_url))
+    store = PredictionStore(create_database_engine(log.config.log_database_url))
     wait_for(lambda: bool(store.find_predictions([(item.key, 0)])), "the request to be written")
     logged = store.prediction(item.key, 1)
     assert logged is not None
@@ -151,25 +160,27 @@ def test_inputs_can_be_left_out(model: str, make_log: Callable[..., PredictionLo
     log.start()
     item = entry(model)
     log.submit(item)
-    store = PredictionStore(create_database_engine(log.config.database_url))
+    store = PredictionStore(create_database_engine(log.config.log_database_url))
     wait_for(lambda: bool(store.find_predictions([(item.key, 0)])), "the request to be written")
     assert store.prediction(item.key, 0)["request"]["inputs"] is None  # type: ignore[index]
     store.engine.dispose()
 
 
 def test_sampling_issues_ids_that_say_they_were_not_logged(
-    model: str, make_log: Callable[..., PredictionLog], metrics: Metrics
+    model: str, make_log: Callable[..., PredictionLog], registry: CollectorRegistry
 ) -> None:
-    log = make_log(sample_rate=0.0)
+    log = make_log(log_sample_rate=0.0)
     key, logged = log.issue(model, "v1", 7, time.time())
     assert not logged and int(key[13], 16) < 8
-    assert rows(metrics, "unsampled", model) == 7
-    assert make_log(sample_rate=1.0).issue(model, "v1", 1, time.time())[1]
+    assert rows(registry, "unsampled", model) == 7
+    assert make_log(log_sample_rate=1.0).issue(model, "v1", 1, time.time())[1]
 
 
-def test_an_unreachable_database_keeps_predictions_queued_then_counts_them_failed(model: str, metrics: Metrics) -> None:
+def test_an_unreachable_database_keeps_predictions_queued_then_counts_them_failed(
+    model: str, metrics: Metrics, registry: CollectorRegistry
+) -> None:
     config = LogConfig(
-        database_url="postgresql+psycopg://postgres@127.0.0.1:1/none?connect_timeout=2", flush_seconds=0.05
+        database_url="postgresql+psycopg://postgres@127.0.0.1:1/none?connect_timeout=2", log_flush_seconds=0.05
     )
     log = PredictionLog(config, metrics)
     log.start()
@@ -177,11 +188,11 @@ def test_an_unreachable_database_keeps_predictions_queued_then_counts_them_faile
         log.stores  # noqa: B018 -- the property raises
     log.submit(entry(model, rows=3))
     log.close(timeout=10)
-    assert (rows(metrics, "written", model), rows(metrics, "failed", model)) == (0, 3)
+    assert (rows(registry, "written", model), rows(registry, "failed", model)) == (0, 3)
 
 
 def test_the_writer_reconnects_when_the_database_comes_back(
-    model: str, make_log: Callable[..., PredictionLog], metrics: Metrics, monkeypatch: pytest.MonkeyPatch
+    model: str, make_log: Callable[..., PredictionLog], registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = []
     real_migrate = log_module.migrate
@@ -196,7 +207,7 @@ def test_the_writer_reconnects_when_the_database_comes_back(
     log = make_log()
     log.start()
     log.submit(entry(model, rows=2))
-    wait_for(lambda: rows(metrics, "written", model) == 2, "the write after the database came back")
+    wait_for(lambda: rows(registry, "written", model) == 2, "the write after the database came back")
     assert len(calls) == 3
 
 
@@ -205,19 +216,19 @@ def writer_errors(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
 
 
 def test_an_entry_that_cannot_be_encoded_loses_only_itself(
-    model: str, make_log: Callable[..., PredictionLog], metrics: Metrics, caplog: pytest.LogCaptureFixture
+    model: str, make_log: Callable[..., PredictionLog], registry: CollectorRegistry, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A request whose options do not encode (a `top_k` of 401 digits, before the schema bounded it) failed the
     batch of every request of its model version (issue 17): now it fails alone, counted, in one log line."""
-    log = make_log(flush_seconds=3600.0)  # only the stop writes: the three are one batch
+    log = make_log(log_flush_seconds=3600.0)  # only the stop writes: the three are one batch
     log.start()
     good = [entry(model, rows=2) for _ in range(4)]
     bad = replace(entry(model, rows=3), options=Options(top_k=10**400))
     for item in [*good[:2], bad, *good[2:]]:
         log.submit(item)
     log.close()
-    assert (rows(metrics, "written", model), rows(metrics, "failed", model)) == (8, 3)
-    store = PredictionStore(create_database_engine(log.config.database_url))
+    assert (rows(registry, "written", model), rows(registry, "failed", model)) == (8, 3)
+    store = PredictionStore(create_database_engine(log.config.log_database_url))
     found = store.find_predictions([(item.key, 0) for item in [*good, bad]])
     assert found.keys() == {(item.key, 0) for item in good}
     (error,) = writer_errors(caplog)
@@ -227,19 +238,19 @@ def test_an_entry_that_cannot_be_encoded_loses_only_itself(
 
 
 def test_an_entry_the_database_refuses_loses_only_itself(
-    model: str, make_log: Callable[..., PredictionLog], metrics: Metrics, database_url: str,
+    model: str, make_log: Callable[..., PredictionLog], registry: CollectorRegistry, database_url: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
     """A request the database will not store (a lone surrogate in its request id, which neither database
     encodes) used to lose its whole batch: the batch is retried in halves, down to the one entry refused."""
-    log = make_log(database_url=database_url, flush_seconds=3600.0)
+    log = make_log(database_url=database_url, log_flush_seconds=3600.0)
     log.start()
     good = [entry(model, rows=1) for _ in range(7)]
     refused = replace(entry(model, rows=2), request_id="\ud800")
     for item in [*good[:5], refused, *good[5:]]:
         log.submit(item)
     log.close()
-    assert (rows(metrics, "written", model), rows(metrics, "failed", model)) == (7, 2)
+    assert (rows(registry, "written", model), rows(registry, "failed", model)) == (7, 2)
     store = PredictionStore(create_database_engine(database_url))
     assert store.find_predictions([(item.key, 0) for item in [*good, refused]]).keys() == {
         (item.key, 0) for item in good
@@ -250,7 +261,7 @@ def test_an_entry_the_database_refuses_loses_only_itself(
 
 
 def test_a_refused_write_is_retried_before_it_is_counted_failed(
-    model: str, make_log: Callable[..., PredictionLog], metrics: Metrics, monkeypatch: pytest.MonkeyPatch
+    model: str, make_log: Callable[..., PredictionLog], registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A batch the database refuses once (a transient refusal that is not a lost connection) is written in
     halves: nothing is lost."""
@@ -264,26 +275,26 @@ def test_a_refused_write_is_retried_before_it_is_counted_failed(
         real_write(self, records)
 
     monkeypatch.setattr(PredictionStore, "write_requests", refuse_once)
-    log = make_log(flush_seconds=3600.0)
+    log = make_log(log_flush_seconds=3600.0)
     log.start()
     log.submit(entry(model, rows=2))
     log.submit(entry(model, rows=1))
     log.close()
-    assert (rows(metrics, "failed", model), rows(metrics, "written", model)) == (0, 3)
+    assert (rows(registry, "failed", model), rows(registry, "written", model)) == (0, 3)
 
 
 def test_retention_deletes_what_is_older_and_counts_it(
-    model: str, make_log: Callable[..., PredictionLog], metrics: Metrics
+    model: str, make_log: Callable[..., PredictionLog], registry: CollectorRegistry
 ) -> None:
-    log = make_log(retention_days=1.0)
+    log = make_log(log_retention_days=1.0)
     log.start()
     two_days_ago = time.time() - 2 * 86400
     old = replace(entry(model, rows=2), key=new_key(True, two_days_ago), created_at=two_days_ago)
     new = entry(model, rows=1)
     for item in (old, new):
         log.submit(item)
-    wait_for(lambda: rows(metrics, "written", model) == 3, "both requests to be written")
-    deleted = metrics.log_deleted_rows._value.get()
+    wait_for(lambda: rows(registry, "written", model) == 3, "both requests to be written")
+    deleted = registry.get_sample_value("classifier_prediction_log_deleted_rows_total")
     log.apply_retention()
-    assert metrics.log_deleted_rows._value.get() == deleted + 2
+    assert registry.get_sample_value("classifier_prediction_log_deleted_rows_total") == deleted + 2
     assert log.stores.predictions.find_predictions([(old.key, 0), (new.key, 0)]).keys() == {(new.key, 0)}

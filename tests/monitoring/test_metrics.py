@@ -206,8 +206,9 @@ def test_buffered_writes_wait_for_a_flush_and_add_up() -> None:
 
 def test_the_flushing_thread_writes_and_stop_flushes_the_rest() -> None:
     registry = CollectorRegistry()
-    counter = Counter(f"{unique()}_hits", "hits", registry=registry)
-    name = f"{counter._name}_total"
+    base = f"{unique()}_hits"
+    counter = Counter(base, "hits", registry=registry)
+    name = f"{base}_total"
     writes = PendingWrites(buffered=True)
     writes.start(0.01)
     writes.inc(counter, 5.0)
@@ -223,9 +224,9 @@ def test_the_flushing_thread_writes_and_stop_flushes_the_rest() -> None:
 
 def test_unbuffered_writes_go_through_at_once() -> None:
     registry = CollectorRegistry()
-    counter = Counter(f"{unique()}_hits", "hits", registry=registry)
-    PendingWrites(buffered=False).inc(counter, 4.0)
-    assert registry.get_sample_value(f"{counter._name}_total") == 4.0
+    name = f"{unique()}_hits"
+    PendingWrites(buffered=False).inc(Counter(name, "hits", registry=registry), 4.0)
+    assert registry.get_sample_value(f"{name}_total") == 4.0
 
 
 class Tally:

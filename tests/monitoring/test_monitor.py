@@ -22,9 +22,10 @@ from sklearn.preprocessing import StandardScaler
 
 from service.card import ModelCard
 from service.monitoring.metrics import Metrics
-from service.monitoring.monitor import RECONSTRUCTION_TOTALS, ModelMonitor, MonitoringConfig, render_drift
+from service.monitoring.monitor import RECONSTRUCTION_TOTALS, ModelMonitor, render_drift
 from service.monitoring.reconstruction import Reconstruction, fit_reconstruction
 from service.monitoring.window import TOTALS, SlidingCounts, remove_windows, window_owners
+from service.settings import MonitoringConfig
 from service.store import load_model, register_model
 
 TRAINED_AT = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)

@@ -11,6 +11,7 @@ import numpy as np
 import pydantic
 import pytest
 import sqlalchemy as sa
+from prometheus_client import REGISTRY
 from sklearn.datasets import load_breast_cancer, load_digits
 from sklearn.linear_model import LogisticRegression
 from starlette.testclient import TestClient
@@ -27,8 +28,9 @@ WAIT_S = 120.0
 
 
 def shadow_rows(model: str, version: str, result: str) -> float:
-    metric = bentoml.get_current_service().metrics.shadow_rows
-    return float(metric.labels(model=model, version=version, result=result)._value.get())
+    """This worker's count (0 before the first); the service's metrics live in the default registry."""
+    labels = {"model": model, "version": version, "result": result}
+    return REGISTRY.get_sample_value("classifier_shadow_rows_total", labels) or 0.0
 
 
 def wait_for(condition: Callable[[], bool], what: str) -> None:
@@ -105,7 +107,7 @@ def test_the_admin_route_sets_and_stops_a_shadow_on_every_worker(
     wait_for(lambda: shadow_rows(name, v2, "agree") + shadow_rows(name, v2, "disagree") == len(ROWS), "the shadow")
     assert service.log.stores.rollout.rollout().shadows[name] == v2  # recorded: other workers follow
     assert api.get(f"/models/{name}").json()["shadow"] == v2
-    assert service.metrics.shadow_info.labels(model=name, version=v2)._value.get() == 1
+    assert REGISTRY.get_sample_value("classifier_shadow_info", {"model": name, "version": v2}) == 1
     other.rollout.follow()  # its next poll
     assert other.served[name].shadow is not None and other.served[name].shadow.version == v2
 
