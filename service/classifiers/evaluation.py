@@ -16,9 +16,8 @@ from .truth import DecisionKeys
 
 CALIBRATION_BINS = 10
 LOG_LOSS_EPS = 1e-15
-CALIBRATION_FOLDS = (
-    5  # parts of the training rows a cross-fitted calibration scores, each by a model refitted without it
-)
+# parts of the training rows a cross-fitted calibration scores, each by a model refitted without it
+CALIBRATION_FOLDS = 5
 CALIBRATION_SEED = 0
 
 
