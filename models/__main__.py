@@ -267,6 +267,7 @@ def promote_command(args: argparse.Namespace) -> int:
     """Records the promotion as the admin route does (`service.rollout.admin.promote`), with caller `cli:<user>`."""
     from service.errors import ConflictError
     from service.rollout import admin
+    from service.rollout.plan import LATEST, RolloutPlan
     from service.settings import Settings
     from service.store import default_version
 
@@ -278,7 +279,9 @@ def promote_command(args: argparse.Namespace) -> int:
             raise DataError(f"name the version to promote ('{args.tag.partition(':')[0]}:VERSION')")
         model = _served(args.tag)
         store = open_log(settings).rollout
-        served = store.rollout().promoted.get(model.name) or default_version(model.name)
+        # what serves now, by the service's own rule (pinned, else promoted, else latest)
+        version = RolloutPlan.configured(settings.models, settings.shadow).version(model.name, store.rollout())
+        served = default_version(model.name) if version == LATEST else version
         admin.promote(store, model, admin.cli_caller(), served, args.force)
     except (DataError, ConflictError) as exc:
         sys.stderr.write(f"error: {getattr(exc, 'message', exc)}\n")
