@@ -8,13 +8,13 @@ rows (the thresholds and the confidence calibration are fitted on them): the fig
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from service.card import CalibrationMap, Decision
+from service.card import CalibrationMap
 from service.classifiers import Options
 from service.store import load_model
 
@@ -45,9 +45,10 @@ def card(trained: TrainedModel) -> str:
     data, rows = trained.data, trained.split
     X_val = data.X.iloc[rows.validation]
     records = list(model.task.decide(model.task.score(X_val), Options()).records())
-    truth, decided = _as_sets(data.task, data.y[rows.validation], records, data.labels)
-    train_sets, _ = _as_sets(data.task, data.y[rows.train], [], data.labels)
-    classes = list(data.labels) if data.task == "multilabel" else sorted({str(v) for v in data.y})
+    one_label = model.task.one_label_per_row
+    truth, decided = _as_sets(one_label, data.y[rows.validation], records, data.labels)
+    train_sets, _ = _as_sets(one_label, data.y[rows.train], [], data.labels)
+    classes = sorted({str(v) for v in data.y}) if one_label else list(data.labels)
     figures = _figures(classes, train_sets, truth, decided)
     validation = model.card.validation
     columns = data.columns
@@ -56,13 +57,13 @@ def card(trained: TrainedModel) -> str:
         f"  trained on {len(rows.train)} rows, validated on {len(rows.validation)} ({rows.how})",
         f"  estimator: {trained.options.estimator}"
         + (f", class weight {trained.options.class_weight}" if trained.options.class_weight else "")
-        + (f", {_STRATEGIES[trained.options.multilabel_strategy]}" if data.task == "multilabel" else ""),
+        + ("" if one_label else f", {_STRATEGIES[trained.options.multilabel_strategy]}"),
         f"  features: {len(columns.numeric)} numeric, {len(columns.categorical)} categorical, {len(columns.text)} text",
         *_ignored(model.card.features.ignored),
         *[f"  note: {note}" for note in data.notes],
         "",
         f"Validation: accuracy {validation.accuracy:.3f}, macro-F1 {validation.macro_f1:.3f}"
-        + ("" if data.task == "multilabel" else f", majority-class baseline {_majority(truth):.3f}"),
+        + (f", majority-class baseline {_majority(truth):.3f}" if one_label else ""),
         f"  {VALIDATION_CAVEAT}",
         _calibrated_on(model.card.calibration),
         "",
@@ -77,13 +78,13 @@ def card(trained: TrainedModel) -> str:
         )
     if len(figures) > len(shown):
         lines.append(f"... and {len(figures) - len(shown)} more classes")
-    lines += ["", *_decision(model.card.decision, data.task, classes)]
+    lines += ["", model.task.decision_summary(model.card.decision, classes)]
     watched = model.card.monitored_features
     first = ", ".join(watched[:10])
     lines += ["", f"Monitoring watches {len(watched)} features for drift, most important first: {first}"]
     if columns.text:
         lines.append(f"  text columns ({', '.join(columns.text)}) are watched for missing values only")
-    warnings = _warnings(data.task, figures, truth, validation.accuracy)
+    warnings = _warnings(one_label, figures, truth, validation.accuracy)
     lines += ["", "Warnings:" if warnings else "Warnings: none", *[f"  - {w}" for w in warnings]]
     return "\n".join(lines) + "\n"
 
@@ -93,9 +94,11 @@ def _ignored(columns: Sequence[str]) -> list[str]:
     return [f"  ignored columns (accepted in rows, not used): {', '.join(columns)}"] if columns else []
 
 
-def _as_sets(task: str, y: Any, records: list[dict[str, Any]], labels: list[str]) -> tuple[list[Any], list[Any]]:
-    """Truth and decisions as comparable values: a class per row, or a frozenset of labels (multilabel)."""
-    if task == "multilabel":
+def _as_sets(
+    one_label: bool, y: Any, records: Sequence[Mapping[str, Any]], labels: list[str]
+) -> tuple[list[Any], list[Any]]:
+    """Truth and decisions as comparable values: a class per row, or a frozenset of labels (a set per row)."""
+    if not one_label:
         truth = [frozenset(label for label, on in zip(labels, row, strict=True) if on) for row in np.asarray(y)]
         return truth, [frozenset(r["labels"]) for r in records]
     return [str(v) for v in y], [r.get("label") for r in records]
@@ -142,22 +145,7 @@ def _majority(truth: list[Any]) -> float:
     return Counter(truth).most_common(1)[0][1] / len(truth) if truth else 0.0
 
 
-def _decision(decision: Decision, task: str, classes: list[str]) -> list[str]:
-    if task == "binary":
-        return [
-            f"Decision: '{decision.positive_class}' when its probability >= {decision.threshold or 0.0:.4f} "
-            f"(tuned on validation for {decision.objective or 'f1'})"
-        ]
-    if task == "multilabel":
-        thresholds = ", ".join(f"{c} >= {t:.4f}" for c, t in zip(classes, decision.thresholds or (), strict=True))
-        objective = decision.objective or "f1"
-        return [f"Decision: per-label thresholds tuned on validation for {objective}: {thresholds}"]
-    if task == "hierarchical":
-        return ["Decision: the most probable child at each level, down to a leaf (min_confidence stops it earlier)"]
-    return ["Decision: the most probable class (top_k and min_confidence are the client's options)"]
-
-
-def _warnings(task: str, figures: list[ClassFigures], truth: list[Any], accuracy: float) -> list[str]:
+def _warnings(one_label: bool, figures: list[ClassFigures], truth: list[Any], accuracy: float) -> list[str]:
     warnings = [
         f"class '{f.name}' has {f.train_count} training examples (fewer than {FEW_EXAMPLES})"
         for f in figures
@@ -168,7 +156,7 @@ def _warnings(task: str, figures: list[ClassFigures], truth: list[Any], accuracy
         for f in figures
         if f.predicted == 0
     ]
-    if task != "multilabel":
+    if one_label:
         baseline = _majority(truth)
         if accuracy < baseline + BARELY_BEATS:
             warnings.append(

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from pydantic import ValidationError
 
 from . import home
-from .classifiers import InvalidModelError
+from .classifiers import InvalidModelError, get_task
 from .database.codecs import decode_inputs
 from .database.engine import create_database_engine, current_revision, head_revision, sqlite_path
 from .feedback.ids import first_key_at, prediction_id
@@ -294,8 +294,7 @@ def _csv_writer(
     info = versions.get(stores.rollout, args.model, first[0].version)
     if info is None:
         raise ExportError(f"the log does not know version {first[0].version} of {args.model}")
-    label_fields = {"multilabel": ["labels"], "hierarchical": ["label", "path"]}.get(info.task, ["label"])
-    return CsvWriter(out, info.feature_names, label_fields)
+    return CsvWriter(out, info.feature_names, list(get_task(info.task).label_fields))
 
 
 def _progress_bar(stack: ExitStack, total: int) -> Callable[[int], None]:

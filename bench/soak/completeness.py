@@ -14,7 +14,7 @@ from typing import TypeVar
 from service.classifiers import GivenLabel
 from service.export import open_stores
 from service.feedback.ids import parse_id
-from service.feedback.prediction_store import Prediction, PredictionStore
+from service.feedback.prediction_store import PredictionKey, PredictionStore
 from service.feedback.stores import LogStores
 from service.rollout.versions import Versions
 from service.settings import Settings
@@ -57,7 +57,7 @@ def check(
     )
 
 
-def _logged(store: PredictionStore, wanted: Sequence[Prediction], missing: list[str]) -> int:
+def _logged(store: PredictionStore, wanted: Sequence[PredictionKey], missing: list[str]) -> int:
     """How many of `wanted` are logged; adds what is not to `missing`."""
     found = 0
     for chunk in chunks(wanted):

@@ -10,7 +10,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 
@@ -95,14 +95,17 @@ class Observations:
         return cls(labels={"": labels}, drift_labels=labels, confidence=confidence, abstentions=abstentions, **extra)
 
 
-class Prediction(ABC):
+Answer = TypeVar("Answer", covariant=True)  # a task's per-row answer: the `TypedDict` its `Task.answer` names
+
+
+class Prediction(ABC, Generic[Answer]):
     """Decisions for a batch of rows, columns in `classes` order."""
 
     @abstractmethod
     def __len__(self) -> int: ...
 
     @abstractmethod
-    def records(self) -> Iterator[dict[str, Any]]:
+    def records(self) -> Iterator[Answer]:
         """One JSON-ready dict per row, the per-task fields of CONTRACT.md (without `id`)."""
 
     @property
@@ -124,13 +127,22 @@ class Prediction(ABC):
 class Task(ABC):
     """A task kind: wraps fitted estimators and applies its decision policy.
 
-    Subclasses set `name` and `options` (the request options that apply) and implement `score`,
+    Subclasses set `name`, `options` (the request options that apply) and the facts below, and implement `score`,
     `decide` and `describe`. Estimators are keyed: `"model"` for a single estimator, a label or
-    node name otherwise.
+    node name otherwise. tests/test_task_kinds.py names whatever a registered task leaves out.
     """
 
     name: ClassVar[str]
     options: ClassVar[frozenset[str]]
+    answer: ClassVar[type]  # the `TypedDict` of one row's answer (`records()`), the OpenAPI schema's source
+    label_fields: ClassVar[tuple[str, ...]]  # the fields of a label in `/feedback`'s form (`Truth.render`'s keys)
+    one_label_per_row: ClassVar[bool]  # a row's truth and decision are one class (a leaf), not a set of labels
+
+    @classmethod
+    @abstractmethod
+    def decision_summary(cls, decision: Decision, classes: Sequence[str]) -> str:
+        """The decision policy with its tuned defaults in one sentence, for the card `python -m models train`
+        prints."""
 
     def __init__(self, estimators: Mapping[str, Any], card: ModelCard) -> None:
         self.classes: list[str] = list(card.classes)
@@ -192,7 +204,7 @@ class Task(ABC):
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     @abstractmethod
-    def decide(self, scores: Any, options: Options) -> Prediction:
+    def decide(self, scores: Any, options: Options) -> Prediction[Any]:
         """Apply the decision policy to scores of one request's rows."""
 
     @abstractmethod

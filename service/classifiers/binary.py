@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, NotRequired, TypedDict
 
 import numpy as np
 
 from ..card import Decision, ModelCard
+from .answers import WITH_PROBABILITIES, Doc
 from .base import Description, Observations, Options, Prediction, Task, check_probabilities, class_names, register_task
 from .errors import InvalidModelError, required
 from .evaluation import Objective, shares, single_label_metrics, tune_threshold
@@ -30,8 +31,17 @@ class BinaryTruth(SingleLabelTruth):
         return {"binary": positive[0].f1 if positive else float("nan")}
 
 
+class BinaryAnswer(TypedDict):
+    """One row's answer of a binary model (`/predict` adds its `id`)."""
+
+    label: Annotated[str, Doc("The decided class.")]
+    score: Annotated[float, Doc("P(positive class).")]
+    threshold: Annotated[float, Doc("The threshold applied: the model's tuned one or the request's.")]
+    probabilities: NotRequired[Annotated[dict[str, float], WITH_PROBABILITIES]]
+
+
 @dataclass(frozen=True)
-class BinaryPrediction(Prediction):
+class BinaryDecisions(Prediction[BinaryAnswer]):
     labels: np.ndarray  # decided class name per row (object)
     score: np.ndarray  # P(positive) per row
     threshold: float
@@ -41,9 +51,9 @@ class BinaryPrediction(Prediction):
     def __len__(self) -> int:
         return len(self.score)
 
-    def records(self) -> Iterator[dict[str, Any]]:
+    def records(self) -> Iterator[BinaryAnswer]:
         for i, (label, score) in enumerate(zip(self.labels.tolist(), self.score.tolist(), strict=True)):
-            record: dict[str, Any] = {"label": label, "score": score, "threshold": self.threshold}
+            record: BinaryAnswer = {"label": label, "score": score, "threshold": self.threshold}
             if self.proba is not None:
                 record["probabilities"] = dict(zip(self.classes, self.proba[i].tolist(), strict=True))
             yield record
@@ -67,6 +77,9 @@ class BinaryTask(Task):
 
     name = "binary"
     options = frozenset({"threshold", "return_probabilities"})
+    answer = BinaryAnswer
+    label_fields = ("label",)
+    one_label_per_row = True
 
     def __init__(self, estimators: Mapping[str, Any], card: ModelCard) -> None:
         super().__init__(estimators, card)
@@ -95,10 +108,10 @@ class BinaryTask(Task):
         confidence: np.ndarray = np.where(p_positive >= self.threshold, p_positive, 1.0 - p_positive)
         return confidence
 
-    def decide(self, scores: np.ndarray, options: Options) -> BinaryPrediction:
+    def decide(self, scores: np.ndarray, options: Options) -> BinaryDecisions:
         threshold = self.threshold if options.threshold is None else options.threshold
         p_positive = scores[:, self.positive_index]
-        return BinaryPrediction(
+        return BinaryDecisions(
             labels=self._labels[(p_positive >= threshold).astype(np.intp)],
             score=p_positive,
             threshold=threshold,
@@ -129,6 +142,13 @@ class BinaryTask(Task):
             decision=Decision(positive_class=positive, threshold=threshold, objective=str(objective)),
             metrics=metrics,
             prediction_distribution=shares(list(labels), classes),
+        )
+
+    @classmethod
+    def decision_summary(cls, decision: Decision, classes: Sequence[str]) -> str:
+        return (
+            f"Decision: '{decision.positive_class}' when its probability >= {decision.threshold or 0.0:.4f} "
+            f"(tuned on validation for {decision.objective or 'f1'})"
         )
 
     @classmethod

@@ -10,12 +10,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Annotated, Any, NotRequired, TypedDict
 
 import numpy as np
 from sklearn.metrics import f1_score
 
 from ..card import Decision, ModelCard
+from .answers import Doc, Minimum
 from .base import Description, Observations, Options, Prediction, Task, check_probabilities, class_names, register_task
 from .errors import InvalidInputError, InvalidModelError, required
 from .evaluation import shares, take_rows
@@ -207,8 +208,32 @@ class HierarchicalScores:
                                   self.scores[start:stop], levels)  # fmt: skip
 
 
+class PathNode(TypedDict):
+    level: Annotated[int, Minimum(0)]
+    label: str
+    score: Annotated[float, Doc("Probability of this node given its parent.")]
+    confidence: Annotated[float, Doc("Product of the scores down to this node.")]
+
+
+class PathScore(TypedDict):
+    path: list[str]
+    confidence: float
+
+
+class HierarchicalAnswer(TypedDict):
+    """One row's answer of a hierarchical model (`/predict` adds its `id`)."""
+
+    label: Annotated[str | None, Doc("The deepest decided node; `null` when even the top level is unsure.")]
+    path: list[PathNode]
+    complete: Annotated[bool, Doc("The path reached a leaf.")]
+    top_k: NotRequired[Annotated[list[PathScore], Doc("When `top_k` was asked.")]]
+    probabilities: NotRequired[
+        Annotated[list[dict[str, float]], Doc("Per level of the decided path, with `return_probabilities`.")]
+    ]
+
+
 @dataclass(frozen=True)
-class HierarchicalPrediction(Prediction):
+class HierarchicalDecisions(Prediction[HierarchicalAnswer]):
     names: list[str]
     nodes: np.ndarray  # rows x levels, -1 past the decided depth
     scores: np.ndarray
@@ -220,17 +245,17 @@ class HierarchicalPrediction(Prediction):
     def __len__(self) -> int:
         return len(self.nodes)
 
-    def records(self) -> Iterator[dict[str, Any]]:
+    def records(self) -> Iterator[HierarchicalAnswer]:
         names = self.names
         for i, (nodes, scores, confs) in enumerate(
             zip(self.nodes.tolist(), self.scores.tolist(), self.confidences.tolist(), strict=True)
         ):
-            path = [
+            path: list[PathNode] = [
                 {"level": level, "label": names[node], "score": scores[level], "confidence": confs[level]}
                 for level, node in enumerate(nodes)
                 if node >= 0
             ]
-            record: dict[str, Any] = {
+            record: HierarchicalAnswer = {
                 "label": path[-1]["label"] if path else None,
                 "path": path,
                 "complete": bool(self.complete[i]),
@@ -275,6 +300,9 @@ class HierarchicalTask(Task):
 
     name = "hierarchical"
     options = frozenset({"top_k", "min_confidence", "return_probabilities"})
+    answer = HierarchicalAnswer
+    label_fields = ("label", "path")
+    one_label_per_row = True
     truth: HierarchicalTruth
 
     def __init__(self, estimators: Mapping[str, Any], card: ModelCard) -> None:
@@ -321,7 +349,7 @@ class HierarchicalTask(Task):
         confidence: np.ndarray = np.prod(np.where(scores.nodes >= 0, scores.scores, 1.0), axis=1)
         return confidence
 
-    def decide(self, scores: HierarchicalScores, options: Options) -> HierarchicalPrediction:
+    def decide(self, scores: HierarchicalScores, options: Options) -> HierarchicalDecisions:
         tree = self.tree
         nodes = scores.nodes.copy()
         confidences = np.cumprod(np.where(nodes >= 0, scores.scores, 1.0), axis=1)
@@ -330,7 +358,7 @@ class HierarchicalTask(Task):
         depth = (nodes >= 0).sum(axis=1)
         last = nodes[np.arange(len(nodes)), np.maximum(depth - 1, 0)]
         complete = (depth > 0) & tree.is_leaf[last]
-        return HierarchicalPrediction(
+        return HierarchicalDecisions(
             names=tree.names,
             nodes=nodes,
             scores=scores.scores,
@@ -379,6 +407,10 @@ class HierarchicalTask(Task):
                 for level in range(tree.max_depth)
             ],
         )
+
+    @classmethod
+    def decision_summary(cls, decision: Decision, classes: Sequence[str]) -> str:
+        return "Decision: the most probable child at each level, down to a leaf (min_confidence stops it earlier)"
 
     @classmethod
     def label_distribution(cls, y: Any, classes: Sequence[str]) -> dict[str, float]:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, NotRequired, TypedDict
 
 import numpy as np
 
 from ..card import Decision, ModelCard
+from .answers import WITH_PROBABILITIES, Doc
 from .base import Description, Observations, Options, Prediction, Task, check_probabilities, class_names, register_task
 from .errors import InvalidModelError
 from .evaluation import shares, single_label_metrics
@@ -40,8 +41,23 @@ def top_k_indices(proba: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(columns, order, axis=1)
 
 
+class LabelScore(TypedDict):
+    label: str
+    score: float
+
+
+class MulticlassAnswer(TypedDict):
+    """One row's answer of a multiclass model (`/predict` adds its `id`)."""
+
+    label: Annotated[str | None, Doc("`null` when abstained.")]
+    confidence: Annotated[float, Doc("Top-1 probability.")]
+    abstained: bool
+    top_k: NotRequired[Annotated[list[LabelScore], Doc("Best first, when `top_k` was asked.")]]
+    probabilities: NotRequired[Annotated[dict[str, float], WITH_PROBABILITIES]]
+
+
 @dataclass(frozen=True)
-class MulticlassPrediction(Prediction):
+class MulticlassDecisions(Prediction[MulticlassAnswer]):
     classes: np.ndarray  # class names (object)
     best: np.ndarray  # column of the top-1 class per row
     top1: np.ndarray  # top-1 probability per row
@@ -53,13 +69,13 @@ class MulticlassPrediction(Prediction):
     def __len__(self) -> int:
         return len(self.best)
 
-    def records(self) -> Iterator[dict[str, Any]]:
+    def records(self) -> Iterator[MulticlassAnswer]:
         names = self.classes.tolist()
         confidences = self.top1.tolist()
         abstained = self.abstained.tolist()
         labels = self.decided_labels
         for i in range(len(self)):
-            record: dict[str, Any] = {"label": labels[i], "confidence": confidences[i], "abstained": abstained[i]}
+            record: MulticlassAnswer = {"label": labels[i], "confidence": confidences[i], "abstained": abstained[i]}
             if self.top_k is not None:
                 row = self.proba[i]
                 record["top_k"] = [{"label": names[j], "score": float(row[j])} for j in self.top_k[i].tolist()]
@@ -89,6 +105,9 @@ class MulticlassTask(Task):
 
     name = "multiclass"
     options = frozenset({"top_k", "min_confidence", "return_probabilities"})
+    answer = MulticlassAnswer
+    label_fields = ("label",)
+    one_label_per_row = True
 
     def __init__(self, estimators: Mapping[str, Any], card: ModelCard) -> None:
         super().__init__(estimators, card)
@@ -111,11 +130,11 @@ class MulticlassTask(Task):
         confidence: np.ndarray = scores.max(axis=1)
         return confidence
 
-    def decide(self, scores: np.ndarray, options: Options) -> MulticlassPrediction:
+    def decide(self, scores: np.ndarray, options: Options) -> MulticlassDecisions:
         best = scores.argmax(axis=1)
         top1 = scores[np.arange(len(scores)), best]
         min_confidence = options.min_confidence or 0.0
-        return MulticlassPrediction(
+        return MulticlassDecisions(
             classes=self._names,
             best=best,
             top1=top1,
@@ -139,6 +158,10 @@ class MulticlassTask(Task):
             metrics=single_label_metrics(y, predicted, proba, classes),
             prediction_distribution=shares(list(predicted), classes),
         )
+
+    @classmethod
+    def decision_summary(cls, decision: Decision, classes: Sequence[str]) -> str:
+        return "Decision: the most probable class (top_k and min_confidence are the client's options)"
 
     @classmethod
     def label_distribution(cls, y: Any, classes: Sequence[str]) -> dict[str, float]:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, NotRequired, TypedDict
 
 import numpy as np
 from sklearn.metrics import f1_score, log_loss
 
 from ..card import Decision, ModelCard
+from .answers import WITH_PROBABILITIES, Doc
 from .base import (
     Description,
     Observations,
@@ -80,8 +81,16 @@ def joint_scores(estimator: Any, X: Any, n_labels: int) -> np.ndarray:
     return matrix
 
 
+class MultilabelAnswer(TypedDict):
+    """One row's answer of a multilabel model (`/predict` adds its `id`)."""
+
+    labels: Annotated[list[str], Doc("The decided labels, highest score first; possibly empty.")]
+    scores: dict[str, float]
+    probabilities: NotRequired[Annotated[dict[str, float], WITH_PROBABILITIES]]
+
+
 @dataclass(frozen=True)
-class MultilabelPrediction(Prediction):
+class MultilabelDecisions(Prediction[MultilabelAnswer]):
     labels: list[str]
     proba: np.ndarray  # rows x labels
     decided: np.ndarray  # bool, rows x labels
@@ -90,7 +99,7 @@ class MultilabelPrediction(Prediction):
     def __len__(self) -> int:
         return len(self.proba)
 
-    def records(self) -> Iterator[dict[str, Any]]:
+    def records(self) -> Iterator[MultilabelAnswer]:
         names = self.labels
         order = np.argsort(-self.proba, axis=1, kind="stable")
         decided_sorted = np.take_along_axis(self.decided, order, axis=1)
@@ -100,7 +109,7 @@ class MultilabelPrediction(Prediction):
             ranked = order[i].tolist()
             chosen = [ranked[j] for j in np.flatnonzero(decided_sorted[i]).tolist()]
             shown = sorted(set(chosen) | set(ranked[:SCORES_SHOWN_FOR_LARGE_SETS])) if large else range(len(names))
-            record: dict[str, Any] = {
+            record: MultilabelAnswer = {
                 "labels": [names[j] for j in chosen],
                 "scores": {names[j]: float(row[j]) for j in shown},
             }
@@ -128,6 +137,9 @@ class MultilabelTask(Task):
 
     name = "multilabel"
     options = frozenset({"top_k", "threshold", "return_probabilities"})
+    answer = MultilabelAnswer
+    label_fields = ("labels",)
+    one_label_per_row = False
 
     def __init__(self, estimators: Mapping[str, Any], card: ModelCard) -> None:
         super().__init__(estimators, card)
@@ -164,7 +176,7 @@ class MultilabelTask(Task):
         """The `Truth` key of the label set a row of 0/1 indicators (in `classes` order) holds."""
         return MultilabelTruth.key_of([self.classes[j] for j in np.flatnonzero(indicators).tolist()])
 
-    def decide(self, scores: np.ndarray, options: Options) -> MultilabelPrediction:
+    def decide(self, scores: np.ndarray, options: Options) -> MultilabelDecisions:
         if options.top_k is not None and options.threshold is not None:
             raise InvalidInputError(
                 "options 'top_k' and 'threshold' exclude each other for a multilabel model; send one",
@@ -176,7 +188,7 @@ class MultilabelTask(Task):
         else:
             threshold = self.thresholds if options.threshold is None else options.threshold
             decided = scores >= threshold
-        return MultilabelPrediction(self.classes, scores, decided, options.return_probabilities)
+        return MultilabelDecisions(self.classes, scores, decided, options.return_probabilities)
 
     @classmethod
     def describe(cls, estimators: Mapping[str, Any], X_val: Any, y_val: Any, params: Mapping[str, Any]) -> Description:
@@ -209,6 +221,11 @@ class MultilabelTask(Task):
             metrics=metrics,
             prediction_distribution=dict(zip(labels, map(float, decided.mean(axis=0)), strict=True)),
         )
+
+    @classmethod
+    def decision_summary(cls, decision: Decision, classes: Sequence[str]) -> str:
+        thresholds = ", ".join(f"{c} >= {t:.4f}" for c, t in zip(classes, decision.thresholds or (), strict=True))
+        return f"Decision: per-label thresholds tuned on validation for {decision.objective or 'f1'}: {thresholds}"
 
     @classmethod
     def label_distribution(cls, y: Any, classes: Sequence[str]) -> dict[str, float]:

@@ -17,7 +17,7 @@ from ..database.dialect import upsert
 from ..database.driver import DriverStatement
 from ..database.engine import writing
 from ..database.schema import label_history, labels, outcomes
-from .prediction_store import LoggedPrediction, Prediction
+from .prediction_store import LoggedDecision, PredictionKey
 
 # labels a prediction's history keeps, the last ones: a client resending labels (1,000 in one request) adds no more
 LABEL_HISTORY_LENGTH = 20
@@ -28,7 +28,7 @@ VOID_CHUNK = 500  # predictions per lookup when a void sets their current labels
 @dataclass(frozen=True)
 class LabelWrite:
     truth_key: str
-    prediction: LoggedPrediction
+    prediction: LoggedDecision
     caller: str | None = None  # the API key's name; None without keys
 
 
@@ -36,7 +36,7 @@ class LabelWrite:
 class OutcomeWrite:
     name: str
     value: float
-    prediction: LoggedPrediction
+    prediction: LoggedDecision
     caller: str | None = None
 
 
@@ -44,7 +44,7 @@ class OutcomeWrite:
 class Stored:
     """Which of the stored labels were a prediction's first, and which outcomes were new."""
 
-    first_labels: set[Prediction]
+    first_labels: set[PredictionKey]
     new_outcomes: set[tuple[str, int, str]]
 
 
@@ -107,7 +107,7 @@ class FeedbackStore:
         batch = os.urandom(8).hex()
         label_writes = [w for group in groups for w in group[0]]
         outcome_writes = [w for group in groups for w in group[1]]
-        first_labels: set[Prediction] = set()
+        first_labels: set[PredictionKey] = set()
         new_outcomes: set[tuple[str, int, str]] = set()
         with writing(self.engine) as connection:
             if label_writes:
@@ -118,7 +118,7 @@ class FeedbackStore:
 
     def _store_labels(
         self, connection: sa.Connection, label_writes: Sequence[LabelWrite], batch: str, now: datetime
-    ) -> set[Prediction]:
+    ) -> set[PredictionKey]:
         """Add the labels to their predictions' histories (trimmed to the last ones) and make each prediction's last
         one its current label; returns the predictions `batch` labelled first."""
         self._insert_history.run(
@@ -225,7 +225,7 @@ class FeedbackStore:
             restored, unlabelled = self._recompute_labels(connection, touched)
         return VoidResult(voided, restored, unlabelled)
 
-    def _recompute_labels(self, connection: sa.Connection, predictions: Sequence[Prediction]) -> tuple[int, int]:
+    def _recompute_labels(self, connection: sa.Connection, predictions: Sequence[PredictionKey]) -> tuple[int, int]:
         """Make each prediction's current label its latest label that is not void, or delete it when none is left;
         returns (predictions whose label changed back to an earlier one, predictions left unlabelled)."""
         h, c = label_history.c, labels.c
@@ -233,7 +233,7 @@ class FeedbackStore:
         for start in range(0, len(predictions), VOID_CHUNK):
             chunk = set(predictions[start : start + VOID_CHUNK])
             keys = sorted({key for key, _ in chunk})
-            latest: dict[Prediction, Any] = {}
+            latest: dict[PredictionKey, Any] = {}
             found = connection.execute(
                 sa.select(h.key, h.row, h.truth_key, h.received_at, h.caller)
                 .where(h.key.in_(keys), h.voided_at.is_(None))
@@ -289,7 +289,9 @@ class FeedbackStore:
             ]
         return sorted(found, key=lambda c: (c.caller is not None, c.caller or ""))
 
-    def feedback_of(self, keys: Sequence[str]) -> tuple[dict[Prediction, Any], dict[Prediction, dict[str, float]]]:
+    def feedback_of(
+        self, keys: Sequence[str]
+    ) -> tuple[dict[PredictionKey, Any], dict[PredictionKey, dict[str, float]]]:
         """Current labels (truth key, labelled_at, caller) and outcomes ({name: value}) of the predictions of `keys`."""
         c = labels.c
         with self.engine.connect() as connection:
@@ -301,7 +303,7 @@ class FeedbackStore:
                     outcomes.c.key.in_(keys)
                 )
             ).all()
-        by_prediction: dict[Prediction, dict[str, float]] = {}
+        by_prediction: dict[PredictionKey, dict[str, float]] = {}
         for found in reported:
             by_prediction.setdefault((found.key, found.row), {})[found.name] = found.value
         return {(found.key, found.row): found for found in current}, by_prediction
@@ -309,7 +311,7 @@ class FeedbackStore:
 
 def _last_of_each(writes: Sequence[LabelWrite], count: int) -> list[LabelWrite]:
     """`writes` in order, without all but the last `count` of each prediction's."""
-    seen: dict[Prediction, int] = {}
+    seen: dict[PredictionKey, int] = {}
     kept = []
     for write in reversed(writes):
         prediction = (write.prediction.key, write.prediction.row)
@@ -321,7 +323,7 @@ def _last_of_each(writes: Sequence[LabelWrite], count: int) -> list[LabelWrite]:
 
 def _by_request(
     groups: Sequence[tuple[Sequence[LabelWrite], Sequence[OutcomeWrite]]],
-    first_labels: set[Prediction],
+    first_labels: set[PredictionKey],
     new_outcomes: set[tuple[str, int, str]],
 ) -> list[Stored]:
     """What each request of `groups` stored first, in order: a label or outcome two requests sent is the first

@@ -32,7 +32,7 @@ from .feedback_store import LabelWrite, OutcomeWrite, Stored
 from .ids import PredictionRef, issued_at, parse_id
 from .log import DatabaseUnavailableError, PredictionLog
 from .performance import Performance
-from .prediction_store import LoggedPrediction, Prediction
+from .prediction_store import LoggedDecision, PredictionKey
 from .stores import LogStores
 
 logger = logging.getLogger(__name__)
@@ -279,7 +279,7 @@ class FeedbackLoop:
             )
         return ref
 
-    def _logged(self, ref: PredictionRef, found: dict[Prediction, LoggedPrediction], field: str) -> LoggedPrediction:
+    def _logged(self, ref: PredictionRef, found: dict[PredictionKey, LoggedDecision], field: str) -> LoggedDecision:
         prediction = found.get((ref.key, ref.row))
         if prediction is None:
             raise ItemError(
@@ -292,7 +292,7 @@ class FeedbackLoop:
             raise ItemError("unknown_prediction", f"prediction '{ref.id}' was never issued", field)
         return prediction
 
-    async def _predictions(self, wanted: set[Prediction], now: float) -> dict[Prediction, LoggedPrediction]:
+    async def _predictions(self, wanted: set[PredictionKey], now: float) -> dict[PredictionKey, LoggedDecision]:
         """The logged predictions among `wanted`, waiting for those issued too recently to be written yet."""
         store = self._stores().predictions
         found = await self._query(store.find_predictions, wanted)
@@ -305,7 +305,7 @@ class FeedbackLoop:
             found.update(await self._query(store.find_predictions, pending))
 
     def _versions_of(
-        self, store: RolloutStore, predictions: Iterable[LoggedPrediction]
+        self, store: RolloutStore, predictions: Iterable[LoggedDecision]
     ) -> dict[tuple[str, str], VersionInfo]:
         found = {}
         for model, version in {(p.model, p.version) for p in predictions}:

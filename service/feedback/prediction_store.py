@@ -27,7 +27,7 @@ from ..database.schema import (
 from .ids import issued_at
 
 DELETE_CHUNK = 5000  # requests per retention delete: SQLite holds its write lock for one chunk at a time
-Prediction = tuple[str, int]  # (request key, row)
+PredictionKey = tuple[str, int]  # (request key, row)
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class RequestRecord:
 
 
 @dataclass(frozen=True)
-class LoggedPrediction:
+class LoggedDecision:
     """What feedback needs of a logged prediction: who answered it, when, and the model's own decision and its
     confidence. `row` may be past its request's `rows`: an id that was never issued."""
 
@@ -98,7 +98,7 @@ class PredictionStore:
                 ],
             )
 
-    def find_predictions(self, wanted: Iterable[Prediction]) -> dict[Prediction, LoggedPrediction]:
+    def find_predictions(self, wanted: Iterable[PredictionKey]) -> dict[PredictionKey, LoggedDecision]:
         """The predictions among `wanted` whose request is logged. Each reads only its own row's bytes of the
         request's decision keys and confidences (a label of a 1,000-row request needs 12 bytes, not 12 KB)."""
         wanted = sorted(set(wanted))
@@ -114,7 +114,7 @@ class PredictionStore:
             issued = row < rows
             shadow_version, shadow_code, shadow_distinct, shadow_confidence = shadow
             shadowed = issued and shadow_version is not None
-            predictions[(key, row)] = LoggedPrediction(
+            predictions[(key, row)] = LoggedDecision(
                 key,
                 row,
                 model,

@@ -1,18 +1,34 @@
 """The response bodies of the API, as pydantic models: the OpenAPI document's schemas are generated from them.
 
 The routes build their answers as plain dicts (no model instance per prediction on the hot path); these models
-describe those dicts. `tests/test_openapi.py` validates real answers of every task against them, and the fuzz tests
-check every response of a served instance against the document, so a change to an answer that these models do not
-follow fails a test.
+describe those dicts. A prediction's fields are its task's answer type (`Task.answer`, a `TypedDict` in the task's
+module, which `records()` builds): its model here is generated from it, for every registered task.
+`tests/test_openapi.py` validates real answers of every task against them, and the fuzz tests check every response
+of a served instance against the document, so a change to an answer that these models do not follow fails a test.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import functools
+import operator
+from types import UnionType
+from typing import (
+    TYPE_CHECKING,
+    Annotated,
+    Any,
+    Literal,
+    NotRequired,
+    Union,
+    get_args,
+    get_origin,
+    get_type_hints,
+    is_typeddict,
+)
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
-TaskName = Literal["binary", "multiclass", "multilabel", "hierarchical"]
+from ..classifiers import Task, registered_tasks
+from ..classifiers.answers import Doc, Minimum
 
 
 class _Body(BaseModel):
@@ -34,56 +50,64 @@ class ErrorBody(_Body):
 # --- POST /predict ---------------------------------------------------------------------------------------------
 
 
-class LabelScore(_Body):
-    label: str
-    score: float
+def _schema_model(name: str, answer: type, **first: Any) -> type[BaseModel]:
+    """The pydantic model of a `TypedDict` answer type (`first`: fields put before its own): `Doc` and `Minimum`
+    markers become the field's description and bound, `NotRequired` keys optional ones."""
+    fields: dict[str, Any] = dict(first)
+    for key, hint in get_type_hints(answer, include_extras=True).items():
+        # read off the hint: with postponed annotations, Python 3.11's `__required_keys__` misses `NotRequired`
+        optional = get_origin(hint) is NotRequired
+        hint, described = _field(get_args(hint)[0] if optional else hint)
+        if optional:  # an absent key reads as empty; the document states no default, as none is sent
+            described["default_factory"] = get_origin(hint) or hint
+        fields[key] = (hint, Field(**described))
+    return create_model(name, __base__=_Body, **fields)
 
 
-class PathNode(_Body):
-    level: int = Field(ge=0)
-    label: str
-    score: float = Field(description="Probability of this node given its parent.")
-    confidence: float = Field(description="Product of the scores down to this node.")
+def _field(hint: Any) -> tuple[Any, dict[str, Any]]:
+    """A field's type with nested answer types as models, and what its markers say as `Field` arguments."""
+    described: dict[str, Any] = {}
+    if get_origin(hint) is Annotated:
+        hint, *markers = get_args(hint)
+        for marker in markers:
+            if isinstance(marker, Doc):
+                described["description"] = marker.text
+            elif isinstance(marker, Minimum):
+                described["ge"] = marker.value
+    return _as_models(hint), described
 
 
-class PathScore(_Body):
-    path: list[str]
-    confidence: float
+def _as_models(hint: Any) -> Any:
+    """`hint` with every `TypedDict` in it (`list[PathNode]`, ...) replaced by its model."""
+    if is_typeddict(hint):
+        return _nested_model(hint)
+    args = get_args(hint)
+    if not args:
+        return hint
+    converted = tuple(_as_models(arg) for arg in args)
+    if get_origin(hint) in (Union, UnionType):
+        return functools.reduce(operator.or_, converted)
+    return get_origin(hint)[converted]
 
 
-class BinaryPrediction(_Body):
-    id: str
-    label: str = Field(description="The decided class.")
-    score: float = Field(description="P(positive class).")
-    threshold: float = Field(description="The threshold applied: the model's tuned one or the request's.")
-    probabilities: dict[str, float] = Field(default_factory=dict, description="With `return_probabilities`.")
+@functools.cache
+def _nested_model(answer: type) -> type[BaseModel]:
+    """One model per nested answer type, however many answers hold it (one schema in the document)."""
+    return _schema_model(answer.__name__, answer)
 
 
-class MulticlassPrediction(_Body):
-    id: str
-    label: str | None = Field(description="`null` when abstained.")
-    confidence: float = Field(description="Top-1 probability.")
-    abstained: bool
-    top_k: list[LabelScore] = Field(default_factory=list, description="Best first, when `top_k` was asked.")
-    probabilities: dict[str, float] = Field(default_factory=dict, description="With `return_probabilities`.")
+def prediction_model(task: type[Task]) -> type[BaseModel]:
+    """The schema of one row of `task`'s `/predict` answer: its answer type, after the `id` serving adds."""
+    return _schema_model(f"{task.name.capitalize()}Prediction", task.answer, id=(str, ...))
 
 
-class MultilabelPrediction(_Body):
-    id: str
-    labels: list[str] = Field(description="The decided labels, highest score first; possibly empty.")
-    scores: dict[str, float]
-    probabilities: dict[str, float] = Field(default_factory=dict, description="With `return_probabilities`.")
-
-
-class HierarchicalPrediction(_Body):
-    id: str
-    label: str | None = Field(description="The deepest decided node; `null` when even the top level is unsure.")
-    path: list[PathNode]
-    complete: bool = Field(description="The path reached a leaf.")
-    top_k: list[PathScore] = Field(default_factory=list, description="When `top_k` was asked.")
-    probabilities: list[dict[str, float]] = Field(
-        default_factory=list, description="Per level of the decided path, with `return_probabilities`."
-    )
+PREDICTIONS = tuple(prediction_model(task) for task in registered_tasks().values())
+if TYPE_CHECKING:  # the task kinds are known when they have registered, at run time
+    TaskName = str
+    TaskPrediction = BaseModel
+else:
+    TaskName = Literal[tuple(registered_tasks())]
+    TaskPrediction = Union[PREDICTIONS]  # noqa: UP007 -- a union of a run-time tuple
 
 
 class PredictResponse(_Body):
@@ -91,9 +115,7 @@ class PredictResponse(_Body):
     version: str
     task: TaskName
     request_id: str | None
-    predictions: list[BinaryPrediction | MulticlassPrediction | MultilabelPrediction | HierarchicalPrediction] = Field(
-        description="One per instance, in order; the fields depend on the task."
-    )
+    predictions: list[TaskPrediction] = Field(description="One per instance, in order; the fields depend on the task.")
 
 
 # --- GET /models -------------------------------------------------------------------------------------------------

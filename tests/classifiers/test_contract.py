@@ -270,6 +270,7 @@ def test_the_models_own_decision_is_a_label_it_could_be_given(name: str) -> None
     for key, record in zip(keys, default, strict=True):
         assert key is not None
         assert truth.key(GivenLabel(**truth.render(key))) == key
+        assert tuple(truth.render(key)) == case.task.label_fields  # the export's label columns
         decided = set(record["labels"]) if "labels" in record else {record["label"]}
         assert truth.members(key) == decided & set(truth.classes)
     assert truth.realized([(key, key, 1) for key in keys]).accuracy == 1.0

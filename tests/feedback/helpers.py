@@ -11,7 +11,7 @@ from service.classifiers import DecisionKeys
 from service.database.codecs import encode_floats, encode_inputs, encode_keys
 from service.feedback.feedback_store import FeedbackStore, LabelWrite, OutcomeWrite, Stored
 from service.feedback.ids import new_key
-from service.feedback.prediction_store import LoggedPrediction, PredictionStore, RequestRecord
+from service.feedback.prediction_store import LoggedDecision, PredictionStore, RequestRecord
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
@@ -47,7 +47,7 @@ def decisions_of(keys: list[str | None]) -> DecisionKeys:
     return DecisionKeys(distinct, np.array([distinct.index(key) for key in keys], dtype=np.intp))
 
 
-def prediction(store: PredictionStore, key: str, row: int) -> LoggedPrediction:
+def prediction(store: PredictionStore, key: str, row: int) -> LoggedDecision:
     """A logged prediction, as feedback finds it."""
     return store.find_predictions([(key, row)])[(key, row)]
 

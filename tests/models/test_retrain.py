@@ -72,7 +72,7 @@ def test_retrain_registers_a_candidate_that_compare_finds_better(
     assert load_model(stale_model).version == served.version  # `latest` skips the candidate: nothing serves it yet
     assert candidate.info.metadata["training"]["target"] == "bin"
     # the id-like time column of the file: clients keep sending it, to the candidate too once it is promoted
-    assert candidate.info.metadata["ignored_columns"] == served.metadata["ignored_columns"] == ["when"]
+    assert candidate.info.metadata["ignored_columns"] == list(served.card.features.ignored) == ["when"]
 
     store = bentoml.get_current_service().log.stores.rollout
     assert not store.vetted(stale_model, str(candidate.tag.version))
