@@ -15,6 +15,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 
 from ..card import Decision, ModelCard
+from ..observations import Observations as Observations  # the task modules' name for it
 from .errors import InvalidInputError, InvalidModelError, NonFiniteScoreError
 from .evaluation import Calibration
 from .features import FeatureSchema
@@ -60,39 +61,39 @@ class Description:
 
 
 @dataclass(frozen=True)
-class Observations:
-    """What monitoring observes of a batch of decisions: plain arrays and label strings, no classifier objects.
+class DefaultDecisions:
+    """The model's own decisions on the scores of one model call, at its defaults whatever options the requests
+    sent (a client's threshold must not page anyone, nor change what labels judge): computed once per call
+    (`Task.default_decisions`) and only read by monitoring, the prediction log and the shadow runner.
 
     Attributes:
-        labels: decided labels by level: `""` for flat tasks (multilabel: every decided label), `"0"`, `"1"`, …
-            for the levels of a hierarchical path.
-        drift_labels: the decisions whose distribution is compared with `prediction_distribution`
-            (None where there is no decision: abstained, or a path that stopped early).
-        confidence: see `Prediction.confidence`.
-        margin: top-1 minus top-2 probability per row, where the task has one.
-        abstentions: rows with no label.
-        labels_per_instance: multilabel: labels decided per row.
-        path_depth: hierarchical: levels decided per row.
-        incomplete_paths: hierarchical: paths that stopped before a leaf.
-        expected_correct: per row, the calibrated probability that the model's default decision is right
-            (`Task.expected_correct`); its mean is the label-free accuracy estimate.
+        keys: per row, the `Truth` key of the default decision.
+        expected_correct: per row, the calibrated probability that it is right (`Task.expected_correct`).
+        observations: the decisions as monitoring sees them, `expected_correct` included.
     """
 
-    labels: Mapping[str, Sequence[str | None]]
-    drift_labels: Sequence[str | None]
-    confidence: np.ndarray
-    margin: np.ndarray | None = None
-    abstentions: int = 0
-    labels_per_instance: np.ndarray | None = None
-    path_depth: np.ndarray | None = None
-    incomplete_paths: int = 0
-    expected_correct: np.ndarray | None = None
+    keys: DecisionKeys
+    expected_correct: np.ndarray
+    observations: Observations
 
-    @classmethod
-    def flat(cls, labels: Sequence[str | None], confidence: np.ndarray, **extra: Any) -> Observations:
-        """Observations of a flat task: one level, whose labels are also the ones drift compares."""
-        abstentions = sum(label is None for label in labels)
-        return cls(labels={"": labels}, drift_labels=labels, confidence=confidence, abstentions=abstentions, **extra)
+
+@dataclass(frozen=True)
+class Scored:
+    """One request's rows of a model call: their scores, and the call's default decisions (one object for every
+    request of the call) with the rows' place in them, so that no request copies its part."""
+
+    scores: Any
+    defaults: DefaultDecisions
+    start: int
+    stop: int
+
+    @property
+    def decision_keys(self) -> DecisionKeys:
+        return self.defaults.keys.rows(self.start, self.stop)
+
+    @property
+    def expected_correct(self) -> np.ndarray:
+        return self.defaults.expected_correct[self.start : self.stop]
 
 
 class Prediction(ABC):
@@ -214,12 +215,11 @@ class Task(ABC):
         estimate's term, live (monitoring) and in the prediction log (realized figures) alike."""
         return self.calibration(self.row_confidence(scores))
 
-    def observe(self, scores: Any) -> Observations:
-        """What monitoring sees of a model call: the model's own default decisions, whatever options the
-        requests sent (a client's threshold must not page anyone), and each row's `expected_correct`."""
-        return replace(
-            self.decide(scores, DEFAULT_OPTIONS).observations(), expected_correct=self.expected_correct(scores)
-        )
+    def default_decisions(self, scores: Any) -> DefaultDecisions:
+        """The model's own decisions on the scores of a model call, for monitoring, the log and the shadow runner."""
+        expected_correct = self.expected_correct(scores)
+        observations = replace(self.decide(scores, DEFAULT_OPTIONS).observations(), expected_correct=expected_correct)
+        return DefaultDecisions(self.decision_keys(scores), expected_correct, observations)
 
     def validation_keys(self, y_val: Any) -> list[str]:
         """The `Truth` key of each validation label, in registration's form (single labels by default)."""
