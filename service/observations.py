@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -48,31 +47,3 @@ class Observations:
         """Observations of a flat task: one level, whose labels are also the ones drift compares."""
         abstentions = sum(label is None for label in labels)
         return cls(labels={"": labels}, drift_labels=labels, confidence=confidence, abstentions=abstentions, **extra)
-
-    @classmethod
-    def join(cls, parts: Sequence[Observations]) -> Observations:
-        """The observations of several batches of one model as one, in order: monitoring's fixed cost per
-        observation is paid once for a group of model calls."""
-        if len(parts) == 1:
-            return parts[0]
-        levels = list(parts[0].labels)  # one model: every batch has the same levels
-        labels = {level: list(chain.from_iterable(part.labels[level] for part in parts)) for level in levels}
-        flat = all(part.drift_labels is part.labels.get("") for part in parts)
-        drift = labels[""] if flat else list(chain.from_iterable(part.drift_labels for part in parts))
-        return cls(
-            labels=labels,
-            drift_labels=drift,  # flat: the same list as the level's, which monitoring counts once
-            confidence=np.concatenate([part.confidence for part in parts]),
-            margin=_joined([part.margin for part in parts]),
-            abstentions=sum(part.abstentions for part in parts),
-            labels_per_instance=_joined([part.labels_per_instance for part in parts]),
-            path_depth=_joined([part.path_depth for part in parts]),
-            incomplete_paths=sum(part.incomplete_paths for part in parts),
-            expected_correct=_joined([part.expected_correct for part in parts]),
-        )
-
-
-def _joined(arrays: Sequence[np.ndarray | None]) -> np.ndarray | None:
-    """The arrays concatenated; None where the task has no such value (None in every part)."""
-    present = [array for array in arrays if array is not None]
-    return np.concatenate(present) if present else None

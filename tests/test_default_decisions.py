@@ -34,10 +34,18 @@ def test_monitoring_the_log_and_the_shadow_read_one_default_decisions_per_model_
         computed.append(compute(scores))
         return computed[-1]
 
+    observe = task.observe
+    monitored: list[DefaultDecisions] = []
+
+    def observed_with(scores: Any, defaults: DefaultDecisions) -> Observations:
+        monitored.append(defaults)
+        return observe(scores, defaults)
+
     observed: list[Observations] = []
     logged: list[Entry] = []
     shadowed: list[Scored] = []
     monkeypatch.setattr(task, "default_decisions", counted)
+    monkeypatch.setattr(task, "observe", observed_with)
     monkeypatch.setattr(served.monitor, "observe_prediction", observed.append)
     if served.batcher is not None:  # bound when the batcher was built
         monkeypatch.setattr(served.batcher.to_observe, "observe_decisions", observed.append)
@@ -52,40 +60,39 @@ def test_monitoring_the_log_and_the_shadow_read_one_default_decisions_per_model_
     (defaults,) = computed
     assert [entry.scored.defaults for entry in logged] == [defaults] and logged[0].scored.defaults is defaults
     assert len(shadowed) == 1 and shadowed[0].defaults is defaults
-    assert len(observed) == 1 and observed[0] is defaults.observations
+    assert len(monitored) == 1 and monitored[0] is defaults
+    assert len(observed) == 1 and observed[0].expected_correct is defaults.expected_correct
     assert (logged[0].scored.start, logged[0].scored.stop) == (0, len(ROWS))
 
 
 def test_the_default_decisions_of_a_joined_call_are_those_of_its_requests_alone(catalog: dict[str, str]) -> None:
-    """What the log and the shadow read of one request's rows (`Scored`), and what monitoring reads of calls joined,
-    equal the default decisions of each request's rows alone, for every task kind."""
+    """What the log and the shadow read of one request's rows (`Scored`), and the default decisions of calls joined
+    for monitoring, equal the default decisions of each request's rows alone, for every task kind."""
     from service.store import load_model
     from tests.helpers import catalog_rows
 
+    bounds = ((0, 2), (2, 7), (7, 9))
     for model in ("breast_cancer", "digits", "digit_groups", "digit_attributes"):
         task = load_model(catalog[model]).task
         X = catalog_rows(model, 9)
-        whole = task.default_decisions(task.score(X))
-        parts = [task.default_decisions(task.score(X[a:b])) for a, b in ((0, 2), (2, 7), (7, 9))]
-        for (a, b), part in zip(((0, 2), (2, 7), (7, 9)), parts, strict=True):
-            scored = Scored(task.slice_scores(task.score(X), a, b), whole, a, b)
+        scores = task.score(X)
+        whole = task.default_decisions(scores)
+        alone = [task.default_decisions(task.score(X[a:b])) for a, b in bounds]
+        for (a, b), part in zip(bounds, alone, strict=True):
+            scored = Scored(task.slice_scores(scores, a, b), whole, a, b)
             assert scored.decision_keys.tolist() == part.keys.tolist(), model
             np.testing.assert_allclose(scored.expected_correct, part.expected_correct, rtol=1e-9)
-        assert DecisionKeys.join([p.keys for p in parts]).tolist() == whole.keys.tolist(), model
-        joined = Observations.join([p.observations for p in parts])
-        assert {k: list(v) for k, v in joined.labels.items()} == {
-            k: list(v) for k, v in whole.observations.labels.items()
-        }
-        assert list(joined.drift_labels) == list(whole.observations.drift_labels), model
-        assert (joined.drift_labels is joined.labels.get("")) == (
-            whole.observations.drift_labels is whole.observations.labels.get("")
-        ), model  # flat tasks: one list, counted once
-        for field in ("confidence", "margin", "labels_per_instance", "path_depth", "expected_correct"):
-            got, expected = getattr(joined, field), getattr(whole.observations, field)
-            assert (got is None) == (expected is None), (model, field)
-            if expected is not None:
-                np.testing.assert_allclose(got, expected, rtol=1e-9, err_msg=f"{model} {field}")
-        assert (joined.abstentions, joined.incomplete_paths) == (
-            whole.observations.abstentions,
-            whole.observations.incomplete_paths,
-        ), model
+        joined = DefaultDecisions.join(alone)
+        assert joined.keys.tolist() == whole.keys.tolist(), model
+        np.testing.assert_allclose(joined.expected_correct, whole.expected_correct, rtol=1e-9)
+        observed = task.observe(scores, joined)
+        assert observed.expected_correct is joined.expected_correct
+
+
+def test_decision_keys_of_batches_that_decided_other_keys_join_by_key() -> None:
+    """Multilabel batches each key the sets they decided: joined, every row keeps its own key."""
+    first = DecisionKeys(["a", "a|b"], np.array([1, 0, 1]))
+    second = DecisionKeys(["b", "a"], np.array([0, 1]))
+    joined = DecisionKeys.join([first, second])
+    assert joined.tolist() == ["a|b", "a", "a|b", "b", "a"]
+    assert sorted(joined.keys) == ["a", "a|b", "b"]  # each key once

@@ -69,12 +69,18 @@ class DefaultDecisions:
     Attributes:
         keys: per row, the `Truth` key of the default decision.
         expected_correct: per row, the calibrated probability that it is right (`Task.expected_correct`).
-        observations: the decisions as monitoring sees them, `expected_correct` included.
     """
 
     keys: DecisionKeys
     expected_correct: np.ndarray
-    observations: Observations
+
+    @classmethod
+    def join(cls, parts: Sequence[DefaultDecisions]) -> DefaultDecisions:
+        """The default decisions of several model calls as one, in order."""
+        if len(parts) == 1:
+            return parts[0]
+        expected_correct = np.concatenate([part.expected_correct for part in parts])
+        return cls(DecisionKeys.join([part.keys for part in parts]), expected_correct)
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,10 @@ class Scored:
     defaults: DefaultDecisions
     start: int
     stop: int
+
+    @property
+    def rows(self) -> int:
+        return self.stop - self.start
 
     @property
     def decision_keys(self) -> DecisionKeys:
@@ -217,9 +227,14 @@ class Task(ABC):
 
     def default_decisions(self, scores: Any) -> DefaultDecisions:
         """The model's own decisions on the scores of a model call, for monitoring, the log and the shadow runner."""
-        expected_correct = self.expected_correct(scores)
-        observations = replace(self.decide(scores, DEFAULT_OPTIONS).observations(), expected_correct=expected_correct)
-        return DefaultDecisions(self.decision_keys(scores), expected_correct, observations)
+        return DefaultDecisions(self.decision_keys(scores), self.expected_correct(scores))
+
+    def observe(self, scores: Any, defaults: DefaultDecisions) -> Observations:
+        """What monitoring sees of model calls (their scores, joined, and their `default_decisions`): the decided
+        labels at the model's defaults, and each row's `expected_correct`. Built for a group of calls, not per call:
+        only monitoring reads the labels, and its cost per call is mostly fixed."""
+        observations = self.decide(scores, DEFAULT_OPTIONS).observations()
+        return replace(observations, expected_correct=defaults.expected_correct)
 
     def validation_keys(self, y_val: Any) -> list[str]:
         """The `Truth` key of each validation label, in registration's form (single labels by default)."""

@@ -57,10 +57,6 @@ class _Waiting:
     X: Any
     scored: Scored  # the served version's scores and default decisions
 
-    @property
-    def rows(self) -> int:
-        return self.scored.stop - self.scored.start
-
 
 class ShadowRunner:
     """Scores requests' rows with their model's shadow off the response path, in groups: a thread wakes every
@@ -90,7 +86,7 @@ class ShadowRunner:
     def submit(self, served: Task, shadow: LoadedModel, key: str | None, X: Any, scored: Scored) -> None:
         """Score `X` with `shadow` later; `scored` holds the served version's default decisions on it, `key` is the
         logged request's (or None)."""
-        rows = scored.stop - scored.start
+        rows = scored.rows
         with self._condition:
             skipped = self._stopped or self._waiting_rows + rows > self._max_pending_rows
             if not skipped:
@@ -121,7 +117,7 @@ class ShadowRunner:
 
     def _score(self, group: list[_Waiting]) -> None:
         shadow = group[0].shadow
-        rows = sum(item.rows for item in group)
+        rows = sum(item.scored.rows for item in group)
         try:
             shadow_scores = shadow.task.score(shadow.task.join_inputs([item.X for item in group]))
             decided = shadow.task.default_decisions(shadow_scores)
@@ -135,10 +131,10 @@ class ShadowRunner:
         self._rows(shadow.name, shadow.version, "disagree").inc(rows - agreed)
         start = 0
         for item in group:
-            stop = start + item.rows
+            stop = start + item.scored.rows
             if item.key is not None:
                 keys, floats = encode_keys(decided.keys.rows(start, stop)), confidence[8 * start : 8 * stop]
-                self._log.submit_shadow(ShadowRecord(item.key, shadow.name, shadow.version, item.rows, keys, floats))
+                self._log.submit_shadow(ShadowRecord(item.key, shadow.name, shadow.version, stop - start, keys, floats))
             start = stop
 
     def stop(self) -> None:
