@@ -10,10 +10,12 @@ its rows' scores and applies its own options to them, or its own failure: a call
 request until the failing requests are alone, and a request whose rows got a NaN or infinite score gets
 `NonFiniteScoreError`; the other requests of the batch get their scores.
 
-Monitoring sees the calls' inputs and scores after the callers have their answers, in groups: `Observations`
-holds them for up to `OBSERVE_EVERY_S` (or `OBSERVE_MAX_ROWS` rows) and hands them over joined, so its fixed cost
-per call (some 50 µs for a one-row call) is paid once per group, and no group keeps the loop long (4,096-row
-groups put breast_cancer's p99 at 64 rows x 4 connections at 11-14 ms against 4-5 ms without monitoring).
+The model's default decisions are computed once per call (`Task.default_decisions`) and handed to each request
+with its scores (`Scored`), for the prediction log and the shadow runner. Monitoring sees the calls' inputs, scores
+and default decisions after the callers have their answers, in groups: `CallsToObserve` holds them for up to
+`OBSERVE_EVERY_S` (or `OBSERVE_MAX_ROWS` rows) and hands them over joined, so its fixed cost per call (some 50 µs
+for a one-row call) is paid once per group, and no group keeps the loop long (4,096-row groups put breast_cancer's
+p99 at 64 rows x 4 connections at 11-14 ms against 4-5 ms without monitoring).
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
-from .classifiers import NonFiniteScoreError, Task
+from .classifiers import DefaultDecisions, NonFiniteScoreError, Scored, Task
+from .observations import Observations
 
 logger = logging.getLogger(__name__)
 
@@ -37,10 +40,10 @@ OBSERVE_MAX_ROWS = 512  # a group this large is observed at once: each observati
 
 ModelCallObserver = Callable[[float, int], None]  # (seconds inside the model, rows)
 RowsObserver = Callable[[Any], None]  # the joined input of a model call
-ScoresObserver = Callable[[Any], None]  # the scores of a model call
+DecisionsObserver = Callable[[Observations], None]  # the default decisions of model calls (`Task.observe`)
 
 
-class Observations:
+class CallsToObserve:
     """Model calls waiting for monitoring, observed together on the event loop.
 
     Everything runs on the loop: `add` after a call's answers are handed out, `flush` from a timer `every`
@@ -51,26 +54,28 @@ class Observations:
         self,
         task: Task,
         observe_rows: RowsObserver | None,
-        observe_scores: ScoresObserver | None,
+        observe_decisions: DecisionsObserver | None,
         every: float = OBSERVE_EVERY_S,
         max_rows: int = OBSERVE_MAX_ROWS,
     ) -> None:
         self.task = task
         self.observe_rows = observe_rows
-        self.observe_scores = observe_scores
+        self.observe_decisions = observe_decisions
         self.every = every
         self.max_rows = max_rows
         self._inputs: list[Any] = []
         self._scores: list[Any] = []
+        self._defaults: list[DefaultDecisions] = []
         self._rows = 0
         self._timer: asyncio.TimerHandle | None = None
 
-    def add(self, X: Any, scores: Any) -> None:
-        """The rows of a model call that got an answer, and their scores."""
-        if self.observe_rows is None and self.observe_scores is None:
+    def add(self, X: Any, scores: Any, defaults: DefaultDecisions) -> None:
+        """The rows of a model call that got an answer, their scores and the model's default decisions on them."""
+        if self.observe_rows is None and self.observe_decisions is None:
             return
         self._inputs.append(X)
         self._scores.append(scores)
+        self._defaults.append(defaults)
         self._rows += int(X.shape[0])
         if self._rows >= self.max_rows:
             self.flush()
@@ -81,12 +86,16 @@ class Observations:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        inputs, scores = self._inputs, self._scores
-        self._inputs, self._scores, self._rows = [], [], 0
+        inputs, scores, defaults = self._inputs, self._scores, self._defaults
+        self._inputs, self._scores, self._defaults, self._rows = [], [], [], 0
         if inputs and self.observe_rows is not None:
             _observed(self.observe_rows, lambda: self.task.join_inputs(inputs))
-        if scores and self.observe_scores is not None:
-            _observed(self.observe_scores, lambda: self.task.join_scores(scores))
+        if scores and self.observe_decisions is not None:
+            task = self.task
+            _observed(
+                self.observe_decisions,
+                lambda: task.observe(task.join_scores(scores), DefaultDecisions.join(defaults)),
+            )
 
 
 def _observed(observer: Callable[[Any], None], joined: Callable[[], Any]) -> None:
@@ -100,7 +109,7 @@ def _observed(observer: Callable[[Any], None], joined: Callable[[], Any]) -> Non
 class _Queued:
     X: Any
     rows: int
-    future: asyncio.Future[Any]
+    future: asyncio.Future[Scored]
 
 
 class Batcher:
@@ -114,22 +123,23 @@ class Batcher:
         max_wait: float,
         observe: ModelCallObserver,
         observe_rows: RowsObserver | None = None,
-        observe_scores: ScoresObserver | None = None,
+        observe_decisions: DecisionsObserver | None = None,
     ) -> None:
-        """`observe_rows` and `observe_scores` see the calls' joined inputs and scores, in groups, after the callers
-        have their answers (`Observations`): monitoring stays off the requests' critical path."""
+        """`observe_rows` and `observe_decisions` see the calls' joined inputs and default decisions, in groups, after
+        the callers have their answers (`CallsToObserve`): monitoring stays off the requests' critical path."""
         self.task = task
         self.executor = executor
         self.max_rows = max_rows
         self.max_wait = max_wait
         self.observe = observe
-        self.observations = Observations(task, observe_rows, observe_scores)
+        self.to_observe = CallsToObserve(task, observe_rows, observe_decisions)
         self._recent_call_s = INLINE_CALL_S  # no form yet: the first batched calls go to the thread
         self._queue: deque[_Queued] = deque()
         self._draining = False
 
-    async def score(self, X: Any, rows: int) -> Any:
-        """The scores of `X`, computed in a model call shared with other queued requests."""
+    async def score(self, X: Any, rows: int) -> Scored:
+        """The scores of `X` and the model's default decisions on them, computed in a model call shared with other
+        queued requests."""
         loop = asyncio.get_running_loop()
         queued = _Queued(X, rows, loop.create_future())
         self._queue.append(queued)
@@ -175,18 +185,20 @@ class Batcher:
         if len(self.task.non_finite_rows(scores)):  # one vectorised test per call
             self._hand_out_finite(batch, scores)
             return
+        defaults = self.task.default_decisions(scores)  # once per call: monitoring, the log and shadows read it
         start = 0
         for queued in batch:
             if not queued.future.done():
-                queued.future.set_result(self.task.slice_scores(scores, start, start + queued.rows))
+                piece = self.task.slice_scores(scores, start, start + queued.rows)
+                queued.future.set_result(Scored(piece, defaults, start, start + queued.rows))
             start += queued.rows
-        self.observations.add(X, scores)
+        self.to_observe.add(X, scores, defaults)
 
     def _hand_out_finite(self, batch: list[_Queued], scores: Any) -> None:
         """Scores to the requests whose rows all got finite ones; `NonFiniteScoreError` to the others, whose rows
-        monitoring must not count as decisions."""
+        monitoring must not count as decisions (the default decisions are those of the finite rows)."""
         task = self.task
-        inputs, finite = [], []
+        finite: list[tuple[_Queued, Any]] = []
         start = 0
         for queued in batch:
             piece = task.slice_scores(scores, start, start + queued.rows)
@@ -197,12 +209,17 @@ class Batcher:
                 if not queued.future.done():
                     queued.future.set_exception(exc)
                 continue
+            finite.append((queued, piece))
+        if not finite:
+            return
+        joined = task.join_scores([piece for _, piece in finite])
+        defaults = task.default_decisions(joined)
+        start = 0
+        for queued, piece in finite:
             if not queued.future.done():
-                queued.future.set_result(piece)
-            inputs.append(queued.X)
-            finite.append(piece)
-        if inputs:
-            self.observations.add(task.join_inputs(inputs), task.join_scores(finite))
+                queued.future.set_result(Scored(piece, defaults, start, start + queued.rows))
+            start += queued.rows
+        self.to_observe.add(task.join_inputs([queued.X for queued, _ in finite]), joined, defaults)
 
     async def _score(self, X: Any) -> Any:
         """One model call, on the inference thread: the event loop reads and answers requests meanwhile."""

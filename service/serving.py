@@ -14,7 +14,7 @@ import orjson
 from threadpoolctl import threadpool_limits
 
 from .batching import Batcher
-from .classifiers import InvalidInputError, InvalidModelError, NonFiniteScoreError, Task, unscored_rows
+from .classifiers import InvalidInputError, InvalidModelError, NonFiniteScoreError, Scored, Task, unscored_rows
 from .errors import ModelUnavailableError, UnknownModelError
 from .feedback.ids import prediction_ids
 from .feedback.log import Entry, PredictionLog
@@ -109,7 +109,7 @@ class ModelRegistry:
                 settings.batch_max_wait_ms / 1000,
                 monitor.observe_inference if monitor else _ignore,
                 monitor.observe_accepted if monitor else None,
-                functools.partial(observe_scores, model.task, monitor) if monitor else None,
+                monitor.observe_prediction if monitor else None,
             )
         return Served(model, card, monitor, batcher, shadow)
 
@@ -202,17 +202,16 @@ class ModelRegistry:
         started = time.perf_counter()
         try:
             if batcher:
-                scores = await batcher.score(X, rows)  # the batcher observes rows and scores, once per model call
+                scored = await batcher.score(X, rows)  # the batcher observes rows and decisions, once per model call
             else:
-                scores = task.score(X)
-                task.check_finite(scores)
+                scored = score_alone(task, X, rows)
         except Exception as exc:  # noqa: BLE001 -- whatever the model raised on these rows is this request's 400
             raise self.unscored(served, X, rows, exc) from exc
         if monitor and not batcher:
             monitor.observe_accepted(X)
             monitor.observe_inference(time.perf_counter() - started, rows)
-            observe_scores(task, monitor, scores)
-        prediction = task.decide(scores, options)
+            monitor.observe_prediction(task.observe(scored.scores, scored.defaults))
+        prediction = task.decide(scored.scores, options)
         given = options.given()
         if monitor and given:
             monitor.observe_options(given, prediction.decided_labels)
@@ -223,11 +222,11 @@ class ModelRegistry:
         predictions = list(prediction.records())
         if logged:
             decisions = orjson.dumps(predictions, option=orjson.OPT_SERIALIZE_NUMPY)  # the log's copy, without ids
-            entry = Entry(key, now, model.name, model.version, task, request.request_id, options, rows, decisions, X,
-                          scores, caller)  # fmt: skip
+            entry = Entry(key, now, model.name, model.version, request.request_id, options, rows, decisions, X, scored,
+                          caller)  # fmt: skip
             self.log.submit(entry)
         if served.shadow is not None:  # after the answer is built: the shadow never changes it
-            self.shadows.submit(task, served.shadow, key if logged else None, X, scores, rows)
+            self.shadows.submit(task, served.shadow, key if logged else None, X, scored)
         for record, prediction_id in zip(predictions, prediction_ids(key, rows), strict=True):
             record["id"] = prediction_id
         return {
@@ -262,7 +261,7 @@ class ModelRegistry:
         """Hand monitoring the model calls still waiting for it (on the event loop)."""
         for served in list(self.served.values()):
             if served.batcher is not None:
-                served.batcher.observations.flush()
+                served.batcher.to_observe.flush()
 
     def drift_windows(self) -> list[SlidingCounts]:
         """The drift windows of the served models (this worker's files)."""
@@ -295,9 +294,11 @@ def limit_native_threads(settings: Settings) -> int:
     return threads
 
 
-def observe_scores(task: Task, monitor: ModelMonitor, scores: Any) -> None:
-    """Monitoring of a model call: the model's own default decisions on its scores (`Task.observe`)."""
-    monitor.observe_prediction(task.observe(scores))
+def score_alone(task: Task, X: Any, rows: int) -> Scored:
+    """One request's own model call (batching off), with the model's default decisions on its scores."""
+    scores = task.score(X)
+    task.check_finite(scores)
+    return Scored(scores, task.default_decisions(scores), 0, rows)
 
 
 def describe_model(model: LoadedModel, monitored_features: int) -> dict[str, Any]:

@@ -85,7 +85,7 @@ def test_concurrent_requests_share_one_call_and_get_their_own_rows(
     assert recording.calls == [20]  # one model call for five requests
     for part, scores, option in zip(parts, results, options, strict=True):
         alone = task.decide(type(task).score(task, part), option)
-        batched = task.decide(scores, option)
+        batched = task.decide(scores.scores, option)
         assert_same(list(batched.records()), list(alone.records()))
 
 
@@ -96,7 +96,7 @@ def test_a_batch_never_exceeds_max_rows_and_keeps_requests_whole(
     parts = requests_of(catalog_rows("digits", 23), [3, 4, 2, 5, 9])  # 9 > max_rows: scored alone
     results = asyncio.run(score_all(batcher, parts))
     assert recording.calls == [7, 7, 9]  # [3, 4], [2, 5], [9]
-    assert [len(r) for r in results] == [3, 4, 2, 5, 9]
+    assert [len(r.scores) for r in results] == [3, 4, 2, 5, 9]
 
 
 def test_a_failing_request_does_not_fail_the_others(catalog: dict[str, str], executor: ThreadPoolExecutor) -> None:
@@ -107,7 +107,7 @@ def test_a_failing_request_does_not_fail_the_others(catalog: dict[str, str], exe
     results = asyncio.run(score_all(batcher, parts))
     assert isinstance(results[1], ValueError)
     for part, scores in ((parts[0], results[0]), (parts[2], results[2])):
-        np.testing.assert_array_equal(scores, type(task).score(task, part))
+        np.testing.assert_array_equal(scores.scores, type(task).score(task, part))
     assert recording.calls == [6, 2, 4, 2, 2]  # the batch failed: its halves, then the failing half's
 
 
@@ -124,7 +124,7 @@ def test_a_failed_batch_is_bisected_not_scored_again_request_by_request(
     assert recording.calls == [8, 4, 4, 2, 1, 1, 2]  # [0-7], [0-3], [4-7], [4-5], [4], [5], [6-7]: depth first
     assert [isinstance(r, ValueError) for r in results] == [i == 5 for i in range(8)]
     for i in (0, 4, 7):
-        np.testing.assert_array_equal(results[i], type(task).score(task, parts[i]))
+        np.testing.assert_array_equal(results[i].scores, type(task).score(task, parts[i]))
 
 
 def test_one_bad_request_among_many_costs_a_logarithmic_number_of_calls(
@@ -155,7 +155,7 @@ def test_a_request_given_non_finite_scores_fails_alone_without_scoring_again(
     assert recording.calls == [7]
     assert isinstance(results[1], NonFiniteScoreError) and results[1].row == 1
     for part, scores in ((parts[0], results[0]), (parts[2], results[2])):
-        np.testing.assert_array_equal(scores, type(task).score(task, part))
+        np.testing.assert_array_equal(scores.scores, type(task).score(task, part))
     assert inputs == [4] and scored == [4]
 
 
@@ -187,10 +187,10 @@ def observing_batcher(
     scored: list[int] = []
     batcher = Batcher(
         task, executor, 1000, 0.0, lambda s, n: None,
-        lambda X: inputs.append(len(X)), lambda scores: scored.append(len(task.row_confidence(scores))),
+        lambda X: inputs.append(len(X)), lambda decisions: scored.append(len(decisions.drift_labels)),
     )  # fmt: skip
-    batcher.observations.every = every
-    batcher.observations.max_rows = max_rows
+    batcher.to_observe.every = every
+    batcher.to_observe.max_rows = max_rows
     return batcher, inputs, scored
 
 
@@ -207,7 +207,7 @@ def score_then_observe(batcher: Batcher, parts: list[np.ndarray]) -> list[Any]:
 
     async def run() -> list[Any]:
         results = await score_all(batcher, parts)
-        batcher.observations.flush()
+        batcher.to_observe.flush()
         return results
 
     return asyncio.run(run())
@@ -223,7 +223,7 @@ def test_monitoring_gets_the_calls_of_a_while_joined_after_the_answers(
         for part in requests_of(rows, [2, 3, 4]):
             await batcher.score(part, len(part))  # one after the other: three model calls
         waiting = list(inputs)
-        batcher.observations.flush()
+        batcher.to_observe.flush()
         return waiting
 
     assert asyncio.run(three_calls_then_flush()) == []  # answered, not yet observed

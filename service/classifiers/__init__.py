@@ -3,7 +3,17 @@
 from __future__ import annotations
 
 from . import binary, hierarchical, multiclass, multilabel  # noqa: F401  (registers the task kinds)
-from .base import Description, Options, Prediction, Task, get_task, register_task, registered_tasks
+from .base import (
+    DefaultDecisions,
+    Description,
+    Options,
+    Prediction,
+    Scored,
+    Task,
+    get_task,
+    register_task,
+    registered_tasks,
+)
 from .errors import ClassifierError, InvalidInputError, InvalidModelError, NonFiniteScoreError, unscored_rows
 from .features import FeatureSchema
 from .hierarchical import ROOT, fit_hierarchy
@@ -15,6 +25,7 @@ __all__ = [
     "ClassFigures",
     "ClassifierError",
     "DecisionKeys",
+    "DefaultDecisions",
     "Description",
     "FeatureSchema",
     "GivenLabel",
@@ -25,6 +36,7 @@ __all__ = [
     "Pair",
     "Prediction",
     "Realized",
+    "Scored",
     "Task",
     "Truth",
     "fit_hierarchy",

@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 import numpy as np
 
 from ..card import Decision, ModelCard
+from ..observations import Observations as Observations  # the task modules' name for it
 from .errors import InvalidInputError, InvalidModelError, NonFiniteScoreError
 from .evaluation import Calibration
 from .features import FeatureSchema
@@ -60,39 +61,49 @@ class Description:
 
 
 @dataclass(frozen=True)
-class Observations:
-    """What monitoring observes of a batch of decisions: plain arrays and label strings, no classifier objects.
+class DefaultDecisions:
+    """The model's own decisions on the scores of one model call, at its defaults whatever options the requests
+    sent (a client's threshold must not page anyone, nor change what labels judge): computed once per call
+    (`Task.default_decisions`) and only read by monitoring, the prediction log and the shadow runner.
 
     Attributes:
-        labels: decided labels by level: `""` for flat tasks (multilabel: every decided label), `"0"`, `"1"`, …
-            for the levels of a hierarchical path.
-        drift_labels: the decisions whose distribution is compared with `prediction_distribution`
-            (None where there is no decision: abstained, or a path that stopped early).
-        confidence: see `Prediction.confidence`.
-        margin: top-1 minus top-2 probability per row, where the task has one.
-        abstentions: rows with no label.
-        labels_per_instance: multilabel: labels decided per row.
-        path_depth: hierarchical: levels decided per row.
-        incomplete_paths: hierarchical: paths that stopped before a leaf.
-        expected_correct: per row, the calibrated probability that the model's default decision is right
-            (`Task.expected_correct`); its mean is the label-free accuracy estimate.
+        keys: per row, the `Truth` key of the default decision.
+        expected_correct: per row, the calibrated probability that it is right (`Task.expected_correct`).
     """
 
-    labels: Mapping[str, Sequence[str | None]]
-    drift_labels: Sequence[str | None]
-    confidence: np.ndarray
-    margin: np.ndarray | None = None
-    abstentions: int = 0
-    labels_per_instance: np.ndarray | None = None
-    path_depth: np.ndarray | None = None
-    incomplete_paths: int = 0
-    expected_correct: np.ndarray | None = None
+    keys: DecisionKeys
+    expected_correct: np.ndarray
 
     @classmethod
-    def flat(cls, labels: Sequence[str | None], confidence: np.ndarray, **extra: Any) -> Observations:
-        """Observations of a flat task: one level, whose labels are also the ones drift compares."""
-        abstentions = sum(label is None for label in labels)
-        return cls(labels={"": labels}, drift_labels=labels, confidence=confidence, abstentions=abstentions, **extra)
+    def join(cls, parts: Sequence[DefaultDecisions]) -> DefaultDecisions:
+        """The default decisions of several model calls as one, in order."""
+        if len(parts) == 1:
+            return parts[0]
+        expected_correct = np.concatenate([part.expected_correct for part in parts])
+        return cls(DecisionKeys.join([part.keys for part in parts]), expected_correct)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One request's rows of a model call: their scores, and the call's default decisions (one object for every
+    request of the call) with the rows' place in them, so that no request copies its part."""
+
+    scores: Any
+    defaults: DefaultDecisions
+    start: int
+    stop: int
+
+    @property
+    def rows(self) -> int:
+        return self.stop - self.start
+
+    @property
+    def decision_keys(self) -> DecisionKeys:
+        return self.defaults.keys.rows(self.start, self.stop)
+
+    @property
+    def expected_correct(self) -> np.ndarray:
+        return self.defaults.expected_correct[self.start : self.stop]
 
 
 Answer = TypeVar("Answer", covariant=True)  # a task's per-row answer: the `TypedDict` its `Task.answer` names
@@ -226,12 +237,16 @@ class Task(ABC):
         estimate's term, live (monitoring) and in the prediction log (realized figures) alike."""
         return self.calibration(self.row_confidence(scores))
 
-    def observe(self, scores: Any) -> Observations:
-        """What monitoring sees of a model call: the model's own default decisions, whatever options the
-        requests sent (a client's threshold must not page anyone), and each row's `expected_correct`."""
-        return replace(
-            self.decide(scores, DEFAULT_OPTIONS).observations(), expected_correct=self.expected_correct(scores)
-        )
+    def default_decisions(self, scores: Any) -> DefaultDecisions:
+        """The model's own decisions on the scores of a model call, for monitoring, the log and the shadow runner."""
+        return DefaultDecisions(self.decision_keys(scores), self.expected_correct(scores))
+
+    def observe(self, scores: Any, defaults: DefaultDecisions) -> Observations:
+        """What monitoring sees of model calls (their scores, joined, and their `default_decisions`): the decided
+        labels at the model's defaults, and each row's `expected_correct`. Built for a group of calls, not per call:
+        only monitoring reads the labels, and its cost per call is mostly fixed."""
+        observations = self.decide(scores, DEFAULT_OPTIONS).observations()
+        return replace(observations, expected_correct=defaults.expected_correct)
 
     def validation_keys(self, y_val: Any) -> list[str]:
         """The `Truth` key of each validation label, in registration's form (single labels by default)."""

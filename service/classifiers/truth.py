@@ -39,6 +39,20 @@ class DecisionKeys:
     def tolist(self) -> list[str | None]:
         return [self.keys[code] for code in self.codes.tolist()]
 
+    @classmethod
+    def join(cls, parts: Sequence[DecisionKeys]) -> DecisionKeys:
+        """The keys of several batches as one, in order: a loop over each batch's keys, not its rows, and none
+        where the batches share their keys (every task but multilabel, whose keys are the sets a batch decided)."""
+        first = parts[0]
+        if all(part.keys is first.keys or part.keys == first.keys for part in parts):
+            return cls(first.keys, np.concatenate([part.codes for part in parts]))
+        index: dict[str | None, int] = {}
+        codes = []
+        for part in parts:
+            as_joined = np.array([index.setdefault(key, len(index)) for key in part.keys], dtype=np.intp)
+            codes.append(as_joined[part.codes])
+        return cls(list(index), np.concatenate(codes))
+
 
 @dataclass(frozen=True)
 class GivenLabel:

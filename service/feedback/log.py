@@ -14,7 +14,6 @@ predictions in any case.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import random
 import threading
@@ -28,7 +27,7 @@ from typing import Any, TypeVar
 import orjson
 import sqlalchemy as sa
 
-from ..classifiers import Options, Task
+from ..classifiers import Options, Scored
 from ..database.codecs import encode_floats, encode_inputs, encode_keys
 from ..database.driver import share_the_lock
 from ..database.engine import create_database_engine, migrate
@@ -61,13 +60,12 @@ class Entry:
     created_at: float  # Unix seconds, the key's own timestamp
     model: str
     version: str
-    task: Task
     request_id: str | None
     options: Options
     rows: int
     decisions: bytes  # JSON list: each row's answer as sent, without its id
     X: Any  # the validated rows
-    scores: Any  # the model's scores of those rows
+    scored: Scored  # the model's scores of those rows and its default decisions, which the log keeps
     caller: str | None = None  # the name of the API key that sent it; None without keys
 
 
@@ -259,8 +257,7 @@ class PredictionLog:
             encoded.extend(entries)
 
         unencodable: list[tuple[Entry, Exception]] = []
-        for group in _by_task(batch):
-            _in_halves(group, encode, unencodable)
+        _in_halves(batch, encode, unencodable)
         self._lost(unencodable, "could not be encoded")
         return records, encoded
 
@@ -313,16 +310,11 @@ class PredictionLog:
             self._rows(model, version, result).inc(rows)
 
     def encode(self, entries: Sequence[Entry]) -> list[RequestRecord]:
-        """The database rows of queued requests of one model version. The model's own decisions and confidences
-        are computed for all of them at once: a vector operation per batch, not per request."""
-        task = entries[0].task
-        scores = task.join_scores([entry.scores for entry in entries])
-        bounds = list(itertools.pairwise(itertools.accumulate((entry.rows for entry in entries), initial=0)))
-        decisions = task.decision_keys(scores)
-        confidence = encode_floats(task.expected_correct(scores))
+        """The database rows of queued requests. The model's own decisions and confidences come computed, once per
+        model call (`Task.default_decisions`): each entry's are its rows' part of its call's."""
         records = []
         since = time.perf_counter()
-        for entry, (start, stop) in zip(entries, bounds, strict=True):
+        for entry in entries:
             since = share_the_lock(since)
             records.append(
                 RequestRecord(
@@ -332,8 +324,8 @@ class PredictionLog:
                     created_at=datetime.fromtimestamp(entry.created_at, UTC),
                     request_id=entry.request_id,
                     rows=entry.rows,
-                    decision_keys=encode_keys(decisions.rows(start, stop)),
-                    confidence=confidence[8 * start : 8 * stop],
+                    decision_keys=encode_keys(entry.scored.decision_keys),
+                    confidence=encode_floats(entry.scored.expected_correct),
                     options=_options_json(entry.options),
                     decisions=entry.decisions.decode(),
                     inputs=encode_inputs(entry.X) if self.config.log_inputs else None,
@@ -376,14 +368,6 @@ def _in_halves(items: Sequence[T], attempt: Callable[[Sequence[T]], None], faile
         middle = len(items) // 2
         _in_halves(items[:middle], attempt, failed)
         _in_halves(items[middle:], attempt, failed)
-
-
-def _by_task(entries: Sequence[Entry]) -> list[list[Entry]]:
-    """Entries grouped by the task (model version) that answered them, in order within a group."""
-    groups: dict[int, list[Entry]] = {}
-    for entry in entries:
-        groups.setdefault(id(entry.task), []).append(entry)
-    return list(groups.values())
 
 
 def _options_json(options: Options) -> str:

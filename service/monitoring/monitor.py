@@ -11,11 +11,12 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from ..card import ModelCard, ReconstructionFit
+from ..observations import Observations
 from ..settings import MonitoringConfig
 from .drift import LabelFolder, psi
 from .inputs import BELOW_FIRST_EDGE, InputProfile, edge_labels
@@ -28,29 +29,6 @@ logger = logging.getLogger(__name__)
 BIN_LABELS = ("model", "version", "feature", "bin")
 RECONSTRUCTION_BIN_LABELS = ("model", "version", "bin")
 RECONSTRUCTION_TOTALS = "reconstruction"  # the files' prefix of the reconstruction bins' counts since the start
-
-
-class PredictionSummary(Protocol):
-    """What a batch of decisions offers monitoring (the classifier core's `Observations` has this shape)."""
-
-    @property
-    def labels(self) -> Mapping[str, Sequence[str | None]]: ...
-    @property
-    def drift_labels(self) -> Sequence[str | None]: ...
-    @property
-    def confidence(self) -> np.ndarray: ...
-    @property
-    def margin(self) -> np.ndarray | None: ...
-    @property
-    def abstentions(self) -> int: ...
-    @property
-    def labels_per_instance(self) -> np.ndarray | None: ...
-    @property
-    def path_depth(self) -> np.ndarray | None: ...
-    @property
-    def incomplete_paths(self) -> int: ...
-    @property
-    def expected_correct(self) -> np.ndarray | None: ...
 
 
 def window_directory() -> Path:
@@ -217,7 +195,7 @@ class ModelMonitor:
         self._writes.observe(self._inference, seconds)
         self._writes.observe(self._batch_rows, rows)
 
-    def observe_prediction(self, summary: PredictionSummary) -> None:
+    def observe_prediction(self, summary: Observations) -> None:
         """The model's default decisions of one model call: decided labels, confidence, margin, labels per row, path
         depth, the label-free estimate's terms, and the label bins of the drift window. The defaults never abstain
         nor stop a path early: abstentions are the requests' (`observe_abstentions`)."""
@@ -253,7 +231,7 @@ class ModelMonitor:
         for code, count in self.drift_labels.tally(labels).items():
             self._writes.inc(self._option_predictions(self.name, self.version, self.drift_labels.names[code]), count)
 
-    def observe_abstentions(self, answered: PredictionSummary) -> None:
+    def observe_abstentions(self, answered: Observations) -> None:
         """What a request that set `min_confidence` was answered: its rows with no label and, hierarchical, its paths
         that stopped before a leaf. What clients got, like `observe_options` (nothing alerts on these); the series
         exist from the first such request, 0 until one abstains, so the dashboard's ratios show 0, not nothing."""

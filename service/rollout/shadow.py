@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..classifiers import DecisionKeys, InvalidInputError, Task
+from ..classifiers import DecisionKeys, InvalidInputError, Scored, Task
 from ..database.codecs import encode_floats, encode_keys
 from ..feedback.log import PredictionLog
 from ..monitoring.metrics import Children, Metrics
@@ -55,8 +55,7 @@ class _Waiting:
     shadow: LoadedModel
     key: str | None
     X: Any
-    scores: Any
-    rows: int
+    scored: Scored  # the served version's scores and default decisions
 
 
 class ShadowRunner:
@@ -84,14 +83,16 @@ class ShadowRunner:
         self._thread = threading.Thread(target=self._run, name="shadow", daemon=True)
         self._thread.start()
 
-    def submit(self, served: Task, shadow: LoadedModel, key: str | None, X: Any, scores: Any, rows: int) -> None:
-        """Score `X` with `shadow` later; `scores` are the served version's, `key` the logged request's (or None)."""
+    def submit(self, served: Task, shadow: LoadedModel, key: str | None, X: Any, scored: Scored) -> None:
+        """Score `X` with `shadow` later; `scored` holds the served version's default decisions on it, `key` is the
+        logged request's (or None)."""
+        rows = scored.rows
         with self._condition:
             skipped = self._stopped or self._waiting_rows + rows > self._max_pending_rows
             if not skipped:
                 if not self._waiting:
                     self._condition.notify()  # the first rows of a group wake the idle thread
-                self._waiting.append(_Waiting(served, shadow, key, X, scores, rows))
+                self._waiting.append(_Waiting(served, shadow, key, X, scored))
                 self._waiting_rows += rows
         if skipped:
             self._rows(shadow.name, shadow.version, "skipped").inc(rows)
@@ -115,13 +116,13 @@ class ShadowRunner:
                 return
 
     def _score(self, group: list[_Waiting]) -> None:
-        served, shadow = group[0].served, group[0].shadow
-        rows = sum(item.rows for item in group)
+        shadow = group[0].shadow
+        rows = sum(item.scored.rows for item in group)
         try:
             shadow_scores = shadow.task.score(shadow.task.join_inputs([item.X for item in group]))
-            decided = shadow.task.decision_keys(shadow_scores)
-            agreed = agreeing(decided, served.decision_keys(served.join_scores([item.scores for item in group])))
-            confidence = encode_floats(shadow.task.expected_correct(shadow_scores))
+            decided = shadow.task.default_decisions(shadow_scores)
+            agreed = agreeing(decided.keys, DecisionKeys.join([item.scored.decision_keys for item in group]))
+            confidence = encode_floats(decided.expected_correct)
         except Exception:  # noqa: BLE001 -- a shadow's fault must never reach the served model's answers
             logger.exception("shadow %s failed on %d rows", shadow.tag, rows)
             self._rows(shadow.name, shadow.version, "failed").inc(rows)
@@ -130,10 +131,10 @@ class ShadowRunner:
         self._rows(shadow.name, shadow.version, "disagree").inc(rows - agreed)
         start = 0
         for item in group:
-            stop = start + item.rows
+            stop = start + item.scored.rows
             if item.key is not None:
-                keys, floats = encode_keys(decided.rows(start, stop)), confidence[8 * start : 8 * stop]
-                self._log.submit_shadow(ShadowRecord(item.key, shadow.name, shadow.version, item.rows, keys, floats))
+                keys, floats = encode_keys(decided.keys.rows(start, stop)), confidence[8 * start : 8 * stop]
+                self._log.submit_shadow(ShadowRecord(item.key, shadow.name, shadow.version, stop - start, keys, floats))
             start = stop
 
     def stop(self) -> None:

@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
 
-from service.classifiers import Options, get_task
+from service.classifiers import Options, Scored, get_task
 from service.database.codecs import decode_inputs
 from service.database.engine import create_database_engine
 from service.feedback import log as log_module
@@ -42,9 +42,8 @@ def entry(model: str, rows: int = 2, X: Any = None) -> Entry:
     records = list(TASK.decide(scores, Options(top_k=2)).records())
     now = time.time()
     decisions = orjson.dumps(records)
-    return Entry(
-        new_key(True, now), now, model, "v1", TASK, "req", Options(top_k=2), len(records), decisions, X, scores
-    )
+    scored = Scored(scores, TASK.default_decisions(scores), 0, len(records))
+    return Entry(new_key(True, now), now, model, "v1", "req", Options(top_k=2), len(records), decisions, X, scored)
 
 
 def rows(registry: CollectorRegistry, result: str, model: str) -> float:

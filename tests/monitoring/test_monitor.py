@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +24,7 @@ from service.monitoring.metrics import Metrics
 from service.monitoring.monitor import RECONSTRUCTION_TOTALS, ModelMonitor, render_drift
 from service.monitoring.reconstruction import Reconstruction, fit_reconstruction
 from service.monitoring.window import TOTALS, SlidingCounts, remove_windows, window_owners
+from service.observations import Observations
 from service.settings import MonitoringConfig
 from service.store import load_model, register_model
 
@@ -43,21 +43,6 @@ class Registered:
     card: ModelCard
     X_train: np.ndarray
     feature_names: list[str]
-
-
-@dataclass(frozen=True)
-class Summary:
-    """A hand-made batch of decisions with the attributes of `PredictionSummary`."""
-
-    labels: Mapping[str, Sequence[str | None]]
-    drift_labels: Sequence[str | None]
-    confidence: np.ndarray
-    margin: np.ndarray | None = None
-    abstentions: int = 0
-    labels_per_instance: np.ndarray | None = None
-    path_depth: np.ndarray | None = None
-    incomplete_paths: int = 0
-    expected_correct: np.ndarray | None = None
 
 
 @pytest.fixture(scope="module")
@@ -242,7 +227,7 @@ def test_observe_prediction_counts_labels_confidence_and_margin(registered: Regi
     built = build(registered, tmp_path, monitored_labels=1)
     decided = [top, rest, top, None, top]
     built.monitor.observe_prediction(
-        Summary(
+        Observations(
             labels={"": decided},
             drift_labels=decided,
             confidence=np.array([0.95, 0.6, 0.99, 0.5, 0.8]),
@@ -271,7 +256,7 @@ def test_observe_prediction_counts_labels_confidence_and_margin(registered: Regi
 def test_observe_prediction_without_folding_and_optional_fields(registered: Registered, built: Built) -> None:
     """Enough label slots: every class by name; per-instance counts and path depths when given."""
     built.monitor.observe_prediction(
-        Summary(
+        Observations(
             labels={"": ["malignant", "benign", "benign"]},
             drift_labels=["malignant", "benign", "benign"],
             confidence=np.array([0.7, 0.8, 0.9]),
@@ -296,20 +281,20 @@ def test_observe_abstentions_counts_the_answers_without_a_label_or_a_full_path(b
     """A request's answers: rows with no label, and paths stopped before a leaf where answers have paths; series
     at 0 from the first such request, so that a ratio over them is 0, not absent."""
     built.monitor.observe_abstentions(
-        Summary(labels={"": ["benign"]}, drift_labels=["benign"], confidence=np.array([0.9]))
+        Observations(labels={"": ["benign"]}, drift_labels=["benign"], confidence=np.array([0.9]))
     )
     assert value(built, "classifier_abstentions_total") == 0.0
     assert value(built, "classifier_incomplete_paths_total") is None  # flat answers have no path
 
     flat = ["benign", None, None]
     built.monitor.observe_abstentions(
-        Summary(labels={"": flat}, drift_labels=flat, confidence=np.array([0.9, 0.4, 0.3]), abstentions=2)
+        Observations(labels={"": flat}, drift_labels=flat, confidence=np.array([0.9, 0.4, 0.3]), abstentions=2)
     )
     assert value(built, "classifier_abstentions_total") == 2.0
 
     paths = {"0": ["round", "round", None], "1": ["0", None, None]}
     built.monitor.observe_abstentions(
-        Summary(
+        Observations(
             labels=paths,
             drift_labels=["0", None, None],
             confidence=np.array([0.9, 0.6, 0.0]),
@@ -334,7 +319,7 @@ def test_drift_is_nan_below_the_minimum_rows(registered: Registered, built: Buil
 
     built.monitor.observe_accepted(registered.X_train[MIN_ROWS - 1 : MIN_ROWS])
     built.monitor.observe_prediction(
-        Summary(labels={"": ["benign"] * 5}, drift_labels=["benign"] * 5, confidence=np.full(5, 0.9))
+        Observations(labels={"": ["benign"] * 5}, drift_labels=["benign"] * 5, confidence=np.full(5, 0.9))
     )
     rows, features, prediction = built.monitor.drift()
     assert rows == MIN_ROWS
@@ -391,7 +376,7 @@ def test_one_label_only_gives_a_large_prediction_drift(registered: Registered, b
     rare = min(shares, key=lambda label: shares[label])
     built.monitor.observe_accepted(registered.X_train[:200])
     built.monitor.observe_prediction(
-        Summary(labels={"": [rare] * 200}, drift_labels=[rare] * 200, confidence=np.full(200, 0.9))
+        Observations(labels={"": [rare] * 200}, drift_labels=[rare] * 200, confidence=np.full(200, 0.9))
     )
     _, _, prediction = built.monitor.drift()
     assert prediction > 0.25
@@ -405,7 +390,7 @@ def test_decisions_in_validation_proportions_give_a_small_prediction_drift(
     labels = [label for label, share in shares.items() for _ in range(round(share * 1000))]
     built.monitor.observe_accepted(registered.X_train[:MIN_ROWS])
     built.monitor.observe_prediction(
-        Summary(labels={"": labels}, drift_labels=labels, confidence=np.full(len(labels), 0.9))
+        Observations(labels={"": labels}, drift_labels=labels, confidence=np.full(len(labels), 0.9))
     )
     _, _, prediction = built.monitor.drift()
     assert prediction < 0.01
