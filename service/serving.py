@@ -14,7 +14,7 @@ import orjson
 from threadpoolctl import threadpool_limits
 
 from .batching import Batcher
-from .classifiers import InvalidInputError, InvalidModelError, NonFiniteScoreError, Scored, Task, unscored_rows
+from .classifiers import InvalidInputError, InvalidModelError, NonFiniteScoreError, Options, Scored, Task, unscored_rows
 from .errors import ModelUnavailableError, UnknownModelError
 from .feedback.ids import prediction_ids
 from .feedback.log import Entry, PredictionLog
@@ -186,19 +186,7 @@ class ModelRegistry:
         model, monitor, batcher = served.model, served.monitor, served.batcher
         task = model.task
         rows = len(request.instances)
-        try:
-            if rows > self.settings.max_batch_rows:
-                raise InvalidInputError(
-                    f"'instances' has {rows} rows; at most {self.settings.max_batch_rows} are accepted",
-                    field="instances",
-                )
-            options = request.options.to_options()
-            task.check_options(options)
-            X = task.validate(request.instances, booleans_possible)
-        except InvalidInputError as exc:
-            if monitor:
-                monitor.observe_rejected(rows, exc.issues)
-            raise
+        options, X = self.validated(served, request, booleans_possible)
         started = time.perf_counter()
         try:
             if batcher:
@@ -236,6 +224,24 @@ class ModelRegistry:
             "request_id": request.request_id,
             "predictions": predictions,
         }
+
+    def validated(self, served: Served, request: PredictRequest, booleans_possible: bool) -> tuple[Options, Any]:
+        """The request's options and its rows as the estimator's input; or `InvalidInputError`, whose rows
+        monitoring counts as rejected with the faults they show."""
+        rows = len(request.instances)
+        try:
+            if rows > self.settings.max_batch_rows:
+                raise InvalidInputError(
+                    f"'instances' has {rows} rows; at most {self.settings.max_batch_rows} are accepted",
+                    field="instances",
+                )
+            options = request.options.to_options()
+            served.model.task.check_options(options)
+            return options, served.model.task.validate(request.instances, booleans_possible)
+        except InvalidInputError as exc:
+            if served.monitor:
+                served.monitor.observe_rejected(rows, exc.issues)
+            raise
 
     def unscored(self, served: Served, X: Any, rows: int, exc: Exception) -> InvalidInputError:
         """The 400 of a request whose validated rows the model could not score, logged once; monitoring counts the
