@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -33,6 +34,7 @@ logger = logging.getLogger("bench.servers")
 
 PROJECT = Path(__file__).resolve().parents[1]
 READY_TIMEOUT_S = 600.0  # a loaded machine has taken minutes to start a worker
+PORTS_FROM = 10000  # servers' ports are drawn from here up to the ephemeral range (`free_port`)
 STOP_TIMEOUT_S = 300.0  # a graceful stop finishes requests under way and writes the prediction log's queue
 REQUEST_TIMEOUT_S = 300.0  # one request: a loaded worker has taken minutes to answer its first ones
 POLL_S = 0.05  # start-up is measured to this poll (bench/startup.py)
@@ -118,10 +120,33 @@ def log_to_stderr() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
+def ephemeral_ports() -> range:
+    """The ports the kernel hands to `bind(0)` and outgoing connections (Linux's `ip_local_port_range`)."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return range(low, high + 1)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port free now, chosen below the ephemeral range: a port from `bind(0)`, released for the server
+    to bind later, could meanwhile be handed to the server's own `bind(0)` (BentoML's arbiter reserves its ZeroMQ
+    ports so) and the server would fail with "Address already in use" on its own port."""
+    ephemeral = ephemeral_ports()
+    if ephemeral.start <= PORTS_FROM:  # an unusual range: no room below it
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return int(sock.getsockname()[1])
+    for _ in range(100):
+        port = random.randrange(PORTS_FROM, ephemeral.start)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise ServerError(f"no free loopback port in [{PORTS_FROM}, {ephemeral.start}) after 100 tries")
 
 
 def log_tail(log: Path, chars: int = 3000) -> str:

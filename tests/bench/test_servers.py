@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from bench import servers
 from bench.servers import ServerError, isolated_env, launched, stop
 
 # a server that starts a child of its own (a stand-in for a worker) and serves files on the port it is given
@@ -71,3 +73,14 @@ def test_a_server_gets_its_own_home_and_no_inherited_metrics_folder(tmp_path: Pa
     env = isolated_env(tmp_path / "home", {"PROMETHEUS_MULTIPROC_DIR": "/shared", "CLF_WORKERS": "2", "PATH": "/bin"})
     assert env == {"BENTOML_HOME": str(tmp_path / "home"), "BENTOML_DO_NOT_TRACK": "True", "CLF_WORKERS": "2",
                    "PATH": "/bin"}  # fmt: skip
+
+
+def test_a_free_port_is_bindable_and_outside_the_range_the_kernel_hands_out() -> None:
+    """BentoML's arbiter takes its ZeroMQ ports from `bind(0)`: a server port from that range could be taken by
+    the server itself before it binds it (seen as "Address already in use" on the server's own port)."""
+    ephemeral = servers.ephemeral_ports()
+    ports = {servers.free_port() for _ in range(20)}
+    assert all(servers.PORTS_FROM <= port < ephemeral.start for port in ports)
+    for port in ports:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))
