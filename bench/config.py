@@ -56,6 +56,7 @@ class Peer:
     answer: str  # what the response holds
     validation: str = "none"
     batching: str = "none"
+    http: str = "uvicorn, httptools, uvloop"  # the HTTP stack its environment gives it
     ready_path: str = "/readyz"
     returns_probabilities: bool = True  # False: a fixed answer, nothing to check against the model
 
@@ -73,12 +74,14 @@ PEERS: dict[str, Peer] = {
     "mlserver": Peer(
         "", "mlserver", "mlserver", "v2", "`predict_proba` (MLServer's scikit-learn runtime)",
         "V2 response: one FP64 tensor, rows x classes",
-        validation="V2 request schema (pydantic)", batching="off (MLServer's default)", ready_path="/v2/health/ready",
+        validation="V2 request schema (pydantic)", batching="off (MLServer's default)",
+        http="uvicorn, h11, uvloop (as pip installs it)",
+        ready_path="/v2/health/ready",
     ),
     "bentoml_minimal": Peer(
         "bentoml_minimal", "bentoml", "bentoml", "json", "`predict_proba`",
         "a JSON list of rows of probabilities", validation="request schema (pydantic: a list of float rows)",
-        batching="off",
+        batching="off", http="BentoML's uvicorn, h11, asyncio (as pip installs it)",
     ),
     "floor": Peer(
         "floor", "floor", "uvicorn", "json", "none: reads the body, returns a fixed answer",

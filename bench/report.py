@@ -211,7 +211,7 @@ def what_table(keys: Sequence[str]) -> str:
         "service (`default`)", "the linear fold (`service/classifiers/linear.py`); `predict_proba` for other models",
         "schema, widths, finite values, per-model limits", "on (Prometheus metrics, drift, estimated accuracy)",
         "on (every request, inputs included, SQLite)", "on (adaptive, BentoML)",
-        "decisions per row (label, confidence, id)",
+        "decisions per row (label, confidence, id)", "BentoML's uvicorn, httptools, uvloop",
     ]  # fmt: skip
     rows = [service]
     for key in keys:
@@ -220,9 +220,10 @@ def what_table(keys: Sequence[str]) -> str:
             continue
         rows.append(
             [f"{VARIANT_BY_KEY[key].label} (`{key}`)", peer.work, peer.validation, "none", "none", peer.batching,
-             peer.answer]
+             peer.answer, peer.http]
         )  # fmt: skip
-    return table(["server", "work", "validation", "monitoring", "prediction log", "batching", "response"], rows)
+    headers = ["server", "work", "validation", "monitoring", "prediction log", "batching", "response", "HTTP"]
+    return table(headers, rows)
 
 
 def on_off_table(points: Sequence[Point], off_variant: str, what: str, on_variant: str = "default") -> str:
