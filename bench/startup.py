@@ -62,6 +62,11 @@ def measure(store: Path, source: Path, runs: int) -> list[Startup]:
     return results
 
 
+def median_ready_s(results: Sequence[Startup]) -> float | None:
+    """The start-up target's figure: the median launch to `/readyz` 200."""
+    return statistics.median(r.ready_s for r in results) if results else None
+
+
 def section(results: Sequence[Startup], load_average: str) -> str:
     """The start-up section of docs/benchmarks.md: the median of the runs and the range."""
 
