@@ -4,8 +4,9 @@ one module that writes to their internals, each change checked by tests/test_ben
 The traffic timeout. `TimeoutMiddleware` arms `loop.call_later(timeout, ...)` for every request and never cancels
 it. The timer handle holds a copy of the request's context variables, so each request's context stays alive for the
 traffic timeout (30 s here): at ~1,000 requests/s that is tens of thousands of live objects that every full
-garbage collection walks, the periodic 100-500 ms stalls BENTOML-NOTES.md measured. This version cancels the
-timer once the request is answered, and otherwise behaves the same (504 after the timeout).
+garbage collection walks, the periodic 100-500 ms stalls BENTOML-NOTES.md measured. This version is an
+`asyncio.timeout` around the app in the request's own task (BentoML's starts a second task per request), disarmed
+when the answer starts, and otherwise behaves the same (504 when no answer started within the timeout).
 
 The store. `bentoml serve` and `bentoml build` resolve BentoML's home before they import the service; this package
 resolves it by its own rule (`service.home`): the CLI's cached store is pointed at the same folder.
@@ -101,26 +102,25 @@ async def _call(self: Any, scope: Any, receive: Any, send: Any) -> None:
     if scope["type"] not in ("http", "websocket"):
         await self.app(scope, receive, send)
         return
-    loop = asyncio.get_running_loop()
-    answered: asyncio.Future[None] = loop.create_future()
-    timer = loop.call_later(self.timeout, self._set_timer_out, answered)
+    # in the request's own task: BentoML's runs the app in a second task per request, a task and a future more
+    deadline = asyncio.timeout(self.timeout)
+    answering = False
 
     async def _send(message: Any) -> None:
-        if not answered.done():
-            answered.set_result(None)
+        nonlocal answering
+        if not answering:  # the timeout bounds the wait for an answer's start, as BentoML's does
+            answering = True
+            deadline.reschedule(None)
         await send(message)
 
-    handling = asyncio.ensure_future(self.app(scope, receive, _send))
     try:
-        await answered
+        async with deadline:
+            await self.app(scope, receive, _send)
     except TimeoutError:
-        if handling.cancel():
-            body = {"error": {"code": TIMEOUT, "message": f"no answer within {self.timeout} s"}}
-            await JSONResponse(body, status_code=504)(scope, receive, send)
-    else:
-        await handling
-    finally:
-        timer.cancel()
+        if answering or not deadline.expired():  # the app's own TimeoutError, or one after its answer began
+            raise
+        body = {"error": {"code": TIMEOUT, "message": f"no answer within {self.timeout} s"}}
+        await JSONResponse(body, status_code=504)(scope, receive, send)
 
 
 def use_store(home: Path) -> None:

@@ -29,7 +29,7 @@ from tests.helpers import digits_rows
 def live_timeout_timers() -> int:
     loop = asyncio.get_running_loop()
     scheduled = loop._scheduled  # type: ignore[attr-defined]
-    return sum(1 for h in scheduled if not h.cancelled() and "_set_timer_out" in repr(h._callback))
+    return sum(1 for h in scheduled if not h.cancelled() and "Timeout._on_timeout" in repr(h._callback))
 
 
 def test_answered_requests_leave_no_timeout_timer(api: TestClient) -> None:
