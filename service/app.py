@@ -454,9 +454,11 @@ class ClassifierService:
         self.metrics.writes.stop()
 
 
-ClassifierService.add_asgi_middleware(ErrorBodyMiddleware)  # type: ignore[attr-defined]
+# Outermost first. Our routes answer CONTRACT.md's bodies themselves and leave `DirectRoutes` before
+# `ErrorBodyMiddleware`, which rewrites what the others answer (BentoML's, Starlette's: 404, 405, `/readyz`).
 ClassifierService.add_asgi_middleware(OpenAPIDocument, document=DOCUMENT)  # type: ignore[attr-defined]
 ClassifierService.add_asgi_middleware(  # type: ignore[attr-defined]
     ConcurrencyLimitMiddleware, limit=SERVER_SETTINGS.max_concurrent_requests
 )
 ClassifierService.add_asgi_middleware(DirectRoutes, routes=api.routes)  # type: ignore[attr-defined]
+ClassifierService.add_asgi_middleware(ErrorBodyMiddleware)  # type: ignore[attr-defined]

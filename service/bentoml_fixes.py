@@ -31,6 +31,7 @@ no longer does what the replacement was written against.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 from collections.abc import Mapping
@@ -64,6 +65,7 @@ _PROTOCOL_USES = {
     "connection_lost": {"transport"},
     "on_headers_complete": {"transport"},
     "on_response_complete": {"transport", "timeout_keep_alive_task"},
+    "RequestResponseCycle.send": {"transport", "write", "response_started"},
 }
 _CONTAINER_ENTRIES = (
     "bentoml_home", "model_store_dir", "model_store", "bento_store_dir", "bento_store", "prometheus_multiproc_dir",
@@ -88,7 +90,7 @@ def check_targets(middleware: Any, timeout_call: Any, protocol: Mapping[str, Any
     for method, attributes in _PROTOCOL_USES.items():
         missing = attributes - _names(protocol.get(method))
         if missing:
-            problems.append(f"uvicorn's HttpToolsProtocol.{method} no longer uses {sorted(missing)}")
+            problems.append(f"uvicorn's {method} no longer uses {sorted(missing)}")
     for entry in _CONTAINER_ENTRIES:
         if not all(callable(getattr(getattr(container, entry, None), name, None)) for name in ("get", "set")):
             problems.append(f"bentoml's BentoMLContainer has no settable {entry}")
@@ -155,14 +157,20 @@ def metrics_folder_of_this_server(home: Path) -> Path | None:
 
 
 Protocol = httptools_impl.HttpToolsProtocol
+Cycle = httptools_impl.RequestResponseCycle
 # the targets as the libraries define them, before `apply` replaces or wraps them
 TARGETS = (
     traffic.TimeoutMiddleware,
     traffic.TimeoutMiddleware.__call__,
-    {method: getattr(Protocol, method, None) for method in _PROTOCOL_USES},
+    {
+        method: getattr(Cycle, method.partition(".")[2], None) if method.startswith("RequestResponseCycle.")
+        else getattr(Protocol, method, None)
+        for method in _PROTOCOL_USES
+    },
     BentoMLContainer,
-)
+)  # fmt: skip
 check_targets(*TARGETS)
+_cycle_send = Cycle.send
 _connection_made = Protocol.connection_made
 _connection_lost = Protocol.connection_lost
 _on_headers_complete = Protocol.on_headers_complete
@@ -219,11 +227,67 @@ def time_out_slow_headers(header_timeout: float) -> None:
     Protocol.on_response_complete = _on_response_complete_timed  # type: ignore[method-assign]
 
 
+class _HeldWrites:
+    """A connection's transport whose writes are held until `release`, then written as one."""
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+        self.parts: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.parts.append(data)
+
+    def release(self) -> None:
+        if self.parts:
+            self.transport.write(b"".join(self.parts))
+            self.parts.clear()
+
+    def close(self) -> None:
+        self.release()
+        self.transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
+async def _send_whole(self: Any, message: Any) -> None:
+    if message["type"] == "http.response.start" and not self.response_started:
+        held = self.transport = _HeldWrites(self.transport)  # the head waits for the body's first part
+        try:
+            await _cycle_send(self, message)
+        except BaseException:
+            self.transport = held.transport
+            raise
+        return
+    try:
+        await _cycle_send(self, message)
+    finally:
+        if isinstance(self.transport, _HeldWrites):
+            self.transport.release()
+            self.transport = self.transport.transport
+
+
+def write_answers_whole() -> None:
+    """uvicorn writes an answer's head and its body with one send each; here the head is held and written with the
+    body's first part: one system call per answer instead of two (12 % of the CPU of a bare ASGI app answering a
+    one-row `/predict` body, measured with wrk)."""
+    Cycle.send = _send_whole  # type: ignore[method-assign]
+
+
+def quiet_uvicorn_access_log() -> None:
+    """uvicorn formats the arguments of an access log line for every answer whenever its `uvicorn.access` logger has
+    a handler, its ancestors' included, and BentoML gives the root logger one; the lines are never shown (BentoML's
+    own access log is `CLF_ACCESS_LOG`). Cut from the root, the logger has none, and uvicorn skips the line."""
+    logging.getLogger("uvicorn.access").propagate = False
+
+
 def apply(home: Path, header_timeout: float) -> Path | None:
     """Every fix: the traffic timeout's timer cancelled, a timeout of `header_timeout` seconds on reading a request's
-    headers, the store at `home`, this server's own metrics folder (which it returns in a server's arbiter, else
-    None)."""
+    headers, answers written whole, no uvicorn access log lines built for nothing, the store at `home`, this server's
+    own metrics folder (which it returns in a server's arbiter, else None)."""
     traffic.TimeoutMiddleware.__call__ = _call  # type: ignore[method-assign]
     time_out_slow_headers(header_timeout)
+    write_answers_whole()
+    quiet_uvicorn_access_log()
     use_store(home)
     return metrics_folder_of_this_server(home)

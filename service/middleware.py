@@ -145,11 +145,12 @@ def _message(status: int, body: bytes, scope: Scope) -> str:
 
 
 class DirectRoutes:
-    """The service's own routes (`service.app`, plain ASGI apps), called as soon as the middlewares above let a
-    request in, past BentoML's context middleware, its router, the mount and the mounted app's own middlewares and
-    router, which a request of ours passes through for nothing (a fifth of a one-row `/predict`'s CPU). A request
-    that is not an exact match, by path and method, takes the way it took before: a wrong method (405), a missing
-    or extra slash (the redirect), BentoML's routes and 404 are answered as they were."""
+    """The service's own routes (`service.app`, plain ASGI apps, which answer CONTRACT.md's bodies themselves),
+    called as soon as the middlewares above let a request in, past `ErrorBodyMiddleware`, BentoML's context
+    middleware, its router, the mount and the mounted app's own middlewares and router, which a request of ours
+    passes through for nothing (a fifth of a one-row `/predict`'s CPU). A request that is not an exact match, by
+    path and method, takes the way it took before: a wrong method (405), a missing or extra slash (the redirect),
+    BentoML's routes and 404 are answered as they were."""
 
     def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute]) -> None:
         self.app = app
