@@ -2,7 +2,7 @@
 
 Requests validate their rows on the event loop and queue them; one drain task per model takes everything
 queued (up to `max_rows` rows, FIFO, whole requests) and scores it in one call on the worker's inference
-thread (while the model's recent calls took under `INLINE_CALL_S`, a call runs on the loop: the hop would
+thread (while the model's recent calls took under `INLINE_CALL_S` of CPU, a call runs on the loop: the hop would
 cost more than the call).
 While a call runs, new requests queue up, so the batch size follows the load: one row at low traffic, many
 under load, with no fixed wait unless `max_wait` asks for one. Each request gets back exactly
