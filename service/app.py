@@ -365,7 +365,9 @@ DOCUMENT = openapi_document(
 SERVER_SETTINGS = Settings()
 if SERVER_SETTINGS.api_keys_file is not None:
     read_keys(SERVER_SETTINGS.api_keys_file)  # a bad keys file stops `bentoml serve` here, not each worker in a loop
-_server_metrics = bentoml_fixes.apply(home.bentoml_home()[0], SERVER_SETTINGS.header_timeout_seconds)
+_server_metrics = bentoml_fixes.apply(
+    home.bentoml_home()[0], SERVER_SETTINGS.header_timeout_seconds, SERVER_SETTINGS.trace_requests
+)
 if _server_metrics is not None:  # the arbiter of `bentoml serve`: once per server, before its workers start
     _where = logging.getLogger("service.home")
     _where.setLevel(logging.INFO)  # `bentoml serve` sets the root logger to WARNING

@@ -23,6 +23,11 @@ each connection of uvicorn's httptools protocol (the one it picks when httptools
 when a request's headers are not complete within `header_timeout` seconds of the connection opening or of the
 previous answer; a request's body and its answer are the traffic timeout's.
 
+Less per request. uvicorn writes an answer's head and its body with a send each: the head is held and written with
+the body's first part. Its access logger inherits the root logger's handler and formats a line per answer that is
+never shown: it is cut from the root. BentoML's OpenTelemetry middleware, with spans off, only finds each request's
+URL excluded: the worker's app is built without it.
+
 An upgrade that moves or changes a patched internal must fail loudly, not lose a fix silently: `check_targets` runs
 when this module is imported and raises `BentoMLInternalsChanged`, naming the target, when one is missing or its code
 no longer does what the replacement was written against.
@@ -281,13 +286,41 @@ def quiet_uvicorn_access_log() -> None:
     logging.getLogger("uvicorn.access").propagate = False
 
 
-def apply(home: Path, header_timeout: float) -> Path | None:
+def skip_tracing_middleware() -> None:
+    """Leave BentoML's OpenTelemetry middleware out of the app it builds: with every URL excluded (spans off, as
+    `CLF_TRACE_REQUESTS=false` configures it), it rebuilds each request's URL from the scope only to find it
+    excluded (1.5 % of a one-row `/predict`'s samples)."""
+    from _bentoml_impl.server.app import ServiceAppFactory  # the worker's import: the arbiter builds no app
+
+    listed = ServiceAppFactory.__dict__.get("middlewares")
+    middlewares = listed.fget if isinstance(listed, property) else None
+    if getattr(middlewares, "clf_without_tracing", False):
+        return
+    if middlewares is None or "OpenTelemetryMiddleware" not in _names(middlewares):
+        raise BentoMLInternalsChanged(
+            "service/bentoml_fixes.py was written for other BentoML internals: ServiceAppFactory.middlewares no "
+            "longer adds OpenTelemetryMiddleware"
+        )
+    every = middlewares
+
+    def without_tracing(factory: Any) -> list[Any]:
+        return [m for m in every(factory) if getattr(m.cls, "__name__", "") != "OpenTelemetryMiddleware"]
+
+    without_tracing.clf_without_tracing = True  # type: ignore[attr-defined]
+    ServiceAppFactory.middlewares = property(without_tracing)
+
+
+def apply(home: Path, header_timeout: float, trace_requests: bool) -> Path | None:
     """Every fix: the traffic timeout's timer cancelled, a timeout of `header_timeout` seconds on reading a request's
-    headers, answers written whole, no uvicorn access log lines built for nothing, the store at `home`, this server's
-    own metrics folder (which it returns in a server's arbiter, else None)."""
+    headers, answers written whole, no uvicorn access log lines built for nothing, no tracing middleware unless
+    `trace_requests`, the store at `home`, this server's own metrics folder (which it returns in a server's arbiter,
+    else None)."""
     traffic.TimeoutMiddleware.__call__ = _call  # type: ignore[method-assign]
     time_out_slow_headers(header_timeout)
     write_answers_whole()
     quiet_uvicorn_access_log()
     use_store(home)
-    return metrics_folder_of_this_server(home)
+    folder = metrics_folder_of_this_server(home)
+    if folder is None and not trace_requests:  # a worker, or a test: where the app is built
+        skip_tracing_middleware()
+    return folder

@@ -153,6 +153,8 @@ def test_every_fix_is_in_effect_once_the_service_is_imported(api: TestClient) ->
     assert protocol.on_response_complete is bentoml_fixes._on_response_complete_timed
     assert protocol.clf_header_timeout > 0  # type: ignore[attr-defined]
     assert bentoml_fixes.Cycle.send is bentoml_fixes._send_whole
+    middleware = [m.cls.__name__ for m in api.app.user_middleware]  # type: ignore[attr-defined]
+    assert "OpenTelemetryMiddleware" not in middleware and "TimeoutMiddleware" in middleware  # spans are off
     assert logging.getLogger("uvicorn.access").propagate is False
     assert Path(BentoMLContainer.bentoml_home.get()).resolve() == bentoml_home()[0].resolve()
 
