@@ -18,12 +18,14 @@ import anyio
 import bentoml
 import orjson
 import sqlalchemy as sa
+from bentoml import get_current_service  # once: `bentoml.<name>` is a lookup through its lazy module
 from bentoml.serving import running_inside_container
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Send
 
 from . import bentoml_fixes, home
 from .allocator import tune_allocator
@@ -33,7 +35,7 @@ from .bodies import decode_json
 from .errors import TIMEOUT, PayloadTooLargeError, classify, error_body
 from .feedback.log import PredictionLog
 from .feedback.loop import FeedbackLoop
-from .middleware import ConcurrencyLimitMiddleware, ErrorBodyMiddleware
+from .middleware import ConcurrencyLimitMiddleware, DirectRoutes, ErrorBodyMiddleware
 from .monitoring.metrics import CONTENT_TYPE, NO_MODEL, Children, exposition, shared_metrics
 from .monitoring.monitor import Heartbeat, window_directory
 from .monitoring.workers import Workers, log_startup
@@ -93,6 +95,16 @@ def probe_failure(reason: str) -> HTTPException:
 
 
 def endpoint(operation: Operation, handler: Handler) -> Route:
+    """The route of `handler`: an `Endpoint`, a plain ASGI app (no Starlette request/response wrapping), which
+    `DirectRoutes` calls as soon as the service's middlewares let a request in."""
+    if operation.scope not in SCOPES:
+        raise ValueError(f"{operation.method} {operation.path}: scope {operation.scope!r} is not one of {SCOPES}")
+    key_scope: Scope = operation.scope
+    return Route(operation.path, Endpoint(operation.path, operation.method, key_scope, handler),
+                 methods=[operation.method])  # fmt: skip
+
+
+class Endpoint:
     """A route that takes a key with the operation's scope (when keys are configured, `service.auth`), answers JSON
     (or the handler's own `Response`), turns every exception into CONTRACT.md's error body, and is measured.
 
@@ -103,38 +115,46 @@ def endpoint(operation: Operation, handler: Handler) -> Route:
     `timeout` in its place.
     """
 
-    route, verb = operation.path, operation.method
-    if operation.scope not in SCOPES:
-        raise ValueError(f"{verb} {route}: scope {operation.scope!r} is not one of {SCOPES}")
-    scope: Scope = operation.scope
+    def __init__(self, route: str, verb: str, key_scope: Scope, handler: Handler) -> None:
+        self.route = route
+        self.key_scope = key_scope
+        self.handler = handler
+        self.operation_name = f"{verb} {route}"
 
-    async def run(request: Request) -> Response:
-        service: ClassifierService = bentoml.get_current_service()
-        request.state.model = (NO_MODEL, "")
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        service: ClassifierService = get_current_service()
+        request = Request(scope, receive)
+        state = request.state
+        state.model = (NO_MODEL, "")
         writes = service.metrics.writes
-        in_flight = service.in_flight(route)
+        in_flight = service.in_flight(self.route)
         writes.inc(in_flight)
         started = time.perf_counter()
         code = TIMEOUT  # until answered: BentoML's traffic timeout cancels the handler, and answers 504 itself
+        answer: Any = None
         try:
             # before the body is read; the key's name says who calls (the log and the admin actions record it)
-            request.state.caller = service.guard.check(
-                request.headers, scope, f"{verb} {route}", client_address(request)
+            state.caller = service.guard.check(
+                request.headers, self.key_scope, self.operation_name, client_address(request)
             )
-            answer = await handler(request, service)
-            response = answer if isinstance(answer, Response) else json_response(answer)
+            answer = await self.handler(request, service)
+            if not isinstance(answer, Response):
+                answer = orjson.dumps(answer)
             code = "ok"
         except Exception as exc:  # noqa: BLE001 -- the error table decides; unknown errors become `internal`
-            response = error_response(exc, request)
+            answer = error_response(exc, request)
             code = classify(exc).code
         finally:
             writes.dec(in_flight)
-            model, version = request.state.model
-            writes.inc(service.requests(model, version, route, code))
-            writes.observe(service.request_duration(model, version, route), time.perf_counter() - started)
-        return response
-
-    return Route(route, run, methods=[verb])
+            model, version = state.model
+            writes.inc(service.requests(model, version, self.route, code))
+            writes.observe(service.request_duration(model, version, self.route), time.perf_counter() - started)
+        if isinstance(answer, Response):
+            await answer(scope, receive, send)
+            return
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(answer))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": answer})
 
 
 def client_address(request: Request) -> str | None:
@@ -345,7 +365,9 @@ DOCUMENT = openapi_document(
 SERVER_SETTINGS = Settings()
 if SERVER_SETTINGS.api_keys_file is not None:
     read_keys(SERVER_SETTINGS.api_keys_file)  # a bad keys file stops `bentoml serve` here, not each worker in a loop
-_server_metrics = bentoml_fixes.apply(home.bentoml_home()[0], SERVER_SETTINGS.header_timeout_seconds)
+_server_metrics = bentoml_fixes.apply(
+    home.bentoml_home()[0], SERVER_SETTINGS.header_timeout_seconds, SERVER_SETTINGS.trace_requests
+)
 if _server_metrics is not None:  # the arbiter of `bentoml serve`: once per server, before its workers start
     _where = logging.getLogger("service.home")
     _where.setLevel(logging.INFO)  # `bentoml serve` sets the root logger to WARNING
@@ -434,8 +456,11 @@ class ClassifierService:
         self.metrics.writes.stop()
 
 
-ClassifierService.add_asgi_middleware(ErrorBodyMiddleware)  # type: ignore[attr-defined]
+# Outermost first. Our routes answer CONTRACT.md's bodies themselves and leave `DirectRoutes` before
+# `ErrorBodyMiddleware`, which rewrites what the others answer (BentoML's, Starlette's: 404, 405, `/readyz`).
 ClassifierService.add_asgi_middleware(OpenAPIDocument, document=DOCUMENT)  # type: ignore[attr-defined]
 ClassifierService.add_asgi_middleware(  # type: ignore[attr-defined]
     ConcurrencyLimitMiddleware, limit=SERVER_SETTINGS.max_concurrent_requests
 )
+ClassifierService.add_asgi_middleware(DirectRoutes, routes=api.routes)  # type: ignore[attr-defined]
+ClassifierService.add_asgi_middleware(ErrorBodyMiddleware)  # type: ignore[attr-defined]

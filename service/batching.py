@@ -2,7 +2,7 @@
 
 Requests validate their rows on the event loop and queue them; one drain task per model takes everything
 queued (up to `max_rows` rows, FIFO, whole requests) and scores it in one call on the worker's inference
-thread (while the model's recent calls took under `INLINE_CALL_S`, a call runs on the loop: the hop would
+thread (while the model's recent calls took under `INLINE_CALL_S` of CPU, a call runs on the loop: the hop would
 cost more than the call).
 While a call runs, new requests queue up, so the batch size follows the load: one row at low traffic, many
 under load, with no fixed wait unless `max_wait` asks for one. Each request gets back exactly
@@ -34,7 +34,7 @@ from .observations import Observations
 
 logger = logging.getLogger(__name__)
 
-INLINE_CALL_S = 0.0002  # model calls quicker than this (on recent form) run on the loop: the thread hop costs more
+INLINE_CALL_S = 0.0002  # model calls quicker than this (CPU time, recent form) run on the loop: the hop costs more
 OBSERVE_EVERY_S = 0.1  # how late monitoring may see a model call (the metrics flush later anyway)
 OBSERVE_MAX_ROWS = 512  # a group this large is observed at once: each observation holds the loop well under 1 ms
 
@@ -242,10 +242,12 @@ class Batcher:
         return await asyncio.get_running_loop().run_in_executor(self.executor, self._call, X)
 
     def _call(self, X: Any) -> Any:
-        started = time.perf_counter()
+        started, computing = time.perf_counter(), time.thread_time()
         scores = self.task.score(X)
-        seconds = time.perf_counter() - started
-        self.observe(seconds, int(X.shape[0]))
-        # recent form, per call: a slow call (a big batch) sends the next ones to the thread until quick again
-        self._recent_call_s = 0.8 * self._recent_call_s + 0.2 * seconds
+        computed = time.thread_time() - computing
+        self.observe(time.perf_counter() - started, int(X.shape[0]))
+        # recent form, per call: a slow call (a big batch) sends the next ones to the thread until quick again. The
+        # call's CPU time, not its wall time: on the thread, a quick call that waited for the interpreter's lock or
+        # for a core looked slow and kept the calls on the thread, each paying a hop that cost more than the call
+        self._recent_call_s = 0.8 * self._recent_call_s + 0.2 * computed
         return scores

@@ -4,8 +4,9 @@ one module that writes to their internals, each change checked by tests/test_ben
 The traffic timeout. `TimeoutMiddleware` arms `loop.call_later(timeout, ...)` for every request and never cancels
 it. The timer handle holds a copy of the request's context variables, so each request's context stays alive for the
 traffic timeout (30 s here): at ~1,000 requests/s that is tens of thousands of live objects that every full
-garbage collection walks, the periodic 100-500 ms stalls BENTOML-NOTES.md measured. This version cancels the
-timer once the request is answered, and otherwise behaves the same (504 after the timeout).
+garbage collection walks, the periodic 100-500 ms stalls BENTOML-NOTES.md measured. This version is an
+`asyncio.timeout` around the app in the request's own task (BentoML's starts a second task per request), disarmed
+when the answer starts, and otherwise behaves the same (504 when no answer started within the timeout).
 
 The store. `bentoml serve` and `bentoml build` resolve BentoML's home before they import the service; this package
 resolves it by its own rule (`service.home`): the CLI's cached store is pointed at the same folder.
@@ -22,6 +23,11 @@ each connection of uvicorn's httptools protocol (the one it picks when httptools
 when a request's headers are not complete within `header_timeout` seconds of the connection opening or of the
 previous answer; a request's body and its answer are the traffic timeout's.
 
+Less per request. uvicorn writes an answer's head and its body with a send each: the head is held and written with
+the body's first part. Its access logger inherits the root logger's handler and formats a line per answer that is
+never shown: it is cut from the root. BentoML's OpenTelemetry middleware, with spans off, only finds each request's
+URL excluded: the worker's app is built without it.
+
 An upgrade that moves or changes a patched internal must fail loudly, not lose a fix silently: `check_targets` runs
 when this module is imported and raises `BentoMLInternalsChanged`, naming the target, when one is missing or its code
 no longer does what the replacement was written against.
@@ -30,6 +36,7 @@ no longer does what the replacement was written against.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 from collections.abc import Mapping
@@ -63,6 +70,7 @@ _PROTOCOL_USES = {
     "connection_lost": {"transport"},
     "on_headers_complete": {"transport"},
     "on_response_complete": {"transport", "timeout_keep_alive_task"},
+    "RequestResponseCycle.send": {"transport", "write", "response_started"},
 }
 _CONTAINER_ENTRIES = (
     "bentoml_home", "model_store_dir", "model_store", "bento_store_dir", "bento_store", "prometheus_multiproc_dir",
@@ -87,7 +95,7 @@ def check_targets(middleware: Any, timeout_call: Any, protocol: Mapping[str, Any
     for method, attributes in _PROTOCOL_USES.items():
         missing = attributes - _names(protocol.get(method))
         if missing:
-            problems.append(f"uvicorn's HttpToolsProtocol.{method} no longer uses {sorted(missing)}")
+            problems.append(f"uvicorn's {method} no longer uses {sorted(missing)}")
     for entry in _CONTAINER_ENTRIES:
         if not all(callable(getattr(getattr(container, entry, None), name, None)) for name in ("get", "set")):
             problems.append(f"bentoml's BentoMLContainer has no settable {entry}")
@@ -101,26 +109,25 @@ async def _call(self: Any, scope: Any, receive: Any, send: Any) -> None:
     if scope["type"] not in ("http", "websocket"):
         await self.app(scope, receive, send)
         return
-    loop = asyncio.get_running_loop()
-    answered: asyncio.Future[None] = loop.create_future()
-    timer = loop.call_later(self.timeout, self._set_timer_out, answered)
+    # in the request's own task: BentoML's runs the app in a second task per request, a task and a future more
+    deadline = asyncio.timeout(self.timeout)
+    answering = False
 
     async def _send(message: Any) -> None:
-        if not answered.done():
-            answered.set_result(None)
+        nonlocal answering
+        if not answering:  # the timeout bounds the wait for an answer's start, as BentoML's does
+            answering = True
+            deadline.reschedule(None)
         await send(message)
 
-    handling = asyncio.ensure_future(self.app(scope, receive, _send))
     try:
-        await answered
+        async with deadline:
+            await self.app(scope, receive, _send)
     except TimeoutError:
-        if handling.cancel():
-            body = {"error": {"code": TIMEOUT, "message": f"no answer within {self.timeout} s"}}
-            await JSONResponse(body, status_code=504)(scope, receive, send)
-    else:
-        await handling
-    finally:
-        timer.cancel()
+        if answering or not deadline.expired():  # the app's own TimeoutError, or one after its answer began
+            raise
+        body = {"error": {"code": TIMEOUT, "message": f"no answer within {self.timeout} s"}}
+        await JSONResponse(body, status_code=504)(scope, receive, send)
 
 
 def use_store(home: Path) -> None:
@@ -155,14 +162,20 @@ def metrics_folder_of_this_server(home: Path) -> Path | None:
 
 
 Protocol = httptools_impl.HttpToolsProtocol
+Cycle = httptools_impl.RequestResponseCycle
 # the targets as the libraries define them, before `apply` replaces or wraps them
 TARGETS = (
     traffic.TimeoutMiddleware,
     traffic.TimeoutMiddleware.__call__,
-    {method: getattr(Protocol, method, None) for method in _PROTOCOL_USES},
+    {
+        method: getattr(Cycle, method.partition(".")[2], None) if method.startswith("RequestResponseCycle.")
+        else getattr(Protocol, method, None)
+        for method in _PROTOCOL_USES
+    },
     BentoMLContainer,
-)
+)  # fmt: skip
 check_targets(*TARGETS)
+_cycle_send = Cycle.send
 _connection_made = Protocol.connection_made
 _connection_lost = Protocol.connection_lost
 _on_headers_complete = Protocol.on_headers_complete
@@ -219,11 +232,95 @@ def time_out_slow_headers(header_timeout: float) -> None:
     Protocol.on_response_complete = _on_response_complete_timed  # type: ignore[method-assign]
 
 
-def apply(home: Path, header_timeout: float) -> Path | None:
+class _HeldWrites:
+    """A connection's transport whose writes are held until `release`, then written as one."""
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+        self.parts: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.parts.append(data)
+
+    def release(self) -> None:
+        if self.parts:
+            self.transport.write(b"".join(self.parts))
+            self.parts.clear()
+
+    def close(self) -> None:
+        self.release()
+        self.transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
+async def _send_whole(self: Any, message: Any) -> None:
+    if message["type"] == "http.response.start" and not self.response_started:
+        held = self.transport = _HeldWrites(self.transport)  # the head waits for the body's first part
+        try:
+            await _cycle_send(self, message)
+        except BaseException:
+            self.transport = held.transport
+            raise
+        return
+    try:
+        await _cycle_send(self, message)
+    finally:
+        if isinstance(self.transport, _HeldWrites):
+            self.transport.release()
+            self.transport = self.transport.transport
+
+
+def write_answers_whole() -> None:
+    """uvicorn writes an answer's head and its body with one send each; here the head is held and written with the
+    body's first part: one system call per answer instead of two (12 % of the CPU of a bare ASGI app answering a
+    one-row `/predict` body, measured with wrk)."""
+    Cycle.send = _send_whole  # type: ignore[method-assign]
+
+
+def quiet_uvicorn_access_log() -> None:
+    """uvicorn formats the arguments of an access log line for every answer whenever its `uvicorn.access` logger has
+    a handler, its ancestors' included, and BentoML gives the root logger one; the lines are never shown (BentoML's
+    own access log is `CLF_ACCESS_LOG`). Cut from the root, the logger has none, and uvicorn skips the line."""
+    logging.getLogger("uvicorn.access").propagate = False
+
+
+def skip_tracing_middleware() -> None:
+    """Leave BentoML's OpenTelemetry middleware out of the app it builds: with every URL excluded (spans off, as
+    `CLF_TRACE_REQUESTS=false` configures it), it rebuilds each request's URL from the scope only to find it
+    excluded (1.5 % of a one-row `/predict`'s samples)."""
+    from _bentoml_impl.server.app import ServiceAppFactory  # the worker's import: the arbiter builds no app
+
+    listed = ServiceAppFactory.__dict__.get("middlewares")
+    middlewares = listed.fget if isinstance(listed, property) else None
+    if getattr(middlewares, "clf_without_tracing", False):
+        return
+    if middlewares is None or "OpenTelemetryMiddleware" not in _names(middlewares):
+        raise BentoMLInternalsChanged(
+            "service/bentoml_fixes.py was written for other BentoML internals: ServiceAppFactory.middlewares no "
+            "longer adds OpenTelemetryMiddleware"
+        )
+    every = middlewares
+
+    def without_tracing(factory: Any) -> list[Any]:
+        return [m for m in every(factory) if getattr(m.cls, "__name__", "") != "OpenTelemetryMiddleware"]
+
+    without_tracing.clf_without_tracing = True  # type: ignore[attr-defined]
+    ServiceAppFactory.middlewares = property(without_tracing)
+
+
+def apply(home: Path, header_timeout: float, trace_requests: bool) -> Path | None:
     """Every fix: the traffic timeout's timer cancelled, a timeout of `header_timeout` seconds on reading a request's
-    headers, the store at `home`, this server's own metrics folder (which it returns in a server's arbiter, else
-    None)."""
+    headers, answers written whole, no uvicorn access log lines built for nothing, no tracing middleware unless
+    `trace_requests`, the store at `home`, this server's own metrics folder (which it returns in a server's arbiter,
+    else None)."""
     traffic.TimeoutMiddleware.__call__ = _call  # type: ignore[method-assign]
     time_out_slow_headers(header_timeout)
+    write_answers_whole()
+    quiet_uvicorn_access_log()
     use_store(home)
-    return metrics_folder_of_this_server(home)
+    folder = metrics_folder_of_this_server(home)
+    if folder is None and not trace_requests:  # a worker, or a test: where the app is built
+        skip_tracing_middleware()
+    return folder

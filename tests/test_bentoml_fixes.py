@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import logging
 import socket
 import subprocess
 import sys
@@ -29,7 +30,7 @@ from tests.helpers import digits_rows
 def live_timeout_timers() -> int:
     loop = asyncio.get_running_loop()
     scheduled = loop._scheduled  # type: ignore[attr-defined]
-    return sum(1 for h in scheduled if not h.cancelled() and "_set_timer_out" in repr(h._callback))
+    return sum(1 for h in scheduled if not h.cancelled() and "Timeout._on_timeout" in repr(h._callback))
 
 
 def test_answered_requests_leave_no_timeout_timer(api: TestClient) -> None:
@@ -151,6 +152,10 @@ def test_every_fix_is_in_effect_once_the_service_is_imported(api: TestClient) ->
     assert protocol.on_headers_complete is bentoml_fixes._on_headers_complete_timed
     assert protocol.on_response_complete is bentoml_fixes._on_response_complete_timed
     assert protocol.clf_header_timeout > 0  # type: ignore[attr-defined]
+    assert bentoml_fixes.Cycle.send is bentoml_fixes._send_whole
+    middleware = [m.cls.__name__ for m in api.app.user_middleware]  # type: ignore[attr-defined]
+    assert "OpenTelemetryMiddleware" not in middleware and "TimeoutMiddleware" in middleware  # spans are off
+    assert logging.getLogger("uvicorn.access").propagate is False
     assert Path(BentoMLContainer.bentoml_home.get()).resolve() == bentoml_home()[0].resolve()
 
 
@@ -194,3 +199,62 @@ def test_a_moved_target_stops_the_import() -> None:
     assert result.returncode != 0
     assert "BentoMLInternalsChanged: service/bentoml_fixes.py was written for other" in result.stderr
     assert "TimeoutMiddleware has no _set_timer_out" in result.stderr
+
+
+class RecordingTransport:
+    """What uvicorn writes to a connection, write by write."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed_after = -1  # writes before close(); -1: open
+
+    def write(self, data: bytes) -> None:
+        assert self.closed_after < 0, "written after close"
+        self.writes.append(bytes(data))
+
+    def close(self) -> None:
+        self.closed_after = len(self.writes)
+
+    def is_closing(self) -> bool:
+        return self.closed_after >= 0
+
+
+def answer_on(transport: RecordingTransport, parts: list[bytes], keep_alive: bool) -> Any:
+    """Send an answer of `parts` through uvicorn's httptools cycle writing to `transport`; the cycle."""
+    from uvicorn.protocols.http.flow_control import FlowControl
+
+    bentoml_fixes.write_answers_whole()  # as the service's import does
+    cycle = bentoml_fixes.Cycle(
+        scope={"type": "http", "method": "GET", "http_version": "1.1", "path": "/", "headers": []},  # type: ignore[typeddict-item]
+        transport=transport,  # type: ignore[arg-type]
+        flow=FlowControl(transport),  # type: ignore[arg-type]
+        logger=logging.getLogger("test"),
+        access_logger=logging.getLogger("test"),
+        access_log=False,
+        default_headers=[],
+        message_event=asyncio.Event(),
+        expect_100_continue=False,
+        keep_alive=keep_alive,
+        on_response=lambda: None,
+    )
+    size = str(len(b"".join(parts))).encode()
+
+    async def send_all() -> None:
+        await cycle.send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", size)]})
+        for i, part in enumerate(parts):
+            await cycle.send({"type": "http.response.body", "body": part, "more_body": i < len(parts) - 1})
+
+    asyncio.run(send_all())
+    return cycle
+
+
+@pytest.mark.parametrize("keep_alive", [True, False], ids=["keep-alive", "close"])
+@pytest.mark.parametrize("parts", [[b'{"answer": 1}'], [b"first ", b"second ", b"third"]], ids=["whole", "streamed"])
+def test_an_answer_is_written_with_its_head_in_one_write(parts: list[bytes], keep_alive: bool) -> None:
+    transport = RecordingTransport()
+    cycle = answer_on(transport, parts, keep_alive)
+    head, first = transport.writes[0].split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200 OK") and first == parts[0]
+    assert transport.writes[1:] == parts[1:]  # a streamed answer's later parts are written as they come
+    assert cycle.transport is transport
+    assert transport.closed_after == (-1 if keep_alive else len(parts))
