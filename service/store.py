@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import cache
-from importlib.metadata import version
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -239,7 +239,7 @@ def parse_card(model: bentoml.Model) -> ModelCard:
 @cache
 def sklearn_version() -> str:
     """The installed scikit-learn's version, read from its package record without importing it."""
-    return version("scikit-learn")
+    return metadata.version("scikit-learn")
 
 
 def check_sklearn_version(trained_with: str) -> None:
