@@ -67,7 +67,7 @@ build: catalog ## build the bento (needs no Docker engine)
 k8s: $(STAMP) ## regenerate deploy/k8s/base's ServiceMonitor, PrometheusRule and dashboard ConfigMap from deploy/
 	$(PY) -m scripts.generate_k8s
 
-bench: $(STAMP) ## benchmark service vs FastAPI vs raw model, write docs/benchmarks.md (BENCH_ARGS=--quick: 3 s points)
+bench: $(STAMP) ## benchmark the service vs its peers (each installed into .bench/peers/) and the raw model, write docs/benchmarks.md (BENCH_ARGS=--quick: 3 s points)
 	bench/install-wrk.sh && $(PY) -m bench $(BENCH_ARGS)
 
 scorecard: system-deps $(STAMP) ## a clean day and graded faults on one server against the shipped alerts (promtool; SCORECARD_ARGS=--quick for a smoke run), write docs/monitoring-quality.md

@@ -1,9 +1,11 @@
-"""`python -m bench`: benchmark the service against the FastAPI baseline and the raw model; writes docs/benchmarks.md.
+"""`python -m bench`: benchmark the service against its peers (measured live, same run) and the raw model; writes
+docs/benchmarks.md.
 
 Runs the whole default matrix unless `--variants`, `--models` or `--scenarios` narrow it, then the feedback
 benchmark (`POST /feedback` on SQLite and PostgreSQL) unless `--no-feedback`; `--feedback-only` runs that alone.
-Needs `wrk` (`bench/install-wrk.sh`), the `bench` extra (FastAPI, uvicorn), both installed by `make bench`, and for
-PostgreSQL the server binaries of `scripts/install-system-deps.sh`.
+Needs `wrk` (`bench/install-wrk.sh`, run by `make bench`); installs each peer's pinned environment under
+`.bench/peers/` (reused while its requirements file is unchanged); for PostgreSQL the server binaries of
+`scripts/install-system-deps.sh`.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from . import feedback, floor, home, machine, payloads, report, runner, startup, wrk
+from . import feedback, floor, home, machine, payloads, peers, report, runner, startup, wrk
 from .config import (
     ALL_MODELS,
     BENCH_MODELS,
+    CATALOG_MODELS,
     DEFAULT_DURATION_S,
     FEEDBACK_DATABASES,
     QUICK_DURATION_S,
@@ -104,7 +107,18 @@ def main(argv: list[str] | None = None) -> int:
     support = home.settings_support()
     models = [] if args.feedback_only else [m for m in ALL_MODELS if m in args.models]
     scenarios = [s for s in SCENARIOS if s.key in args.scenarios]
-    bodies = payloads.write_bodies(store / "bodies", models, [s.rows for s in scenarios])
+    variants = [v for v in VARIANTS if v.key in args.variants]
+    chosen_peers = [v.peer for v in variants if v.peer is not None and set(v.models) & set(models)]
+    protocols = {"json", *(p.protocol for p in chosen_peers)}
+    bodies = payloads.write_bodies(store / "bodies", models, [s.rows for s in scenarios], sorted(protocols))
+    expected = {}
+    if chosen_peers:
+        peers.install(store, chosen_peers)
+        peers.export(store, CATALOG_MODELS)  # a peer loads every model it serves, whichever this run measures
+        served = [m for m in CATALOG_MODELS if m in models]
+        expected = {
+            (m, s.rows): peers.predict_proba(store, m, payloads.take(m, s.rows)) for m in served for s in scenarios
+        }
 
     floor_results = []
     if not args.no_floor and models:
@@ -118,12 +132,13 @@ def main(argv: list[str] | None = None) -> int:
     def record(variant: Variant, server: Server) -> None:
         process_counts[variant.key] = len(server.tree())
 
-    plan = runner.Plan([v for v in VARIANTS if v.key in args.variants], models, scenarios, duration, args.repeat)
+    plan = runner.Plan(variants, models, scenarios, duration, args.repeat)
     logger.info("%d load points x %d runs, %.0f s each (+%.0f s warm-up)", plan.size, plan.repeats, duration, WARMUP_S)
-    points = runner.run(plan, store, store / "servers", source, bodies, on_server=record)
+    points = runner.run(plan, store, store / "servers", source, bodies, on_server=record, expected=expected)
     databases = [] if args.no_feedback else args.feedback_databases
     feedback_results = feedback.run(databases, store, store / "servers", source, duration)
 
+    startups = startup.measure(store, {"this tree": source}, args.startup_runs)
     run = report.Run(
         facts,
         command,
@@ -137,15 +152,17 @@ def main(argv: list[str] | None = None) -> int:
         args.repeat,
         feedback_results,
         floor.quality([m for m in BENCH_MODELS if m in models]),
+        startup.median_ready_s(startups["this tree"]),
     )
     text = report.render(run)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text)
     raw = {"points": [asdict(p) for p in points], "feedback": [asdict(f) for f in feedback_results]}
     (store / "last-run.json").write_text(json.dumps(raw, indent=1, default=str))
-    sys.stdout.write(text)
+    section = startup.section(startups, machine.load_average(), command)
+    startup.write_section(args.output, section)
+    sys.stdout.write(text + section)
     logger.info("wrote %s", args.output)
-    write_startup(args, store, source, command)
     return 1 if any(p.error for p in points) or any(not f.ok for f in feedback_results) else 0
 
 

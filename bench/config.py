@@ -1,4 +1,4 @@
-"""What the benchmark measures: scenarios, server variants, reference figures and targets."""
+"""What the benchmark measures: scenarios, server variants (the service and its peers) and targets."""
 
 from __future__ import annotations
 
@@ -39,12 +39,64 @@ SCENARIOS: tuple[Scenario, ...] = (
 
 
 @dataclass(frozen=True)
+class Peer:
+    """A server other than the service, measured in the same run on the same model files (bench/peers/).
+
+    `launcher` says how it is started (`bench/peers/__init__.py`: `uvicorn` runs `bench/peers/<app>.py`, `bentoml`
+    serves it, `mlserver` starts MLServer on a model repository the bench writes); it runs from its own environment,
+    `.bench/peers/<requirements>/`, installed from the pinned `bench/peers/<requirements>.txt`. The other fields are
+    the report's table of what it does and does not do.
+    """
+
+    app: str  # the module in bench/peers/ that `uvicorn` or `bentoml` serves; "" for MLServer (no code of ours)
+    requirements: str
+    launcher: str  # uvicorn | bentoml | mlserver
+    protocol: str  # the request body: "json" ({"model", "instances"} at /predict, the service's) or "v2" (MLServer)
+    work: str  # which arithmetic answers: the service's fold, predict_proba, or nothing
+    answer: str  # what the response holds
+    validation: str = "none"
+    batching: str = "none"
+    http: str = "uvicorn, httptools, uvloop"  # the HTTP stack its environment gives it
+    ready_path: str = "/readyz"
+    returns_probabilities: bool = True  # False: a fixed answer, nothing to check against the model
+
+
+FASTAPI_ANSWER = '{"probabilities": [[...]]} (orjson)'
+PEERS: dict[str, Peer] = {
+    "fastapi_proba": Peer(
+        "fastapi_proba", "fastapi", "uvicorn", "json", "`predict_proba`", FASTAPI_ANSWER, validation="none"
+    ),
+    "fastapi_fold": Peer(
+        "fastapi_fold", "fastapi", "uvicorn", "json",
+        "the service's linear fold (`service/classifiers/linear.py`); `predict_proba` for the forest",
+        FASTAPI_ANSWER,
+    ),
+    "mlserver": Peer(
+        "", "mlserver", "mlserver", "v2", "`predict_proba` (MLServer's scikit-learn runtime)",
+        "V2 response: one FP64 tensor, rows x classes",
+        validation="V2 request schema (pydantic)", batching="off (MLServer's default)",
+        http="uvicorn, h11, uvloop (as pip installs it)",
+        ready_path="/v2/health/ready",
+    ),
+    "bentoml_minimal": Peer(
+        "bentoml_minimal", "bentoml", "bentoml", "json", "`predict_proba`",
+        "a JSON list of rows of probabilities", validation="request schema (pydantic: a list of float rows)",
+        batching="off", http="BentoML's uvicorn, h11, asyncio (as pip installs it)",
+    ),
+    "floor": Peer(
+        "floor", "floor", "uvicorn", "json", "none: reads the body, returns a fixed answer",
+        '{"probabilities": [[0.5, 0.5]]}', returns_probabilities=False,
+    ),
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
 class Variant:
-    """One server configuration. `baseline` is the FastAPI app; the others are `bentoml serve` with CLF_* settings."""
+    """One server configuration: the service (`bentoml serve` with CLF_* settings), or a peer when `peer` is set."""
 
     key: str
     label: str
-    baseline: bool = False
+    peer: Peer | None = None
     workers: int = 1
     monitoring: bool = True
     batching: bool = True
@@ -60,53 +112,52 @@ class Variant:
             "CLF_LOG_SAMPLE_RATE": f"{self.log_sample_rate:g}",
         }
 
+    @property
+    def log_on(self) -> bool:
+        return self.peer is None and self.log_sample_rate > 0
 
+
+# Adding a peer: one entry here (and in PEERS), its app file and requirements in bench/peers/.
 VARIANTS: tuple[Variant, ...] = (
     Variant("default", "service 1 worker"),
     Variant("workers2", "service 2 workers", workers=2),
     Variant("monitoring_off", "service 1 worker, monitoring off", monitoring=False, models=CATALOG_MODELS),
     Variant("batching_off", "service 1 worker, batching off", batching=False, models=CATALOG_MODELS),
     Variant("log_off", "service 1 worker, prediction log off", log_sample_rate=0.0, models=CATALOG_MODELS),
-    Variant("baseline", "FastAPI baseline", baseline=True),
+    Variant(
+        "workers2_log_off",
+        "service 2 workers, prediction log off",
+        workers=2,
+        log_sample_rate=0.0,
+        models=CATALOG_MODELS,
+    ),  # fmt: skip
+    Variant("fastapi_proba", "FastAPI, predict_proba", peer=PEERS["fastapi_proba"], models=CATALOG_MODELS),
+    Variant("fastapi_fold", "FastAPI, same fold", peer=PEERS["fastapi_fold"], models=CATALOG_MODELS),
+    Variant("mlserver", "MLServer (scikit-learn runtime)", peer=PEERS["mlserver"], models=CATALOG_MODELS),
+    Variant("bentoml_minimal", "minimal BentoML service", peer=PEERS["bentoml_minimal"], models=CATALOG_MODELS),
+    Variant("floor", "bare ASGI floor (fixed answer)", peer=PEERS["floor"], models=CATALOG_MODELS),
 )
 VARIANT_BY_KEY = {v.key: v for v in VARIANTS}
 SCENARIO_BY_KEY = {s.key: s for s in SCENARIOS}
-
-
-@dataclass(frozen=True)
-class Reference:
-    """A throughput figure measured outside this harness, to compare against."""
-
-    model: str
-    scenario: str
-    req_per_s: float
-    what: str
-    source: str = "issue #4 reference, measured earlier on this machine (MLServer)"
-
-
-# breast_cancer is the catalog's LogisticRegression, digits its RandomForest(100).
-MLSERVER_REFERENCE: tuple[Reference, ...] = (
-    Reference("breast_cancer", "1x16", 2250.0, "MLServer, LogisticRegression, 1 row, 16 conns"),
-    Reference("breast_cancer", "64x4", 1850.0, "MLServer, LogisticRegression, 64 rows, 4 conns"),
-    Reference("digits", "1x16", 240.0, "MLServer, RandomForest(100) digits, 1 row, 16 conns"),
-)
+LOG_TWINS = {"default": "log_off", "workers2": "workers2_log_off"}  # log on: its log-off twin
 
 
 @dataclass(frozen=True)
 class Targets:
-    mlserver_ratio: float = 1.0  # breast_cancer 1 row 16 conns vs MLServer
-    baseline_ratio: float = 1.0  # breast_cancer 1 row 16 conns vs the FastAPI baseline
-    batching_ratio: float = 3.0  # digits 1 row 16 conns, batching on vs off
-    max_p99_over_p50: float = 5.0  # every service point
-    max_monitoring_cost: float = 0.10  # monitoring on vs off: at most 10 % fewer req/s
-    max_log_cost: float = 0.10  # prediction log on vs off, LOG_COST_SCENARIOS: at most 10 % fewer req/s
-    baseline_rows_ratio_64x4: float = 1.0  # breast_cancer 64 rows 4 conns, rows/s vs the FastAPI baseline
-    max_p50_over_baseline_1x1: float = 1.2  # breast_cancer 1 row 1 conn, p50 vs the FastAPI baseline's
+    """Issue 20's targets: same run, same machine, ratios."""
+
+    max_p99_over_p50: float = 3.0  # every TARGET_POINTS point of a log-on service variant
+    max_log_cost: float = 0.05  # prediction log on vs its log-off twin: at most 5 % fewer req/s, every TARGET_POINTS
+    fold_ratio: float = 1.0  # 1 worker vs fastapi_fold at PEER_SCENARIOS (req/s; rows/s for 64 rows)
+    proba_ratio: float = 1.5  # 1 worker vs fastapi_proba at PEER_SCENARIOS
+    mlserver_ratio: float = 2.0  # 1 worker vs MLServer at 1 row x 16
+    max_startup_s: float = 8.0  # installed start-up to /readyz 200 (bench/startup.py's median)
     min_feedback_items_per_s: float = 5000.0  # POST /feedback, FEEDBACK_ITEMS-item batches, per database
 
 
 TARGETS = Targets()
-LOG_COST_SCENARIOS = ("1x16", "64x4")  # the points the prediction log's cost target is held to
+PEER_SCENARIOS = ("1x16", "64x4")  # the points the service is held against the FastAPI peers at
+MLSERVER_SCENARIO = "1x16"
 
 
 # The feedback benchmark: one server per database, predictions created first, then /feedback bodies of label items.

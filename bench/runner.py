@@ -8,12 +8,16 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import wrk
+import numpy as np
+
+from . import payloads, peers, wrk
 from .config import WARMUP_S, Scenario, Variant
 from .results import Point
 from .servers import Server, ServerError, cpu_delta, cpu_seconds, http_status, rss_mb, serving
 
 logger = logging.getLogger("bench.runner")
+
+TOLERANCE = 1e-9  # the service's own bound between its linear fold and predict_proba
 
 
 @dataclass(frozen=True)
@@ -32,16 +36,23 @@ class Plan:
         return sum(len(self.points(v)) for v in self.variants)
 
 
-def measure(variant: Variant, server: Server, model: str, scenario: Scenario, body: Path, duration_s: float) -> Point:
-    """Preflight one request, warm up for WARMUP_S, then the measured run with the tree's CPU and RSS."""
-    status, answer = http_status(f"{server.url}/predict", body.read_bytes())
+def measure(
+    variant: Variant, server: Server, model: str, scenario: Scenario, body: Path, duration_s: float,
+    expected: np.ndarray | None = None,
+) -> Point:  # fmt: skip
+    """Preflight one request (its probabilities checked against `expected`, the estimator's `predict_proba` of the
+    body's rows, when given), warm up for WARMUP_S, then the measured run with the tree's CPU and RSS."""
+    path = peers.path(variant.peer, model)
+    status, answer = http_status(f"{server.url}{path}", body.read_bytes())
     if status != 200:
         return Point(variant, model, scenario, error=f"preflight HTTP {status}: {answer[:300]!r}")
-    wrk.run(server.url, scenario, body, WARMUP_S)
+    if expected is not None and (wrong := disagreement(variant, server, model, scenario, answer, expected)):
+        return Point(variant, model, scenario, error=wrong)
+    wrk.run(server.url, scenario, body, WARMUP_S, path)
     server.check_alive()
     tree = server.tree()
     before = cpu_seconds(tree)
-    result = wrk.run(server.url, scenario, body, duration_s)
+    result = wrk.run(server.url, scenario, body, duration_s, path)
     tree_after = server.tree()
     spent = cpu_delta(before, cpu_seconds(tree_after))
     server.check_alive()
@@ -55,13 +66,35 @@ def measure(variant: Variant, server: Server, model: str, scenario: Scenario, bo
     )
 
 
+def disagreement(
+    variant: Variant, server: Server, model: str, scenario: Scenario, answer: bytes, expected: np.ndarray
+) -> str | None:
+    """Why the server's probabilities for the body's rows are not `expected` (to TOLERANCE), or None when they are.
+    The service is asked again with `return_probabilities` (its decisions carry no matrix)."""
+    if variant.peer is None:
+        asked = payloads.body(model, scenario.rows, {"return_probabilities": True})
+        status, answer = http_status(f"{server.url}/predict", asked)
+        if status != 200:
+            return f"HTTP {status} with return_probabilities: {answer[:300]!r}"
+    try:
+        got = peers.probabilities(variant.peer, answer)
+    except (ValueError, KeyError, TypeError, StopIteration) as exc:
+        return f"answer without probabilities ({exc!r}): {answer[:300]!r}"
+    if got is None:
+        return None
+    if got.shape != expected.shape:
+        return f"probabilities of shape {got.shape}, predict_proba's are {expected.shape}"
+    worst = float(np.max(np.abs(got - expected)))
+    return None if worst <= TOLERANCE else f"probabilities differ from predict_proba's by up to {worst:.3g}"
+
+
 def describe(point: Point) -> str:
     if point.wrk is None:
         return f"failed: {point.error}"
     w = point.wrk
     return (
-        f"{w.req_per_s:,.0f} req/s, p50 {w.p50_ms:.2f} ms, p99 {w.p99_ms:.2f} ms, errors {w.errors}, "
-        f"CPU {point.cpu_ms_per_request or 0:.2f} ms/req, RSS {point.rss_mb or 0:.0f} MB"
+        f"{w.req_per_s:,.0f} req/s, p50 {w.p50_ms:.2f} ms, p99 {w.p99_ms:.2f} ms, p99.9 {w.p999_ms:.2f} ms, "
+        f"errors {w.errors}, CPU {point.cpu_ms_per_request or 0:.2f} ms/req, RSS {point.rss_mb or 0:.0f} MB"
     )
 
 
@@ -70,8 +103,9 @@ def run(
     store: Path,
     workdir: Path,
     source: Path,
-    bodies: dict[tuple[str, int], Path],
+    bodies: dict[tuple[str, int, str], Path],
     on_server: Callable[[Variant, Server], None] | None = None,
+    expected: dict[tuple[str, int], np.ndarray] | None = None,
 ) -> list[Point]:
     """Every point of the plan, the variants of one (model, scenario) measured back to back.
 
@@ -104,7 +138,9 @@ def run(
                         if (model, scenario) not in plan.points(variant) or variant.key not in servers:
                             continue
                         done += 1
-                        point = _measure_or_fail(variant, servers[variant.key], model, scenario, bodies, plan, failed)
+                        point = _measure_or_fail(
+                            variant, servers[variant.key], model, scenario, bodies, plan, failed, expected or {}
+                        )
                         runs.setdefault((variant.key, model, scenario.key), []).append(point)
                         logger.info(
                             "[%d/%d] %s | %s | %s | run %d: %s",
@@ -122,13 +158,15 @@ def run(
 
 
 def _measure_or_fail(
-    variant: Variant, server: Server, model: str, scenario: Scenario, bodies: dict[tuple[str, int], Path], plan: Plan,
-    failed: dict[str, str],
+    variant: Variant, server: Server, model: str, scenario: Scenario, bodies: dict[tuple[str, int, str], Path],
+    plan: Plan, failed: dict[str, str], expected: dict[tuple[str, int], np.ndarray],
 ) -> Point:  # fmt: skip
     if variant.key in failed:
         return Point(variant, model, scenario, error=failed[variant.key])
+    protocol = "json" if variant.peer is None else variant.peer.protocol
+    body = bodies[model, scenario.rows, protocol]
     try:
-        return measure(variant, server, model, scenario, bodies[model, scenario.rows], plan.duration_s)
+        return measure(variant, server, model, scenario, body, plan.duration_s, expected.get((model, scenario.rows)))
     except (ServerError, wrk.WrkError) as exc:
         logger.error("%s failed: %s", variant.label, exc)
         failed[variant.key] = str(exc).splitlines()[0]

@@ -28,6 +28,7 @@ from types import FrameType
 import httpx
 import psutil
 
+from . import peers
 from .config import ALL_MODELS, Variant
 
 logger = logging.getLogger("bench.servers")
@@ -258,23 +259,20 @@ def base_env(home: Path) -> dict[str, str]:
     return {k: v for k, v in isolated_env(home).items() if not k.startswith("CLF_")}
 
 
-def server_command(variant: Variant) -> Callable[[int], list[str]]:
-    if not variant.baseline:
+def server_command(variant: Variant, store: Path, source: Path) -> Callable[[int], list[str]]:
+    if variant.peer is None:
         return service_command
-    return lambda port: [
-        sys.executable, "-m", "uvicorn", "bench.baseline_app:app", "--host", "127.0.0.1", "--port", str(port),
-        "--workers", "1", "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
-    ]  # fmt: skip
+    return peers.command(variant.peer, store, source, peers.models_folder(store), free_port)
 
 
-def server_env(variant: Variant, store: Path, workdir: Path) -> dict[str, str]:
-    """The baseline reads the bench store in place; a service gets a fresh copy of its models in `workdir`,
-    because `bentoml serve` wipes its home's Prometheus folder at start, and its own data folder there, because
-    servers running at once must not write one prediction log (the default `./data` of the source folder)."""
-    models = ",".join(ALL_MODELS)
-    if variant.baseline:
-        return {**base_env(store), "BENCH_MODELS": models}
+def server_env(variant: Variant, store: Path, workdir: Path, source: Path = PROJECT) -> dict[str, str]:
+    """A peer reads the estimators `peers.export` wrote; a service gets a fresh copy of the store's models in
+    `workdir`, because `bentoml serve` wipes its home's Prometheus folder at start, and its own data folder there,
+    because servers running at once must not write one prediction log (the default `./data` of the source folder)."""
+    if variant.peer is not None:
+        return {**base_env(workdir), **peers.env(source, peers.models_folder(store), variant.models)}
     shutil.copytree(store / "models", workdir / "models")
+    models = ",".join(ALL_MODELS)
     return {**base_env(workdir), "CLF_MODELS": models, "CLF_DATA_DIR": str(workdir / "data"), **variant.settings_env()}
 
 
@@ -286,6 +284,9 @@ def serving(
     `extra_env` overrides the variant's environment (the feedback benchmark's CLF_MODELS and CLF_DATABASE_URL)."""
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
-    env = {**server_env(variant, store, workdir), **(extra_env or {})}
-    with launched(variant.label, server_command(variant), workdir / "server.log", env, source) as server:
+    env = {**server_env(variant, store, workdir, source), **(extra_env or {})}
+    command = server_command(variant, store, source)
+    cwd = source if variant.peer is None else workdir  # MLServer keeps its metrics folder in its working directory
+    ready = "/readyz" if variant.peer is None else variant.peer.ready_path
+    with launched(variant.label, command, workdir / "server.log", env, cwd, ready) as server:
         yield server

@@ -129,6 +129,11 @@ def measure(store: Path, sources: Mapping[str, Path], runs: int) -> dict[str, li
     return results
 
 
+def median_ready_s(results: Sequence[Startup]) -> float | None:
+    """The start-up target's figure: the median launch to `/readyz` 200."""
+    return statistics.median(r.ready_s for r in results) if results else None
+
+
 def section(results: Mapping[str, Sequence[Startup]], load_average: str, command: str = "") -> str:
     """The start-up section of docs/benchmarks.md: per source, the median of the runs and the range."""
 

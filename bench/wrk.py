@@ -31,6 +31,7 @@ class WrkResult:
     req_per_s: float
     p50_ms: float
     p99_ms: float
+    p999_ms: float
     non_2xx: int
     socket_errors: dict[str, int]
 
@@ -56,6 +57,7 @@ def parse(output: str) -> WrkResult:
     rate = find(r"^Requests/sec:\s+([0-9.]+)", "Requests/sec line")
     p50 = find(r"^\s+50(?:\.0+)?%\s+" + _DURATION, "50% latency (run wrk with --latency)")
     p99 = find(r"^\s+99(?:\.0+)?%\s+" + _DURATION, "99% latency (run wrk with --latency)")
+    p999 = find(r"^p99\.9 latency: (\d+)us", "p99.9 line (bench/post.lua's done())")
     non_2xx = re.search(r"^\s*Non-2xx or 3xx responses:\s+(\d+)", output, flags=re.MULTILINE)
     sockets = re.search(
         r"^\s*Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output, flags=re.MULTILINE
@@ -71,6 +73,7 @@ def parse(output: str) -> WrkResult:
         req_per_s=float(rate.group(1)),
         p50_ms=to_ms(p50.group(1), p50.group(2)),
         p99_ms=to_ms(p99.group(1), p99.group(2)),
+        p999_ms=to_ms(p999.group(1), "us"),
         non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
         socket_errors=socket_errors,
     )
@@ -88,7 +91,7 @@ def version() -> str:
     return (run.stdout or run.stderr).splitlines()[0].split(" Copyright")[0].strip()
 
 
-def command(url: str, scenario: Scenario, duration_s: float) -> list[str]:
+def command(url: str, scenario: Scenario, duration_s: float, path: str = "/predict") -> list[str]:
     return [
         wrk_binary(),
         f"--threads={scenario.threads}",
@@ -97,14 +100,14 @@ def command(url: str, scenario: Scenario, duration_s: float) -> list[str]:
         f"--timeout={WRK_TIMEOUT}",
         f"--script={LUA_SCRIPT}",
         "--latency",
-        f"{url}/predict",
+        f"{url}{path}",
     ]
 
 
-def run(url: str, scenario: Scenario, body_file: Path, duration_s: float) -> WrkResult:
-    """One closed-loop wrk run posting `body_file`; raises `WrkError` when wrk fails."""
+def run(url: str, scenario: Scenario, body_file: Path, duration_s: float, path: str = "/predict") -> WrkResult:
+    """One closed-loop wrk run posting `body_file` to `path`; raises `WrkError` when wrk fails."""
     env = {**os.environ, BODY_ENV: str(body_file)}
-    argv = command(url, scenario, duration_s)
+    argv = command(url, scenario, duration_s, path)
     done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=duration_s + 60, check=False)
     if done.returncode != 0:
         raise WrkError(f"{' '.join(argv)} exited with {done.returncode}: {done.stderr.strip() or done.stdout}")

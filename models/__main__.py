@@ -267,15 +267,16 @@ def promote_command(args: argparse.Namespace) -> int:
     """Records the promotion as the admin route does (`service.rollout.admin.promote`), with caller `cli:<user>`."""
     from service.errors import ConflictError
     from service.rollout import admin
-    from service.rollout.plan import LATEST, RolloutPlan
+    from service.rollout.plan import RolloutPlan
     from service.settings import Settings
     from service.store import default_version
+    from service.tags import LATEST, names_a_version
 
     from .logdata import open_log
 
     settings = Settings()
     try:
-        if args.tag.partition(":")[2] in ("", "latest"):
+        if not names_a_version(args.tag.partition(":")[2]):
             raise DataError(f"name the version to promote ('{args.tag.partition(':')[0]}:VERSION')")
         model = _served(args.tag)
         store = open_log(settings).rollout

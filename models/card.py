@@ -79,7 +79,7 @@ def card(trained: TrainedModel) -> str:
     if len(figures) > len(shown):
         lines.append(f"... and {len(figures) - len(shown)} more classes")
     lines += ["", model.task.decision_summary(model.card.decision, classes)]
-    watched = model.card.monitored_features
+    watched = model.card.monitored_features or ()
     first = ", ".join(watched[:10])
     lines += ["", f"Monitoring watches {len(watched)} features for drift, most important first: {first}"]
     if columns.text:

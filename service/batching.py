@@ -185,7 +185,9 @@ class Batcher:
         if len(self.task.non_finite_rows(scores)):  # one vectorised test per call
             self._hand_out_finite(batch, scores)
             return
-        defaults = self.task.default_decisions(scores)  # once per call: monitoring, the log and shadows read it
+        defaults = self._default_decisions(batch, scores)
+        if defaults is None:
+            return
         start = 0
         for queued in batch:
             if not queued.future.done():
@@ -213,13 +215,27 @@ class Batcher:
         if not finite:
             return
         joined = task.join_scores([piece for _, piece in finite])
-        defaults = task.default_decisions(joined)
+        defaults = self._default_decisions([queued for queued, _ in finite], joined)
+        if defaults is None:
+            return
         start = 0
         for queued, piece in finite:
             if not queued.future.done():
                 queued.future.set_result(Scored(piece, defaults, start, start + queued.rows))
             start += queued.rows
         self.to_observe.add(task.join_inputs([queued.X for queued, _ in finite]), joined, defaults)
+
+    def _default_decisions(self, batch: list[_Queued], scores: Any) -> Any:
+        """The model's own decisions on the call's scores, once per call: monitoring, the log and shadows read them.
+        A failure here is the service's (the scores are finite), so every request of the batch gets it rather than
+        waiting for its timeout; None then."""
+        try:
+            return self.task.default_decisions(scores)
+        except Exception as exc:  # noqa: BLE001 -- handed to the requests: each answers it as an internal error
+            for queued in batch:
+                if not queued.future.done():
+                    queued.future.set_exception(exc)
+            return None
 
     async def _score(self, X: Any) -> Any:
         """One model call, on the inference thread: the event loop reads and answers requests meanwhile."""

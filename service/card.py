@@ -216,8 +216,9 @@ class ModelCard:
         prediction_distribution: the share of each class among validation decisions (multilabel: each label's rate).
         level_distribution: the same per level of a hierarchy (empty for flat tasks).
         class_prior: the share of each class among training labels; None in models registered before it was kept.
-        monitored_features: the features, most important first (text ones left out); empty in models registered
-            before it was kept (`monitored` then gives the features in column order).
+        monitored_features: the features, most important first (text ones left out: empty when every feature is
+            text); None in models registered before it was kept (`monitored` then gives the features in column
+            order).
         estimators: the estimators' files in the model's folder, by key.
     """
 
@@ -234,7 +235,7 @@ class ModelCard:
     class_prior: Mapping[str, float] | None = None
     reference_rows: ReferenceRows | None = None
     calibration: CalibrationMap | None = None
-    monitored_features: tuple[str, ...] = ()
+    monitored_features: tuple[str, ...] | None = None
     reconstruction: ReconstructionFit | None = None
     training: TrainingRecipe = field(default_factory=TrainingRecipe)
     estimators: Mapping[str, str] = field(default_factory=dict)
@@ -275,7 +276,7 @@ class ModelCard:
             class_prior=fields.shares("class_prior") if optional("class_prior") else None,
             reference_rows=_reference_rows(fields.object("reference_rows")) if optional("reference_rows") else None,
             calibration=_calibration(fields.object("calibration")) if optional("calibration") else None,
-            monitored_features=fields.texts("monitored_features", ()),
+            monitored_features=fields.texts("monitored_features", None),
             reconstruction=_reconstruction(fields.object("reconstruction")) if optional("reconstruction") else None,
             training=TrainingRecipe(dict(fields.object("training", optional=True).value)),
             estimators=_estimator_files(fields.object("estimators")),
@@ -300,8 +301,9 @@ class ModelCard:
             "trained_at": self.trained_at.isoformat(),
             "sklearn_version": self.sklearn_version,
             "training": dict(self.training.options),
-            "monitored_features": list(self.monitored_features),
         }
+        if self.monitored_features is not None:
+            stored["monitored_features"] = list(self.monitored_features)
         if self.class_prior is not None:
             stored["class_prior"] = dict(self.class_prior)
         if self.reference_rows is not None:

@@ -42,7 +42,7 @@ class Served:
     which reads it once, never mixes two versions."""
 
     model: LoadedModel
-    card: dict[str, Any]  # `GET /models/{name}`, without the shadow
+    description: dict[str, Any]  # `GET /models/{name}`, without the shadow
     monitor: ModelMonitor | None
     batcher: Batcher | None
     shadow: LoadedModel | None = None  # scores the same rows after the answers (`rollout.shadow`)
@@ -81,6 +81,7 @@ class ModelRegistry:
             try:
                 model = rollout.load_served(name, version)
                 served = registry.serving(model, rollout.load_shadow(model, shadow))
+                rollout.known(model)
             except Exception as exc:  # noqa: BLE001 -- one model's broken artifact must not take the others down
                 registry.failed[name] = load_failure(exc)
                 logger.error(
@@ -96,7 +97,7 @@ class ModelRegistry:
     def serving(self, model: LoadedModel, shadow: LoadedModel | None = None) -> Served:
         """`model` with its card, a monitor and a batcher of its own (and `shadow`), ready to be served."""
         settings = self.settings
-        card = describe_model(model, settings.monitored_features)
+        description = describe_model(model, settings.monitored_features)
         monitor = None
         if settings.monitoring:
             monitor = ModelMonitor(model.name, model.version, model.card, self.metrics, settings, window_directory())
@@ -111,7 +112,7 @@ class ModelRegistry:
                 monitor.observe_accepted if monitor else None,
                 monitor.observe_prediction if monitor else None,
             )
-        return Served(model, card, monitor, batcher, shadow)
+        return Served(model, description, monitor, batcher, shadow)
 
     def serve(self, model: LoadedModel, shadow: LoadedModel | None) -> str | None:
         """Serve `model` (with `shadow`) in place of its model's current version, which it returns (None: none);
@@ -258,7 +259,7 @@ class ModelRegistry:
         """One model's card for `GET /models/{name}`."""
         served = self.resolve(name)
         shadow = None if served.shadow is None else served.shadow.version
-        return {**served.card, "shadow": shadow}
+        return {**served.description, "shadow": shadow}
 
     def describe_all(self) -> list[dict[str, Any]]:
         return [self.describe(name) for name in sorted(self.served)]
@@ -313,6 +314,8 @@ def describe_model(model: LoadedModel, monitored_features: int) -> dict[str, Any
     card = model.card
     classes = model.task.classes
     features = model.task.features
+    # as ranked at registration: none when every feature is text; a card without the field, every feature
+    ranked = features.names if card.monitored_features is None else card.monitored_features
     return {
         "name": model.name,
         "version": model.version,
@@ -331,5 +334,5 @@ def describe_model(model: LoadedModel, monitored_features: int) -> dict[str, Any
         "metrics": dict(card.validation.figures),
         "decision": card.decision.to_metadata(),
         "options": sorted(model.task.options),
-        "monitored_features": list(card.monitored)[:monitored_features],
+        "monitored_features": list(ranked)[:monitored_features],
     }

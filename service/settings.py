@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from . import home
+from .tags import names_a_version
 
 DEFAULT_CATALOG = ("breast_cancer", "digits", "digit_attributes", "digit_attributes_ovr", "digit_groups")
 OUTCOME_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
@@ -136,7 +137,7 @@ class Settings(MonitoringConfig, LogConfig, BaseSettings):
     @field_validator("shadow")
     @classmethod
     def _check_shadows(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        bad = [entry for entry in value if entry.partition(":")[2] in ("", "latest")]
+        bad = [entry for entry in value if not names_a_version(entry.partition(":")[2])]
         if bad:
             raise ValueError(f"shadow entries name a version (name:version): {bad}")
         return value

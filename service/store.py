@@ -43,6 +43,7 @@ from .classifiers.evaluation import (
     row_count,
 )
 from .monitoring.reconstruction import fit_reconstruction
+from .tags import names_a_version
 
 logger = logging.getLogger(__name__)
 
@@ -200,7 +201,7 @@ def default_version(name: str) -> str | None:
 def _get(tag: str) -> bentoml.Model:
     """The stored model of `tag`; `name` and `name:latest` are the newest version that is not a candidate."""
     name, _, version = tag.partition(":")
-    if version not in ("", "latest"):
+    if names_a_version(version):
         return bentoml.models.get(tag)
     # the store `bentoml.models.list` reads, without importing `bentoml.models` (its analytics import BentoML's
     # cloud client: a second of `python -m models ensure`, which reads only records)

@@ -139,6 +139,32 @@ def test_one_bad_request_among_many_costs_a_logarithmic_number_of_calls(
     assert sum(isinstance(r, ValueError) for r in results) == 1 and isinstance(results[37], ValueError)
 
 
+def test_a_failure_deciding_a_call_fails_its_requests_instead_of_leaving_them_waiting(
+    catalog: dict[str, str], executor: ThreadPoolExecutor
+) -> None:
+    """The model's own decisions are made once per call, for monitoring, the log and shadows; if that fails every
+    request of the call gets the error (an internal error, the service's fault) and the next call is served."""
+    batcher, _, task = batcher_for(catalog["breast_cancer"], executor)
+    failures = iter([RuntimeError("deciding failed")])
+
+    def failing_once(scores: Any) -> Any:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return type(task).default_decisions(task, scores)
+
+    task.default_decisions = failing_once  # type: ignore[method-assign]
+    parts = requests_of(catalog_rows("breast_cancer", 6), [2, 2, 2])
+
+    async def twice() -> tuple[list[Any], list[Any]]:
+        return await score_all(batcher, parts), await score_all(batcher, parts)
+
+    first, second = asyncio.run(asyncio.wait_for(twice(), timeout=120))
+    assert all(isinstance(result, RuntimeError) for result in first)
+    for part, scored in zip(parts, second, strict=True):
+        np.testing.assert_array_equal(scored.scores, type(task).score(task, part))
+
+
 @pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
 def test_a_request_given_non_finite_scores_fails_alone_without_scoring_again(
     catalog: dict[str, str], executor: ThreadPoolExecutor

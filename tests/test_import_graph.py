@@ -20,7 +20,8 @@ SERVICE = Path(__file__).resolve().parents[1] / "service"
 # Bottom to top: a module may import its own layer and the ones listed before it. A module belongs to the layer of
 # the longest prefix that names it.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("service", "service.classifiers", "service.errors", "service.settings", "service.home", "service.allocator"),
+    ("service", "service.classifiers", "service.errors", "service.settings", "service.home", "service.allocator",
+     "service.tags"),
     # the model store; the log's database; silent-failure signals; and the versions-and-rollout store, which the
     # prediction log's writer fills (a version's row before its predictions, shadows' decisions beside the labels)
     ("service.database", "service.monitoring", "service.store", "service.rollout.rollout_store",

@@ -279,3 +279,19 @@ def test_a_refit_that_fits_the_registered_estimator_again_is_refused_and_nothing
         )
     with pytest.raises(bentoml.exceptions.NotFound):
         bentoml.models.get("refit_in_place:latest")
+
+
+def test_monitored_features_as_ranked_at_registration_none_when_absent_every_feature() -> None:
+    """`GET /models` lists the ranked features: an empty ranking (every feature text) stays empty, and a model
+    stored before the ranking existed lists every feature in column order."""
+    tag = register_colors_model("user_ranked")
+    metadata = dict(bentoml.models.get(tag).info.metadata)
+    ranked = load_model(tag)
+    assert sorted(describe_model(ranked, 100)["monitored_features"]) == ["color", "size"]
+    unranked = {**metadata, "monitored_features": []}
+    empty = load_model(save_model("user_ranked", "binary", read_estimators(tag), unranked))
+    assert describe_model(empty, 100)["monitored_features"] == []
+    del metadata["monitored_features"]
+    older = load_model(save_model("user_ranked", "binary", read_estimators(tag), metadata))
+    assert older.card.monitored_features is None
+    assert describe_model(older, 100)["monitored_features"] == ["color", "size"] == list(older.card.monitored)

@@ -115,7 +115,8 @@ class MulticlassTask(Task):
         check_probabilities(self.estimator, "multiclass model")
         if class_names(self.estimator) != self.classes:
             raise InvalidModelError(
-                f"multiclass model: estimator classes {class_names(self.estimator)} differ from metadata"
+                f"multiclass model: estimator classes {class_names(self.estimator)} differ from the card's "
+                f"{self.classes}"
             )
         self._names = np.array(self.classes, dtype=object)
         self.probabilities = Probabilities(self.estimator, len(self.features.names))

@@ -11,9 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from ..tags import LATEST, names_a_version
 from .rollout_store import Rollout
-
-LATEST = "latest"
 
 
 @dataclass(frozen=True)
@@ -32,7 +31,7 @@ class RolloutPlan:
         for entry in models:
             name, _, version = entry.partition(":")
             names.append(name)
-            if version and version != LATEST:
+            if names_a_version(version):
                 pinned[name] = version
         return cls(tuple(names), pinned, dict(entry.split(":", 1) for entry in shadows))
 

@@ -28,8 +28,9 @@ from ..errors import DependencyUnavailableError, UnknownModelError
 from ..feedback.log import DatabaseUnavailableError, PredictionLog, describe_error
 from ..settings import Settings
 from ..store import LoadedModel, ModelNotFoundError, load_model
+from ..tags import names_a_version
 from . import admin
-from .plan import LATEST, RolloutPlan
+from .plan import RolloutPlan
 from .rollout_store import Rollout
 from .shadow import check_shadow
 from .versions import version_info
@@ -105,10 +106,8 @@ class Promotions:
         ]
 
     def load_served(self, name: str, version: str) -> LoadedModel:
-        """A version to serve, known to the log from now on."""
-        model = load_model(f"{name}:{version}", self._trusted_types)
-        self._known(model)
-        return model
+        """A version to serve: `known` once the registry serves it."""
+        return load_model(f"{name}:{version}", self._trusted_types)
 
     def load_shadow(self, served: LoadedModel, version: str | None) -> LoadedModel | None:
         """The shadow version of a served model, or None (none set, the served version itself, or one that cannot
@@ -122,7 +121,7 @@ class Promotions:
             logger.error("%s is served without its shadow %s: %s", served.tag, version, getattr(exc, "message", exc))
             return None
         # known to the log: labels of the rows it shadowed realize its figures beside the served version's
-        self._known(shadow)
+        self.known(shadow)
         logger.info("%s shadows %s", shadow.tag, served.tag)
         return shadow
 
@@ -135,7 +134,9 @@ class Promotions:
             logger.warning("prediction log: promoted and shadow versions unavailable: %s", describe_error(exc))
             return Rollout()
 
-    def _known(self, model: LoadedModel) -> None:
+    def known(self, model: LoadedModel) -> None:
+        """`model` is served (or shadows) from now on: the log knows its version, whose figures its rows' labels
+        realize."""
         self._log.versions.serve(version_info(model.name, model.version, model.task.name, model.card.logged))
 
     # --- the admin routes (event loop) ----------------------------------------------------------------------------
@@ -187,7 +188,7 @@ class Promotions:
 
     def _load(self, name: str, version: str) -> LoadedModel:
         """The stored version, or the request's error: an unknown version is a 404, an unloadable one a 400."""
-        if version in ("", LATEST):
+        if not names_a_version(version):
             raise InvalidInputError("name the version to promote; 'latest' moves with every registration", "version")
         try:
             return load_model(f"{name}:{version}", self._trusted_types)
@@ -215,8 +216,9 @@ class Promotions:
             if served is not None and served.model.version == model.version:
                 return served.model.version
             shadow = None if served is None or served.shadow is None else served.shadow.version
-            self._known(model)
-            return registry.serve(model, self.load_shadow(model, shadow))
+            replaced = registry.serve(model, self.load_shadow(model, shadow))
+            self.known(model)
+            return replaced
 
     # --- the follower thread --------------------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ..card import LoggedCard, Validation
+from ..card import LoggedCard
 from ..classifiers import Truth, get_task
 from .rollout_store import RolloutStore
 
@@ -21,7 +21,6 @@ class VersionInfo:
     version: str
     task: str
     truth: Truth
-    validation: Validation  # the validation figures of registration
     feature_names: list[str]
     metadata: Mapping[str, Any]  # what the log keeps of the version (`LoggedCard.to_metadata`)
 
@@ -33,7 +32,6 @@ def version_info(model: str, version: str, task: str, card: LoggedCard) -> Versi
         version=version,
         task=task,
         truth=get_task(task).ground_truth(card.classes, card.decision),
-        validation=card.validation,
         feature_names=list(card.feature_names),
         metadata=card.to_metadata(),
     )

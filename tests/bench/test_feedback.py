@@ -152,7 +152,7 @@ def test_every_service_server_logs_to_its_own_data_folder(tmp_path: Path) -> Non
     assert env["CLF_LOG_SAMPLE_RATE"] == "1"
     off = server_env(VARIANT_BY_KEY["log_off"], tmp_path / "store", tmp_path / "log_off")
     assert off["CLF_LOG_SAMPLE_RATE"] == "0" and off["CLF_DATA_DIR"] == str(tmp_path / "log_off" / "data")
-    assert "CLF_DATA_DIR" not in server_env(VARIANT_BY_KEY["baseline"], tmp_path / "store", tmp_path / "baseline")
+    assert "CLF_DATA_DIR" not in server_env(VARIANT_BY_KEY["fastapi_proba"], tmp_path / "store", tmp_path / "peer")
 
 
 def test_the_log_off_variant_and_the_feedback_servers() -> None:

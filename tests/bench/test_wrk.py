@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench.config import SCENARIO_BY_KEY
-from bench.wrk import WrkError, command, parse, to_ms
+from bench.wrk import LUA_SCRIPT, WrkError, command, parse, to_ms
 
 OK = """Running 2s test @ http://127.0.0.1:33863/predict
   2 threads and 16 connections
@@ -20,6 +20,7 @@ OK = """Running 2s test @ http://127.0.0.1:33863/predict
   4101 requests in 2.10s, 752.92KB read
 Requests/sec:   1952.59
 Transfer/sec:    358.48KB
+p99.9 latency: 104512us
 """
 
 NON_2XX = """Running 1s test @ http://127.0.0.1:18765/predict
@@ -36,6 +37,7 @@ NON_2XX = """Running 1s test @ http://127.0.0.1:18765/predict
   Non-2xx or 3xx responses: 1625
 Requests/sec:   1623.76
 Transfer/sec:      0.86MB
+p99.9 latency: 9012us
 """
 
 SOCKET_ERRORS = """Running 1s test @ http://127.0.0.1:18766/predict
@@ -52,6 +54,7 @@ SOCKET_ERRORS = """Running 1s test @ http://127.0.0.1:18766/predict
   Socket errors: connect 0, read 5148, write 0, timeout 0
 Requests/sec:      0.00
 Transfer/sec:       0.00B
+p99.9 latency: 0us
 """
 
 
@@ -62,6 +65,7 @@ def test_a_clean_run() -> None:
     assert result.req_per_s == pytest.approx(1952.59)
     assert result.p50_ms == pytest.approx(7.55)
     assert result.p99_ms == pytest.approx(93.96)
+    assert result.p999_ms == pytest.approx(104.512)  # from bench/post.lua's done(), in microseconds
     assert result.non_2xx == 0
     assert result.errors == 0
 
@@ -93,6 +97,24 @@ def test_output_without_latency_distribution_is_refused() -> None:
     without = "\n".join(line for line in OK.splitlines() if "%" not in line or "Stdev" in line or "Latency " in line)
     with pytest.raises(WrkError, match="--latency"):
         parse(without)
+
+
+def test_output_without_the_p999_line_of_post_lua_is_refused() -> None:
+    without = "\n".join(line for line in OK.splitlines() if not line.startswith("p99.9"))
+    with pytest.raises(WrkError, match="p99.9"):
+        parse(without)
+
+
+def test_post_lua_prints_the_line_the_parser_reads() -> None:
+    script = LUA_SCRIPT.read_text()
+    assert "function done(summary, latency, requests)" in script
+    assert '"p99.9 latency: %dus\\n", latency:percentile(99.9)' in script
+
+
+def test_command_posts_to_the_path_given() -> None:
+    argv = command("http://127.0.0.1:1", SCENARIO_BY_KEY["1x16"], 3.0, "/v2/models/digits/infer")
+    assert argv[-1] == "http://127.0.0.1:1/v2/models/digits/infer"
+    assert command("http://127.0.0.1:1", SCENARIO_BY_KEY["1x16"], 3.0)[-1] == "http://127.0.0.1:1/predict"
 
 
 def test_command_uses_at_most_two_threads_and_the_lua_script() -> None:

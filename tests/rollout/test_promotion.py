@@ -90,6 +90,26 @@ def test_another_worker_follows_the_promotion_and_a_new_one_starts_on_it(
     assert ModelRegistry.load(service.settings, service.metrics, service.log).served[name].model.version == v2
 
 
+def test_a_version_that_could_not_be_served_is_not_recorded_as_served(
+    api: TestClient, served: tuple[str, str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A version is known to the log (its figures realized, listed among the versions served) once the registry
+    serves it: a promotion that fails while making its monitor leaves the served version and the log as they were."""
+    name, v1, v2 = served
+    service = bentoml.get_current_service()
+
+    def no_window_files(*_: Any) -> Any:
+        raise OSError("no space left for the window files")
+
+    monkeypatch.setattr(ModelRegistry, "serving", no_window_files)
+    assert promote(api, name, v2).status_code == 500
+    assert scores(api, name)[0] == v1
+    assert service.log.versions.get(service.log.stores.rollout, name, v2) is None
+    monkeypatch.undo()
+    assert promote(api, name, v2).status_code == 200
+    assert service.log.versions.get(service.log.stores.rollout, name, v2) is not None
+
+
 def versions_of(samples: Samples, name: str, model: str) -> set[str]:
     """The versions of `model` that `name` has series for."""
     return {labels["version"] for sample, key in samples if sample == name and (labels := dict(key))["model"] == model}
