@@ -22,8 +22,11 @@ help: ## list the targets
 $(UV):
 	python3 -m venv .uv && .uv/bin/pip install -q --disable-pip-version-check uv==$(UV_VERSION)
 
+# --compile-bytecode: every process of `make serve` reads compiled modules from the first start on, also where
+# PYTHONDONTWRITEBYTECODE is set (as in many container images), instead of compiling scikit-learn, SciPy and pandas
+# from source at each start.
 $(STAMP): uv.lock pyproject.toml | $(UV)
-	$(UV) sync -q --frozen --all-extras --python python3 && touch $@
+	$(UV) sync -q --frozen --all-extras --compile-bytecode --python python3 && touch $@
 
 install: $(STAMP) ## create .venv from uv.lock: the project, its dev and bench tools, at the locked versions
 

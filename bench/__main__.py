@@ -77,6 +77,8 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     only.add_argument("--startup-only", action="store_true",
                       help="only the start-up table: update its section of the report, nothing else")  # fmt: skip
     parser.add_argument("--startup-runs", type=int, default=3, help="start-ups measured (the median is kept)")
+    parser.add_argument("--startup-baseline", type=Path, metavar="DIR",
+                        help="also start the service/ and models/ of DIR (another commit), alternating")  # fmt: skip
     parser.add_argument("--feedback-databases", type=choice_list(list(FEEDBACK_DATABASES)),
                         default=list(FEEDBACK_DATABASES),
                         help=f"comma-separated subset of {','.join(FEEDBACK_DATABASES)}")  # fmt: skip
@@ -99,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     source = home.snapshot(store)
     if args.startup_only:
         home.prepare(store, source, modules=("models",))
-        return write_startup(args, store, source)
+        return write_startup(args, store, source, command)
     facts = machine.collect(PROJECT, wrk.version())
     home.prepare(store, source)
     support = home.settings_support()
@@ -136,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     databases = [] if args.no_feedback else args.feedback_databases
     feedback_results = feedback.run(databases, store, store / "servers", source, duration)
 
-    startups = startup.measure(store, source, args.startup_runs)
+    startups = startup.measure(store, {"this tree": source}, args.startup_runs)
     run = report.Run(
         facts,
         command,
@@ -150,22 +152,26 @@ def main(argv: list[str] | None = None) -> int:
         args.repeat,
         feedback_results,
         floor.quality([m for m in BENCH_MODELS if m in models]),
-        startup.median_ready_s(startups),
+        startup.median_ready_s(startups["this tree"]),
     )
     text = report.render(run)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text)
     raw = {"points": [asdict(p) for p in points], "feedback": [asdict(f) for f in feedback_results]}
     (store / "last-run.json").write_text(json.dumps(raw, indent=1, default=str))
-    section = startup.section(startups, machine.load_average())
+    section = startup.section(startups, machine.load_average(), command)
     startup.write_section(args.output, section)
     sys.stdout.write(text + section)
     logger.info("wrote %s", args.output)
     return 1 if any(p.error for p in points) or any(not f.ok for f in feedback_results) else 0
 
 
-def write_startup(args: argparse.Namespace, store: Path, source: Path) -> int:
-    section = startup.section(startup.measure(store, source, args.startup_runs), machine.load_average())
+def write_startup(args: argparse.Namespace, store: Path, source: Path, command: str) -> int:
+    sources = {"this tree": source}
+    if args.startup_baseline is not None:
+        sources = {f"baseline `{args.startup_baseline.name}`": args.startup_baseline.resolve(), **sources}
+    results = startup.measure(store, sources, args.startup_runs)
+    section = startup.section(results, machine.load_average(), command)
     startup.write_section(args.output, section)
     sys.stdout.write(section)
     logger.info("wrote the start-up section of %s", args.output)

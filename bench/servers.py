@@ -53,6 +53,7 @@ class Server:
     process: subprocess.Popen[bytes]
     log: Path
     ready_s: float = 0.0  # from the server's launch to its first ready answer
+    launched_at: float = 0.0  # `time.time()` at the launch
 
     def tree(self) -> list[psutil.Process]:
         """The server process and all its descendants (arbiter and workers)."""
@@ -201,12 +202,12 @@ def launched(
     """`command(port)` on a free loopback port, in a process group of its own, its output appended to `log`; yielded
     once `ready_path` answers 200, stopped (process group) on exit."""
     port = free_port()
-    launch = time.monotonic()
+    launched_at, launch = time.time(), time.monotonic()
     with log.open("ab") as out:
         process = subprocess.Popen(
             command(port), cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
-    server = Server(name, f"http://127.0.0.1:{port}", process, log)
+    server = Server(name, f"http://127.0.0.1:{port}", process, log, launched_at=launched_at)
     try:
         with httpx.Client() as client:
             ready = f"{server.url}{ready_path}"

@@ -6,24 +6,25 @@ the validation metrics on the calibration rows, and fits the calibration map on 
 of fold (each scored by the recipe refitted without it); the evaluation rows are never read at registration, so
 figures measured on them (`evaluation_rows`: the scorecard's traffic) are out of sample for the estimator and for
 everything registration fitted.
+
+scikit-learn is imported by the recipes that load data and train, not at import: `python -m models ensure` (every
+`make serve`) reads the catalog's names and `SPLIT_RECIPE` to check the store, and trains only what is missing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sklearn.datasets import load_breast_cancer, load_digits
-from sklearn.ensemble import RandomForestClassifier
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import train_test_split
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from service.classifiers import ROOT, fit_hierarchy
 from service.store import register_model
+
+if TYPE_CHECKING:
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.pipeline import Pipeline
 
 SEED = 0
 # shares of each data set's rows: the estimator's training rows; registration's calibration rows (thresholds,
@@ -74,6 +75,8 @@ def catalog_split(name: str) -> CatalogSplit:
     labels are a function of it, so each label set keeps its share in every part, and the digits models share one
     split (the same rows in the same order).
     """
+    from sklearn.model_selection import train_test_split
+
     X, y, strata = _labelled(name)
     rows = np.arange(len(X))
     rest, evaluation = train_test_split(rows, test_size=EVALUATION_SHARE, random_state=SEED, stratify=strata)
@@ -93,6 +96,8 @@ def evaluation_rows(name: str) -> tuple[np.ndarray, np.ndarray]:
 
 def _labelled(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A catalog model's rows, its labels, and the classes its split is stratified by."""
+    from sklearn.datasets import load_breast_cancer, load_digits
+
     if name not in CATALOG:
         raise ValueError(f"unknown catalog model {name!r}; known: {', '.join(CATALOG)}")
     if name == "breast_cancer":
@@ -119,14 +124,22 @@ def _register(name: str, task: str, fit: Callable[[np.ndarray, np.ndarray], Any]
 
 
 def _linear() -> Pipeline:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=SEED))
 
 
 def _forest(X: np.ndarray, y: np.ndarray) -> RandomForestClassifier:
+    from sklearn.ensemble import RandomForestClassifier
+
     return RandomForestClassifier(n_estimators=100, random_state=SEED).fit(X, y)
 
 
 def breast_cancer() -> str:
+    from sklearn.datasets import load_breast_cancer
+
     return _register(
         "breast_cancer", "binary", lambda X, y: _linear().fit(X, y),
         feature_names=list(load_breast_cancer().feature_names), positive_class="malignant",

@@ -2,6 +2,9 @@
 
 Everything wrong with the file is a `DataError` whose message says what to change; `python -m models train` prints
 it and exits with code 2 before anything is trained or registered.
+
+pandas is imported where a table is read or examined: `python -m models` imports this module for its options'
+defaults, and `ensure` (every `make serve`) reads no table.
 """
 
 from __future__ import annotations
@@ -9,13 +12,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from service.classifiers import ROOT
-from service.export import CSV_LIST_SEPARATOR
+from service.database.codecs import CSV_LIST_SEPARATOR
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # a row's labels and a path in a target column: as the prediction log's CSV export writes them
 LABEL_SEP, PATH_SEP = CSV_LIST_SEPARATOR["labels"], CSV_LIST_SEPARATOR["path"]
@@ -77,6 +82,8 @@ class TrainingData:
 
 def read_table(path: Path) -> pd.DataFrame:
     """A CSV, JSON Lines (`.jsonl`, `.ndjson`) or Parquet file as a DataFrame."""
+    import pandas as pd
+
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     suffix = path.suffix.lower()
@@ -108,6 +115,8 @@ def prepare(
     time_column: str | None = None,
 ) -> TrainingData:
     """Split `table` into features and target for `task`; rows without a target are left out (and noted)."""
+    import pandas as pd
+
     if task not in TASKS:
         raise DataError(f"unknown task '{task}'; one of {', '.join(TASKS)}")
     named = {"--target": [target], "--categorical": categorical, "--text": text, "--drop": drop}
@@ -168,6 +177,8 @@ def prepare(
 
 
 def _kinds(X: pd.DataFrame, categorical: Sequence[str], text: Sequence[str]) -> Columns:
+    import pandas as pd
+
     numeric, categories, texts = [], [], []
     for name in X.columns:
         column = X[name]
@@ -187,6 +198,8 @@ def _kinds(X: pd.DataFrame, categorical: Sequence[str], text: Sequence[str]) -> 
 
 
 def _looks_like_an_id(column: pd.Series) -> bool:
+    import pandas as pd
+
     values = column.dropna()
     is_string = not (pd.api.types.is_bool_dtype(column) or pd.api.types.is_numeric_dtype(column))
     return bool(is_string and len(values) >= 20 and values.nunique() == len(values) and not _looks_like_text(column))
@@ -224,6 +237,8 @@ def _single_label(data: TrainingData, raw: pd.Series, positive_class: str | None
 
 
 def _multilabel(data: TrainingData, raw: pd.Series, label_sep: str) -> None:
+    import pandas as pd
+
     sets = [
         [] if pd.isna(value) else [part.strip() for part in str(value).split(label_sep) if part.strip()]
         for value in raw

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # imported by the functions that build a table: `python -m models` reads this module's names
+    import pandas as pd
 
 REVIEWS = {
     "great product fast delivery and a friendly seller": 1.5,
@@ -28,6 +31,8 @@ DRIFT_STARTS = "2026-03-01"  # the drifted rows' times: after the last of the 70
 
 def reviews_table(rows: int = 700, seed: int = 0) -> pd.DataFrame:
     """Features, an hourly `when` from 2026-01-01 and the four targets (module docstring)."""
+    import pandas as pd
+
     rng = np.random.default_rng(seed)
     x1, x2 = rng.normal(size=rows), rng.normal(size=rows)
     color = rng.choice(["red", "green", "blue"], size=rows).astype(object)
@@ -56,6 +61,8 @@ def reviews_table(rows: int = 700, seed: int = 0) -> pd.DataFrame:
 
 def drifted_reviews_table(rows: int = 500, seed: int = 7) -> pd.DataFrame:
     """Rows of `reviews`' features, timed after it, whose `bin` follows `x2` alone (a missing `x2` counts as 0)."""
+    import pandas as pd
+
     table = reviews_table(rows, seed)[FEATURES]
     return table.assign(
         when=pd.date_range(DRIFT_STARTS, periods=rows, freq="min").astype(str),

@@ -3,6 +3,10 @@
 The API is a Starlette app mounted into the BentoML service, so that it owns its routes (`GET /models/{name}`),
 its request parsing (strict, orjson) and every error body; BentoML provides the server, workers, `/metrics`,
 `/livez` and `/readyz`.
+
+`bentoml serve` imports this module twice: in its arbiter, which only reads the service's configuration, and in each
+worker. What only a worker uses (the model stack, the prediction log's database and migrations) is imported in
+`ClassifierService.__init__`, so that the arbiter starts the workers without importing it (`tests/test_import_diet.py`).
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ from typing import Any
 import anyio
 import bentoml
 import orjson
-import sqlalchemy as sa
 from bentoml import get_current_service  # once: `bentoml.<name>` is a lookup through its lazy module
 from bentoml.serving import running_inside_container
 from starlette.applications import Starlette
@@ -33,12 +36,8 @@ from .auth.guard import Guard, caller, check_admin_request
 from .auth.keys import SCOPES, Scope, read_keys
 from .bodies import decode_json
 from .errors import TIMEOUT, PayloadTooLargeError, classify, error_body
-from .feedback.log import PredictionLog
-from .feedback.loop import FeedbackLoop
 from .middleware import ConcurrencyLimitMiddleware, DirectRoutes, ErrorBodyMiddleware
 from .monitoring.metrics import CONTENT_TYPE, NO_MODEL, Children, exposition, shared_metrics
-from .monitoring.monitor import Heartbeat, window_directory
-from .monitoring.workers import Workers, log_startup
 from .openapi import DOCUMENT_PATH, OpenAPIDocument, Operation, openapi_document
 from .openapi.responses import (
     FeedbackResponse,
@@ -62,7 +61,6 @@ from .schemas import (
     parse_promote_request,
     parse_version_request,
 )
-from .serving import ModelRegistry, limit_native_threads
 from .settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -374,7 +372,7 @@ if _server_metrics is not None:  # the arbiter of `bentoml serve`: once per serv
     _where.info(
         "%s; prediction log %s; metrics folder %s",
         home.describe(),
-        sa.engine.make_url(SERVER_SETTINGS.log_database_url).render_as_string(hide_password=True),
+        SERVER_SETTINGS.shown_log_database_url,
         _server_metrics,
     )
 
@@ -394,6 +392,12 @@ class ClassifierService:
 
     def __init__(self) -> None:
         init_began = time.time()
+        from .feedback.log import PredictionLog
+        from .feedback.loop import FeedbackLoop
+        from .monitoring.monitor import Heartbeat, window_directory
+        from .monitoring.workers import Workers, log_startup
+        from .serving import ModelRegistry, limit_native_threads
+
         tune_allocator()  # before the worker's threads start
         self.settings = SERVER_SETTINGS
         self.guard = Guard.configured(self.settings)
@@ -402,9 +406,12 @@ class ClassifierService:
         self.requests = Children(self.metrics.requests)  # model, version, endpoint, code
         self.request_duration = Children(self.metrics.request_duration)  # model, version, endpoint
         self.in_flight = Children(self.metrics.in_flight)  # endpoint
+        log_began = time.time()
         self.log = PredictionLog(self.settings, self.metrics)
         self.log.start()  # first: the log's database says which version of a model was promoted
+        models_began = time.time()
         self.registry = ModelRegistry.load(self.settings, self.metrics, self.log)
+        models_s = time.time() - models_began
         self.registry.rollout.start()
         self.loop = FeedbackLoop(
             self.log,
@@ -423,7 +430,7 @@ class ClassifierService:
         # collector's reach, full collections walk only what requests allocate.
         gc.collect()
         gc.freeze()
-        log_startup(init_began)
+        log_startup(init_began, models_began - log_began, models_s)
 
     def __is_alive__(self) -> bool:
         lost = self.workers.lost()

@@ -28,7 +28,7 @@ from pydantic import ValidationError
 
 from . import home
 from .classifiers import InvalidModelError, get_task
-from .database.codecs import decode_inputs
+from .database.codecs import CSV_LIST_SEPARATOR, decode_inputs
 from .database.engine import create_database_engine, current_revision, head_revision, sqlite_path
 from .feedback.ids import first_key_at, prediction_id
 from .feedback.stores import LogStores
@@ -39,7 +39,6 @@ from .settings import Settings
 PAGE_REQUESTS = 500
 PROGRESS_STEP = 1000
 FIXED_COLUMNS = ("id", "model", "version", "predicted_at", "request_id", "caller")
-CSV_LIST_SEPARATOR = {"labels": "|", "path": "/"}  # what `python -m models train` reads back
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet runs a cell that starts so as a formula
 
 

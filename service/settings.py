@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -52,6 +53,17 @@ class LogConfig(BaseModel):
     def log_database_url(self) -> str:
         """`database_url`, or the SQLite file in `data_dir`."""
         return self.database_url or f"sqlite:///{(self.data_dir / 'predictions.db').resolve()}"
+
+    @property
+    def shown_log_database_url(self) -> str:
+        """`log_database_url` for a log line: its password, if it has one, as `***` (as SQLAlchemy shows a URL, but
+        without importing it in the server's arbiter, which logs it)."""
+        url = self.log_database_url
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        user_info, _, host = parts.netloc.rpartition("@")
+        return parts._replace(netloc=f"{user_info.partition(':')[0]}:***@{host}").geturl()
 
 
 class Settings(MonitoringConfig, LogConfig, BaseSettings):

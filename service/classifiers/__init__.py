@@ -1,4 +1,8 @@
-"""The classifier core: task kinds, decision policies, input validation. Pure numpy + scikit-learn."""
+"""The classifier core: task kinds, decision policies, input validation. Pure numpy + scikit-learn.
+
+scikit-learn is imported inside the functions that fit, measure or inspect an estimator, not at import: the server's
+arbiter and `python -m models ensure` import the core without touching a model (`tests/test_import_diet.py`).
+"""
 
 from __future__ import annotations
 

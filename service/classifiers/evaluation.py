@@ -8,8 +8,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
-from sklearn.isotonic import IsotonicRegression
-from sklearn.metrics import accuracy_score, f1_score, precision_recall_curve
 
 from ..card import CalibrationMap, ModelCard
 from .truth import DecisionKeys
@@ -70,6 +68,8 @@ def tune_threshold(y_true: np.ndarray, p_positive: np.ndarray, objective: Object
     It lies midway between the lowest validation score decided positive and the next lower one, not on a score:
     on a score, that row's decision would flip with the last bit of its probability (a batch summed in another
     order, a pipeline evaluated as one product), and live decisions would not be validation's."""
+    from sklearn.metrics import precision_recall_curve
+
     y = np.asarray(y_true, dtype=bool)
     if y.all() or not y.any():
         return 0.5
@@ -125,6 +125,8 @@ class Calibration:
         """Isotonic regression of correctness on confidence, so that it gives back the validation accuracy on the
         validation rows; below the least confident validation row the map falls linearly to (0, 0), so that
         confidences validation never saw (noisy inputs, shifted ones) still lower the estimate."""
+        from sklearn.isotonic import IsotonicRegression
+
         regression = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
         regression.fit(np.asarray(confidence, dtype=np.float64), np.asarray(correct, dtype=np.float64))
         xs, ys = regression.X_thresholds_.tolist(), regression.y_thresholds_.tolist()
@@ -224,6 +226,8 @@ def single_label_metrics(
     y_true: Sequence[str] | np.ndarray, y_pred: Sequence[str] | np.ndarray, proba: np.ndarray, classes: Sequence[str]
 ) -> dict[str, float]:
     """Accuracy, macro-F1 and log-loss of a single-label classifier (confidence: `Correctness.figures`)."""
+    from sklearn.metrics import accuracy_score, f1_score
+
     y_true_arr = np.asarray(y_true, dtype=object)
     y_pred_arr = np.asarray(y_pred, dtype=object)
     column = {name: j for j, name in enumerate(classes)}

@@ -13,7 +13,6 @@ from dataclasses import dataclass, replace
 from typing import Annotated, Any, NotRequired, TypedDict
 
 import numpy as np
-from sklearn.metrics import f1_score
 
 from ..card import Decision, ModelCard
 from .answers import Doc, Minimum
@@ -370,6 +369,8 @@ class HierarchicalTask(Task):
 
     @classmethod
     def describe(cls, estimators: Mapping[str, Any], X_val: Any, y_val: Any, params: Mapping[str, Any]) -> Description:
+        from sklearn.metrics import f1_score
+
         tree = Tree(params["hierarchy"])
         nodes = NodeClassifiers(tree, estimators, int(np.shape(X_val)[1]))
         y = [str(v) for v in y_val]

@@ -12,13 +12,12 @@ called (`Probabilities`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
+
+if TYPE_CHECKING:
+    from sklearn.preprocessing import StandardScaler
 
 PROBE_ROWS = 32
 TOLERANCE = 1e-9
@@ -54,6 +53,11 @@ class Probabilities:
 
 def linear_node(estimator: Any, n_features: int) -> LinearNode | None:
     """The estimator as a `LinearNode`, or None when it is not one (or its probabilities differ on probe rows)."""
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
     steps = [step for _, step in estimator.steps] if isinstance(estimator, Pipeline) else [estimator]
     *scalers, final = steps
     if not isinstance(final, LogisticRegression | LinearDiscriminantAnalysis):

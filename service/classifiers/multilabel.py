@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Annotated, Any, NotRequired, TypedDict
 
 import numpy as np
-from sklearn.metrics import f1_score, log_loss
 
 from ..card import Decision, ModelCard
 from .answers import WITH_PROBABILITIES, Doc
@@ -192,6 +191,8 @@ class MultilabelTask(Task):
 
     @classmethod
     def describe(cls, estimators: Mapping[str, Any], X_val: Any, y_val: Any, params: Mapping[str, Any]) -> Description:
+        from sklearn.metrics import f1_score, log_loss
+
         labels = [str(label) for label in params["labels"]]
         layout = "joint" if set(estimators) == {"model"} and "model" not in labels else "per_label"
         checked = _check_layout(layout, estimators, labels)

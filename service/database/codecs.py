@@ -13,6 +13,8 @@ from ..classifiers import DecisionKeys
 COMPACT_KEYS = 16  # more keys than this (a model of many classes): a request stores only the keys it used
 FLOAT_INPUTS = b"f8"  # then the rows' values as little-endian float64, row after row
 JSON_INPUTS = b"js"  # then the rows as a JSON list of lists (strings of categorical features among the numbers)
+# a logged prediction's labels or path in one cell of the CSV export, as `python -m models train` reads them back
+CSV_LIST_SEPARATOR = {"labels": "|", "path": "/"}
 
 
 def encode_inputs(X: Any) -> bytes:

@@ -29,14 +29,21 @@ logger = logging.getLogger(__name__)
 # `bentoml serve` sets the root logger to WARNING: this module's few lines (one per worker start) are shown anyway
 logger.setLevel(logging.INFO)
 
-# One line per worker start, read by `python -m bench --startup-only` (bench/startup.py): the two phases of a start
-STARTUP_LOG = "worker %d started: imports %.3f s (process start to the service's __init__), __init__ %.3f s (models)"
+# One line per worker start, read by `python -m bench --startup-only` (bench/startup.py): the phases of a start
+STARTUP_LOG = (
+    "worker %d started: imports %.3f s (process start to the service's __init__), __init__ %.3f s "
+    "(prediction log %.3f s, models %.3f s)"
+)
 
 
-def log_startup(init_began: float) -> None:
-    """Log how long this worker took to import the service and to run its `__init__` (loading the models, opening
-    the prediction log), from the process's start time and the time `__init__` began (`time.time()`)."""
-    logger.info(STARTUP_LOG, os.getpid(), init_began - psutil.Process().create_time(), time.time() - init_began)
+def log_startup(init_began: float, log_s: float, models_s: float) -> None:
+    """Log how long this worker took to import the service and to run its `__init__`, from the process's start time
+    and the time `__init__` began (`time.time()`); of `__init__`, `log_s` opening the prediction log (its database,
+    migrations checked) and `models_s` loading the models."""
+    now = time.time()
+    logger.info(
+        STARTUP_LOG, os.getpid(), init_began - psutil.Process().create_time(), now - init_began, log_s, models_s
+    )
 
 
 def process_alive(pid: int) -> bool:
