@@ -1,16 +1,18 @@
 """The worker's prediction log: it issues prediction ids, queues answered requests, and writes them in batches.
 
-`/predict` encodes its request into bytes appended to a bounded in-memory queue (`log_records`: nothing queued is an
-object the garbage collector walks); a background thread takes the whole queue and inserts it in one transaction
-every `log_flush_seconds`, or sooner when half the queue is used. The writer shares Python's lock with the event
-loop: it hands it back after each millisecond of work (`driver.share_the_lock`), so that the loop, back from waiting
-on a socket, does not wait for a whole batch to be read. A full queue drops the new request and counts it
-(`result="dropped"`): a prediction never waits for the database. While the database is unreachable the thread puts
-its batch back at the front of the queue and retries; what arrives meanwhile fills the queue and is dropped. A
-request that cannot be encoded fails alone, on the loop; a batch the database refuses is retried in halves, and only
-the requests refused alone are counted `failed`. A graceful stop writes what is queued. A crash (`kill -9`) loses
-what is queued and the batch being inserted (its transaction is rolled back whole): at most `log_flush_seconds` of
-traffic when the database keeps up, at most `log_queue_rows` predictions in any case.
+`/predict` encodes its request into the row the writer inserts, a plain tuple of strings, bytes, numbers and a
+datetime (`Queued`), and appends it to a bounded in-memory queue: the garbage collector stops tracking such a tuple
+at its first collection, so no full collection walks a backlog. A background thread takes the whole queue and
+inserts it in one transaction every `log_flush_seconds`, or sooner when half the queue is used. The writer shares
+Python's lock with the event loop: it hands it back after each millisecond of work (`driver.share_the_lock`), so
+that the loop, back from waiting on a socket, does not wait for a whole batch to be inserted. A full queue drops
+the new request and counts it (`result="dropped"`): a prediction never waits for the database. While the database
+is unreachable the thread puts its batch back at the front of the queue and retries; what arrives meanwhile fills
+the queue and is dropped. A request that cannot be encoded fails alone, on the loop; a batch the database refuses
+is retried in halves, and only the requests refused alone are counted `failed`. A graceful stop writes what is
+queued. A crash (`kill -9`) loses what is queued and the batch being inserted (its transaction is rolled back
+whole): at most `log_flush_seconds` of traffic when the database keeps up, at most `log_queue_rows` predictions in
+any case.
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ from ..rollout.rollout_store import RolloutStore, ShadowRecord
 from ..rollout.versions import Versions
 from ..settings import LogConfig
 from .ids import first_key_at, new_key
-from .log_records import pack_request, repack, unpack_requests
 from .prediction_store import RequestRecord
 from .stores import LogStores
 
@@ -65,6 +66,11 @@ class Entry:
     X: Any  # the validated rows
     scored: Scored  # the model's scores of those rows and its default decisions, which the log keeps
     caller: str | None = None  # the name of the API key that sent it; None without keys
+
+
+Queued = tuple[str, str, str, datetime, str | None, int, bytes, bytes, str, str, bytes | None, str | None]
+"""A queued request: the fields of its `RequestRecord` in a plain tuple, which the garbage collector stops tracking
+at its first collection (it tracks a tuple subclass, a `NamedTuple`, for as long as it lives)."""
 
 
 class Request(Protocol):
@@ -101,7 +107,7 @@ class PredictionLog:
         self.versions = Versions()
         self._metrics = metrics
         self._rows = Children(metrics.log_rows)  # model, version, result
-        self._queue = bytearray()  # `log_records.pack_request`s, oldest first
+        self._queue: deque[Queued] = deque()
         self._queued_rows = 0
         self._unencodable: Unencodable | None = None
         self._shadows: deque[ShadowRecord] = deque()  # the shadow thread's; bounded by `log_queue_rows` like the queue
@@ -143,7 +149,7 @@ class PredictionLog:
             # close() may have begun while the request was encoded
             dropped = self._queued_rows + entry.rows > self.config.log_queue_rows or self._closing
             if not dropped:
-                self._queue += record
+                self._queue.append(record)
                 self._queued_rows += entry.rows
                 if self._queued_rows * 2 >= self.config.log_queue_rows:
                     self._condition.notify()
@@ -153,13 +159,15 @@ class PredictionLog:
         if dropped:
             self._rows(entry.model, entry.version, "dropped").inc(entry.rows)
 
-    def encode(self, entry: Entry) -> bytes:
-        """A request's queued record. The model's own decisions and confidences come computed, once per model call
-        (`Task.default_decisions`): the entry's are its rows' part of its call's."""
-        return pack_request(
-            entry.key, entry.created_at, entry.model, entry.version, entry.request_id, entry.caller, entry.rows,
-            _options_json(entry.options), entry.decisions, encode_keys(entry.scored.decision_keys),
-            encode_floats(entry.scored.expected_correct), encode_inputs(entry.X) if self.config.log_inputs else None,
+    def encode(self, entry: Entry) -> Queued:
+        """A request's row of the log, as queued (`RequestRecord`'s fields). The model's own decisions and
+        confidences come computed, once per model call (`Task.default_decisions`): the entry's are its rows' part of
+        its call's."""
+        return (
+            entry.key, entry.model, entry.version, datetime.fromtimestamp(entry.created_at, UTC), entry.request_id,
+            entry.rows, encode_keys(entry.scored.decision_keys), encode_floats(entry.scored.expected_correct),
+            _options_json(entry.options), entry.decisions.decode(),
+            encode_inputs(entry.X) if self.config.log_inputs else None, entry.caller,
         )  # fmt: skip
 
     def submit_shadow(self, record: ShadowRecord) -> bool:
@@ -188,9 +196,8 @@ class PredictionLog:
             self._thread.join(timeout)
         self._report_unencodable()
         with self._condition:
-            queued, self._queue = self._queue, bytearray()
+            lost, self._queue = list(map(RequestRecord._make, self._queue)), deque()
             self._queued_rows = 0
-        lost = unpack_requests(queued)
         self._count(lost, "failed", queued=False)
         if lost:
             logger.error(
@@ -252,9 +259,8 @@ class PredictionLog:
         if stores is None:
             return False
         with self._condition:
-            queued, self._queue = self._queue, bytearray()
-        records = unpack_requests(queued)
-        del queued
+            queued, self._queue = self._queue, deque()
+        records = list(map(RequestRecord._make, queued))  # named for the insert, only now
         written: list[RequestRecord] = []
         refused: list[tuple[RequestRecord, Exception]] = []
 
@@ -268,9 +274,8 @@ class PredictionLog:
             _in_halves(records, write, refused)
         except UNREACHABLE as exc:
             done = {record.key for record in written}  # committed before the connection went
-            kept = repack([record for record in records if record.key not in done])
             with self._condition:  # back to the front, in order; the queue's bound holds new arrivals off
-                self._queue[:0] = kept
+                self._queue.extendleft(reversed([fields for fields in queued if fields[0] not in done]))
             self._count(written, "written")
             self._stores = None
             self._problem = f"the prediction log's database is unavailable: {describe_error(exc)}"

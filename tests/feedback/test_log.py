@@ -301,8 +301,11 @@ def test_retention_deletes_what_is_older_and_counts_it(
     assert log.stores.predictions.find_predictions([(old.key, 0), (new.key, 0)]).keys() == {(new.key, 0)}
 
 
-def test_the_queue_holds_no_object_of_a_request(model: str, make_log: Callable[..., PredictionLog]) -> None:
-    """Queued requests are bytes: no object of theirs stays alive, so no garbage collection walks a backlog."""
+def test_the_queue_holds_nothing_the_garbage_collector_walks(
+    model: str, make_log: Callable[..., PredictionLog]
+) -> None:
+    """A queued request is a tuple of its encoded fields, untracked at the first collection: neither the request's
+    objects (rows, scores) stay alive nor anything per request that a full collection would walk."""
     log = make_log(log_queue_rows=100_000)  # not started: everything stays queued
     entries = [entry(model, rows=2) for _ in range(500)]
     alive = [weakref.ref(item) for item in entries] + [weakref.ref(item.scored) for item in entries]
