@@ -1,6 +1,6 @@
 """Statements run at the driver's level: the one module that reaches into SQLAlchemy's compiled statements and
-column types, for the log's hot writes and reads (see `DriverStatement`). `share_the_lock` lives here, below its two
-callers: the insert's row loop and the writer thread's encoding (`service/feedback/log.py`)."""
+column types, for the log's hot writes and reads (see `DriverStatement`). `share_the_lock` lives here, below its one
+caller: the insert's row loop, run by the prediction log's writer thread (`service/feedback/log.py`)."""
 
 from __future__ import annotations
 

@@ -1,15 +1,18 @@
 """The worker's prediction log: it issues prediction ids, queues answered requests, and writes them in batches.
 
-`/predict` only appends to a bounded in-memory queue; a background thread encodes the queued requests (JSON,
-decision keys, confidences) and inserts them in one transaction every `log_flush_seconds`, or sooner when half the
-queue is used. The writer shares Python's lock with the event loop: it hands it back after each millisecond of
-work (`driver.share_the_lock`), so that the loop, back from waiting on a socket, does not wait for a whole batch to
-be encoded. A full queue drops the new request and counts it (`result="dropped"`): a prediction never waits for the
-database. While the database is unreachable the thread keeps its batch and retries; what arrives meanwhile fills
-the queue and is dropped. A request that cannot be encoded, or that the database refuses, fails alone: its batch
-is retried in halves, and only that request is counted `failed`. A graceful stop writes what is queued. A crash
-loses what is queued: at most `log_flush_seconds` of traffic when the database keeps up, at most `log_queue_rows`
-predictions in any case.
+`/predict` encodes its request into the row the writer inserts, a plain tuple of strings, bytes, numbers and a
+datetime (`Queued`), and appends it to a bounded in-memory queue: the garbage collector stops tracking such a tuple
+at its first collection, so no full collection walks a backlog. A background thread takes the whole queue and
+inserts it in one transaction every `log_flush_seconds`, or sooner when half the queue is used. The writer shares
+Python's lock with the event loop: it hands it back after each millisecond of work (`driver.share_the_lock`), so
+that the loop, back from waiting on a socket, does not wait for a whole batch to be inserted. A full queue drops
+the new request and counts it (`result="dropped"`): a prediction never waits for the database. While the database
+is unreachable the thread puts its batch back at the front of the queue and retries; what arrives meanwhile fills
+the queue and is dropped. A request that cannot be encoded fails alone, on the loop; a batch the database refuses
+is retried in halves, and only the requests refused alone are counted `failed`. A graceful stop writes what is
+queued. A crash (`kill -9`) loses what is queued and the batch being inserted (its transaction is rolled back
+whole): at most `log_flush_seconds` of traffic when the database keeps up, at most `log_queue_rows` predictions in
+any case.
 """
 
 from __future__ import annotations
@@ -22,14 +25,13 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import orjson
 import sqlalchemy as sa
 
 from ..classifiers import Options, Scored
 from ..database.codecs import encode_floats, encode_inputs, encode_keys
-from ..database.driver import share_the_lock
 from ..database.engine import create_database_engine, migrate
 from ..monitoring.metrics import Children, Metrics
 from ..rollout.rollout_store import RolloutStore, ShadowRecord
@@ -50,11 +52,8 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Entry:
-    """An answered `/predict` request, as queued: the rest of its encoding waits for the writer thread.
-
-    The answer comes already serialized: a queue of bytes and arrays holds almost nothing the garbage collector
-    walks, where the answers' dicts of a backlog made every full collection of the worker slow.
-    """
+    """An answered `/predict` request, handed to the log: `PredictionLog.submit` encodes it into the queue at once,
+    and keeps none of it."""
 
     key: str
     created_at: float  # Unix seconds, the key's own timestamp
@@ -69,6 +68,33 @@ class Entry:
     caller: str | None = None  # the name of the API key that sent it; None without keys
 
 
+Queued = tuple[str, str, str, datetime, str | None, int, bytes, bytes, str, str, bytes | None, str | None]
+"""A queued request: the fields of its `RequestRecord` in a plain tuple, which the garbage collector stops tracking
+at its first collection (it tracks a tuple subclass, a `NamedTuple`, for as long as it lives)."""
+
+
+class Request(Protocol):
+    """What the log's counts and error lines name of a request: a queued `Entry` or a `RequestRecord` read back."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def rows(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class Unencodable:
+    """The requests that could not be encoded since the writer last said so: counted at once, told in one line."""
+
+    requests: int
+    rows: int
+    first: str  # "KEY of model M version V: error"
+
+
 class DatabaseUnavailableError(RuntimeError):
     """The log's database cannot be reached, or its schema could not be brought up to date."""
 
@@ -81,8 +107,9 @@ class PredictionLog:
         self.versions = Versions()
         self._metrics = metrics
         self._rows = Children(metrics.log_rows)  # model, version, result
-        self._queue: deque[Entry] = deque()
+        self._queue: deque[Queued] = deque()
         self._queued_rows = 0
+        self._unencodable: Unencodable | None = None
         self._shadows: deque[ShadowRecord] = deque()  # the shadow thread's; bounded by `log_queue_rows` like the queue
         self._condition = threading.Condition()
         self._closing = False
@@ -106,13 +133,23 @@ class PredictionLog:
         return new_key(logged, now), logged
 
     def submit(self, entry: Entry) -> None:
-        """Queue an answered request; drops and counts it when the queue is full. Never blocks on the database."""
+        """Queue an answered request, encoded; drops and counts it when the queue is full, counts it `failed` when
+        it cannot be encoded. Never blocks on the database."""
+        if self._queued_rows + entry.rows > self.config.log_queue_rows or self._closing:  # checked again below
+            self._rows(entry.model, entry.version, "dropped").inc(entry.rows)
+            return
+        try:
+            record = self.encode(entry)
+        except Exception as exc:  # noqa: BLE001 -- whatever the request's fault, it is that request's alone
+            self._rows(entry.model, entry.version, "failed").inc(entry.rows)
+            with self._condition:
+                self._unencodable = _one_more(self._unencodable, entry, exc)
+            return
         with self._condition:
-            if self._queued_rows + entry.rows > self.config.log_queue_rows or self._closing:
-                dropped = True
-            else:
-                dropped = False
-                self._queue.append(entry)
+            # close() may have begun while the request was encoded
+            dropped = self._queued_rows + entry.rows > self.config.log_queue_rows or self._closing
+            if not dropped:
+                self._queue.append(record)
                 self._queued_rows += entry.rows
                 if self._queued_rows * 2 >= self.config.log_queue_rows:
                     self._condition.notify()
@@ -121,6 +158,17 @@ class PredictionLog:
         self._metrics.log_queue_rows.set(queued)
         if dropped:
             self._rows(entry.model, entry.version, "dropped").inc(entry.rows)
+
+    def encode(self, entry: Entry) -> Queued:
+        """A request's row of the log, as queued (`RequestRecord`'s fields). The model's own decisions and
+        confidences come computed, once per model call (`Task.default_decisions`): the entry's are its rows' part of
+        its call's."""
+        return (
+            entry.key, entry.model, entry.version, datetime.fromtimestamp(entry.created_at, UTC), entry.request_id,
+            entry.rows, encode_keys(entry.scored.decision_keys), encode_floats(entry.scored.expected_correct),
+            _options_json(entry.options), entry.decisions.decode(),
+            encode_inputs(entry.X) if self.config.log_inputs else None, entry.caller,
+        )  # fmt: skip
 
     def submit_shadow(self, record: ShadowRecord) -> bool:
         """Queue a shadow version's decisions on a logged request (the shadow thread); False when dropped."""
@@ -146,16 +194,14 @@ class PredictionLog:
             self._condition.notify()
         if self._thread.is_alive():
             self._thread.join(timeout)
+        self._report_unencodable()
         with self._condition:
-            lost = list(self._queue)
-            self._queue.clear()
+            lost, self._queue = list(map(RequestRecord._make, self._queue)), deque()
             self._queued_rows = 0
-        for entry in lost:
-            self._rows(entry.model, entry.version, "failed").inc(entry.rows)
+        self._count(lost, "failed", queued=False)
         if lost:
             logger.error(
-                "prediction log: %d queued predictions were not written before the stop",
-                sum(e.rows for e in lost),
+                "prediction log: %d queued predictions were not written before the stop", sum(r.rows for r in lost)
             )
         self._engine.dispose()
 
@@ -183,6 +229,7 @@ class PredictionLog:
                     self._condition.wait(self.config.log_flush_seconds)
                 closing = self._closing
             self._metrics.log_queue_rows.set(self._queued_rows)
+            self._report_unencodable()
             if self._stores is None:
                 self._connect()
             written = self._stores is not None and self._write_queued()
@@ -202,64 +249,48 @@ class PredictionLog:
 
     def _write_queued(self) -> bool:
         """Write everything queued, in one transaction when all goes well; False when the database was unreachable
-        (what was not written is kept for a retry).
+        (what was not written is put back for a retry).
 
-        One entry never takes another with it: a group that fails to encode, or a batch the database refuses, is
-        retried in halves down to the entries that fail alone (about 2 log2(n) extra attempts for one among n),
-        which are counted `failed` and named in one log line.
+        One request never takes another with it: a batch the database refuses is retried in halves down to the
+        requests it refuses alone (about 2 log2(n) extra attempts for one among n), which are counted `failed` and
+        named in one log line.
         """
         stores = self._stores
         if stores is None:
             return False
         with self._condition:
-            batch = list(self._queue)
-            self._queue.clear()
-        records, encoded = self._encode_each(batch)
-        written: list[Entry] = []
-        refused: list[tuple[tuple[RequestRecord, Entry], Exception]] = []
+            queued, self._queue = self._queue, deque()
+        records = list(map(RequestRecord._make, queued))  # named for the insert, only now
+        written: list[RequestRecord] = []
+        refused: list[tuple[RequestRecord, Exception]] = []
 
-        def write(pairs: Sequence[tuple[RequestRecord, Entry]]) -> None:
-            stores.predictions.write_requests([record for record, _ in pairs])
-            written.extend(entry for _, entry in pairs)
+        def write(batch: Sequence[RequestRecord]) -> None:
+            stores.predictions.write_requests(batch)
+            written.extend(batch)
 
         started = time.perf_counter()
         try:
             self._save_versions(stores.rollout)
-            _in_halves(list(zip(records, encoded, strict=True)), write, refused)
+            _in_halves(records, write, refused)
         except UNREACHABLE as exc:
-            done = {entry.key for entry in written}  # committed before the connection went
+            done = {record.key for record in written}  # committed before the connection went
             with self._condition:  # back to the front, in order; the queue's bound holds new arrivals off
-                self._queue.extendleft(reversed([entry for entry in encoded if entry.key not in done]))
+                self._queue.extendleft(reversed([fields for fields in queued if fields[0] not in done]))
             self._count(written, "written")
             self._stores = None
             self._problem = f"the prediction log's database is unavailable: {describe_error(exc)}"
             logger.error(
                 "prediction log: writing %d requests failed, will retry: %s",
-                len(encoded) - len(done),
+                len(records) - len(done),
                 describe_error(exc),
             )
             return False
         if written:
             self._metrics.log_write_duration.observe(time.perf_counter() - started)
-        self._lost([(entry, exc) for (_, entry), exc in refused], "were refused by the database")
+        self._lost(refused, "were refused by the database")
         self._count(written, "written")
         self._write_shadows(stores.rollout)
         return True
-
-    def _encode_each(self, batch: Sequence[Entry]) -> tuple[list[RequestRecord], list[Entry]]:
-        """The records of the entries that encode, and those entries, in the same order; the others are lost."""
-        records: list[RequestRecord] = []
-        encoded: list[Entry] = []
-
-        def encode(entries: Sequence[Entry]) -> None:
-            found = self.encode(entries)  # before either list grows: a group is encoded whole or not at all
-            records.extend(found)
-            encoded.extend(entries)
-
-        unencodable: list[tuple[Entry, Exception]] = []
-        _in_halves(batch, encode, unencodable)
-        self._lost(unencodable, "could not be encoded")
-        return records, encoded
 
     def _save_versions(self, store: RolloutStore) -> None:
         """Record the served versions before their predictions; a version the database refuses is logged, and
@@ -271,17 +302,26 @@ class PredictionLog:
         except Exception as exc:  # noqa: BLE001 -- retried before the next batch
             logger.error("prediction log: recording the served model versions failed: %s", describe_error(exc))
 
-    def _lost(self, failures: Sequence[tuple[Entry, Exception]], why: str) -> None:
-        """Count entries that cannot be written as failed, and say so in one line (no traceback per entry)."""
+    def _lost(self, failures: Sequence[tuple[RequestRecord, Exception]], why: str) -> None:
+        """Count requests that cannot be written as failed, and say so in one line (no traceback per request)."""
         if not failures:
             return
-        self._count([entry for entry, _ in failures], "failed")
+        self._count([record for record, _ in failures], "failed")
         first, error = failures[0]
         logger.error(
-            "prediction log: %d requests (%d predictions) %s and are lost; the first, %s of model %s version %s: %s",
-            len(failures), sum(entry.rows for entry, _ in failures), why, first.key, first.model, first.version,
-            describe_error(error),
+            "prediction log: %d requests (%d predictions) %s and are lost; the first, %s",
+            len(failures), sum(record.rows for record, _ in failures), why, _describe_failure(first, error),
         )  # fmt: skip
+
+    def _report_unencodable(self) -> None:
+        """Say in one line which requests could not be encoded since the last time (they were counted then)."""
+        with self._condition:
+            found, self._unencodable = self._unencodable, None
+        if found is not None:
+            logger.error(
+                "prediction log: %d requests (%d predictions) could not be encoded and are lost; the first, %s",
+                found.requests, found.rows, found.first,
+            )  # fmt: skip
 
     def _write_shadows(self, store: RolloutStore) -> None:
         with self._condition:
@@ -294,45 +334,21 @@ class PredictionLog:
         except Exception:  # noqa: BLE001 -- a shadow's record is evidence, not an answer: lost, and said so
             logger.exception("prediction log: %d shadow records could not be written; they are lost", len(shadows))
 
-    def _count(self, entries: Sequence[Entry], result: str) -> None:
-        """Entries taken off the queue for good: no longer queued, counted by what became of them."""
-        if not entries:
+    def _count(self, records: Sequence[RequestRecord], result: str, queued: bool = True) -> None:
+        """Requests taken off the queue for good (`queued`: still counted in it), counted by what became of them."""
+        if not records:
             return
-        with self._condition:
-            self._queued_rows -= sum(e.rows for e in entries)
-            queued = self._queued_rows
-        self._metrics.log_queue_rows.set(queued)
+        if queued:
+            with self._condition:
+                self._queued_rows -= sum(r.rows for r in records)
+                left = self._queued_rows
+            self._metrics.log_queue_rows.set(left)
         by_version: dict[tuple[str, str], int] = {}
-        for entry in entries:
-            key = (entry.model, entry.version)
-            by_version[key] = by_version.get(key, 0) + entry.rows
+        for record in records:
+            key = (record.model, record.version)
+            by_version[key] = by_version.get(key, 0) + record.rows
         for (model, version), rows in by_version.items():
             self._rows(model, version, result).inc(rows)
-
-    def encode(self, entries: Sequence[Entry]) -> list[RequestRecord]:
-        """The database rows of queued requests. The model's own decisions and confidences come computed, once per
-        model call (`Task.default_decisions`): each entry's are its rows' part of its call's."""
-        records = []
-        since = time.perf_counter()
-        for entry in entries:
-            since = share_the_lock(since)
-            records.append(
-                RequestRecord(
-                    key=entry.key,
-                    model=entry.model,
-                    version=entry.version,
-                    created_at=datetime.fromtimestamp(entry.created_at, UTC),
-                    request_id=entry.request_id,
-                    rows=entry.rows,
-                    decision_keys=encode_keys(entry.scored.decision_keys),
-                    confidence=encode_floats(entry.scored.expected_correct),
-                    options=_options_json(entry.options),
-                    decisions=entry.decisions.decode(),
-                    inputs=encode_inputs(entry.X) if self.config.log_inputs else None,
-                    caller=entry.caller,
-                )
-            )
-        return records
 
     def apply_retention(self) -> None:
         """Delete the predictions older than the retention period (the writer thread does it every hour)."""
@@ -368,6 +384,17 @@ def _in_halves(items: Sequence[T], attempt: Callable[[Sequence[T]], None], faile
         middle = len(items) // 2
         _in_halves(items[:middle], attempt, failed)
         _in_halves(items[middle:], attempt, failed)
+
+
+def _describe_failure(request: Request, error: BaseException | str) -> str:
+    detail = error if isinstance(error, str) else describe_error(error)
+    return f"{request.key} of model {request.model} version {request.version}: {detail}"
+
+
+def _one_more(found: Unencodable | None, entry: Entry, error: Exception) -> Unencodable:
+    if found is None:
+        return Unencodable(1, entry.rows, _describe_failure(entry, error))
+    return Unencodable(found.requests + 1, found.rows + entry.rows, found.first)
 
 
 def _options_json(options: Options) -> str:

@@ -8,7 +8,7 @@ import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
@@ -30,9 +30,9 @@ DELETE_CHUNK = 5000  # requests per retention delete: SQLite holds its write loc
 PredictionKey = tuple[str, int]  # (request key, row)
 
 
-@dataclass(frozen=True)
-class RequestRecord:
-    """One `/predict` request as the writer inserts it; JSON columns already encoded."""
+class RequestRecord(NamedTuple):
+    """One `/predict` request as the writer inserts it; JSON columns already encoded. A tuple: the prediction log
+    queues its fields in a plain one (`log.Queued`) and names them only to insert them."""
 
     key: str
     model: str

@@ -34,7 +34,7 @@ def test_requests_store_what_sqlalchemy_would(engine: sa.Engine) -> None:
     for index, text in enumerate(AWKWARD):
         for into in (ours, theirs):
             record = request_record(T0 + timedelta(seconds=index), inputs=[[1.5, 2.0]] * 3, request_id=text or None)
-            into.append({**vars(record), "options": f'{{"note": "{text}"}}', "caller": text or None})
+            into.append({**record._asdict(), "options": f'{{"note": "{text}"}}', "caller": text or None})
     ours[0]["inputs"] = theirs[0]["inputs"] = None
     with writing(engine) as connection:
         DriverStatement(prediction_requests.insert(), engine.dialect).run(connection, ours)

@@ -29,7 +29,7 @@ def test_upgrading_keeps_a_log_written_by_an_older_version(engine: sa.Engine) ->
     migrate(engine, "0001")  # the first release's schema: the prediction log, no feedback tables
     old = request_record()
     with engine.begin() as connection:
-        connection.execute(prediction_requests.insert(), [_without(vars(old), "caller")])
+        connection.execute(prediction_requests.insert(), [_without(old._asdict(), "caller")])
     assert "labels" not in sa.inspect(engine).get_table_names()
     migrate(engine)
     stores = LogStores.over(engine)
@@ -47,7 +47,7 @@ def test_upgrading_from_0003_keeps_feedback_with_no_caller(engine: sa.Engine) ->
         "confidence": 0.9, "truth_key": "7", "first_batch": "b", "first_labelled_at": T0, "labelled_at": T0,
     }  # fmt: skip
     with engine.begin() as connection:
-        connection.execute(prediction_requests.insert(), [_without(vars(old), "caller")])
+        connection.execute(prediction_requests.insert(), [_without(old._asdict(), "caller")])
         connection.execute(labels.insert(), [label])
         connection.execute(label_history.insert(), [{"key": old.key, "row": 0, "truth_key": "7", "received_at": T0}])
     migrate(engine)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -157,7 +156,7 @@ def test_caller_filters_keep_or_leave_out_what_a_caller_sent(
 ) -> None:
     """A prediction is a caller's when the caller asked for it or gave its current label."""
     by_app, by_mallory = (
-        replace(request_record(T0 + timedelta(hours=h), decisions=["1", "2"], inputs=[[h, 0.5]] * 2), caller=caller)
+        request_record(T0 + timedelta(hours=h), decisions=["1", "2"], inputs=[[h, 0.5]] * 2)._replace(caller=caller)
         for h, caller in ((0, "app"), (1, "mallory"))
     )
     logged(log.predictions, by_app, by_mallory)

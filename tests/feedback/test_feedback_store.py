@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import replace
 from datetime import timedelta
 
 from service.feedback.feedback_store import LABEL_HISTORY_LENGTH, CallerLabels, LabelWrite, OutcomeWrite, VoidResult
@@ -124,7 +123,7 @@ def test_concurrent_first_labels_agree_on_which_was_first(stores: LogStores) -> 
 
 
 def test_the_caller_of_a_prediction_of_its_labels_and_of_its_outcomes_is_kept(stores: LogStores) -> None:
-    (key,) = logged(stores.predictions, replace(request_record(), caller="checkout"))
+    (key,) = logged(stores.predictions, request_record()._replace(caller="checkout"))
     target = prediction(stores.predictions, key, 0)
     feedback(
         stores.feedback,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -297,3 +299,61 @@ def test_retention_deletes_what_is_older_and_counts_it(
     log.apply_retention()
     assert registry.get_sample_value("classifier_prediction_log_deleted_rows_total") == deleted + 2
     assert log.stores.predictions.find_predictions([(old.key, 0), (new.key, 0)]).keys() == {(new.key, 0)}
+
+
+def test_the_queue_holds_nothing_the_garbage_collector_walks(
+    model: str, make_log: Callable[..., PredictionLog]
+) -> None:
+    """A queued request is a tuple of its encoded fields, untracked at the first collection: neither the request's
+    objects (rows, scores) stay alive nor anything per request that a full collection would walk."""
+    log = make_log(log_queue_rows=100_000)  # not started: everything stays queued
+    entries = [entry(model, rows=2) for _ in range(500)]
+    alive = [weakref.ref(item) for item in entries] + [weakref.ref(item.scored) for item in entries]
+    gc.collect()
+    tracked = len(gc.get_objects())
+    for item in entries:
+        log.submit(item)
+    del entries, item
+    gc.collect()
+    assert [ref for ref in alive if ref() is not None] == []
+    assert len(gc.get_objects()) < tracked - 500  # the entries went, and nothing took their place per request
+
+
+def test_the_writer_catches_up_after_a_burst(
+    model: str, make_log: Callable[..., PredictionLog], registry: CollectorRegistry
+) -> None:
+    log = make_log(log_queue_rows=100_000)
+    burst = [entry(model, rows=4) for _ in range(5000)]
+    for item in burst:
+        log.submit(item)
+    assert registry.get_sample_value("classifier_prediction_log_queue_rows") == 20_000
+    log.start()
+    wait_for(lambda: rows(registry, "written", model) == 20_000, "the burst to be written")
+    wait_for(lambda: registry.get_sample_value("classifier_prediction_log_queue_rows") == 0, "an empty queue")
+    found = log.stores.predictions.find_predictions([(item.key, 3) for item in burst[::50]])
+    assert len(found) == 100 and rows(registry, "dropped", model) == 0
+
+
+def test_a_write_the_connection_broke_is_kept_and_written_in_order_later(
+    model: str, make_log: Callable[..., PredictionLog], registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = make_log()
+    first = [entry(model, rows=2) for _ in range(3)]
+    later = entry(model, rows=1)
+    real_write = PredictionStore.write_requests
+    batches: list[list[str]] = []
+
+    def lose_the_connection_once(self: PredictionStore, records: Any) -> None:
+        batches.append([record.key for record in records])
+        if len(batches) == 1:
+            log.submit(later)  # arrives while the first write fails
+            raise sa.exc.OperationalError("INSERT", {}, Exception("server closed the connection"))
+        real_write(self, records)
+
+    monkeypatch.setattr(PredictionStore, "write_requests", lose_the_connection_once)
+    for item in first:
+        log.submit(item)
+    log.start()
+    wait_for(lambda: rows(registry, "written", model) == 7, "the requests to be written once reconnected")
+    assert rows(registry, "failed", model) == 0
+    assert batches == [[item.key for item in first], [item.key for item in [*first, later]]]  # put back in front

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import timedelta
 
 import numpy as np
@@ -42,8 +41,7 @@ def test_requests_are_found_by_key(stores: LogStores) -> None:
 def test_each_row_s_decision_and_confidence_read_back(stores: LogStores, keys: list[str | None]) -> None:
     store = stores.predictions
     confidence = np.linspace(0.5, 1.0, len(keys))
-    record = replace(
-        request_record(),
+    record = request_record()._replace(
         rows=len(keys),
         decision_keys=encode_keys(decisions_of(keys)),
         confidence=encode_floats(confidence),
@@ -60,7 +58,7 @@ def test_a_request_of_a_model_of_many_classes_stores_only_the_keys_it_used(store
     decisions = DecisionKeys(classes, np.array([7, 999, 7]))
     encoded = encode_keys(decisions)
     assert len(encoded) < 100  # three codes and two names, not a thousand names
-    record = replace(request_record(), rows=3, decision_keys=encoded, confidence=encode_floats(np.ones(3)))
+    record = request_record()._replace(rows=3, decision_keys=encoded, confidence=encode_floats(np.ones(3)))
     store.write_requests([record])
     found = store.find_predictions([(record.key, row) for row in range(3)])
     assert [found[(record.key, row)].decision_key for row in range(3)] == ["class 7", "class 999", "class 7"]
