@@ -129,7 +129,7 @@ class PredictionLog:
         """A new request key and whether the request is sampled into the log."""
         logged = self.config.log_sample_rate >= 1.0 or random.random() < self.config.log_sample_rate
         if not logged:
-            self._rows(model, version, "unsampled").inc(rows)
+            self._metrics.writes.inc(self._rows(model, version, "unsampled"), rows)  # per request: summed in memory
         return new_key(logged, now), logged
 
     def submit(self, entry: Entry) -> None:
