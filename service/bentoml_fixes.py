@@ -183,20 +183,27 @@ _on_response_complete = Protocol.on_response_complete
 
 
 def _wait_for_headers(protocol: Any) -> None:
+    """The wait for a request's headers starts now; one timer per connection checks it, re-armed only when it
+    fires (a timer armed and cancelled per request cost more than the check)."""
+    protocol.clf_waiting_since = protocol.loop.time()
     if protocol.clf_header_timer is None:
-        protocol.clf_header_timer = protocol.loop.call_later(protocol.clf_header_timeout, _close_slow, protocol)
+        protocol.clf_header_timer = protocol.loop.call_later(protocol.clf_header_timeout, _check_headers, protocol)
 
 
-def _headers_done(protocol: Any) -> None:
-    if protocol.clf_header_timer is not None:
-        protocol.clf_header_timer.cancel()
-        protocol.clf_header_timer = None
-
-
-def _close_slow(protocol: Any) -> None:
+def _check_headers(protocol: Any) -> None:
+    """Close the connection if its wait for headers has lasted the timeout; else check again when it would."""
     protocol.clf_header_timer = None
-    if not protocol.transport.is_closing():
+    if protocol.clf_waiting_since is None:  # a request is in hand: its answer starts the next wait
+        return
+    left = protocol.clf_waiting_since + protocol.clf_header_timeout - protocol.loop.time()
+    if left > 0:
+        protocol.clf_header_timer = protocol.loop.call_later(left, _check_headers, protocol)
+    elif not protocol.transport.is_closing():
         protocol.transport.close()
+
+
+def _headers_arrived(protocol: Any) -> None:
+    protocol.clf_waiting_since = None
 
 
 def _connection_made_timed(self: Any, transport: Any) -> None:
@@ -206,12 +213,15 @@ def _connection_made_timed(self: Any, transport: Any) -> None:
 
 
 def _connection_lost_timed(self: Any, exc: Exception | None) -> None:
-    _headers_done(self)
+    _headers_arrived(self)
+    if self.clf_header_timer is not None:
+        self.clf_header_timer.cancel()
+        self.clf_header_timer = None
     _connection_lost(self, exc)
 
 
 def _on_headers_complete_timed(self: Any) -> None:
-    _headers_done(self)
+    _headers_arrived(self)
     _on_headers_complete(self)
 
 

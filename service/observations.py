@@ -45,5 +45,5 @@ class Observations:
     @classmethod
     def flat(cls, labels: Sequence[str | None], confidence: np.ndarray, **extra: Any) -> Observations:
         """Observations of a flat task: one level, whose labels are also the ones drift compares."""
-        abstentions = sum(label is None for label in labels)
+        abstentions = list(labels).count(None)  # labels are strings or None: == is `is` here
         return cls(labels={"": labels}, drift_labels=labels, confidence=confidence, abstentions=abstentions, **extra)

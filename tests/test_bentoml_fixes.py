@@ -139,6 +139,58 @@ def test_a_request_answered_after_the_header_timeout_keeps_its_connection(uvicor
     connection.close()
 
 
+class ManualClock:
+    """The loop's `time` and `call_later` as the header timeout uses them, its timers run by hand in time order."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.timers: list[tuple[float, Callable[[], None]]] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def call_later(self, delay: float, callback: Callable[..., None], *args: Any) -> Any:
+        timer = (self.now + delay, lambda: callback(*args))
+        self.timers.append(timer)
+        return SimpleNamespace(cancel=lambda: self.timers.remove(timer))
+
+    def run_next_timer(self) -> None:
+        self.timers.sort(key=lambda timer: timer[0])
+        self.now, run = self.timers.pop(0)
+        run()
+
+
+def test_the_header_timeout_counts_from_the_last_answer_with_one_timer_per_connection() -> None:
+    """Requests arm no timer of their own: the connection's one timer, when it fires during a later wait, waits for
+    the rest of that wait's timeout; during a request it lets the request's answer start the next wait."""
+    clock = ManualClock()
+    closed: list[bool] = []
+    transport = SimpleNamespace(is_closing=lambda: bool(closed), close=lambda: closed.append(True))
+    protocol = SimpleNamespace(loop=clock, transport=transport, clf_header_timeout=10.0, clf_header_timer=None)
+    bentoml_fixes._wait_for_headers(protocol)  # the connection opens at 0
+    for answered_at in range(1, 8):  # requests at 0.5, 1.5, ..., each answered a second later
+        clock.now = answered_at - 0.5
+        bentoml_fixes._headers_arrived(protocol)
+        clock.now = answered_at
+        bentoml_fixes._wait_for_headers(protocol)
+        assert len(clock.timers) == 1
+    clock.run_next_timer()  # at 10: 3 s into the wait that began at the last answer (7)
+    assert (clock.now, closed, [at for at, _ in clock.timers]) == (10.0, [], [17.0])
+    clock.run_next_timer()
+    assert (clock.now, closed) == (17.0, [True])
+
+    clock, closed[:] = ManualClock(), []
+    protocol.loop, protocol.clf_header_timer = clock, None
+    bentoml_fixes._wait_for_headers(protocol)
+    bentoml_fixes._headers_arrived(protocol)  # a request whose answer takes longer than the timeout
+    clock.run_next_timer()
+    assert (closed, clock.timers) == ([], [])
+    clock.now = 25.0
+    bentoml_fixes._wait_for_headers(protocol)  # its answer, at 25: the next wait gets the whole timeout
+    clock.run_next_timer()
+    assert (clock.now, closed) == (35.0, [True])
+
+
 def test_every_fix_is_in_effect_once_the_service_is_imported(api: TestClient) -> None:
     from bentoml._internal.configuration.containers import BentoMLContainer
     from bentoml._internal.server.http.traffic import TimeoutMiddleware

@@ -52,11 +52,15 @@ class BinaryDecisions(Prediction[BinaryAnswer]):
         return len(self.score)
 
     def records(self) -> Iterator[BinaryAnswer]:
-        for i, (label, score) in enumerate(zip(self.labels.tolist(), self.score.tolist(), strict=True)):
-            record: BinaryAnswer = {"label": label, "score": score, "threshold": self.threshold}
-            if self.proba is not None:
-                record["probabilities"] = dict(zip(self.classes, self.proba[i].tolist(), strict=True))
-            yield record
+        threshold = self.threshold
+        records: list[BinaryAnswer] = [
+            {"label": label, "score": score, "threshold": threshold}
+            for label, score in zip(self.labels.tolist(), self.score.tolist(), strict=True)
+        ]
+        if self.proba is not None:
+            for record, row in zip(records, self.proba.tolist(), strict=True):
+                record["probabilities"] = dict(zip(self.classes, row, strict=True))
+        return iter(records)
 
     @property
     def decided_labels(self) -> list[str | None]:

@@ -20,6 +20,7 @@ from .errors import InvalidInputError, InvalidModelError
 MISSING = "missing"
 NON_FINITE = "non_finite"
 MAX_IGNORED_NAMED = 10  # an unknown key's message names at most this many of the columns a model ignores
+_JUST_LISTS = {list}
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ class FeatureSchema:
 
     def _as_lists(self, rows: Sequence[Any]) -> Sequence[Sequence[Any]]:
         """Rows as value sequences in feature order; object rows are reordered by name."""
-        if all(type(row) is list for row in rows):
+        if set(map(type, rows)) == _JUST_LISTS:
             return rows
         n = len(self.names)
         getter = itemgetter(*self.names)

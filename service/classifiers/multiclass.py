@@ -71,17 +71,19 @@ class MulticlassDecisions(Prediction[MulticlassAnswer]):
 
     def records(self) -> Iterator[MulticlassAnswer]:
         names = self.classes.tolist()
-        confidences = self.top1.tolist()
-        abstained = self.abstained.tolist()
-        labels = self.decided_labels
-        for i in range(len(self)):
-            record: MulticlassAnswer = {"label": labels[i], "confidence": confidences[i], "abstained": abstained[i]}
-            if self.top_k is not None:
-                row = self.proba[i]
-                record["top_k"] = [{"label": names[j], "score": float(row[j])} for j in self.top_k[i].tolist()]
-            if self.with_probabilities:
-                record["probabilities"] = dict(zip(names, self.proba[i].tolist(), strict=True))
-            yield record
+        records: list[MulticlassAnswer] = [
+            {"label": label, "confidence": confidence, "abstained": abstained}
+            for label, confidence, abstained in zip(
+                self.decided_labels, self.top1.tolist(), self.abstained.tolist(), strict=True
+            )
+        ]
+        if self.top_k is not None:
+            for record, row, top in zip(records, self.proba, self.top_k.tolist(), strict=True):
+                record["top_k"] = [{"label": names[j], "score": float(row[j])} for j in top]
+        if self.with_probabilities:
+            for record, scores in zip(records, self.proba.tolist(), strict=True):
+                record["probabilities"] = dict(zip(names, scores, strict=True))
+        return iter(records)
 
     @property
     def decided_labels(self) -> list[str | None]:
