@@ -210,7 +210,7 @@ def what_table(keys: Sequence[str]) -> str:
     service = [
         "service (`default`)", "the linear fold (`service/classifiers/linear.py`); `predict_proba` for other models",
         "schema, widths, finite values, per-model limits", "on (Prometheus metrics, drift, estimated accuracy)",
-        "on (every request, inputs included, SQLite)", "on (adaptive, BentoML)",
+        "on (every request, inputs included, SQLite)", "on (adaptive, service/batching.py)",
         "decisions per row (label, confidence, id)", "BentoML's uvicorn, httptools, uvloop",
     ]  # fmt: skip
     rows = [service]
