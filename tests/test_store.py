@@ -295,3 +295,17 @@ def test_monitored_features_as_ranked_at_registration_none_when_absent_every_fea
     older = load_model(save_model("user_ranked", "binary", read_estimators(tag), metadata))
     assert older.card.monitored_features is None
     assert describe_model(older, 100)["monitored_features"] == ["color", "size"] == list(older.card.monitored)
+
+
+def test_the_store_reads_model_records_with_libyaml_and_the_same_documents() -> None:
+    """BentoML reads each model.yaml through its module's `yaml.safe_load`; `service.store` gives that module
+    libyaml's safe loader. An upgrade that reads records some other way must fail here, not lose the speed silently."""
+    import yaml
+    from bentoml._internal.models import model as bentoml_model
+
+    from service import store
+
+    assert yaml.__with_libyaml__ and isinstance(bentoml_model.yaml, store._LibYAML)
+    assert {"yaml", "safe_load"} <= set(bentoml_model.ModelInfo.from_yaml_file.__func__.__code__.co_names)
+    record = (Path(bentoml.models.get(register_colors_model("user_yaml")).path) / "model.yaml").read_text()
+    assert bentoml_model.yaml.safe_load(record) == yaml.load(record, Loader=yaml.SafeLoader)  # noqa: S506
