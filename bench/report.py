@@ -143,10 +143,20 @@ def model_table(points: Sequence[Point], model: str) -> str:
 
 def floor_table(floor: Sequence[FloorResult]) -> str:
     return table(
-        ["model", "rows", "BLAS threads", "median µs/call", "p90 µs/call", "calls", "ceiling calls/s (1/median)"],
+        [
+            "model",
+            "call",
+            "rows",
+            "BLAS threads",
+            "median µs/call",
+            "p90 µs/call",
+            "calls",
+            "ceiling calls/s (1/median)",
+        ],
         [
             [
                 f.model,
+                f"`{f.call}`",
                 str(f.rows),
                 str(f.blas_threads),
                 number(f.median_us, 1),
@@ -167,7 +177,7 @@ def pair_table(quality: Sequence[ModelQuality], floor: Sequence[FloorResult], po
     for q in quality:
         per_row = []
         for count in counts:
-            found = [f for f in floor if f.model == q.model and f.rows == count]
+            found = [f for f in floor if f.model == q.model and f.rows == count and f.call == "task.score"]
             per_row.append(number(min(f.median_us for f in found) / count, 1) if found else NA)
         rows_per_s = [
             number(None if (r := req_per_s(points, "default", q.model, s.key)) is None else r * s.rows) for s in served
@@ -544,7 +554,9 @@ def blas_notes(floor: Sequence[FloorResult]) -> list[str]:
     """Where the multi-threaded BLAS pool made a model call much slower than one thread did."""
     found = []
     for f in floor:
-        single = next((g for g in floor if (g.model, g.rows, g.blas_threads) == (f.model, f.rows, 1)), None)
+        single = next(
+            (g for g in floor if (g.model, g.rows, g.blas_threads, g.call) == (f.model, f.rows, 1, f.call)), None
+        )
         if f.blas_threads > 1 and single is not None and f.median_us > 2 * single.median_us:
             found.append(
                 f"Raw floor, {f.model} with {f.rows} rows: {f.median_us:,.0f} µs per call with the "
@@ -588,7 +600,9 @@ def render(run: Run) -> str:
         "## Raw floor (in-process `task.score`, no HTTP)",
         "Median of single in-process calls of `load_model(tag).task.score(X)` (flat models: `predict_proba`; "
         "hierarchical: the greedy path, one classifier per level), measured before any server starts; with the BLAS "
-        "thread pool as the servers have it and, when that is more than one thread, again limited to one.",
+        "thread pool as the servers have it and, when that is more than one thread, again limited to one. Where the "
+        "service evaluates a linear model as one matrix product (`service/classifiers/linear.py`), `predict_proba` "
+        "is the estimator's own call on the same rows, as the `fastapi_proba` peer makes it.",
         floor_table(run.floor) if run.floor else "(not measured in this run)",
     ]
     if run.quality:

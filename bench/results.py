@@ -46,6 +46,7 @@ class FloorResult:
     median_us: float
     p90_us: float
     calls: int
+    call: str = "task.score"  # or "predict_proba": the estimator's own, where the service folds a linear model
 
 
 @dataclass(frozen=True)

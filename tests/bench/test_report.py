@@ -252,7 +252,7 @@ def test_render_has_every_section_and_notes_ignored_settings() -> None:
     assert "Of those, the served code: service/app.py." in text
     assert "flat_1000 with 64 rows: 16,000 µs per call with the 2-thread BLAS pool" in text
     assert "breast_cancer with 1 rows" not in text  # no single-thread figure to compare with
-    assert "| breast_cancer | 1 | 2 | 250.0 | 300.0 | 1,000 | 4,000 |" in text
+    assert "| breast_cancer | `task.score` | 1 | 2 | 250.0 | 300.0 | 1,000 | 4,000 |" in text
 
 
 @pytest.mark.parametrize("scenario", ["1x1", "1x16", "64x4"])
@@ -267,6 +267,7 @@ def test_the_flat_and_hierarchical_pair_table() -> None:
         FloorResult("hier_40x25", 64, 2, 1000.0, 1200.0, 200),
         FloorResult("hier_40x25", 64, 1, 640.0, 700.0, 200),  # the fastest median of the row count counts
         FloorResult("hier_40x25", 1, 1, 70.0, 80.0, 200),
+        FloorResult("hier_40x25", 64, 2, 64.0, 70.0, 200, call="predict_proba"),  # not the service's cost
     ]
     points = [point("default", "hier_40x25", "64x4", 100.0)]
     lines = pair_table(quality, floor, points).splitlines()
