@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from functools import cache
 from importlib import metadata
 from pathlib import Path
@@ -21,6 +21,7 @@ from typing import Any
 import bentoml
 import numpy as np
 import yaml
+from bentoml._internal import utils as bentoml_utils
 from bentoml._internal.configuration.containers import BentoMLContainer
 from bentoml._internal.models import model as bentoml_model
 
@@ -84,6 +85,36 @@ class _LibYAML:
 
 if getattr(yaml, "__with_libyaml__", False):  # PyYAML built without libyaml keeps its own loader
     bentoml_model.yaml = _LibYAML()  # type: ignore[attr-defined]  # every reader of the store: workers and CLIs
+
+# what BentoML's metadata check (`validate_metadata`) returns unchanged, by exact type: it converts numpy, pandas and
+# tuples, and refuses None and other objects
+_PLAIN_KEYS = frozenset({str, int, float})
+_PLAIN_VALUES = frozenset({str, bytes, bool, int, float, complex, datetime, date, time, timedelta})
+
+
+def _plain(value: object) -> bool:
+    kind = type(value)
+    if kind is dict:
+        return all(type(key) in _PLAIN_KEYS and _plain(item) for key, item in value.items())  # type: ignore[attr-defined]
+    if kind is list:
+        return all(map(_plain, value))  # type: ignore[call-overload]
+    return kind in _PLAIN_VALUES
+
+
+_bentoml_validate_metadata = bentoml_utils.validate_metadata
+
+
+def _validate_metadata(metadata: Any) -> None:
+    """BentoML's check of a model's metadata, which it runs on every record it reads as well as on each it writes,
+    with exact types first: a record here holds its card, 30,000 values each of which BentoML's check tests against
+    nine lazily imported numpy and pandas types, 0.06 s of CPU per record read, against under 0.01 s. Metadata
+    holding anything else goes through BentoML's own check, converted or refused as it would be."""
+    if type(metadata) is dict and _plain(metadata):
+        return
+    _bentoml_validate_metadata(metadata)
+
+
+bentoml_utils.validate_metadata = _validate_metadata  # called by the validator of BentoML's `ModelInfo.metadata`
 
 
 class ModelNotFoundError(InvalidModelError):
