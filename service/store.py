@@ -4,7 +4,8 @@ Estimators are written with `skops.io` and read back trusting only scikit-learn'
 explicit `TRUSTED_TYPES` list: no code path unpickles an arbitrary object. Everything the service and its
 monitoring need (task, classes, thresholds, metrics, training profile) lives in the model's metadata, written
 from a `ModelCard` at registration and parsed back into one, checked, at load. skops (and with it scikit-learn)
-is imported where an estimator is read or written: checking a stored record (`check_stored`) imports neither.
+is imported where an estimator is read or written: checking a stored record (`check_stored`) imports neither; skops
+gets its default trusted-type lists from the record `service.skops_defaults` keeps instead of computing them.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from .classifiers.evaluation import (
     row_count,
 )
 from .monitoring.reconstruction import fit_reconstruction
+from .skops_defaults import use_recorded_defaults
 from .tags import names_a_version
 
 logger = logging.getLogger(__name__)
@@ -284,6 +286,7 @@ def check_sklearn_version(trained_with: str) -> None:
 
 
 def _load_estimator(path: Path, trusted: set[str]) -> Any:
+    use_recorded_defaults()
     import skops.io
 
     try:
@@ -494,6 +497,7 @@ def _save_servable(
 ) -> str:
     """Write the estimators and their card as a new version of `name`, once the service is known to serve them as
     they were measured (`check_servable`)."""
+    use_recorded_defaults()
     import skops.io
 
     files = {key: skops.io.dumps(estimator) for key, estimator in estimators.items()}
@@ -509,6 +513,7 @@ def check_servable(served: Task, files: Mapping[str, bytes], card: ModelCard, X_
     """Refuse, before anything is saved, estimators the service would not serve as they were measured: each file
     must load with the trusted types only, and the task built from what comes back must score validation rows as
     the fitted estimators do."""
+    use_recorded_defaults()
     import skops.io
 
     loaded = {}
