@@ -290,14 +290,17 @@ def _load_estimator(path: Path, trusted: set[str]) -> Any:
     import skops.io
 
     try:
+        # one pass over the file: skops refuses any type outside its defaults and `trusted` before constructing
+        # anything (listing the file's types first, `get_untrusted_types`, built the same tree twice)
+        return skops.io.load(path, trusted=sorted(trusted))
+    except Exception as exc:  # noqa: BLE001 -- the file's content decides what breaks; why, is told below
+        failure = exc
+    try:
         untrusted = skops.io.get_untrusted_types(file=path)
     except Exception as exc:  # noqa: BLE001 -- a damaged file fails in many ways (zip, JSON, missing members)
         raise InvalidModelError(f"{path.name} is not a readable skops file ({_describe(exc)})") from exc
     _refuse_untrusted(untrusted, trusted, path.name)
-    try:
-        return skops.io.load(path, trusted=untrusted)
-    except Exception as exc:  # noqa: BLE001 -- as above: the file's content decides what breaks
-        raise InvalidModelError(f"{path.name} cannot be loaded ({_describe(exc)})") from exc
+    raise InvalidModelError(f"{path.name} cannot be loaded ({_describe(failure)})") from failure
 
 
 def _describe(exc: BaseException) -> str:
