@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         args.repeat,
         feedback_results,
         floor.quality([m for m in BENCH_MODELS if m in models]),
-        startup.median_ready_s(startups["this tree"]),
+        startup.median_make_serve_s(startups["this tree"]),
     )
     text = report.render(run)
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -151,7 +151,7 @@ class Targets:
     fold_ratio: float = 1.0  # 1 worker vs fastapi_fold at PEER_SCENARIOS (req/s; rows/s for 64 rows)
     proba_ratio: float = 1.5  # 1 worker vs fastapi_proba at PEER_SCENARIOS
     mlserver_ratio: float = 2.0  # 1 worker vs MLServer at 1 row x 16
-    max_startup_s: float = 8.0  # installed start-up to /readyz 200 (bench/startup.py's median)
+    max_startup_s: float = 8.0  # `make serve`, installed, to /readyz 200 (bench/startup.py's median)
     min_feedback_items_per_s: float = 5000.0  # POST /feedback, FEEDBACK_ITEMS-item batches, per database
 
 

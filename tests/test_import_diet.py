@@ -50,3 +50,13 @@ def test_the_probe_would_see_the_model_stack() -> None:
     """The same reading finds scikit-learn once something imports it, so the tests above can fail."""
     modules, _ = imported("-c", "import service.app, sklearn.base")
     assert "sklearn" in of_the_stack(modules) and "scipy" in of_the_stack(modules)
+
+
+def test_a_workers_model_load_gives_skops_the_recorded_trusted_types(catalog: dict[str, str]) -> None:
+    """skops's own list building (`skops.io._trusted_types`, with `sklearn.utils.all_estimators()`'s walk of every
+    scikit-learn module) is left out when the record matches the installed releases (tests/test_skops_defaults.py
+    checks the record against what skops computes)."""
+    load = "from service.store import load_model\nfor name in {names!r}:\n    load_model(name)"
+    modules, output = imported("-c", load.format(names=sorted(catalog.values())))
+    assert "skops.io" in modules and "sklearn.base" in modules, output
+    assert "skops.io._trusted_types" not in modules and "sklearn.utils._testing" not in modules

@@ -21,7 +21,7 @@ SERVICE = Path(__file__).resolve().parents[1] / "service"
 # the longest prefix that names it.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("service", "service.classifiers", "service.errors", "service.settings", "service.home", "service.allocator",
-     "service.tags"),
+     "service.tags", "service.skops_defaults"),
     # the model store; the log's database; silent-failure signals; and the versions-and-rollout store, which the
     # prediction log's writer fills (a version's row before its predictions, shadows' decisions beside the labels)
     ("service.database", "service.monitoring", "service.store", "service.rollout.rollout_store",

@@ -205,7 +205,7 @@ def test_no_code_path_unpickles_without_a_trusted_list() -> None:
     sources = [p for folder in ("service", "models") for p in (PROJECT / folder).rglob("*.py")]
     text = "\n".join(p.read_text() for p in sources)
     assert not re.search(r"pickle\.loads?\(|joblib\.load\(|cloudpickle|trusted=True", text)
-    assert "skops.io.load(path, trusted=untrusted)" in text
+    assert "skops.io.load(path, trusted=sorted(trusted))" in text
     assert all(name.startswith("sklearn.") or name == "numpy.dtype" for name in TRUSTED_TYPES)
 
 
@@ -309,3 +309,36 @@ def test_the_store_reads_model_records_with_libyaml_and_the_same_documents() -> 
     assert {"yaml", "safe_load"} <= set(bentoml_model.ModelInfo.from_yaml_file.__func__.__code__.co_names)
     record = (Path(bentoml.models.get(register_colors_model("user_yaml")).path) / "model.yaml").read_text()
     assert bentoml_model.yaml.safe_load(record) == yaml.load(record, Loader=yaml.SafeLoader)  # noqa: S506
+
+
+def test_bentomls_metadata_check_gives_what_it_gave_with_the_exact_types_first() -> None:
+    """BentoML checks a model's metadata on every record it reads; `service.store` tries exact plain types first and
+    hands anything else to BentoML's own check, which converts or refuses it as before."""
+    import copy
+    from datetime import UTC, datetime
+
+    from bentoml._internal import utils as bentoml_utils
+
+    from service import store
+
+    assert bentoml_utils.validate_metadata is store._validate_metadata
+    assert "validate_metadata" in bentoml_utils.metadata_validator.__code__.co_names  # looked up when called
+    record = bentoml.models.get(register_colors_model("user_metadata")).info.metadata
+    plain = {"card": record, "when": datetime(2026, 1, 1, tzinfo=UTC), "rows": [1, 2.5, True, "a", b"b"]}
+    converted = {
+        "array": np.arange(3),
+        "number": np.float64(0.5),
+        "pair": (1, np.int64(2)),
+        "nested": [{"x": np.int8(1)}],
+    }
+    for metadata in (plain, converted):
+        ours, bentomls = copy.deepcopy(metadata), copy.deepcopy(metadata)
+        store._validate_metadata(ours)
+        store._bentoml_validate_metadata(bentomls)
+        assert ours == bentomls and all(type(ours[k]) is type(bentomls[k]) for k in ours)
+    assert store._plain(plain) and not store._plain(converted)
+    for refused in ({"none": None}, {"set": {1}}, {(1, 2): "tuple key"}):
+        with pytest.raises(ValueError):
+            store._validate_metadata(refused)
+        with pytest.raises(ValueError):
+            store._bentoml_validate_metadata(copy.deepcopy(refused))

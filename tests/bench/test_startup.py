@@ -54,11 +54,13 @@ def test_the_section_replaces_its_previous_self_and_nothing_else(tmp_path: Path)
 def test_the_section_has_a_column_per_source_and_the_phases_add_up() -> None:
     results = {
         "baseline `main`": [Startup(6.0, 14.0, 5.0, 7.0, 1.0), Startup(6.5, 15.0, 5.0, 8.0, 1.0)],
-        "this tree": [Startup(1.0, 6.0, 1.5, 2.0, 2.0, 0.25, 1.5)],
+        "this tree": [Startup(1.0, 6.0, 1.5, 2.0, 2.0, 0.25, 1.5, ensure_cpu_s=0.5, worker_cpu_s=3.0)],
     }
     text = section(results, "1.00", "python -m bench --startup-only")
     assert "| phase | baseline `main` | this tree |" in text
     assert "| `make serve`, installed: the two rows below | 20.8 s (20.0–21.5) | 7.0 s (7.0–7.0) |" in text
     assert "(uvicorn, poll) | 1.0 s (1.0–1.0) | 0.5 s (0.5–0.5) |" in text  # launch to ready less the phases
     assert "| · · of which the prediction log opened | not logged | 0.2 s (0.2–0.2) |" in text
+    assert "| CPU: `models ensure` | not logged | 0.5 s (0.5–0.5) |" in text
+    assert "| CPU: the worker, to `/readyz` 200 | not logged | 3.0 s (3.0–3.0) |" in text
     assert "`python -m bench --startup-only`" in text
