@@ -1,7 +1,7 @@
 """The worker's prediction log: it issues prediction ids, queues answered requests, and writes them in batches.
 
-`/predict` encodes its request into the row the writer inserts, a plain tuple of strings, bytes, numbers and a
-datetime (`Queued`), and appends it to a bounded in-memory queue: the garbage collector stops tracking such a tuple
+`/predict` encodes its request into the row the writer inserts, a plain tuple of strings, bytes and numbers
+(`Queued`), and appends it to a bounded in-memory queue: the garbage collector stops tracking such a tuple
 at its first collection, so no full collection walks a backlog. A background thread takes the whole queue and
 hands it, in one transaction, every `log_flush_seconds` or sooner when half the queue is used, to the worker's log
 writer process (`log_writer`), which inserts it: the insert runs under the child's interpreter lock, not beside the
@@ -39,8 +39,7 @@ from ..rollout.rollout_store import RolloutStore, ShadowRecord
 from ..rollout.versions import Versions
 from ..settings import LogConfig
 from .ids import first_key_at, new_key
-from .log_writer import UNREACHABLE, LogWriterProcess, Outcome, describe_error
-from .prediction_store import RequestRecord
+from .log_writer import UNREACHABLE, LogWriterProcess, Outcome, describe_error, record_of
 from .stores import LogStores
 
 logger = logging.getLogger(__name__)
@@ -68,9 +67,10 @@ class Entry:
     caller: str | None = None  # the name of the API key that sent it; None without keys
 
 
-Queued = tuple[str, str, str, datetime, str | None, int, bytes, bytes, str, str, bytes | None, str | None]
+Queued = tuple[str, str, str, float, str | None, int, bytes, bytes, str, str, bytes | None, str | None]
 """A queued request: the fields of its `RequestRecord` in a plain tuple, which the garbage collector stops tracking
-at its first collection (it tracks a tuple subclass, a `NamedTuple`, for as long as it lives)."""
+at its first collection (it tracks a tuple subclass, a `NamedTuple`, for as long as it lives). Its time is Unix
+seconds: made a datetime only by the writer process (`log_writer.record_of`), it costs the loop and the pipe less."""
 
 
 class Request(Protocol):
@@ -168,7 +168,7 @@ class PredictionLog:
         confidences come computed, once per model call (`Task.default_decisions`): the entry's are its rows' part of
         its call's."""
         return (
-            entry.key, entry.model, entry.version, datetime.fromtimestamp(entry.created_at, UTC), entry.request_id,
+            entry.key, entry.model, entry.version, entry.created_at, entry.request_id,
             entry.rows, encode_keys(entry.scored.decision_keys), encode_floats(entry.scored.expected_correct),
             _options_json(entry.options), entry.decisions.decode(),
             encode_inputs(entry.X) if self.config.log_inputs else None, entry.caller,
@@ -202,12 +202,12 @@ class PredictionLog:
         self._writer.close()
         self._report_unencodable()
         with self._condition:
-            lost, self._queue = list(map(RequestRecord._make, self._queue)), deque()
+            lost, self._queue = list(self._queue), deque()
             self._queued_rows = 0
         self._count(lost, "failed", queued=False)
         if lost:
             logger.error(
-                "prediction log: %d queued predictions were not written before the stop", sum(r.rows for r in lost)
+                "prediction log: %d queued predictions were not written before the stop", sum(map(_rows_of, lost))
             )
         self._engine.dispose()
 
@@ -276,7 +276,7 @@ class PredictionLog:
         if outcome is None:
             self._put_back(queued, set())
             return False
-        written = [RequestRecord._make(queued[position]) for position in outcome.written]
+        written = [queued[position] for position in outcome.written]
         if outcome.unreachable is not None:
             self._count(written, "written")
             self._unreachable(queued, set(outcome.written), outcome.unreachable)
@@ -284,9 +284,7 @@ class PredictionLog:
         self._resend = False
         if written:
             self._metrics.log_write_duration.observe(time.perf_counter() - started)
-        self._lost(
-            [(RequestRecord._make(queued[p]), error) for p, error in outcome.refused], "were refused by the database"
-        )
+        self._lost([(queued[p], error) for p, error in outcome.refused], "were refused by the database")
         self._count(written, "written")
         self._write_shadows(stores.rollout)
         return True
@@ -326,15 +324,16 @@ class PredictionLog:
         except Exception as exc:  # noqa: BLE001 -- retried before the next batch
             logger.error("prediction log: recording the served model versions failed: %s", describe_error(exc))
 
-    def _lost(self, failures: Sequence[tuple[RequestRecord, str]], why: str) -> None:
+    def _lost(self, failures: Sequence[tuple[Queued, str]], why: str) -> None:
         """Count requests that cannot be written as failed, and say so in one line (no traceback per request)."""
         if not failures:
             return
-        self._count([record for record, _ in failures], "failed")
+        self._count([fields for fields, _ in failures], "failed")
         first, error = failures[0]
         logger.error(
             "prediction log: %d requests (%d predictions) %s and are lost; the first, %s",
-            len(failures), sum(record.rows for record, _ in failures), why, _describe_failure(first, error),
+            len(failures), sum(_rows_of(fields) for fields, _ in failures), why,
+            _describe_failure(record_of(first), error),
         )  # fmt: skip
 
     def _report_unencodable(self) -> None:
@@ -358,19 +357,19 @@ class PredictionLog:
         except Exception:  # noqa: BLE001 -- a shadow's record is evidence, not an answer: lost, and said so
             logger.exception("prediction log: %d shadow records could not be written; they are lost", len(shadows))
 
-    def _count(self, records: Sequence[RequestRecord], result: str, queued: bool = True) -> None:
+    def _count(self, requests: Sequence[Queued], result: str, queued: bool = True) -> None:
         """Requests taken off the queue for good (`queued`: still counted in it), counted by what became of them."""
-        if not records:
+        if not requests:
             return
         if queued:
             with self._condition:
-                self._queued_rows -= sum(r.rows for r in records)
+                self._queued_rows -= sum(map(_rows_of, requests))
                 left = self._queued_rows
             self._metrics.log_queue_rows.set(left)
         by_version: dict[tuple[str, str], int] = {}
-        for record in records:
-            key = (record.model, record.version)
-            by_version[key] = by_version.get(key, 0) + record.rows
+        for fields in requests:
+            key = (fields[1], fields[2])  # model, version
+            by_version[key] = by_version.get(key, 0) + _rows_of(fields)
         for (model, version), rows in by_version.items():
             self._rows(model, version, result).inc(rows)
 
@@ -401,6 +400,10 @@ def _one_more(found: Unencodable | None, entry: Entry, error: Exception) -> Unen
     if found is None:
         return Unencodable(1, entry.rows, _describe_failure(entry, error))
     return Unencodable(found.requests + 1, found.rows + entry.rows, found.first)
+
+
+def _rows_of(fields: Queued) -> int:
+    return fields[5]
 
 
 def _options_json(options: Options) -> str:

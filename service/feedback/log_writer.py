@@ -4,7 +4,8 @@ the insert runs under its own interpreter lock, not beside the worker's event lo
 The worker's writer thread (`log.PredictionLog`) sends a batch of queued requests (`log.Queued`, plain tuples) down
 the child's stdin as one pickle and waits for the child's answer on its stdout: which requests were written, which
 the database refused alone (with its error), and whether the database could not be reached. One batch is in flight
-at a time; the queue, its bound and every count stay in the worker.
+at a time; the queue, its bound and every count stay in the worker. The first message down the pipe is the
+database URL: a password in it is not shown by `ps`, as the command line would be.
 
 - One request never takes another with it: a batch the database refuses is retried in halves, here, down to the
   requests it refuses alone.
@@ -19,6 +20,7 @@ at a time; the queue, its bound and every count stay in the worker.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import select
@@ -27,6 +29,7 @@ import struct
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, NamedTuple, TypeVar
 
@@ -52,7 +55,7 @@ class Outcome(NamedTuple):
 
 def write_batch(store: PredictionStore, batch: Sequence[tuple[Any, ...]], resent: bool) -> Outcome:
     """Insert `batch` (queued `RequestRecord` fields); `resent`: skip the requests already in the database."""
-    records = list(map(RequestRecord._make, batch))
+    records = list(map(record_of, batch))
     written: list[int] = []
     refused: list[tuple[int, Exception]] = []
 
@@ -65,6 +68,12 @@ def write_batch(store: PredictionStore, batch: Sequence[tuple[Any, ...]], resent
     except UNREACHABLE as exc:
         return Outcome(written, [], describe_error(exc))  # the refused are tried again with the rest
     return Outcome(written, [(p, describe_error(error)) for p, error in refused], None)
+
+
+def record_of(fields: Sequence[Any]) -> RequestRecord:
+    """A queued request (`log.Queued`) named, its time (Unix seconds) made a datetime."""
+    key, model, version, created_at, *rest = fields
+    return RequestRecord(key, model, version, datetime.fromtimestamp(created_at, UTC), *rest)
 
 
 def in_halves(items: Sequence[T], attempt: Callable[[Sequence[T]], None], failed: list[tuple[T, Exception]]) -> None:
@@ -110,8 +119,7 @@ class LogWriterProcess:
         assert process.stdin is not None and process.stdout is not None
         payload = pickle.dumps((resent, batch), protocol=pickle.HIGHEST_PROTOCOL)
         try:
-            process.stdin.write(_LENGTH.pack(len(payload)) + payload)
-            process.stdin.flush()
+            _send(process.stdin, payload)
             answer = _read_message(process.stdout)
         except OSError:  # a broken pipe: it died
             answer = None
@@ -150,14 +158,24 @@ class LogWriterProcess:
         # the checkout's package, wherever the worker runs from
         source = str(Path(__file__).resolve().parents[2])
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")]))}
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", __name__, self.database_url], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
+        process = subprocess.Popen(
+            [sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
         )
-        return self._process
+        self._process = process
+        # the URL may hold a password: down the pipe, never on the command line (`ps` shows that to every user)
+        assert process.stdin is not None
+        with contextlib.suppress(OSError):  # it died at once: the write that follows finds it gone
+            _send(process.stdin, self.database_url.encode())
+        return process
 
     def _reap(self) -> None:
         if self._process is not None:
             self.close(timeout=0.0)
+
+
+def _send(stream: IO[bytes], payload: bytes) -> None:
+    stream.write(_LENGTH.pack(len(payload)) + payload)
+    stream.flush()
 
 
 def _read_message(stream: IO[bytes]) -> bytes | None:
@@ -186,24 +204,31 @@ def _next_batch(fd: int, parent: int) -> tuple[bool, list[tuple[Any, ...]]] | No
     while not select.select([fd], [], [], PARENT_CHECK_SECONDS)[0]:
         if os.getppid() != parent:
             return None
-    header = _read_exactly(fd, _LENGTH.size)
-    if header is None:
-        return None
-    payload = _read_exactly(fd, _LENGTH.unpack(header)[0])
+    payload = _read_frame(fd)
     if payload is None:
         return None
     batch: tuple[bool, list[tuple[Any, ...]]] = pickle.loads(payload)
     return batch
 
 
-def main(database_url: str) -> None:
-    """The child: insert each batch the worker sends, answer with its `Outcome`, until the input ends."""
+def _read_frame(fd: int) -> bytes | None:
+    """One message from the pipe (unbuffered: `select` sees what is not read yet); None at its end."""
+    header = _read_exactly(fd, _LENGTH.size)
+    return None if header is None else _read_exactly(fd, _LENGTH.unpack(header)[0])
+
+
+def main() -> None:
+    """The child: read the database URL, then insert each batch the worker sends and answer with its `Outcome`,
+    until the input ends."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     parent = os.getppid()
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # a stray print must not corrupt an answer
-    engine = create_database_engine(database_url)
+    url = _read_frame(sys.stdin.fileno())
+    if url is None:
+        return
+    engine = create_database_engine(url.decode())
     store = PredictionStore(engine)
     try:
         while (received := _next_batch(sys.stdin.fileno(), parent)) is not None:
@@ -211,8 +236,7 @@ def main(database_url: str) -> None:
             # a plain tuple: this module is `__main__` here, which the worker could not unpickle
             answer = pickle.dumps(tuple(write_batch(store, batch, resent)), protocol=pickle.HIGHEST_PROTOCOL)
             try:
-                answers.write(_LENGTH.pack(len(answer)) + answer)
-                answers.flush()
+                _send(answers, answer)
             except OSError:  # the worker is gone; the batch is written
                 break
     finally:
@@ -220,4 +244,4 @@ def main(database_url: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main()

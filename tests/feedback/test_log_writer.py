@@ -11,7 +11,6 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from service.database.engine import create_database_engine, migrate
 from service.database.schema import prediction_counts
 from service.feedback.ids import new_key
 from service.feedback.log_writer import LogWriterProcess, write_batch
-from service.feedback.prediction_store import PredictionStore, RequestRecord
+from service.feedback.prediction_store import PredictionStore
 from tests.feedback.test_log import wait_for
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -31,11 +30,9 @@ PROJECT = Path(__file__).resolve().parents[2]
 def queued(request_id: str | None = "req", rows: int = 2) -> tuple[Any, ...]:
     """A queued request's fields (`log.Queued`), as the worker sends them."""
     now = time.time()
-    return tuple(
-        RequestRecord(
-            new_key(True, now), "m", "v1", datetime.fromtimestamp(now, UTC), request_id, rows,
-            b"\x00\x00\x00\x00" * rows + b'["a"]', b"\x00" * 8 * rows, "{}", "[]", None,
-        )
+    return (
+        new_key(True, now), "m", "v1", now, request_id, rows,
+        b"\x00\x00\x00\x00" * rows + b'["a"]', b"\x00" * 8 * rows, "{}", "[]", None, None,
     )  # fmt: skip
 
 
@@ -82,6 +79,15 @@ def test_a_batch_goes_through_the_child_and_its_outcome_comes_back(
     )
     assert logged_keys(store, batch) == {fields[0] for fields in batch}
     assert counted_rows(store) == 100
+
+
+def test_the_database_url_is_not_on_the_childs_command_line(writer: LogWriterProcess, url: str) -> None:
+    """A password in the URL would be shown by `ps` to every user of the machine; the child reads it from its pipe."""
+    assert writer.write([queued()], resent=False) is not None  # the child has read the URL and used it
+    assert writer.pid is not None
+    command_line = Path(f"/proc/{writer.pid}/cmdline").read_bytes().split(b"\0")
+    assert all(url.encode() not in argument for argument in command_line), command_line
+    assert b"service.feedback.log_writer" in command_line
 
 
 def test_the_request_the_database_refuses_is_the_only_one_lost(
