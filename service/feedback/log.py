@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import orjson
 
@@ -39,7 +39,7 @@ from ..rollout.rollout_store import RolloutStore, ShadowRecord
 from ..rollout.versions import Versions
 from ..settings import LogConfig
 from .ids import first_key_at, new_key
-from .log_writer import UNREACHABLE, LogWriterProcess, Outcome, describe_error, record_of
+from .log_writer import ROWS, UNREACHABLE, LogWriterProcess, Outcome, describe_error, record_of
 from .stores import LogStores
 
 logger = logging.getLogger(__name__)
@@ -403,7 +403,7 @@ def _one_more(found: Unencodable | None, entry: Entry, error: Exception) -> Unen
 
 
 def _rows_of(fields: Queued) -> int:
-    return fields[5]
+    return cast(int, fields[ROWS])
 
 
 def _options_json(options: Options) -> str:

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from service.database.engine import create_database_engine, migrate
 from service.database.schema import prediction_counts
 from service.feedback.ids import new_key
-from service.feedback.log_writer import LogWriterProcess, write_batch
+from service.feedback.log_writer import SLICE_ROWS, LogWriterProcess, _slices, write_batch
 from service.feedback.prediction_store import PredictionStore
 from tests.feedback.test_log import wait_for
 
@@ -79,6 +79,15 @@ def test_a_batch_goes_through_the_child_and_its_outcome_comes_back(
     )
     assert logged_keys(store, batch) == {fields[0] for fields in batch}
     assert counted_rows(store) == 100
+
+
+def test_a_batch_of_many_slices_is_written_whole(writer: LogWriterProcess, store: PredictionStore) -> None:
+    """The worker pickles a large batch a slice at a time; the child joins the slices into one batch."""
+    batch = [queued(rows=SLICE_ROWS // 2 + 1) for _ in range(5)]
+    assert [len(part) for part, _ in _slices(batch)] == [2, 2, 1]
+    outcome = writer.write(batch, resent=False)
+    assert outcome is not None and (outcome.written, outcome.refused) == (list(range(5)), [])
+    assert counted_rows(store) == 5 * (SLICE_ROWS // 2 + 1)
 
 
 def test_the_database_url_is_not_on_the_childs_command_line(writer: LogWriterProcess, url: str) -> None:
@@ -154,7 +163,7 @@ def test_the_child_writes_what_it_received_and_exits_when_its_worker_is_killed(
         from service.feedback.log_writer import _LENGTH, LogWriterProcess
         writer = LogWriterProcess({url!r})
         process = writer._running()
-        payload = pickle.dumps((False, pickle.loads(open({str(batch_file)!r}, "rb").read())))
+        payload = pickle.dumps((False, False, pickle.loads(open({str(batch_file)!r}, "rb").read())))
         process.stdin.write(_LENGTH.pack(len(payload)) + payload)
         process.stdin.flush()
         print(process.pid, flush=True)
