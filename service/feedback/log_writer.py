@@ -2,10 +2,11 @@
 the insert runs under its own interpreter lock, not beside the worker's event loop.
 
 The worker's writer thread (`log.PredictionLog`) sends a batch of queued requests (`log.Queued`, plain tuples) down
-the child's stdin as one pickle and waits for the child's answer on its stdout: which requests were written, which
-the database refused alone (with its error), and whether the database could not be reached. One batch is in flight
-at a time; the queue, its bound and every count stay in the worker. The first message down the pipe is the
-database URL: a password in it is not shown by `ps`, as the command line would be.
+the child's stdin, pickled a slice of about `SLICE_ROWS` rows at a time (a pickle holds the worker's interpreter
+lock; the event loop runs between slices), and waits for the child's answer on its stdout: which requests were
+written, which the database refused alone (with its error), and whether the database could not be reached. One
+batch is in flight at a time; the queue, its bound and every count stay in the worker. The first message down the
+pipe is the database URL: a password in it is not shown by `ps`, as the command line would be.
 
 - One request never takes another with it: a batch the database refuses is retried in halves, here, down to the
   requests it refuses alone.
