@@ -506,8 +506,9 @@ def notes(run: Run) -> list[str]:
         "The load generator runs on the same machine as the server (2 cores, shared with other work): wrk's own "
         "CPU competes with the server's. Absolute figures are therefore lower and noisier than with a separate "
         "client; the ratios compare points of the same run.",
-        "Server CPU is user + system seconds of the whole server process tree (arbiter and workers, via psutil) "
-        "over the measured run, divided by the requests wrk completed; RSS is the sum over the tree after the run.",
+        "Server CPU is user + system seconds of the whole server process tree (arbiter, workers and their log "
+        "writer processes, via psutil) over the measured run, divided by the requests wrk completed; RSS is the sum "
+        "over the tree after the run.",
         f"Each point: one unmeasured {run.warmup_s:.0f} s wrk warm-up, then the measured {run.duration_s:.0f} s "
         "run; threads = min(2, connections), every request the same JSON body "
         '(`{"model": name, "instances": rows}`, held-out rows).',
@@ -546,7 +547,7 @@ def notes(run: Run) -> list[str]:
         )
     if run.process_counts:
         counts = ", ".join(f"{v.label}: {run.process_counts[v.key]}" for v in VARIANTS if v.key in run.process_counts)
-        found.append(f"Processes in each server's tree once ready (arbiter + workers): {counts}.")
+        found.append(f"Processes in each server's tree once ready (arbiter, workers, their log writers): {counts}.")
     return found
 
 

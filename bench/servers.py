@@ -56,7 +56,7 @@ class Server:
     launched_at: float = 0.0  # `time.time()` at the launch
 
     def tree(self) -> list[psutil.Process]:
-        """The server process and all its descendants (arbiter and workers)."""
+        """The server process and all its descendants (arbiter, workers, their log writer processes)."""
         try:
             root = psutil.Process(self.process.pid)
             return [root, *root.children(recursive=True)]

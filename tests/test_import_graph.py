@@ -28,7 +28,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
      "service.rollout.versions"),
     ("service.schemas", "service.bodies", "service.batching", "service.auth", "service.middleware",
      "service.bentoml_fixes"),
-    ("service.feedback",),  # prediction log, feedback, realized figures
+    # prediction log, feedback, realized figures; the log's writer process (`python -m`), which the log starts and
+    # which imports no more than the request store
+    ("service.feedback", "service.feedback.log_writer"),
     ("service.export",),
     ("service.rollout",),  # which version serves and which shadows: tells the registry through `Registry`
     ("service.serving",),

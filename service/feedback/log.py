@@ -1,18 +1,20 @@
 """The worker's prediction log: it issues prediction ids, queues answered requests, and writes them in batches.
 
-`/predict` encodes its request into the row the writer inserts, a plain tuple of strings, bytes, numbers and a
-datetime (`Queued`), and appends it to a bounded in-memory queue: the garbage collector stops tracking such a tuple
+`/predict` encodes its request into the row the writer inserts, a plain tuple of strings, bytes and numbers
+(`Queued`), and appends it to a bounded in-memory queue: the garbage collector stops tracking such a tuple
 at its first collection, so no full collection walks a backlog. A background thread takes the whole queue and
-inserts it in one transaction every `log_flush_seconds`, or sooner when half the queue is used. The writer shares
-Python's lock with the event loop: it hands it back after each millisecond of work (`driver.share_the_lock`), so
-that the loop, back from waiting on a socket, does not wait for a whole batch to be inserted. A full queue drops
-the new request and counts it (`result="dropped"`): a prediction never waits for the database. While the database
-is unreachable the thread puts its batch back at the front of the queue and retries; what arrives meanwhile fills
-the queue and is dropped. A request that cannot be encoded fails alone, on the loop; a batch the database refuses
-is retried in halves, and only the requests refused alone are counted `failed`. A graceful stop writes what is
-queued. A crash (`kill -9`) loses what is queued and the batch being inserted (its transaction is rolled back
-whole): at most `log_flush_seconds` of traffic when the database keeps up, at most `log_queue_rows` predictions in
-any case.
+hands it, in one transaction, every `log_flush_seconds` or sooner when half the queue is used, to the worker's log
+writer process (`log_writer`), which inserts it: the insert runs under the child's interpreter lock, not beside the
+event loop, and the thread waits for the child's answer without holding the worker's. The thread keeps the counts:
+what the child wrote, what the database refused. A full queue drops the new request and counts it
+(`result="dropped"`): a prediction never waits for the database. While the database is unreachable the thread puts
+its batch back at the front of the queue and retries; what arrives meanwhile fills the queue and is dropped. A
+request that cannot be encoded fails alone, on the loop; a batch the database refuses is retried in halves by the
+child, and only the requests refused alone are counted `failed`. A child that dies is replaced and its unanswered
+batch sent again, none written twice. A graceful stop writes what is queued. A crash of the worker (`kill -9`) loses
+what is queued in it, not the batch it had handed to the child, which the child writes before it exits: at most
+`log_flush_seconds` of traffic when the database keeps up, at most `log_queue_rows` predictions in any case. The
+versions record, shadows' decisions and retention, rare work, are written by the thread itself.
 """
 
 from __future__ import annotations
@@ -22,13 +24,12 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, cast
 
 import orjson
-import sqlalchemy as sa
 
 from ..classifiers import Options, Scored
 from ..database.codecs import encode_floats, encode_inputs, encode_keys
@@ -38,7 +39,7 @@ from ..rollout.rollout_store import RolloutStore, ShadowRecord
 from ..rollout.versions import Versions
 from ..settings import LogConfig
 from .ids import first_key_at, new_key
-from .prediction_store import RequestRecord
+from .log_writer import ROWS, UNREACHABLE, LogWriterProcess, Outcome, describe_error, record_of
 from .stores import LogStores
 
 logger = logging.getLogger(__name__)
@@ -46,8 +47,6 @@ logger = logging.getLogger(__name__)
 RETENTION_CHECK_SECONDS = 3600.0
 MAX_BACKOFF_SECONDS = 30.0
 SHUTDOWN_FLUSH_SECONDS = 20.0  # a graceful stop tries this long to write what is queued
-UNREACHABLE = (sa.exc.OperationalError, sa.exc.InterfaceError)  # the database, not the data: kept for a retry
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -68,9 +67,10 @@ class Entry:
     caller: str | None = None  # the name of the API key that sent it; None without keys
 
 
-Queued = tuple[str, str, str, datetime, str | None, int, bytes, bytes, str, str, bytes | None, str | None]
+Queued = tuple[str, str, str, float, str | None, int, bytes, bytes, str, str, bytes | None, str | None]
 """A queued request: the fields of its `RequestRecord` in a plain tuple, which the garbage collector stops tracking
-at its first collection (it tracks a tuple subclass, a `NamedTuple`, for as long as it lives)."""
+at its first collection (it tracks a tuple subclass, a `NamedTuple`, for as long as it lives). Its time is Unix
+seconds: made a datetime only by the writer process (`log_writer.record_of`), it costs the loop and the pipe less."""
 
 
 class Request(Protocol):
@@ -116,11 +116,15 @@ class PredictionLog:
         self._stores: LogStores | None = None
         self._problem = "the prediction log's database has not been opened yet"
         self._engine = create_database_engine(config.log_database_url)
+        self._writer = LogWriterProcess(config.log_database_url)
+        self._resend = False  # the last batch did not finish: some of what is queued may be committed already
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
 
     def start(self) -> None:
-        """Open (and migrate) the database, then start the writer thread; a database that is down is retried."""
+        """Open (and migrate) the database, then start the writer process and thread; a database that is down is
+        retried."""
         self._connect()
+        self._writer.start()
         self._thread.start()
 
     # --- the request path (event loop) -------------------------------------------------------------------------
@@ -164,7 +168,7 @@ class PredictionLog:
         confidences come computed, once per model call (`Task.default_decisions`): the entry's are its rows' part of
         its call's."""
         return (
-            entry.key, entry.model, entry.version, datetime.fromtimestamp(entry.created_at, UTC), entry.request_id,
+            entry.key, entry.model, entry.version, entry.created_at, entry.request_id,
             entry.rows, encode_keys(entry.scored.decision_keys), encode_floats(entry.scored.expected_correct),
             _options_json(entry.options), entry.decisions.decode(),
             encode_inputs(entry.X) if self.config.log_inputs else None, entry.caller,
@@ -188,20 +192,22 @@ class PredictionLog:
         return self._stores
 
     def close(self, timeout: float = SHUTDOWN_FLUSH_SECONDS) -> None:
-        """Stop accepting entries, write what is queued (for up to `timeout`), and stop the thread."""
+        """Stop accepting entries, write what is queued (for up to `timeout`), and stop the thread and the writer
+        process."""
         with self._condition:
             self._closing = True
             self._condition.notify()
         if self._thread.is_alive():
             self._thread.join(timeout)
+        self._writer.close()
         self._report_unencodable()
         with self._condition:
-            lost, self._queue = list(map(RequestRecord._make, self._queue)), deque()
+            lost, self._queue = list(self._queue), deque()
             self._queued_rows = 0
         self._count(lost, "failed", queued=False)
         if lost:
             logger.error(
-                "prediction log: %d queued predictions were not written before the stop", sum(r.rows for r in lost)
+                "prediction log: %d queued predictions were not written before the stop", sum(map(_rows_of, lost))
             )
         self._engine.dispose()
 
@@ -249,48 +255,64 @@ class PredictionLog:
 
     def _write_queued(self) -> bool:
         """Write everything queued, in one transaction when all goes well; False when the database was unreachable
-        (what was not written is put back for a retry).
+        or the writer process died (what was not written is put back for a retry).
 
-        One request never takes another with it: a batch the database refuses is retried in halves down to the
-        requests it refuses alone (about 2 log2(n) extra attempts for one among n), which are counted `failed` and
-        named in one log line.
+        One request never takes another with it: the writer process retries a batch the database refuses in halves,
+        down to the requests it refuses alone, which are counted `failed` and named in one log line.
         """
         stores = self._stores
         if stores is None:
             return False
         with self._condition:
-            queued, self._queue = self._queue, deque()
-        records = list(map(RequestRecord._make, queued))  # named for the insert, only now
-        written: list[RequestRecord] = []
-        refused: list[tuple[RequestRecord, Exception]] = []
-
-        def write(batch: Sequence[RequestRecord]) -> None:
-            stores.predictions.write_requests(batch)
-            written.extend(batch)
-
+            taken, self._queue = self._queue, deque()
+        queued = list(taken)  # indexed by the child's answer
         started = time.perf_counter()
         try:
             self._save_versions(stores.rollout)
-            _in_halves(records, write, refused)
         except UNREACHABLE as exc:
-            done = {record.key for record in written}  # committed before the connection went
-            with self._condition:  # back to the front, in order; the queue's bound holds new arrivals off
-                self._queue.extendleft(reversed([fields for fields in queued if fields[0] not in done]))
-            self._count(written, "written")
-            self._stores = None
-            self._problem = f"the prediction log's database is unavailable: {describe_error(exc)}"
-            logger.error(
-                "prediction log: writing %d requests failed, will retry: %s",
-                len(records) - len(done),
-                describe_error(exc),
-            )
+            self._unreachable(queued, set(), describe_error(exc))
             return False
+        outcome = self._write(queued)
+        if outcome is None:
+            self._put_back(queued, set())
+            return False
+        written = [queued[position] for position in outcome.written]
+        if outcome.unreachable is not None:
+            self._count(written, "written")
+            self._unreachable(queued, set(outcome.written), outcome.unreachable)
+            return False
+        self._resend = False
         if written:
             self._metrics.log_write_duration.observe(time.perf_counter() - started)
-        self._lost(refused, "were refused by the database")
+        self._lost([(queued[p], error) for p, error in outcome.refused], "were refused by the database")
         self._count(written, "written")
         self._write_shadows(stores.rollout)
         return True
+
+    def _write(self, queued: list[Queued]) -> Outcome | None:
+        """The writer process's outcome of `queued`; a process that died is replaced, and the batch sent to the new
+        one, once; None if that one died too."""
+        if not queued:
+            return Outcome([], [], None)
+        for _ in range(2):
+            outcome = self._writer.write(queued, resent=self._resend)
+            if outcome is not None:
+                return outcome
+            self._resend = True  # it may have committed the batch before it died
+            logger.error("prediction log: the log writer process exited; a new one writes its %d requests", len(queued))
+        return None
+
+    def _put_back(self, queued: list[Queued], done: set[int]) -> None:
+        """Back to the front, in order; the queue's bound holds new arrivals off."""
+        with self._condition:
+            self._queue.extendleft(reversed([fields for p, fields in enumerate(queued) if p not in done]))
+
+    def _unreachable(self, queued: list[Queued], done: set[int], error: str) -> None:
+        self._put_back(queued, done)
+        self._resend = True  # a connection lost during a commit may have committed it
+        self._stores = None
+        self._problem = f"the prediction log's database is unavailable: {error}"
+        logger.error("prediction log: writing %d requests failed, will retry: %s", len(queued) - len(done), error)
 
     def _save_versions(self, store: RolloutStore) -> None:
         """Record the served versions before their predictions; a version the database refuses is logged, and
@@ -302,15 +324,16 @@ class PredictionLog:
         except Exception as exc:  # noqa: BLE001 -- retried before the next batch
             logger.error("prediction log: recording the served model versions failed: %s", describe_error(exc))
 
-    def _lost(self, failures: Sequence[tuple[RequestRecord, Exception]], why: str) -> None:
+    def _lost(self, failures: Sequence[tuple[Queued, str]], why: str) -> None:
         """Count requests that cannot be written as failed, and say so in one line (no traceback per request)."""
         if not failures:
             return
-        self._count([record for record, _ in failures], "failed")
+        self._count([fields for fields, _ in failures], "failed")
         first, error = failures[0]
         logger.error(
             "prediction log: %d requests (%d predictions) %s and are lost; the first, %s",
-            len(failures), sum(record.rows for record, _ in failures), why, _describe_failure(first, error),
+            len(failures), sum(_rows_of(fields) for fields, _ in failures), why,
+            _describe_failure(record_of(first), error),
         )  # fmt: skip
 
     def _report_unencodable(self) -> None:
@@ -334,19 +357,19 @@ class PredictionLog:
         except Exception:  # noqa: BLE001 -- a shadow's record is evidence, not an answer: lost, and said so
             logger.exception("prediction log: %d shadow records could not be written; they are lost", len(shadows))
 
-    def _count(self, records: Sequence[RequestRecord], result: str, queued: bool = True) -> None:
+    def _count(self, requests: Sequence[Queued], result: str, queued: bool = True) -> None:
         """Requests taken off the queue for good (`queued`: still counted in it), counted by what became of them."""
-        if not records:
+        if not requests:
             return
         if queued:
             with self._condition:
-                self._queued_rows -= sum(r.rows for r in records)
+                self._queued_rows -= sum(map(_rows_of, requests))
                 left = self._queued_rows
             self._metrics.log_queue_rows.set(left)
         by_version: dict[tuple[str, str], int] = {}
-        for record in records:
-            key = (record.model, record.version)
-            by_version[key] = by_version.get(key, 0) + record.rows
+        for fields in requests:
+            key = (fields[1], fields[2])  # model, version
+            by_version[key] = by_version.get(key, 0) + _rows_of(fields)
         for (model, version), rows in by_version.items():
             self._rows(model, version, result).inc(rows)
 
@@ -368,24 +391,6 @@ class PredictionLog:
             )
 
 
-def _in_halves(items: Sequence[T], attempt: Callable[[Sequence[T]], None], failed: list[tuple[T, Exception]]) -> None:
-    """`attempt(items)`; when it raises, the same on each half, down to the single items it raises on, which are
-    added to `failed` with their error. A lost connection (`UNREACHABLE`) is no item's fault: it is raised."""
-    if not items:
-        return
-    try:
-        attempt(items)
-    except UNREACHABLE:
-        raise
-    except Exception as exc:  # noqa: BLE001 -- whatever the item's fault, it is that item's alone
-        if len(items) == 1:
-            failed.append((items[0], exc))
-            return
-        middle = len(items) // 2
-        _in_halves(items[:middle], attempt, failed)
-        _in_halves(items[middle:], attempt, failed)
-
-
 def _describe_failure(request: Request, error: BaseException | str) -> str:
     detail = error if isinstance(error, str) else describe_error(error)
     return f"{request.key} of model {request.model} version {request.version}: {detail}"
@@ -397,12 +402,10 @@ def _one_more(found: Unencodable | None, entry: Entry, error: Exception) -> Unen
     return Unencodable(found.requests + 1, found.rows + entry.rows, found.first)
 
 
+def _rows_of(fields: Queued) -> int:
+    return cast(int, fields[ROWS])
+
+
 def _options_json(options: Options) -> str:
     given = options.given()
     return orjson.dumps({name: getattr(options, name) for name in sorted(given)}).decode() if given else "{}"
-
-
-def describe_error(exc: BaseException) -> str:
-    """The first line of an exception's message (driver errors carry the SQL and a link on later lines)."""
-    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"

@@ -26,6 +26,7 @@ from ..database.schema import (
 )
 from .ids import issued_at
 
+KEYS_PER_QUERY = 1000  # within SQLite's and PostgreSQL's bounds on a statement's parameters
 DELETE_CHUNK = 5000  # requests per retention delete: SQLite holds its write lock for one chunk at a time
 PredictionKey = tuple[str, int]  # (request key, row)
 
@@ -82,13 +83,17 @@ class PredictionStore:
             upsert(dialect, prediction_counts, ("model", "version", "minute"), add=("rows",)), dialect
         )
 
-    def write_requests(self, records: Sequence[RequestRecord]) -> None:
-        """Insert logged requests, and add their rows to the per-minute counts, in one transaction."""
-        counts: dict[tuple[str, str, float], int] = {}
-        for record in records:
-            minute = (record.model, record.version, record.created_at.timestamp() // 60)
-            counts[minute] = counts.get(minute, 0) + record.rows
+    def write_requests(self, records: Sequence[RequestRecord], skip_written: bool = False) -> None:
+        """Insert logged requests, and add their rows to the per-minute counts, in one transaction. `skip_written`:
+        leave out those already in the log (a batch sent again after its writer died, perhaps once committed)."""
         with writing(self.engine) as connection:
+            if skip_written:
+                written = self._written_keys(connection, [record.key for record in records])
+                records = [record for record in records if record.key not in written]
+            counts: dict[tuple[str, str, float], int] = {}
+            for record in records:
+                minute = (record.model, record.version, record.created_at.timestamp() // 60)
+                counts[minute] = counts.get(minute, 0) + record.rows
             self._insert_requests.run(connection, records)
             self._count_minutes.run(
                 connection,
@@ -97,6 +102,16 @@ class PredictionStore:
                     for (m, v, minute), n in counts.items()
                 ],
             )
+
+    @staticmethod
+    def _written_keys(connection: sa.Connection, keys: Sequence[str]) -> set[str]:
+        key = prediction_requests.c.key
+        found: set[str] = set()
+        for start in range(0, len(keys), KEYS_PER_QUERY):
+            found.update(
+                connection.execute(sa.select(key).where(key.in_(keys[start : start + KEYS_PER_QUERY]))).scalars()
+            )
+        return found
 
     def find_predictions(self, wanted: Iterable[PredictionKey]) -> dict[PredictionKey, LoggedDecision]:
         """The predictions among `wanted` whose request is logged. Each reads only its own row's bytes of the

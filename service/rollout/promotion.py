@@ -25,7 +25,8 @@ import sqlalchemy as sa
 
 from ..classifiers import InvalidInputError, InvalidModelError
 from ..errors import DependencyUnavailableError, UnknownModelError
-from ..feedback.log import DatabaseUnavailableError, PredictionLog, describe_error
+from ..feedback.log import DatabaseUnavailableError, PredictionLog
+from ..feedback.log_writer import describe_error
 from ..settings import Settings
 from ..store import LoadedModel, ModelNotFoundError, load_model
 from ..tags import names_a_version

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
+import signal
 import time
 import weakref
 from collections.abc import Callable, Iterator
@@ -24,6 +26,7 @@ from service.database.engine import create_database_engine
 from service.feedback import log as log_module
 from service.feedback.ids import new_key
 from service.feedback.log import DatabaseUnavailableError, Entry, PredictionLog
+from service.feedback.log_writer import Outcome, write_batch
 from service.feedback.prediction_store import PredictionStore
 from service.monitoring.metrics import Metrics
 from service.rollout.rollout_store import RolloutStore
@@ -61,6 +64,27 @@ def wait_for(condition: Callable[[], bool], what: str) -> None:
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {WAIT_S}s waiting for {what}")
         time.sleep(0.01)
+
+
+class InProcessWriter:
+    """The writer process's work (`write_batch`) run in the test's process, where a test can patch the store."""
+
+    def __init__(self, database_url: str) -> None:
+        self.engine = create_database_engine(database_url)
+
+    def start(self) -> None:
+        pass
+
+    def write(self, batch: Any, resent: bool) -> Outcome:
+        return write_batch(PredictionStore(self.engine), batch, resent)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+@pytest.fixture
+def in_process_writer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(log_module, "LogWriterProcess", InProcessWriter)
 
 
 @pytest.fixture
@@ -261,6 +285,7 @@ def test_an_entry_the_database_refuses_loses_only_itself(
     store.engine.dispose()
 
 
+@pytest.mark.usefixtures("in_process_writer")
 def test_a_refused_write_is_retried_before_it_is_counted_failed(
     model: str, make_log: Callable[..., PredictionLog], registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -269,11 +294,11 @@ def test_a_refused_write_is_retried_before_it_is_counted_failed(
     real_write = PredictionStore.write_requests
     refusals = []
 
-    def refuse_once(self: PredictionStore, records: Any) -> None:
+    def refuse_once(self: PredictionStore, records: Any, skip_written: bool = False) -> None:
         if not refusals:
             refusals.append(records)
             raise sa.exc.IntegrityError("INSERT", {}, Exception("duplicate key"))
-        real_write(self, records)
+        real_write(self, records, skip_written)
 
     monkeypatch.setattr(PredictionStore, "write_requests", refuse_once)
     log = make_log(log_flush_seconds=3600.0)
@@ -282,6 +307,7 @@ def test_a_refused_write_is_retried_before_it_is_counted_failed(
     log.submit(entry(model, rows=1))
     log.close()
     assert (rows(registry, "failed", model), rows(registry, "written", model)) == (0, 3)
+    assert len(refusals) == 1
 
 
 def test_retention_deletes_what_is_older_and_counts_it(
@@ -334,6 +360,7 @@ def test_the_writer_catches_up_after_a_burst(
     assert len(found) == 100 and rows(registry, "dropped", model) == 0
 
 
+@pytest.mark.usefixtures("in_process_writer")
 def test_a_write_the_connection_broke_is_kept_and_written_in_order_later(
     model: str, make_log: Callable[..., PredictionLog], registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -343,12 +370,13 @@ def test_a_write_the_connection_broke_is_kept_and_written_in_order_later(
     real_write = PredictionStore.write_requests
     batches: list[list[str]] = []
 
-    def lose_the_connection_once(self: PredictionStore, records: Any) -> None:
+    def lose_the_connection_once(self: PredictionStore, records: Any, skip_written: bool = False) -> None:
         batches.append([record.key for record in records])
         if len(batches) == 1:
             log.submit(later)  # arrives while the first write fails
             raise sa.exc.OperationalError("INSERT", {}, Exception("server closed the connection"))
-        real_write(self, records)
+        assert skip_written  # the retry of a write whose commit may have happened skips what is written
+        real_write(self, records, skip_written)
 
     monkeypatch.setattr(PredictionStore, "write_requests", lose_the_connection_once)
     for item in first:
@@ -357,3 +385,29 @@ def test_a_write_the_connection_broke_is_kept_and_written_in_order_later(
     wait_for(lambda: rows(registry, "written", model) == 7, "the requests to be written once reconnected")
     assert rows(registry, "failed", model) == 0
     assert batches == [[item.key for item in first], [item.key for item in [*first, later]]]  # put back in front
+
+
+def test_a_killed_writer_process_is_replaced_and_close_stops_the_new_one(
+    model: str, make_log: Callable[..., PredictionLog], registry: CollectorRegistry
+) -> None:
+    log = make_log()
+    log.start()
+    before = [entry(model, rows=2) for _ in range(3)]
+    for item in before:
+        log.submit(item)
+    wait_for(lambda: rows(registry, "written", model) == 6, "the first requests to be written")
+    killed = log._writer.pid
+    assert killed is not None
+    os.kill(killed, signal.SIGKILL)
+    after = [entry(model, rows=1) for _ in range(4)]
+    for item in after:
+        log.submit(item)
+    wait_for(lambda: rows(registry, "written", model) == 10, "the later requests to be written by a new process")
+    replacement = log._writer.pid
+    assert replacement not in (None, killed)
+    found = log.stores.predictions.find_predictions([(item.key, 0) for item in before + after])
+    assert len(found) == 7 and rows(registry, "failed", model) == 0
+    log.close()
+    assert log._writer.pid is None
+    with pytest.raises(ChildProcessError):  # reaped: close() waited for it
+        os.waitpid(replacement, os.WNOHANG)  # type: ignore[arg-type]
