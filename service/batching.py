@@ -29,6 +29,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from .classifiers import DefaultDecisions, NonFiniteScoreError, Scored, Task
 from .observations import Observations
 
@@ -65,7 +67,7 @@ class CallsToObserve:
         self.max_rows = max_rows
         self._inputs: list[Any] = []
         self._scores: list[Any] = []
-        self._defaults: list[DefaultDecisions] = []
+        self._expected_correct: list[np.ndarray] = []  # of each call's default decisions: all monitoring reads of them
         self._rows = 0
         self._timer: asyncio.TimerHandle | None = None
 
@@ -75,7 +77,7 @@ class CallsToObserve:
             return
         self._inputs.append(X)
         self._scores.append(scores)
-        self._defaults.append(defaults)
+        self._expected_correct.append(defaults.expected_correct)
         self._rows += int(X.shape[0])
         if self._rows >= self.max_rows:
             self.flush()
@@ -86,16 +88,20 @@ class CallsToObserve:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        inputs, scores, defaults = self._inputs, self._scores, self._defaults
-        self._inputs, self._scores, self._defaults, self._rows = [], [], [], 0
+        inputs, scores, expected_correct = self._inputs, self._scores, self._expected_correct
+        self._inputs, self._scores, self._expected_correct, self._rows = [], [], [], 0
         if inputs and self.observe_rows is not None:
             _observed(self.observe_rows, lambda: self.task.join_inputs(inputs))
         if scores and self.observe_decisions is not None:
             task = self.task
             _observed(
                 self.observe_decisions,
-                lambda: task.observe(task.join_scores(scores), DefaultDecisions.join(defaults)),
+                lambda: task.observe(task.join_scores(scores), _joined(expected_correct)),
             )
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def _observed(observer: Callable[[Any], None], joined: Callable[[], Any]) -> None:

@@ -199,7 +199,7 @@ class ModelRegistry:
         if monitor and not batcher:
             monitor.observe_accepted(X)
             monitor.observe_inference(time.perf_counter() - started, rows)
-            monitor.observe_prediction(task.observe(scored.scores, scored.defaults))
+            monitor.observe_prediction(task.observe(scored.scores, scored.defaults.expected_correct))
         prediction = task.decide(scored.scores, options)
         given = options.given()
         if monitor and given:

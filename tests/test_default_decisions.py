@@ -35,11 +35,11 @@ def test_monitoring_the_log_and_the_shadow_read_one_default_decisions_per_model_
         return computed[-1]
 
     observe = task.observe
-    monitored: list[DefaultDecisions] = []
+    monitored: list[np.ndarray] = []
 
-    def observed_with(scores: Any, defaults: DefaultDecisions) -> Observations:
-        monitored.append(defaults)
-        return observe(scores, defaults)
+    def observed_with(scores: Any, expected_correct: np.ndarray) -> Observations:
+        monitored.append(expected_correct)
+        return observe(scores, expected_correct)
 
     observed: list[Observations] = []
     logged: list[Entry] = []
@@ -60,7 +60,7 @@ def test_monitoring_the_log_and_the_shadow_read_one_default_decisions_per_model_
     (defaults,) = computed
     assert [entry.scored.defaults for entry in logged] == [defaults] and logged[0].scored.defaults is defaults
     assert len(shadowed) == 1 and shadowed[0].defaults is defaults
-    assert len(monitored) == 1 and monitored[0] is defaults
+    assert len(monitored) == 1 and monitored[0] is defaults.expected_correct
     assert len(observed) == 1 and observed[0].expected_correct is defaults.expected_correct
     assert (logged[0].scored.start, logged[0].scored.stop) == (0, len(ROWS))
 
@@ -82,11 +82,12 @@ def test_the_default_decisions_of_a_joined_call_are_those_of_its_requests_alone(
             scored = Scored(task.slice_scores(scores, a, b), whole, a, b)
             assert scored.decision_keys.tolist() == part.keys.tolist(), model
             np.testing.assert_allclose(scored.expected_correct, part.expected_correct, rtol=1e-9)
-        joined = DefaultDecisions.join(alone)
-        assert joined.keys.tolist() == whole.keys.tolist(), model
-        np.testing.assert_allclose(joined.expected_correct, whole.expected_correct, rtol=1e-9)
-        observed = task.observe(scores, joined)
-        assert observed.expected_correct is joined.expected_correct
+        joined = DecisionKeys.join([part.keys for part in alone])
+        assert joined.tolist() == whole.keys.tolist(), model
+        expected_correct = np.concatenate([part.expected_correct for part in alone])
+        np.testing.assert_allclose(expected_correct, whole.expected_correct, rtol=1e-9)
+        observed = task.observe(scores, expected_correct)
+        assert observed.expected_correct is expected_correct
 
 
 def test_decision_keys_of_batches_that_decided_other_keys_join_by_key() -> None:

@@ -74,14 +74,6 @@ class DefaultDecisions:
     keys: DecisionKeys
     expected_correct: np.ndarray
 
-    @classmethod
-    def join(cls, parts: Sequence[DefaultDecisions]) -> DefaultDecisions:
-        """The default decisions of several model calls as one, in order."""
-        if len(parts) == 1:
-            return parts[0]
-        expected_correct = np.concatenate([part.expected_correct for part in parts])
-        return cls(DecisionKeys.join([part.keys for part in parts]), expected_correct)
-
 
 @dataclass(frozen=True)
 class Scored:
@@ -241,12 +233,12 @@ class Task(ABC):
         """The model's own decisions on the scores of a model call, for monitoring, the log and the shadow runner."""
         return DefaultDecisions(self.decision_keys(scores), self.expected_correct(scores))
 
-    def observe(self, scores: Any, defaults: DefaultDecisions) -> Observations:
-        """What monitoring sees of model calls (their scores, joined, and their `default_decisions`): the decided
-        labels at the model's defaults, and each row's `expected_correct`. Built for a group of calls, not per call:
-        only monitoring reads the labels, and its cost per call is mostly fixed."""
+    def observe(self, scores: Any, expected_correct: np.ndarray) -> Observations:
+        """What monitoring sees of model calls (their scores, joined, and the `expected_correct` of their
+        `default_decisions`): the decided labels at the model's defaults, and each row's `expected_correct`. Built for
+        a group of calls, not per call: only monitoring reads the labels, and its cost per call is mostly fixed."""
         observations = self.decide(scores, DEFAULT_OPTIONS).observations()
-        return replace(observations, expected_correct=defaults.expected_correct)
+        return replace(observations, expected_correct=expected_correct)
 
     def validation_keys(self, y_val: Any) -> list[str]:
         """The `Truth` key of each validation label, in registration's form (single labels by default)."""
