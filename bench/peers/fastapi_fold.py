@@ -1,6 +1,7 @@
 """Peer `fastapi_fold`: the same work as the service, so what remains is framework overhead. As `fastapi_proba`, but
 a linear model is evaluated with the service's own fold (`service.classifiers.linear.Probabilities`: one matrix
-product and a softmax, proved equal to `predict_proba` at load), a forest through `predict_proba` as the service does.
+product and a softmax, proved equal to `predict_proba` at load), a forest tree by tree (`service.classifiers.forest`,
+proved the same way), as the service does.
 """
 
 from __future__ import annotations

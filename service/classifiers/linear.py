@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .forest import forest_node
+
 if TYPE_CHECKING:
     from sklearn.preprocessing import StandardScaler
 
@@ -39,15 +41,20 @@ class LinearNode:
 
 
 class Probabilities:
-    """`predict_proba` of one estimator: the `LinearNode` when there is one and the rows are a float matrix."""
+    """`predict_proba` of one estimator: its `LinearNode` or `ForestNode` when it has one and the rows are a float
+    matrix."""
 
     def __init__(self, estimator: Any, n_features: int) -> None:
         self.estimator = estimator
         self.linear = linear_node(estimator, n_features)
+        self.forest = None if self.linear is not None else forest_node(estimator, n_features)
 
     def __call__(self, X: Any) -> np.ndarray:
-        if self.linear is not None and isinstance(X, np.ndarray) and X.dtype == np.float64:
-            return self.linear.proba(X)
+        if isinstance(X, np.ndarray) and X.dtype == np.float64:
+            if self.linear is not None:
+                return self.linear.proba(X)
+            if self.forest is not None and (proba := self.forest.proba(X)) is not None:
+                return proba
         return np.asarray(self.estimator.predict_proba(X))
 
 
