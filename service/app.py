@@ -385,6 +385,10 @@ if _server_metrics is not None:  # the arbiter of `bentoml serve`: once per serv
     tracing={"excluded_urls": [] if SERVER_SETTINGS.trace_requests else [".*"]},
     # `/metrics` is ours (service/monitoring): BentoML's own request metrics, labelled by raw path, are off
     metrics={"enabled": False},
+    # OpenBLAS's idle threads spin for ~0.1 s after each product large enough to use them (monitoring's 512-row
+    # reconstruction is one): at digits 64 rows x 4 one spun 7.6 s of 8 on a 2-CPU machine, beside the loop. 2^4
+    # cycles before they sleep: 5.0 -> 2.7 ms of CPU a request. Read by OpenBLAS when a worker loads numpy.
+    envs=[{"name": "OPENBLAS_THREAD_TIMEOUT", "value": "4"}],
 )
 @bentoml.asgi_app(api, path="/")
 class ClassifierService:
