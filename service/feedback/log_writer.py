@@ -2,8 +2,9 @@
 the insert runs under its own interpreter lock, not beside the worker's event loop.
 
 The worker's writer thread (`log.PredictionLog`) sends a batch of queued requests (`log.Queued`, plain tuples) down
-the child's stdin, pickled a slice of about `SLICE_ROWS` rows at a time (a pickle holds the worker's interpreter
-lock; the event loop runs between slices), and waits for the child's answer on its stdout: which requests were
+the child's stdin with `marshal` (plain data only: reading it runs nothing, unlike a pickle), a slice of about
+`SLICE_ROWS` rows at a time (marshalling holds the worker's interpreter lock; the event loop runs between slices),
+and waits for the child's answer on its stdout: which requests were
 written, which the database refused alone (with its error), and whether the database could not be reached. One
 batch is in flight at a time; the queue, its bound and every count stay in the worker. The first message down the
 pipe is the database URL: a password in it is not shown by `ps`, as the command line would be.
@@ -22,8 +23,8 @@ pipe is the database URL: a password in it is not shown by `ps`, as the command 
 from __future__ import annotations
 
 import contextlib
+import marshal
 import os
-import pickle
 import select
 import signal
 import struct
@@ -43,8 +44,8 @@ from .prediction_store import PredictionStore, RequestRecord
 UNREACHABLE = (sa.exc.OperationalError, sa.exc.InterfaceError)  # the database, not the data: kept for a retry
 PARENT_CHECK_SECONDS = 1.0
 STOP_SECONDS = 10.0  # how long `close()` waits for the child to write its batch and exit before killing it
-_LENGTH = struct.Struct("!Q")  # each message: its length, then its pickle
-SLICE_ROWS = 2048  # rows of a batch pickled at a time: about 1 ms with 30 features logged (64 rows, 15 us)
+_LENGTH = struct.Struct("!Q")  # each message: its length, then its marshal bytes
+SLICE_ROWS = 2048  # rows of a batch marshalled at a time: about 1 ms with 30 features logged (64 rows, 15 us)
 ROWS = 5  # a queued request's field of its rows (`log.Queued`)
 T = TypeVar("T")
 
@@ -116,15 +117,15 @@ class LogWriterProcess:
         """Start the child now (it imports for a second or so), rather than at the first write."""
         self._running()
 
-    def write(self, batch: Sequence[tuple[Any, ...]], resent: bool) -> Outcome | None:
+    def write(self, batch: list[tuple[Any, ...]], resent: bool) -> Outcome | None:
         """Have the child insert `batch` and say what became of it; None when the child died before it answered
         (the next write starts a new one)."""
         process = self._running()
         assert process.stdin is not None and process.stdout is not None
         try:
             for part, more in _slices(batch):
-                # pickling holds the worker's interpreter lock: a slice at a time, the event loop between them
-                _send(process.stdin, pickle.dumps((resent, more, part), protocol=pickle.HIGHEST_PROTOCOL))
+                # marshalling holds the worker's interpreter lock: a slice at a time, the event loop between them
+                _send(process.stdin, marshal.dumps((resent, more, part)))
                 time.sleep(0)
             answer = _read_message(process.stdout)
         except OSError:  # a broken pipe: it died
@@ -132,7 +133,7 @@ class LogWriterProcess:
         if answer is None:
             self._reap()
             return None
-        return Outcome._make(pickle.loads(answer))
+        return Outcome._make(marshal.loads(answer))
 
     @property
     def pid(self) -> int | None:
@@ -179,7 +180,7 @@ class LogWriterProcess:
             self.close(timeout=0.0)
 
 
-def _slices(batch: Sequence[tuple[Any, ...]]) -> Iterator[tuple[Sequence[tuple[Any, ...]], bool]]:
+def _slices(batch: list[tuple[Any, ...]]) -> Iterator[tuple[list[tuple[Any, ...]], bool]]:
     """`batch` in slices of about `SLICE_ROWS` rows, each with whether more follow (at least one slice)."""
     start = rows = 0
     for end, fields in enumerate(batch, 1):
@@ -227,7 +228,7 @@ def _next_batch(fd: int, parent: int) -> tuple[bool, list[tuple[Any, ...]]] | No
         payload = _read_frame(fd)
         if payload is None:
             return None  # a batch cut short is not written: the worker sends it again, or it is gone
-        resent, more, part = pickle.loads(payload)
+        resent, more, part = marshal.loads(payload)
         batch.extend(part)
     return resent, batch
 
@@ -254,8 +255,7 @@ def main() -> None:
     try:
         while (received := _next_batch(sys.stdin.fileno(), parent)) is not None:
             resent, batch = received
-            # a plain tuple: this module is `__main__` here, which the worker could not unpickle
-            answer = pickle.dumps(tuple(write_batch(store, batch, resent)), protocol=pickle.HIGHEST_PROTOCOL)
+            answer = marshal.dumps(tuple(write_batch(store, batch, resent)))
             try:
                 _send(answers, answer)
             except OSError:  # the worker is gone; the batch is written

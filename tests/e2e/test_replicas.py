@@ -77,7 +77,7 @@ def one_instance(model: LoadedModel, X: np.ndarray, folder: Path) -> tuple[int, 
     monitor = ModelMonitor(MODEL, model.version, model.card, metrics, MonitoringConfig(), folder)
     monitor.observe_accepted(X)
     scores = model.task.score(X)
-    monitor.observe_prediction(model.task.observe(scores, model.task.default_decisions(scores)))
+    monitor.observe_prediction(model.task.observe(scores, model.task.expected_correct(scores)))
     return monitor.drift()
 
 
@@ -149,7 +149,7 @@ def test_rules_compute_drift_and_estimate_over_both_replicas_as_one_instance_wou
     # and, to show the rules count both replicas, one on the first replica's rows only
     model = load_model(catalog[MODEL])
     scores = model.task.score(shifted)
-    observed = model.task.observe(scores, model.task.default_decisions(scores))
+    observed = model.task.observe(scores, model.task.expected_correct(scores))
     assert list(observed.drift_labels) == answered[replicas[0]] + answered[replicas[1]], "not the served model"
     rows, features, prediction = one_instance(model, shifted, tmp_path / "all")
     _, first_features, first_prediction = one_instance(model, np.concatenate(split[replicas[0]]), tmp_path / "first")

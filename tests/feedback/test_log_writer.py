@@ -3,8 +3,8 @@ a child killed and replaced with nothing lost or written twice, and a child that
 
 from __future__ import annotations
 
+import marshal
 import os
-import pickle
 import signal
 import subprocess
 import sys
@@ -82,7 +82,7 @@ def test_a_batch_goes_through_the_child_and_its_outcome_comes_back(
 
 
 def test_a_batch_of_many_slices_is_written_whole(writer: LogWriterProcess, store: PredictionStore) -> None:
-    """The worker pickles a large batch a slice at a time; the child joins the slices into one batch."""
+    """The worker marshals a large batch a slice at a time; the child joins the slices into one batch."""
     batch = [queued(rows=SLICE_ROWS // 2 + 1) for _ in range(5)]
     assert [len(part) for part, _ in _slices(batch)] == [2, 2, 1]
     outcome = writer.write(batch, resent=False)
@@ -155,15 +155,15 @@ def test_the_child_writes_what_it_received_and_exits_when_its_worker_is_killed(
     """The worker hands a batch over and is killed before the answer: the child writes it, sees its pipe end and
     exits."""
     batch = [queued() for _ in range(3)]
-    batch_file = tmp_path / "batch.pickle"
-    batch_file.write_bytes(pickle.dumps(batch))
+    batch_file = tmp_path / "batch.marshal"
+    batch_file.write_bytes(marshal.dumps(batch))
     worker = textwrap.dedent(
         f"""
-        import os, pickle, sys
+        import marshal, os, sys
         from service.feedback.log_writer import _LENGTH, LogWriterProcess
         writer = LogWriterProcess({url!r})
         process = writer._running()
-        payload = pickle.dumps((False, False, pickle.loads(open({str(batch_file)!r}, "rb").read())))
+        payload = marshal.dumps((False, False, marshal.loads(open({str(batch_file)!r}, "rb").read())))
         process.stdin.write(_LENGTH.pack(len(payload)) + payload)
         process.stdin.flush()
         print(process.pid, flush=True)
