@@ -68,7 +68,8 @@ PEERS: dict[str, Peer] = {
     ),
     "fastapi_fold": Peer(
         "fastapi_fold", "fastapi", "uvicorn", "json",
-        "the service's linear fold (`service/classifiers/linear.py`); `predict_proba` for the forest",
+        "the service's own: the linear fold (`service/classifiers/linear.py`), forests tree by tree "
+        "(`service/classifiers/forest.py`)",
         FASTAPI_ANSWER,
     ),
     "mlserver": Peer(

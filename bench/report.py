@@ -218,7 +218,8 @@ def peers_table(points: Sequence[Point]) -> str:
 def what_table(keys: Sequence[str]) -> str:
     """What each peer does and does not do, next to the service."""
     service = [
-        "service (`default`)", "the linear fold (`service/classifiers/linear.py`); `predict_proba` for other models",
+        "service (`default`)",
+        "the linear fold (`service/classifiers/linear.py`), forests tree by tree (`service/classifiers/forest.py`)",
         "schema, widths, finite values, per-model limits", "on (Prometheus metrics, drift, estimated accuracy)",
         "on (every request, inputs included, SQLite)", "on (adaptive, service/batching.py)",
         "decisions per row (label, confidence, id)", "BentoML's uvicorn, httptools, uvloop",
