@@ -21,7 +21,7 @@ from .prediction_store import LoggedDecision, PredictionKey
 
 # labels a prediction's history keeps, the last ones: a client resending labels (1,000 in one request) adds no more
 LABEL_HISTORY_LENGTH = 20
-HISTORY_TRIM_KEYS = 500  # request keys per statement that trims their predictions' histories
+HISTORY_TRIM_PREDICTIONS = 500  # predictions per statement that finds the histories over the cap
 VOID_CHUNK = 500  # predictions per lookup when a void sets their current labels again
 
 
@@ -134,7 +134,7 @@ class FeedbackStore:
                 for w in _last_of_each(label_writes, LABEL_HISTORY_LENGTH)
             ],
         )
-        self._trim_history(connection, list({w.prediction.key for w in label_writes}))
+        self._trim_history(connection, list({(w.prediction.key, w.prediction.row) for w in label_writes}))
         # one prediction may be labelled twice: the last label is its current one
         latest = {(w.prediction.key, w.prediction.row): w for w in label_writes}
         self._upsert_labels.run(
@@ -191,17 +191,20 @@ class FeedbackStore:
         news = sa.select(o.key, o.row, o.name).where(o.first_batch == batch)
         return {(k, r, n) for k, r, n in connection.execute(news).all()}
 
-    def _trim_history(self, connection: sa.Connection, keys: Sequence[str]) -> None:
-        """Delete all but the last `LABEL_HISTORY_LENGTH` history labels of the predictions of `keys`' requests.
+    def _trim_history(self, connection: sa.Connection, predictions: Sequence[PredictionKey]) -> None:
+        """Delete all but the last `LABEL_HISTORY_LENGTH` history labels of `predictions`.
 
-        One cheap count finds the predictions over the cap (mostly none); only those are trimmed. A transaction
-        sees the labels committed before it: writers labelling one prediction at the same moment (PostgreSQL) can
-        leave a few more, which its next label trims."""
+        One count over the labelled predictions' own histories (the (key, row) index) finds those over the cap,
+        mostly none; only those are trimmed. Counting by request key instead read the history of every row of each
+        request touched, a cost that grew with every label stored. A transaction sees the labels committed before
+        it: writers labelling one prediction at the same moment (PostgreSQL) can leave a few more, which its next
+        label trims."""
         crowded = []
-        for start in range(0, len(keys), HISTORY_TRIM_KEYS):
-            chunk = keys[start : start + HISTORY_TRIM_KEYS]
+        for start in range(0, len(predictions), HISTORY_TRIM_PREDICTIONS):
+            chunk = predictions[start : start + HISTORY_TRIM_PREDICTIONS]
             sql = _crowded_histories_sql(len(chunk), self.engine.dialect.positional)
-            crowded += [{"k": key, "r": row} for key, row in connection.exec_driver_sql(sql, tuple(chunk))]
+            parameters = tuple(value for prediction in chunk for value in prediction)
+            crowded += [{"k": key, "r": row} for key, row in connection.exec_driver_sql(sql, parameters)]
         if crowded:
             connection.execute(self._delete_older_history, crowded)
 
@@ -341,10 +344,13 @@ def _by_request(
 
 @functools.lru_cache(maxsize=256)
 def _crowded_histories_sql(count: int, qmark: bool) -> str:
-    """The predictions of `count` request keys whose label history is longer than `LABEL_HISTORY_LENGTH`, in the
-    driver's own parameter style (a SQLAlchemy `IN` of hundreds of keys cost four times the query)."""
-    markers = ", ".join(["?" if qmark else "%s"] * count)
+    """Which of `count` predictions (key, row) have a label history longer than `LABEL_HISTORY_LENGTH`, in the
+    driver's own parameter style (SQLAlchemy compiled a VALUES list afresh on every call)."""
+    marker = "?" if qmark else "%s"
+    wanted = ", ".join(f"({marker}, CAST({marker} AS INTEGER))" for _ in range(count))
     return (
-        f'SELECT "key", "row" FROM label_history WHERE "key" IN ({markers}) '
-        f'GROUP BY "key", "row" HAVING count(*) > {LABEL_HISTORY_LENGTH}'
+        f'WITH wanted ("key", "row") AS (VALUES {wanted}) '
+        'SELECT h."key", h."row" FROM wanted '
+        'JOIN label_history AS h ON h."key" = wanted."key" AND h."row" = wanted."row" '
+        f'GROUP BY h."key", h."row" HAVING count(*) > {LABEL_HISTORY_LENGTH}'
     )

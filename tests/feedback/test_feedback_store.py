@@ -6,7 +6,16 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 
-from service.feedback.feedback_store import LABEL_HISTORY_LENGTH, CallerLabels, LabelWrite, OutcomeWrite, VoidResult
+import pytest
+
+from service.feedback.feedback_store import (
+    LABEL_HISTORY_LENGTH,
+    CallerLabels,
+    LabelWrite,
+    OutcomeWrite,
+    VoidResult,
+    _crowded_histories_sql,
+)
 from service.feedback.stores import LogStores
 from tests.feedback.helpers import T0, feedback, logged, prediction, request_record
 
@@ -48,6 +57,19 @@ def test_a_prediction_keeps_only_the_last_labels_of_its_history(stores: LogStore
     assert history == [*sent[-LABEL_HISTORY_LENGTH + 1 :], "9"]
     assert [h["truth_key"] for h in stores.predictions.prediction(key, 1)["history"]] == ["3", "4"]  # type: ignore[index]
     assert stores.predictions.prediction(key, 0)["label"]["truth_key"] == "9"  # type: ignore[index]
+
+
+def test_the_history_cap_counts_only_the_labelled_predictions_histories(stores: LogStores) -> None:
+    """Each batch counts the histories of the predictions it labels, through the (key, row) index: counted by
+    request key, it read every row's history of each request touched, more with every label stored."""
+    engine = stores.feedback.engine
+    if engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL's planner chooses by the table's size; SQLite's plan is fixed")
+    with engine.connect() as connection:
+        plan = connection.exec_driver_sql(
+            "EXPLAIN QUERY PLAN " + _crowded_histories_sql(2, qmark=True), ("a", 0, "b", 1)
+        ).all()
+    assert any("INDEX" in detail and "(key=? AND row=?)" in detail for *_, detail in plan), plan
 
 
 def test_a_resent_outcome_replaces_its_value(stores: LogStores) -> None:
