@@ -39,7 +39,7 @@ from ..rollout.rollout_store import RolloutStore, ShadowRecord
 from ..rollout.versions import Versions
 from ..settings import LogConfig
 from .ids import first_key_at, new_key
-from .log_writer import ROWS, UNREACHABLE, LogWriterProcess, Outcome, describe_error, record_of
+from .log_writer import MODEL, ROWS, UNREACHABLE, VERSION, LogWriterProcess, Outcome, describe_error, record_of
 from .stores import LogStores
 
 logger = logging.getLogger(__name__)
@@ -368,7 +368,7 @@ class PredictionLog:
             self._metrics.log_queue_rows.set(left)
         by_version: dict[tuple[str, str], int] = {}
         for fields in requests:
-            key = (fields[1], fields[2])  # model, version
+            key = cast(str, fields[MODEL]), cast(str, fields[VERSION])
             by_version[key] = by_version.get(key, 0) + _rows_of(fields)
         for (model, version), rows in by_version.items():
             self._rows(model, version, result).inc(rows)

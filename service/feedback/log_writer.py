@@ -4,10 +4,10 @@ the insert runs under its own interpreter lock, not beside the worker's event lo
 The worker's writer thread (`log.PredictionLog`) sends a batch of queued requests (`log.Queued`, plain tuples) down
 the child's stdin with `marshal` (plain data only: reading it runs nothing, unlike a pickle), a slice of about
 `SLICE_ROWS` rows at a time (marshalling holds the worker's interpreter lock; the event loop runs between slices),
-and waits for the child's answer on its stdout: which requests were
-written, which the database refused alone (with its error), and whether the database could not be reached. One
-batch is in flight at a time; the queue, its bound and every count stay in the worker. The first message down the
-pipe is the database URL: a password in it is not shown by `ps`, as the command line would be.
+and waits for the child's answer on its stdout: which requests were written, which the database refused alone (with
+its error), and whether the database could not be reached. One batch is in flight at a time; the queue, its bound
+and every count stay in the worker. The first message down the pipe is the database URL: a password in it is not
+shown by `ps`, as the command line would be.
 
 - One request never takes another with it: a batch the database refuses is retried in halves, here, down to the
   requests it refuses alone.
@@ -46,7 +46,8 @@ PARENT_CHECK_SECONDS = 1.0
 STOP_SECONDS = 10.0  # how long `close()` waits for the child to write its batch and exit before killing it
 _LENGTH = struct.Struct("!Q")  # each message: its length, then its marshal bytes
 SLICE_ROWS = 2048  # rows of a batch marshalled at a time: about 1 ms with 30 features logged (64 rows, 15 us)
-ROWS = 5  # a queued request's field of its rows (`log.Queued`)
+# positions in a queued request (`log.Queued`: `RequestRecord`'s fields in order)
+MODEL, VERSION, ROWS = map(RequestRecord._fields.index, ("model", "version", "rows"))
 T = TypeVar("T")
 
 
