@@ -14,7 +14,7 @@ export UV_PYTHON_DOWNLOADS := never
 EXPORT := $(UV) export -q --frozen --no-dev --no-emit-project --no-hashes --no-annotate --format requirements-txt
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock upgrade system-deps serve catalog test lint fmt type build clean bench scorecard fuzz soak k8s
+.PHONY: help install lock upgrade system-deps serve catalog test lint fmt type build image clean bench scorecard fuzz soak k8s
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -63,6 +63,9 @@ type: $(STAMP) ## mypy, strict on service/
 
 build: catalog ## build the bento (needs no Docker engine)
 	$(VENV)/bin/bentoml build
+
+image: catalog ## build the image classifier-service:latest and :<version> (podman or CONTAINER_ENGINE; BASE_IMAGE: docs/deploy.md)
+	$(PY) -m scripts.image build
 
 k8s: $(STAMP) ## regenerate deploy/k8s/base's ServiceMonitor, PrometheusRule and dashboard ConfigMap from deploy/
 	$(PY) -m scripts.generate_k8s
