@@ -14,7 +14,7 @@ export UV_PYTHON_DOWNLOADS := never
 EXPORT := $(UV) export -q --frozen --no-dev --no-emit-project --no-hashes --no-annotate --format requirements-txt
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock upgrade system-deps serve catalog test lint fmt type build image clean bench scorecard fuzz soak k8s
+.PHONY: help install lock upgrade system-deps serve catalog test lint fmt type build image test-image clean bench scorecard fuzz soak k8s
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -36,7 +36,7 @@ lock: | $(UV) ## after editing pyproject.toml: add what it asks to uv.lock (keep
 upgrade: | $(UV) ## move every dependency in uv.lock to its newest allowed version, export requirements.txt
 	$(UV) lock -q --upgrade && $(EXPORT) -o requirements.txt
 
-system-deps: ## install the Debian packages the tests need (prometheus, promtool, postgresql), when missing
+system-deps: ## install the Debian packages the tests need (prometheus, postgresql, wrk, podman, runc, mmdebstrap), when missing
 	scripts/install-system-deps.sh
 
 catalog: $(STAMP) ## register the default catalog models that the store lacks
@@ -45,8 +45,11 @@ catalog: $(STAMP) ## register the default catalog models that the store lacks
 serve: catalog ## serve the configured models on $(HOST):$(PORT)
 	$(VENV)/bin/bentoml serve service.app:ClassifierService --host $(HOST) --port $(PORT)
 
-test: system-deps lint type ## lint, type check, then run the whole test suite
+test: system-deps lint type ## lint, type check, then run the whole test suite (the image's tests included: test-image)
 	$(PY) -m pytest
+
+test-image: system-deps $(STAMP) ## build the image and run it as deployed (tests/e2e/test_image.py; make test runs it too)
+	$(PY) -m pytest tests/e2e/test_image.py
 
 fuzz: system-deps $(STAMP) ## schemathesis, 20,000+ cases with the stateful links, against a served catalog (make test runs 2,000)
 	FUZZ_MIN_CASES=20000 FUZZ_EXAMPLES_PER_OPERATION=3000 FUZZ_PHASES=examples,coverage,fuzzing,stateful \
@@ -61,7 +64,7 @@ fmt: $(STAMP) ## format the code
 type: $(STAMP) ## mypy, strict on service/
 	$(VENV)/bin/mypy service models bench scripts
 
-build: catalog ## build the bento (needs no Docker engine)
+build: catalog ## build the bento, for BentoML's own tooling (the image is `make image`)
 	$(VENV)/bin/bentoml build
 
 image: catalog ## build the image classifier-service:latest and :<version> (podman or CONTAINER_ENGINE; BASE_IMAGE: docs/deploy.md)

@@ -44,6 +44,7 @@ CONTEXT_FILES = ("pyproject.toml", "uv.lock", "README.md")
 DATA_FOLDER = "/home/bentoml/data"
 METRICS_FOLDER = "/var/lib/bentoml/prometheus_multiproc_dir"
 CONTAINER_PORT = 3000
+USER_ID = 1034  # the image's user and group, bentoml (Containerfile): the uid BentoML's own images use
 STOP_TIMEOUT_S = 60  # as the Deployment's terminationGracePeriodSeconds: drain, then write the log's queue
 # podman's defaults exceed what an unprivileged sandbox may set; 4,096 is more than a server of two workers opens
 LIMITS = ("--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096")

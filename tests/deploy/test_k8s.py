@@ -9,6 +9,7 @@ in tests/deploy/crds/ (each file names its source and version).
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -20,9 +21,8 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from bentoml._internal.container.generate import BENTO_UID_GID
 
-from scripts import generate_k8s
+from scripts import generate_k8s, image
 from service.feedback.log import SHUTDOWN_FLUSH_SECONDS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -206,19 +206,25 @@ def test_validators_refuse_what_a_cluster_would_refuse() -> None:
 def test_pod_runs_as_the_image_user_on_a_read_only_root(overlay: str) -> None:
     pod = only(overlay, "Deployment")["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
-    assert pod["securityContext"]["runAsUser"] == BENTO_UID_GID == pod["securityContext"]["runAsGroup"]
+    assert pod["securityContext"]["runAsUser"] == image.USER_ID == pod["securityContext"]["runAsGroup"]
     main = container(overlay)
     assert main["securityContext"]["readOnlyRootFilesystem"] is True
     assert main["securityContext"]["allowPrivilegeEscalation"] is False
-    # Every folder the service writes to is a writable emptyDir: the prediction log's folder, BentoML's home (its
-    # store folders and the Prometheus multiprocess folder) and /tmp.
+    # Every folder the service writes to is a writable emptyDir: the prediction log's folder, the Prometheus
+    # multiprocess folder of the image's BentoML store, and /tmp; the image's CLF_DATA_DIR is the one mounted.
     empty_dirs = {volume["name"] for volume in pod["volumes"] if "emptyDir" in volume}
     writable = {mount["mountPath"] for mount in main["volumeMounts"] if mount["name"] in empty_dirs}
-    variables = env(overlay)
-    assert {variables["CLF_DATA_DIR"]["value"], variables["BENTOML_HOME"]["value"], "/tmp"} <= writable
-    # The image's own CLF_DATA_DIR (bentofile.yaml `envs`) is the folder mounted.
-    image_envs = {item["name"]: item["value"] for item in yaml.safe_load((ROOT / "bentofile.yaml").read_text())["envs"]}
-    assert variables["CLF_DATA_DIR"]["value"] == image_envs["CLF_DATA_DIR"]
+    assert {image.DATA_FOLDER, image.METRICS_FOLDER, "/tmp"} <= writable
+    assert env(overlay)["CLF_DATA_DIR"]["value"] == image.DATA_FOLDER
+    assert "BENTOML_HOME" not in env(overlay)  # the image's store holds the models
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_pods_run_the_image_make_image_tags(overlay: str) -> None:
+    name, _, tag = container(overlay)["image"].rpartition(":")
+    assert name.endswith(image.IMAGE)
+    # dev: the image `make image` built here, loaded into the cluster; prod: a version tag pushed to a registry
+    assert tag == "latest" if overlay == "dev" else re.fullmatch(r"\d+\.\d+\.\d+-[0-9a-f]{7}", tag), tag
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

@@ -13,6 +13,7 @@ import os
 import subprocess
 import threading
 import time
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from bench import servers
 from bench.servers import PROJECT, STOP_TIMEOUT_S, Server, log_tail
@@ -35,6 +38,11 @@ MAX_IMAGE_BYTES = 600_000_000
 TASKS = {"breast_cancer": "binary", "digits": "multiclass", "digit_attributes": "multilabel"}
 TASKS |= {"digit_attributes_ovr": "multilabel", "digit_groups": "hierarchical"}
 CLIENTS = 8
+LIST_DISTRIBUTIONS = """
+from importlib.metadata import distributions
+from packaging.utils import canonicalize_name
+print(*sorted(f"{canonicalize_name(d.metadata['Name'])}=={d.version}" for d in distributions()))
+"""
 
 
 def startup_budget_s() -> float:
@@ -112,6 +120,21 @@ def test_the_image_is_tagged_runs_as_its_own_user_has_a_health_check_and_fits_it
     assert versioned["Size"] <= MAX_IMAGE_BYTES, f"{versioned['Size'] / 1e6:.0f} MB"
 
 
+def test_the_image_installs_exactly_the_locks_runtime_pins(engine: list[str], built: str) -> None:
+    listed = subprocess.run(
+        [*engine, "run", "--rm", *image.run_options(engine), "--entrypoint", "python", f"{image.IMAGE}:{built}",
+         "-c", LIST_DISTRIBUTIONS],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    installed = set(listed.stdout.split())
+    # requirements.txt: uv.lock's runtime pins, exported by `make lock` (tests/test_lock.py keeps them equal)
+    pins = [Requirement(line) for line in (PROJECT / "requirements.txt").read_text().splitlines() if line[:1].isalpha()]
+    applying = [pin for pin in pins if pin.marker is None or pin.marker.evaluate()]
+    wanted = {f"{canonicalize_name(pin.name)}=={next(iter(pin.specifier)).version}" for pin in applying}
+    project = tomllib.loads((PROJECT / "pyproject.toml").read_text())["project"]
+    assert installed == wanted | {f"{project['name']}=={project['version']}"}
+
+
 def every_model_counted(samples: Samples) -> bool:
     return all(value(samples, "classifier_requests_total", model=m, code="ok") for m in DEFAULT_CATALOG)
 
@@ -131,7 +154,7 @@ def test_serves_every_task_kind_and_its_metrics_from_a_read_only_root_as_a_non_r
         health = subprocess.run([*engine, "healthcheck", "run", name], capture_output=True, text=True)
         assert health.returncode == 0, health.stderr
         user = subprocess.run([*engine, "exec", name, "id", "-u"], capture_output=True, text=True, check=True)
-        assert user.stdout.strip() == "1034"
+        assert user.stdout.strip() == str(image.USER_ID)
         write = subprocess.run([*engine, "exec", name, "touch", "/opt/classifier-service/x"], capture_output=True,
                                text=True)  # fmt: skip
         assert write.returncode != 0 and "Read-only file system" in write.stderr, write
