@@ -54,6 +54,21 @@ IMAGE_ENV = "/opt/classifier-service"
 IMAGE_MODELS = "/var/lib/bentoml/models"
 DEBIAN_PYTHON = "/usr/lib/python3.11"
 LARGEST_PACKAGES = 8
+# What tells two CPython builds apart at the same version: libpython shared or linked into the executable (a shared
+# one is position-independent code called through the PLT), and whether `configure` was asked for PGO and LTO
+# (Debian's packaging builds its static interpreter with both outside `configure`, so its flags do not show them);
+# and the time of a pure-Python loop, the same code in both, best of 20: what the build is worth here.
+PYTHON_LOOP = "sorted(str(i) for i in range(1000))"
+PYTHON_FACTS = f"""
+import platform, sysconfig, timeit
+config = sysconfig.get_config_var("CONFIG_ARGS") or ""
+with open("/proc/self/maps") as maps:
+    shared = any("libpython" in line for line in maps)
+print("python=" + platform.python_version())
+print("libpython=" + ("shared" if shared else "linked in"))
+print("configure=" + (" ".join(f for f in ("--enable-optimizations", "--with-lto") if f in config) or "neither"))
+print("loop_us=%.1f" % (1e6 * min(timeit.repeat("{PYTHON_LOOP}", number=100, repeat=20)) / 100))
+"""
 # One `sh -c` in the image: each `du` on its own, since one du given nested folders counts each inode only once.
 # The container has no network: the script only reads the image.
 SIZE_SCRIPT = f"""
@@ -61,7 +76,6 @@ du -skx /
 for path in {DEBIAN_PYTHON} {IMAGE_ENV} {IMAGE_MODELS} {IMAGE_ENV}/lib/python3*/site-packages/* {IMAGE_MODELS}/*
 do du -sk "$path"; done
 echo "nproc=$(nproc)"
-python3 -c 'import platform; print("python=" + platform.python_version())'
 """
 
 
@@ -98,7 +112,7 @@ class ImageFacts:
     name: str
     version: str
     base: str
-    python: str
+    python: dict[str, str]  # PYTHON_FACTS in the image
     cpus: str
     network: str  # the engine's network backend (podman info), which publishes the port
 
@@ -110,6 +124,7 @@ class ContainerRun:
     duration_s: float
     repeats: int
     image: ImageFacts
+    host_python: dict[str, str]  # PYTHON_FACTS of the host's interpreter, which the host server runs
     sizes: Sizes | None
     points: list[Point]  # the median run of each (mode, workers, model)
     rounds: dict[tuple[str, int, str], list[Point]] = field(default_factory=dict)  # every run, in order
@@ -257,17 +272,17 @@ def measure_image(name: str, base: str) -> tuple[Sizes | None, ImageFacts]:
     version = subprocess.run([*engine, "image", "inspect", "--format", label, name], capture_output=True, text=True)
     script = subprocess.run(
         [*engine, "run", "--rm", "--network", "none", *image.run_options(engine), "--entrypoint", "sh", name,
-         "-c", SIZE_SCRIPT],
+         "-c", SIZE_SCRIPT + f"python3 -c '{PYTHON_FACTS}'"],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     facts = parse_facts(script.stdout)
     image_bytes = inspect_size(engine, name)
     sizes = None if image_bytes is None else Sizes(image_bytes, inspect_size(engine, base), parse_du(script.stdout))
     backend = subprocess.run([*engine, "info", "--format", "{{.Host.NetworkBackend}}"], capture_output=True, text=True)
+    python = {key: facts.get(key, NA) for key in ("python", "libpython", "configure", "loop_us")}
     found = ImageFacts(
-        name, version.stdout.strip() or NA, base, facts.get("python", NA), facts.get("nproc", NA),
-        backend.stdout.strip() or "unknown",
-    )  # fmt: skip
+        name, version.stdout.strip() or NA, base, python, facts.get("nproc", NA), backend.stdout.strip() or "unknown"
+    )
     return sizes, found
 
 
@@ -416,8 +431,12 @@ def differences(run: ContainerRun) -> list[str]:
         "user, the Prometheus multiprocess folder on a tmpfs (on the host: a folder of the server's BentoML home, "
         "on disk), the prediction log in the container's anonymous volume (on the host: a folder of the bench's "
         "server directory).",
-        f"The interpreter: the image's Python is Debian's {run.image.python} (`python3` of bookworm); the host's is "
-        f"{run.machine.python}.",
+        f"The interpreter: the image's is Debian's `python3` of bookworm, {interpreter(run.image.python)}; the "
+        f"host's (which its server runs) {interpreter(run.host_python)}. Debian builds its interpreter with "
+        "profile-guided optimisation and LTO, in its packaging rather than through `configure`; a shared libpython "
+        "(the usual pyenv build) is position-independent code whose calls into itself go through the PLT. The loop's "
+        "time, the same code in both interpreters, says what that is worth here, apart from any network path; the "
+        "two containers run the same interpreter, so their ratio to each other is the network path's alone.",
         "Server CPU ms/req is user + system of the server's process tree (arbiter, workers, log writers): on the "
         "host by psutil from `bentoml serve`, in the container from the container's first process "
         "(`podman inspect --format {{.State.Pid}}`); the engine's own processes (conmon, the podman client) and the "
@@ -429,9 +448,28 @@ def differences(run: ContainerRun) -> list[str]:
     ]
 
 
+def interpreter(facts: dict[str, str]) -> str:
+    """A CPython build in a few words, from PYTHON_FACTS' lines."""
+    return (
+        f"{facts.get('python', NA)}, libpython {facts.get('libpython', NA)}, "
+        f"`configure` options for PGO/LTO: {facts.get('configure', NA)}; "
+        f"`{PYTHON_LOOP}` {facts.get('loop_us', NA)} µs (best of 20 x 100)"
+    )
+
+
+def host_python() -> dict[str, str]:
+    """PYTHON_FACTS of this interpreter, the one the host server runs (bench.servers.service_command)."""
+    done = subprocess.run([sys.executable, "-c", PYTHON_FACTS], capture_output=True, text=True, check=True)
+    return parse_facts(done.stdout)
+
+
 def render(run: ContainerRun) -> str:
     rows = [*run.machine.rows(), ("load average after the run", run.load_after or NA)]
-    rows += [("image", f"`{run.image.name}` version {run.image.version}"), ("image's Python", run.image.python)]
+    rows += [
+        ("image", f"`{run.image.name}` version {run.image.version}"),
+        ("image's Python", interpreter(run.image.python)),
+        ("host's Python", interpreter(run.host_python)),
+    ]
     parts = [
         "# The container vs the host",
         "Generated by `python -m bench.container` (`make bench-container`) from one run; do not edit by hand, re-run "
@@ -516,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     startups = measure_startups(store, workdir / "servers", args.startup_runs, settings(1, native_threads(1)))
     run = ContainerRun(
-        facts, command, args.duration, args.repeat, image_facts, sizes,
+        facts, command, args.duration, args.repeat, image_facts, host_python(), sizes,
         [runner.median_run(runs) for runs in rounds.values()], rounds, startups, threads, machine.load_average(),
     )  # fmt: skip
     text = render(run)

@@ -19,7 +19,9 @@ MACHINE = Machine(
     cpus=2, cpu_model="Test CPU", ram_gb=24.0, python="3.11.7", packages={"bentoml": "1.4.40"},
     wrk="wrk 4.1.0", commit="abc1234", changed=(), date="2026-01-01 00:00", load_before="0.10 / 0.10 / 0.10",
 )  # fmt: skip
-FACTS = ImageFacts("classifier-service:latest", "0.1.0-abc1234", "base:bookworm", "3.11.2", "2", "netavark")
+IMAGE_PYTHON = {"python": "3.11.2", "libpython": "linked in", "configure": "neither", "loop_us": "95.0"}
+HOST_PYTHON = {"python": "3.11.7", "libpython": "shared", "configure": "neither", "loop_us": "120.5"}
+FACTS = ImageFacts("classifier-service:latest", "0.1.0-abc1234", "base:bookworm", IMAGE_PYTHON, "2", "netavark")
 ENV = container.IMAGE_ENV
 SITE = f"{ENV}/lib/python3.11/site-packages"
 SIZES = Sizes(
@@ -47,7 +49,7 @@ def run_of(rates: dict[tuple[str, str], list[float]], sizes: Sizes | None = SIZE
     rounds = {(mode, 1, model): [point(mode, model, rps) for rps in values] for (mode, model), values in rates.items()}
     points = [container.runner.median_run(runs) for runs in rounds.values()]
     return ContainerRun(
-        MACHINE, "python -m bench.container --repeat 3", 10.0, 3, FACTS, sizes, points, rounds,
+        MACHINE, "python -m bench.container --repeat 3", 10.0, 3, FACTS, HOST_PYTHON, sizes, points, rounds,
         {"host": [7.0, 6.0, 8.0], "published": [5.5, 5.0, 6.5]}, {1: 2}, "0.20 / 0.20 / 0.20",
     )  # fmt: skip
 
@@ -72,7 +74,10 @@ def test_the_page_is_generated_names_its_commit_and_its_command() -> None:
     named = COMMIT.search(page)
     assert named is not None and named.group(1) == "abc1234"
     assert "Command: `python -m bench.container --repeat 3`" in page
-    assert "version 0.1.0-abc1234" in page and "Debian's 3.11.2" in page and "the host's is 3.11.7" in page
+    assert "version 0.1.0-abc1234" in page
+    assert "| image's Python | 3.11.2, libpython linked in, `configure` options for PGO/LTO: neither; " in page
+    assert "95.0 µs (best of 20 x 100) |" in page and "120.5 µs (best of 20 x 100) |" in page
+    assert "| host's Python | 3.11.7, libpython shared," in page
 
 
 def test_each_container_mode_is_held_to_the_ratio_at_its_lowest_model() -> None:
@@ -129,6 +134,13 @@ def test_too_large_an_image_is_not_met() -> None:
     larger = Sizes(640_000_000, None, SIZES.du_kib)
     _, _, size = target_rows(render(run_of(rates(1.0, 1.0), sizes=larger)))
     assert "640 MB" in size and size.endswith("| **not met** |")
+
+
+def test_this_interpreter_is_described() -> None:
+    facts = container.host_python()
+    assert facts["python"].startswith("3.") and facts["libpython"] in ("shared", "linked in")
+    assert float(facts["loop_us"]) > 0
+    assert "'" not in container.PYTHON_FACTS  # it runs in the image as `python3 -c '...'`
 
 
 def test_du_and_fact_lines_are_told_apart() -> None:
