@@ -14,7 +14,7 @@ export UV_PYTHON_DOWNLOADS := never
 EXPORT := $(UV) export -q --frozen --no-dev --no-emit-project --no-hashes --no-annotate --format requirements-txt
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock upgrade system-deps serve catalog test lint fmt type build image test-image clean bench scorecard fuzz soak k8s
+.PHONY: help install lock upgrade system-deps serve catalog test lint fmt type build image test-image clean bench bench-container scorecard fuzz soak k8s
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -75,6 +75,9 @@ k8s: $(STAMP) ## regenerate deploy/k8s/base's ServiceMonitor, PrometheusRule and
 
 bench: $(STAMP) ## benchmark the service vs its peers (each installed into .bench/peers/) and the raw model, write docs/benchmarks.md (BENCH_ARGS=--quick: 3 s points)
 	bench/install-wrk.sh && $(PY) -m bench $(BENCH_ARGS)
+
+bench-container: $(STAMP) ## build the image, then measure it against the same service outside it: docs/container.md (BENCH_CONTAINER_ARGS=--quick)
+	bench/install-wrk.sh && $(MAKE) image && $(PY) -m bench.container $(BENCH_CONTAINER_ARGS)
 
 scorecard: system-deps $(STAMP) ## a clean day and graded faults on one server against the shipped alerts (promtool; SCORECARD_ARGS=--quick for a smoke run), write docs/monitoring-quality.md
 	$(PY) -m bench.scorecard $(SCORECARD_ARGS)
