@@ -120,4 +120,7 @@ class ModelReadiness(BaseModel):
 
 
 class V2Error(BaseModel):
-    error: str = Field(description="The error code of CONTRACT.md's table, then what was expected and what arrived.")
+    error: str = Field(
+        description="`<code>: <message> (<field>)`: the error code (`invalid_input`, `unknown_model`, ...), what was "
+        "expected and what arrived, and where in the request."
+    )

@@ -8,6 +8,7 @@ API keys (scope `predict`, every route) and request metrics (`endpoint` is the r
 
 from __future__ import annotations
 
+from dataclasses import replace
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -60,8 +61,16 @@ def model_ref(request: Request) -> str:
 
 
 def resolve(request: Request, service: Service) -> Served:
+    """The served model the route names; on a `/versions/{version}` route naming the served version's shadow, the
+    shadow, answering alone: no batching with the served traffic, no monitoring (its signals are the served
+    version's), its predictions logged under its own version."""
     ref = model_ref(request)
     request.state.model = service.registry.model_label(ref)
+    name, _, pinned = ref.partition(":")
+    served = service.registry.served.get(name)
+    if served is not None and served.shadow is not None and pinned == served.shadow.version:
+        request.state.model = (name, pinned)
+        return replace(served, model=served.shadow, monitor=None, batcher=None, shadow=None)
     return service.registry.resolve(ref)
 
 

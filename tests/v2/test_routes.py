@@ -13,7 +13,8 @@ from starlette.testclient import TestClient
 
 from service.settings import DEFAULT_CATALOG
 from service.v2.codec import DEFAULT_OUTPUTS
-from tests.helpers import catalog_rows, register_colors_model, scrape
+from tests.helpers import cancer_rows, catalog_rows, register_colors_model, scrape
+from tests.rollout.test_promotion import two_versions
 
 TASKS = {"breast_cancer": "binary", "digits": "multiclass", "digit_attributes": "multilabel"}
 TASKS |= {"digit_attributes_ovr": "multilabel", "digit_groups": "hierarchical"}
@@ -206,3 +207,24 @@ def test_malformed_json_and_unknown_models_and_versions(api: TestClient) -> None
     assert_v2_error(api.post("/v2/models/digits/versions/v0/infer", json=body), 404, "unknown_model", "v0")
     assert_v2_error(api.get("/v2/models/nope"), 404, "unknown_model")
     assert_v2_error(api.get("/v2/models/digits/versions/v0/ready"), 404, "unknown_model")
+
+
+def test_a_version_route_serves_the_served_version_or_its_shadow(
+    api: TestClient, reconfigure: Callable[..., None]
+) -> None:
+    name, v1, v2 = two_versions()
+    reconfigure(models=name, shadow=f"{name}:{v2}")
+    rows = cancer_rows(6)[0]
+    predicted = api.post("/predict", json={"model": name, "instances": rows.tolist()}).json()
+    for version in (v1, v2):
+        assert api.get(f"/v2/models/{name}/versions/{version}/ready").json() == {"name": name, "ready": True}
+    served = infer(api, name, tensor_body(name, rows), f"/versions/{v1}")
+    assert served["model_version"] == v1
+    assert outputs(served)["score"][:, 0].tolist() == [p["score"] for p in predicted["predictions"]]
+    shadow = infer(api, name, tensor_body(name, rows), f"/versions/{v2}")
+    assert shadow["model_version"] == v2
+    assert outputs(shadow)["score"][:, 0].tolist() != outputs(served)["score"][:, 0].tolist()
+    logged = api.get(f"/predictions/{shadow['parameters']['prediction_ids'][0]}").json()
+    assert logged["version"] == v2
+    unknown = api.post(f"/v2/models/{name}/versions/v0/infer", json=tensor_body(name, rows))
+    assert_v2_error(unknown, 404, "unknown_model")
