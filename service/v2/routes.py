@@ -11,11 +11,12 @@ from __future__ import annotations
 from dataclasses import replace
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any, Protocol
+from weakref import WeakKeyDictionary
 
 from starlette.requests import Request
 
 from ..bodies import decode_json, read_body
-from ..classifiers import InvalidInputError
+from ..classifiers import InvalidInputError, Task
 from ..errors import ModelUnavailableError
 from ..openapi import Operation
 from ..schemas import parse
@@ -74,10 +75,18 @@ def resolve(request: Request, service: Service) -> Served:
     return service.registry.resolve(ref)
 
 
+# per task object, built once: a model of thousands of classes is not copied at each request; weak, so that a
+# version a promotion replaced is not kept alive by it
+_SHAPES: WeakKeyDictionary[Task, ModelShape] = WeakKeyDictionary()
+
+
 def shape_of(served: Served) -> ModelShape:
     task = served.model.task
-    levels = getattr(getattr(task, "tree", None), "max_depth", 1)
-    return ModelShape(task.name, tuple(task.classes), tuple(task.features.names), levels)
+    shape = _SHAPES.get(task)
+    if shape is None:
+        levels = getattr(getattr(task, "tree", None), "max_depth", 1)
+        shape = _SHAPES[task] = ModelShape(task.name, tuple(task.classes), tuple(task.features.names), levels)
+    return shape
 
 
 async def server_metadata(request: Request, service: Service) -> Any:
