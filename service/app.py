@@ -34,8 +34,8 @@ from . import bentoml_fixes, home
 from .allocator import tune_allocator
 from .auth.guard import Guard, caller, check_admin_request
 from .auth.keys import SCOPES, Scope, read_keys
-from .bodies import decode_json
-from .errors import TIMEOUT, PayloadTooLargeError, classify, error_body
+from .bodies import decode_json, read_body
+from .errors import TIMEOUT, classify, error_body, v2_error_body
 from .middleware import ConcurrencyLimitMiddleware, DirectRoutes, ErrorBodyMiddleware
 from .monitoring.metrics import CONTENT_TYPE, NO_MODEL, Children, exposition, shared_metrics
 from .openapi import DOCUMENT_PATH, OpenAPIDocument, Operation, openapi_document
@@ -62,6 +62,8 @@ from .schemas import (
     parse_version_request,
 )
 from .settings import Settings
+from .v2.protocol import V2Error
+from .v2.routes import ROUTES as V2_ROUTES
 
 logger = logging.getLogger(__name__)
 
@@ -72,15 +74,18 @@ def json_response(content: Any, status_code: int = 200) -> Response:
     return Response(orjson.dumps(content), status_code=status_code, media_type="application/json")
 
 
-def error_response(exc: Exception, request: Request) -> Response:
+ErrorBodyOf = Callable[[str, str, str | None], Any]  # (code, message, field) -> the route's error body
+
+
+def error_response(exc: Exception, request: Request, body_of: ErrorBodyOf = error_body) -> Response:
     kind = classify(exc)
     if kind.status >= 500 and kind.code == "internal":
         error_id = os.urandom(8).hex()
         logger.exception("error %s in %s %s", error_id, request.method, request.url.path)
-        return json_response(error_body(kind.code, f"internal error {error_id}; the service log has details"), 500)
+        return json_response(body_of(kind.code, f"internal error {error_id}; the service log has details", None), 500)
     message = getattr(exc, "message", str(exc))
     logger.info("%s %s -> %d %s: %s", request.method, request.url.path, kind.status, kind.code, message)
-    response = json_response(error_body(kind.code, message, getattr(exc, "field", None)), kind.status)
+    response = json_response(body_of(kind.code, message, getattr(exc, "field", None)), kind.status)
     if kind.status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="classifier-service"'  # RFC 9110: a 401 names its scheme
     return response
@@ -98,7 +103,8 @@ def endpoint(operation: Operation, handler: Handler) -> Route:
     if operation.scope not in SCOPES:
         raise ValueError(f"{operation.method} {operation.path}: scope {operation.scope!r} is not one of {SCOPES}")
     key_scope: Scope = operation.scope
-    return Route(operation.path, Endpoint(operation.path, operation.method, key_scope, handler),
+    body_of = v2_error_body if operation.error_model is V2Error else error_body
+    return Route(operation.path, Endpoint(operation.path, operation.method, key_scope, handler, body_of),
                  methods=[operation.method])  # fmt: skip
 
 
@@ -113,10 +119,11 @@ class Endpoint:
     `timeout` in its place.
     """
 
-    def __init__(self, route: str, verb: str, key_scope: Scope, handler: Handler) -> None:
+    def __init__(self, route: str, verb: str, key_scope: Scope, handler: Handler, body_of: ErrorBodyOf) -> None:
         self.route = route
         self.key_scope = key_scope
         self.handler = handler
+        self.body_of = body_of
         self.operation_name = f"{verb} {route}"
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
@@ -140,7 +147,7 @@ class Endpoint:
                 answer = orjson.dumps(answer)
             code = "ok"
         except Exception as exc:  # noqa: BLE001 -- the error table decides; unknown errors become `internal`
-            answer = error_response(exc, request)
+            answer = error_response(exc, request, self.body_of)
             code = classify(exc).code
         finally:
             writes.dec(in_flight)
@@ -158,20 +165,6 @@ class Endpoint:
 def client_address(request: Request) -> str | None:
     """The address the request came from, as the server gives it (None: it does not say)."""
     return request.client.host if request.client is not None else None
-
-
-async def read_body(request: Request, max_bytes: int) -> bytearray:
-    """The body, refusing bodies over `max_bytes` before reading them whole. Grown chunk by chunk rather than
-    joined at the end: one copy of megabytes into fresh pages would hold the event loop for milliseconds."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise PayloadTooLargeError(f"the body has {declared} bytes; at most {max_bytes} are accepted")
-    body = bytearray()
-    async for chunk in request.stream():
-        if len(body) + len(chunk) > max_bytes:
-            raise PayloadTooLargeError(f"the body is over {max_bytes} bytes; at most {max_bytes} are accepted")
-        body += chunk
-    return body
 
 
 async def predict(request: Request, service: ClassifierService) -> Any:
@@ -338,6 +331,7 @@ ROUTES: tuple[tuple[Operation, Handler], ...] = (
         ),
         metrics,
     ),
+    *V2_ROUTES,
 )  # fmt: skip
 INFRASTRUCTURE = (  # BentoML's own routes: they take no key
     Operation("GET", "/livez", "Liveness: 503 inside a container once a worker died", None, tag="infrastructure",

@@ -99,3 +99,9 @@ def error_body(code: str, message: str, field: str | None = None) -> dict[str, d
     if field is not None:
         error["field"] = field
     return {"error": error}
+
+
+def v2_error_body(code: str, message: str, field: str | None = None) -> dict[str, str]:
+    """The Open Inference Protocol's error object: one string, CONTRACT.md's code first, then the field at fault."""
+    where = f" ({field})" if field is not None else ""
+    return {"error": f"{code}: {message}{where}"}

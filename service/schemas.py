@@ -121,27 +121,28 @@ class PromoteRequest(VersionRequest):
 
 
 def parse_version_request(payload: Any) -> VersionRequest:
-    return _parse(VersionRequest, payload)
+    return parse(VersionRequest, payload)
 
 
 def parse_promote_request(payload: Any) -> PromoteRequest:
-    return _parse(PromoteRequest, payload)
+    return parse(PromoteRequest, payload)
 
 
 def parse_predict_request(payload: Any) -> PredictRequest:
     """Validate a decoded JSON body, turning pydantic's errors into one `InvalidInputError`."""
-    return _parse(PredictRequest, payload)
+    return parse(PredictRequest, payload)
 
 
 def parse_feedback_request(payload: Any) -> FeedbackRequest:
-    return _parse(FeedbackRequest, payload)
+    return parse(FeedbackRequest, payload)
 
 
 def parse_performance_query(params: dict[str, str]) -> PerformanceQuery:
-    return _parse(PerformanceQuery, params, what="the query")
+    return parse(PerformanceQuery, params, what="the query")
 
 
-def _parse(model: type[M], payload: Any, what: str = "the body") -> M:
+def parse(model: type[M], payload: Any, what: str = "the body") -> M:
+    """`payload` validated as `model`, pydantic's errors turned into one `InvalidInputError`."""
     if not isinstance(payload, dict):
         raise InvalidInputError(f"{what} must be a JSON object, got a {type(payload).__name__}", field=None)
     try:

@@ -176,14 +176,20 @@ class ModelRegistry:
         return served
 
     async def predict(
-        self, request: PredictRequest, booleans_possible: bool = True, caller: str | None = None
+        self,
+        request: PredictRequest,
+        booleans_possible: bool = True,
+        caller: str | None = None,
+        served: Served | None = None,
     ) -> dict[str, Any]:
         """Answer one predict request (CONTRACT.md's response body), monitoring inputs and decisions.
 
         `booleans_possible=False` tells validation that the body holds no JSON boolean; `caller` is the name of the
-        API key that sent it (None without keys), logged with the request.
+        API key that sent it (None without keys), logged with the request; `served`: the model `request.model`
+        resolved to already (the V2 routes read its classes before).
         """
-        served = self.resolve(request.model)  # read once: a promotion meanwhile does not change this request's model
+        # read once: a promotion meanwhile does not change this request's model
+        served = self.resolve(request.model) if served is None else served
         model, monitor, batcher = served.model, served.monitor, served.batcher
         task = model.task
         rows = len(request.instances)

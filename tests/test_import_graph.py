@@ -35,6 +35,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("service.rollout",),  # which version serves and which shadows: tells the registry through `Registry`
     ("service.serving",),
     ("service.openapi",),
+    ("service.v2",),  # the Open Inference Protocol's routes: a codec over `/predict`'s path
     ("service.app",),
     # command lines are entry points: they may import anything
     ("service.auth.__main__", "service.feedback.__main__"),

@@ -64,6 +64,7 @@ class Operation:
     description: str = ""
     links: Mapping[str, Any] = field(default_factory=dict)  # OpenAPI links of the 200 answer, by name
     scope: str | None = None  # the API key scope the route takes (`service.auth`); None: open
+    error_model: type[BaseModel] = ErrorBody  # the body of its error answers
 
     @property
     def operation_id(self) -> str:
@@ -76,7 +77,7 @@ def openapi_document(operations: Iterable[Operation], title: str, description: s
     operations = list(operations)
     models: set[type[BaseModel]] = {ErrorBody}
     for op in operations:
-        models.update(m for m in (op.answer, op.body) if m is not None)
+        models.update(m for m in (op.answer, op.body, op.error_model) if m is not None)
     _, schemas = models_json_schema(
         [(model, "validation") for model in sorted(models, key=lambda m: m.__name__)], ref_template=REF
     )
@@ -128,7 +129,7 @@ def _operation(op: Operation) -> dict[str, Any]:
     for status in sorted(errors):
         described["responses"][str(status)] = {
             "description": ERROR_STATUSES[status],
-            "content": {"application/json": {"schema": {"$ref": REF.format(model=ErrorBody.__name__)}}},
+            "content": {"application/json": {"schema": {"$ref": REF.format(model=op.error_model.__name__)}}},
         }
     return described
 
