@@ -17,6 +17,7 @@ from bench.report import (
     pair_table,
     render,
     targets,
+    v2_table,
 )
 from bench.results import FeedbackResult, FloorResult, ModelQuality, Point
 from bench.wrk import WrkResult
@@ -278,3 +279,63 @@ def test_the_flat_and_hierarchical_pair_table() -> None:
     hier = next(line for line in lines if line.startswith("| hier_40x25"))
     assert "| 0.810 | 0.800 | — | — | — | — |" in flat
     assert "| 0.840 | 0.830 | 0.990, 0.850 | 70.0 | 10.0 | 6,400 |" in hier
+
+
+V2_HEAD = "| V2 req/s | V2 rows/s | MLServer req/s | MLServer rows/s | V2 / MLServer | target | result | /predict req/s"
+
+
+def v2_names(found: list[Target]) -> dict[str, Target]:
+    return {t.name: t for t in found if t.name.startswith("service 1 worker, V2 vs ")}
+
+
+def test_the_v2_table_holds_the_v2_route_against_mlserver_and_predict() -> None:
+    text = v2_table(good_run())
+    assert V2_HEAD in text
+    # 950 vs MLServer's 450 at 1 row (target 2x), 950 x 64 rows vs 600 x 64 at 64 rows (target 1.5x), 0.95x /predict
+    assert (
+        "| breast_cancer | 1 row, 16 conns | 950 | 950 | 450 | 450 | 2.11x | ≥ 2.0x | met "
+        "| 1,000 | 0.95x | ≥ 0.90x | met | 1.00 | 1.00 | 1.00 |"  # then server CPU ms/req: V2, /predict, MLServer
+    ) in text
+    assert (
+        "| digits | 64 rows, 4 conns | 950 | 60,800 | 600 | 38,400 | 1.58x | ≥ 1.5x | met "
+        "| 1,000 | 0.95x | ≥ 0.90x | met |"
+    ) in text
+    assert len(text.splitlines()) == 2 + 4  # 2 models x 2 scenarios; 1x1 is not held
+
+
+def test_the_v2_targets_are_met_at_their_limits_and_not_below() -> None:
+    slow = good_run()
+    for new in (
+        point("v2", "digits", "1x16", 899),
+        point("v2", "digits", "64x4", 899),
+        point("mlserver", "digits", "1x16", 440),
+    ):
+        slow = replace(slow, new)
+    text = v2_table(slow)
+    # 899 / 1,000 prints 0.90x but is below 0.90; 899 / 600 prints 1.50x but is 1.498
+    assert (
+        "| digits | 1 row, 16 conns | 899 | 899 | 440 | 440 | 2.04x | ≥ 2.0x | met "
+        "| 1,000 | 0.90x | ≥ 0.90x | **not met** |"
+    ) in text
+    assert "| 1.50x | ≥ 1.5x | **not met** | 1,000 | 0.90x | ≥ 0.90x | **not met** |" in text
+    found = v2_names(targets(slow))
+    assert [t.status for t in found.values()] == [PASS, FAIL, FAIL, FAIL]
+    predict = found["service 1 worker, V2 vs service 1 worker, 1 row, 16 conns"]
+    assert predict.required == "≥ 0.9x" and "digits: 899 vs 1,000 req/s = 0.90x" in predict.measured
+    at_limit = replace(good_run(), point("v2", "breast_cancer", "1x16", 900))  # exactly 0.90x /predict, 2.0x MLServer
+    assert [t.status for t in v2_names(targets(at_limit)).values()] == [PASS] * 4
+
+
+def test_the_v2_section_is_rendered_only_when_the_v2_route_was_measured() -> None:
+    def page(points: list[Point]) -> str:
+        return render(
+            Run(machine=MACHINE, command="python -m bench", duration_s=3.0, warmup_s=1.0, points=points, floor=[])
+        )
+
+    assert "## Open Inference Protocol (V2 REST)" in page(good_run())
+    assert V2_HEAD in page(good_run())
+    assert "## Open Inference Protocol" not in page([p for p in good_run() if p.variant.key != "v2"])
+    unmeasured = [p for p in good_run() if (p.variant.key, p.model) != ("mlserver", "digits")]
+    assert "| digits | 64 rows, 4 conns | 950 | 60,800 | — | — | — | ≥ 1.5x | — | 1,000 | 0.95x |" in v2_table(
+        unmeasured
+    )
