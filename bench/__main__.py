@@ -76,7 +76,9 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
                       help="only the POST /feedback benchmark: no raw floor, no /predict load")  # fmt: skip
     only.add_argument("--startup-only", action="store_true",
                       help="only the start-up table: update its section of the report, nothing else")  # fmt: skip
-    parser.add_argument("--startup-runs", type=int, default=3, help="start-ups measured (the median is kept)")
+    parser.add_argument(
+        "--startup-runs", type=int, default=3, help="start-ups measured (the median is kept); 0: no start-up section"
+    )
     parser.add_argument("--startup-baseline", type=Path, metavar="DIR",
                         help="also start the service/ and models/ of DIR (another commit), alternating")  # fmt: skip
     parser.add_argument("--feedback-databases", type=choice_list(list(FEEDBACK_DATABASES)),
@@ -108,11 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     models = [] if args.feedback_only else [m for m in ALL_MODELS if m in args.models]
     scenarios = [s for s in SCENARIOS if s.key in args.scenarios]
     variants = [v for v in VARIANTS if v.key in args.variants]
-    chosen_peers = [v.peer for v in variants if v.peer is not None and set(v.models) & set(models)]
-    protocols = {"json", *(p.protocol for p in chosen_peers)}
+    measured = [v for v in variants if set(v.models) & set(models)]
+    chosen_peers = [v.peer for v in measured if v.peer is not None]
+    protocols = {"json", *(v.protocol for v in measured)}
     bodies = payloads.write_bodies(store / "bodies", models, [s.rows for s in scenarios], sorted(protocols))
     expected = {}
-    if chosen_peers:
+    if chosen_peers or protocols != {"json"}:  # the service's V2 answer is checked like a peer's
         peers.install(store, chosen_peers)
         peers.export(store, CATALOG_MODELS)  # a peer loads every model it serves, whichever this run measures
         served = [m for m in CATALOG_MODELS if m in models]
@@ -159,8 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     args.output.write_text(text)
     raw = {"points": [asdict(p) for p in points], "feedback": [asdict(f) for f in feedback_results]}
     (store / "last-run.json").write_text(json.dumps(raw, indent=1, default=str))
-    section = startup.section(startups, machine.load_average(), command)
-    startup.write_section(args.output, section)
+    section = startup.section(startups, machine.load_average(), command) if args.startup_runs else ""
+    if section:
+        startup.write_section(args.output, section)
     sys.stdout.write(text + section)
     logger.info("wrote %s", args.output)
     return 1 if any(p.error for p in points) or any(not f.ok for f in feedback_results) else 0

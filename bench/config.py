@@ -51,7 +51,6 @@ class Peer:
     app: str  # the module in bench/peers/ that `uvicorn` or `bentoml` serves; "" for MLServer (no code of ours)
     requirements: str
     launcher: str  # uvicorn | bentoml | mlserver
-    protocol: str  # the request body: "json" ({"model", "instances"} at /predict, the service's) or "v2" (MLServer)
     work: str  # which arithmetic answers: the service's fold, predict_proba, or nothing
     answer: str  # what the response holds
     validation: str = "none"
@@ -64,28 +63,28 @@ class Peer:
 FASTAPI_ANSWER = '{"probabilities": [[...]]} (orjson)'
 PEERS: dict[str, Peer] = {
     "fastapi_proba": Peer(
-        "fastapi_proba", "fastapi", "uvicorn", "json", "`predict_proba`", FASTAPI_ANSWER, validation="none"
+        "fastapi_proba", "fastapi", "uvicorn", "`predict_proba`", FASTAPI_ANSWER, validation="none"
     ),
     "fastapi_fold": Peer(
-        "fastapi_fold", "fastapi", "uvicorn", "json",
+        "fastapi_fold", "fastapi", "uvicorn",
         "the service's own: the linear fold (`service/classifiers/linear.py`), forests tree by tree "
         "(`service/classifiers/forest.py`)",
         FASTAPI_ANSWER,
     ),
     "mlserver": Peer(
-        "", "mlserver", "mlserver", "v2", "`predict_proba` (MLServer's scikit-learn runtime)",
+        "", "mlserver", "mlserver", "`predict_proba` (MLServer's scikit-learn runtime)",
         "V2 response: one FP64 tensor, rows x classes",
         validation="V2 request schema (pydantic)", batching="off (MLServer's default)",
         http="uvicorn, h11, uvloop (as pip installs it)",
         ready_path="/v2/health/ready",
     ),
     "bentoml_minimal": Peer(
-        "bentoml_minimal", "bentoml", "bentoml", "json", "`predict_proba`",
+        "bentoml_minimal", "bentoml", "bentoml", "`predict_proba`",
         "a JSON list of rows of probabilities", validation="request schema (pydantic: a list of float rows)",
         batching="off", http="BentoML's uvicorn, h11, asyncio (as pip installs it)",
     ),
     "floor": Peer(
-        "floor", "floor", "uvicorn", "json", "none: reads the body, returns a fixed answer",
+        "floor", "floor", "uvicorn", "none: reads the body, returns a fixed answer",
         '{"probabilities": [[0.5, 0.5]]}', returns_probabilities=False,
     ),
 }  # fmt: skip
@@ -93,11 +92,17 @@ PEERS: dict[str, Peer] = {
 
 @dataclass(frozen=True)
 class Variant:
-    """One server configuration: the service (`bentoml serve` with CLF_* settings), or a peer when `peer` is set."""
+    """One server configuration: the service (`bentoml serve` with CLF_* settings), or a peer when `peer` is set.
+
+    `protocol` is the body it is sent and where (bench/payloads.py PROTOCOLS, bench/peers `path`): "json"
+    (`{"model", "instances"}` at `/predict`) or "v2" (one FP64 tensor at `/v2/models/<model>/infer`, `predict_proba`
+    asked as the output: MLServer's, and the service's own Open Inference Protocol route).
+    """
 
     key: str
     label: str
     peer: Peer | None = None
+    protocol: str = "json"
     workers: int = 1
     monitoring: bool = True
     batching: bool = True
@@ -132,9 +137,12 @@ VARIANTS: tuple[Variant, ...] = (
         log_sample_rate=0.0,
         models=CATALOG_MODELS,
     ),  # fmt: skip
+    Variant("v2", "service 1 worker, V2", protocol="v2", models=CATALOG_MODELS),  # /v2/models/<model>/infer
     Variant("fastapi_proba", "FastAPI, predict_proba", peer=PEERS["fastapi_proba"], models=CATALOG_MODELS),
     Variant("fastapi_fold", "FastAPI, same fold", peer=PEERS["fastapi_fold"], models=CATALOG_MODELS),
-    Variant("mlserver", "MLServer (scikit-learn runtime)", peer=PEERS["mlserver"], models=CATALOG_MODELS),
+    Variant(
+        "mlserver", "MLServer (scikit-learn runtime)", peer=PEERS["mlserver"], protocol="v2", models=CATALOG_MODELS
+    ),
     Variant("bentoml_minimal", "minimal BentoML service", peer=PEERS["bentoml_minimal"], models=CATALOG_MODELS),
     Variant("floor", "bare ASGI floor (fixed answer)", peer=PEERS["floor"], models=CATALOG_MODELS),
 )
@@ -152,6 +160,10 @@ class Targets:
     fold_ratio: float = 1.0  # 1 worker vs fastapi_fold at PEER_SCENARIOS (req/s; rows/s for 64 rows)
     proba_ratio: float = 1.5  # 1 worker vs fastapi_proba at PEER_SCENARIOS
     mlserver_ratio: float = 2.0  # 1 worker vs MLServer at 1 row x 16
+    # issue 22: the service's V2 /infer (`v2`) vs MLServer on the same V2 body, and vs the service's own /predict
+    v2_mlserver_ratio: float = 2.0  # req/s at 1 row x 16
+    v2_mlserver_rows_ratio: float = 1.5  # rows/s at 64 rows x 4
+    v2_predict_ratio: float = 0.90  # V2 req/s within 10 % of /predict's (`default`) on the same rows, both scenarios
     max_startup_s: float = 8.0  # `make serve`, installed, to /readyz 200 (bench/startup.py's median)
     min_feedback_items_per_s: float = 5000.0  # POST /feedback, FEEDBACK_ITEMS-item batches, per database
 
@@ -159,6 +171,7 @@ class Targets:
 TARGETS = Targets()
 PEER_SCENARIOS = ("1x16", "64x4")  # the points the service is held against the FastAPI peers at
 MLSERVER_SCENARIO = "1x16"
+V2_SCENARIOS = ("1x16", "64x4")  # the points the V2 route is held against MLServer and /predict at
 
 
 # The feedback benchmark: one server per database, predictions created first, then /feedback bodies of label items.

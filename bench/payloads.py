@@ -1,5 +1,5 @@
 """Request bodies, per model and row count: the service's JSON body (also the body of the peers that take it) and
-the same rows as a V2 inference request (MLServer)."""
+the same rows as a V2 inference request (MLServer, and the service's own V2 route)."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def v2_body(model: str, count: int) -> bytes:
     return orjson.dumps({"inputs": [tensor], "outputs": [{"name": "predict_proba"}]})
 
 
-PROTOCOLS = {"json": body, "v2": v2_body}  # a Peer's `protocol`: its body
+PROTOCOLS = {"json": body, "v2": v2_body}  # a Variant's `protocol`: its body
 
 
 def write_bodies(

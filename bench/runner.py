@@ -42,7 +42,7 @@ def measure(
 ) -> Point:  # fmt: skip
     """Preflight one request (its probabilities checked against `expected`, the estimator's `predict_proba` of the
     body's rows, when given), warm up for WARMUP_S, then the measured run with the tree's CPU and RSS."""
-    path = peers.path(variant.peer, model)
+    path = peers.path(variant, model)
     status, answer = http_status(f"{server.url}{path}", body.read_bytes())
     if status != 200:
         return Point(variant, model, scenario, error=f"preflight HTTP {status}: {answer[:300]!r}")
@@ -70,14 +70,15 @@ def disagreement(
     variant: Variant, server: Server, model: str, scenario: Scenario, answer: bytes, expected: np.ndarray
 ) -> str | None:
     """Why the server's probabilities for the body's rows are not `expected` (to TOLERANCE), or None when they are.
-    The service is asked again with `return_probabilities` (its decisions carry no matrix)."""
-    if variant.peer is None:
+    The service's /predict is asked again with `return_probabilities` (its decisions carry no matrix); its V2 route
+    answers `predict_proba`, as MLServer does."""
+    if variant.peer is None and variant.protocol == "json":
         asked = payloads.body(model, scenario.rows, {"return_probabilities": True})
         status, answer = http_status(f"{server.url}/predict", asked)
         if status != 200:
             return f"HTTP {status} with return_probabilities: {answer[:300]!r}"
     try:
-        got = peers.probabilities(variant.peer, answer)
+        got = peers.probabilities(variant, answer)
     except (ValueError, KeyError, TypeError, StopIteration) as exc:
         return f"answer without probabilities ({exc!r}): {answer[:300]!r}"
     if got is None:
@@ -163,8 +164,7 @@ def _measure_or_fail(
 ) -> Point:  # fmt: skip
     if variant.key in failed:
         return Point(variant, model, scenario, error=failed[variant.key])
-    protocol = "json" if variant.peer is None else variant.peer.protocol
-    body = bodies[model, scenario.rows, protocol]
+    body = bodies[model, scenario.rows, variant.protocol]
     try:
         return measure(variant, server, model, scenario, body, plan.duration_s, expected.get((model, scenario.rows)))
     except (ServerError, wrk.WrkError) as exc:

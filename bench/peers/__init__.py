@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from ..config import Peer
+from ..config import Peer, Variant
 
 logger = logging.getLogger("bench.peers")
 
@@ -138,20 +138,20 @@ def env(source: Path, models: Path, names: Sequence[str]) -> dict[str, str]:
     return {MODELS_ENV: str(models), NAMES_ENV: ",".join(names), "PYTHONPATH": str(source)}
 
 
-def path(peer: Peer | None, model: str) -> str:
-    """Where a request for `model` goes."""
-    return f"/v2/models/{model}/infer" if peer is not None and peer.protocol == "v2" else "/predict"
+def path(variant: Variant, model: str) -> str:
+    """Where a request for `model` goes: the V2 route for a variant speaking V2 (MLServer, the service's `v2`)."""
+    return f"/v2/models/{model}/infer" if variant.protocol == "v2" else "/predict"
 
 
-def probabilities(peer: Peer | None, answer: bytes) -> np.ndarray | None:
+def probabilities(variant: Variant, answer: bytes) -> np.ndarray | None:
     """The probability matrix (rows x classes) of an answer; None for a peer whose answer holds none."""
-    body: Any = orjson.loads(answer)
-    if peer is None:  # the service, asked with return_probabilities: {label: p} per row, in classes_ order
-        return np.array([list(p["probabilities"].values()) for p in body["predictions"]], dtype=np.float64)
-    if not peer.returns_probabilities:
+    if variant.peer is not None and not variant.peer.returns_probabilities:
         return None
-    if peer.protocol == "v2":
+    body: Any = orjson.loads(answer)
+    if variant.protocol == "v2":  # MLServer's scikit-learn runtime and the service: FP64 [rows, classes], row-major
         output = next(o for o in body["outputs"] if o["name"] == "predict_proba")
         return np.asarray(output["data"], dtype=np.float64).reshape(output["shape"])
+    if variant.peer is None:  # the service, asked with return_probabilities: {label: p} per row, in classes_ order
+        return np.array([list(p["probabilities"].values()) for p in body["predictions"]], dtype=np.float64)
     matrix = body["probabilities"] if isinstance(body, dict) else body
     return np.asarray(matrix, dtype=np.float64)

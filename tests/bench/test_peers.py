@@ -9,8 +9,9 @@ import orjson
 import pytest
 
 from bench import peers
-from bench.config import CATALOG_MODELS, PEERS, VARIANT_BY_KEY, VARIANTS
-from bench.payloads import body, v2_body
+from bench.config import CATALOG_MODELS, PEERS, SCENARIO_BY_KEY, VARIANT_BY_KEY, VARIANTS
+from bench.payloads import PROTOCOLS, body, v2_body
+from bench.runner import disagreement
 from bench.servers import server_env
 
 REQUIREMENTS = sorted({peer.requirements for peer in PEERS.values()})
@@ -71,16 +72,28 @@ def test_probabilities_are_read_from_each_kind_of_answer() -> None:
         "fastapi_fold": {"probabilities": matrix}, "bentoml_minimal": matrix, "mlserver": v2,
     }  # fmt: skip
     for key, answer in answers.items():
-        got = peers.probabilities(PEERS[key], orjson.dumps(answer))
+        got = peers.probabilities(VARIANT_BY_KEY[key], orjson.dumps(answer))
         assert got is not None and np.array_equal(got, matrix), key
-    got = peers.probabilities(None, orjson.dumps(service))
+    got = peers.probabilities(VARIANT_BY_KEY["default"], orjson.dumps(service))
     assert got is not None and np.array_equal(got, matrix)
-    assert peers.probabilities(PEERS["floor"], b'{"probabilities": [[0.5, 0.5]]}') is None
+    got = peers.probabilities(VARIANT_BY_KEY["v2"], orjson.dumps(v2))  # the service's V2 route: MLServer's output
+    assert got is not None and np.array_equal(got, matrix)
+    assert peers.probabilities(VARIANT_BY_KEY["floor"], b'{"probabilities": [[0.5, 0.5]]}') is None
 
 
-def test_requests_go_to_each_peer_s_path() -> None:
-    assert peers.path(PEERS["mlserver"], "digits") == "/v2/models/digits/infer"
-    assert peers.path(PEERS["fastapi_proba"], "digits") == "/predict" and peers.path(None, "digits") == "/predict"
+def test_the_service_s_v2_variant_sends_mlserver_s_body_to_its_own_v2_route() -> None:
+    v2, mlserver, default = (VARIANT_BY_KEY[key] for key in ("v2", "mlserver", "default"))
+    assert v2.peer is None and v2.protocol == mlserver.protocol == "v2" and default.protocol == "json"
+    assert v2.models == mlserver.models == CATALOG_MODELS
+    assert PROTOCOLS[v2.protocol] is v2_body
+    # monitoring and log on, 1 worker: the service's default settings, only the route differs
+    assert v2.settings_env() == default.settings_env() and v2.log_on
+
+
+def test_requests_go_to_each_variant_s_path() -> None:
+    v2_route = {v.key for v in VARIANTS if peers.path(v, "digits") == "/v2/models/digits/infer"}
+    assert v2_route == {"mlserver", "v2"}
+    assert all(peers.path(v, "digits") == "/predict" for v in VARIANTS if v.key not in v2_route)
 
 
 def test_a_peer_reads_the_exported_models_and_the_service_s_fold_from_the_snapshot(tmp_path: Path) -> None:
@@ -98,3 +111,18 @@ def test_each_launcher_starts_one_worker_on_the_port_given(tmp_path: Path) -> No
     uvicorn = peers.command(PEERS["floor"], tmp_path, tmp_path / "src", tmp_path / "models", lambda: 0)(6000)
     assert uvicorn[uvicorn.index("--workers") + 1] == "1" and "httptools" in uvicorn and "uvloop" in uvicorn
     assert peers.MLSERVER_SETTINGS["parallel_workers"] == 0
+
+
+def test_the_service_s_v2_answer_is_checked_as_mlserver_s_without_asking_predict_again() -> None:
+    """`disagreement` asks /predict again only for the JSON service variants; `server` is never used for V2."""
+    expected = np.array([[0.25, 0.75], [0.5, 0.5]])
+    output = {"name": "predict_proba", "shape": [2, 2], "datatype": "FP64", "data": [0.25, 0.75, 0.5, 0.5]}
+    answer = orjson.dumps({"model_name": "digits", "outputs": [output]})
+    v2, scenario = VARIANT_BY_KEY["v2"], SCENARIO_BY_KEY["64x4"]
+    assert disagreement(v2, None, "digits", scenario, answer, expected) is None  # type: ignore[arg-type]
+    off = orjson.dumps({"outputs": [{**output, "data": [0.25, 0.75, 0.5 + 1e-8, 0.5]}]})
+    wrong = disagreement(v2, None, "digits", scenario, off, expected)  # type: ignore[arg-type]
+    assert wrong is not None and "differ from predict_proba's by up to 1e-08" in wrong
+    no_proba = orjson.dumps({"outputs": [{**output, "name": "predict"}]})
+    missing = disagreement(v2, None, "digits", scenario, no_proba, expected)  # type: ignore[arg-type]
+    assert missing is not None and "answer without probabilities" in missing

@@ -17,6 +17,7 @@ from bench.report import (
     pair_table,
     render,
     targets,
+    v2_table,
 )
 from bench.results import FeedbackResult, FloorResult, ModelQuality, Point
 from bench.wrk import WrkResult
@@ -39,7 +40,8 @@ def point(
 
 
 def good_run() -> list[Point]:
-    """Every target met: tails at 2x, the log 4 % at most, the service 1.1x fastapi_fold, 2.2x MLServer."""
+    """Every target met: tails at 2x, the log 4 % at most, the service 1.1x fastapi_fold, 2.2x MLServer; its V2 route
+    2.1x MLServer at 1x16, 1.58x at 64x4, 0.95x /predict."""
     points = []
     for model in ("breast_cancer", "digits"):
         for scenario in ("1x1", "1x16", "64x4"):
@@ -51,7 +53,9 @@ def good_run() -> list[Point]:
             ]
         for scenario in ("1x16", "64x4"):
             points += [point("fastapi_fold", model, scenario, 900), point("fastapi_proba", model, scenario, 600)]
+            points.append(point("v2", model, scenario, 950))
         points += [point("mlserver", model, "1x16", 450), point("floor", model, "1x16", 10_000)]
+        points.append(point("mlserver", model, "64x4", 600))
     points += [
         point("batching_off", "digits", "1x16", 250),
         point("monitoring_off", "breast_cancer", "1x16", 1040),
@@ -91,7 +95,7 @@ def by_name(found: list[Target]) -> dict[str, Target]:
 
 def test_every_target_passes_on_a_good_run() -> None:
     found = targets(good_run(), good_feedback(), startup_s=6.0)
-    assert [t.status for t in found] == [PASS] * 7 + ["reported", PASS, PASS, PASS]
+    assert [t.status for t in found] == [PASS] * 7 + ["reported", PASS, PASS, PASS] + [PASS] * 4
     assert "worst 2.00x" in found[0].measured and "0 of 12 points over" in found[0].measured
     assert "worst 3.8 % fewer" in found[1].measured and "0 of 12 points over" in found[1].measured
     assert "breast_cancer: 1,000 vs 900 req/s = 1.11x" in found[2].measured
@@ -142,7 +146,7 @@ def test_peer_targets_take_the_lowest_model_and_rows_per_second() -> None:
 
 
 def test_targets_without_measurements_are_not_applicable() -> None:
-    assert [t.status for t in targets([])] == [UNKNOWN] * 11
+    assert [t.status for t in targets([])] == [UNKNOWN] * 15
     assert targets([], startup_s=8.5)[8].status == FAIL
     assert targets([], startup_s=8.0)[8].status == PASS
 
@@ -275,3 +279,63 @@ def test_the_flat_and_hierarchical_pair_table() -> None:
     hier = next(line for line in lines if line.startswith("| hier_40x25"))
     assert "| 0.810 | 0.800 | — | — | — | — |" in flat
     assert "| 0.840 | 0.830 | 0.990, 0.850 | 70.0 | 10.0 | 6,400 |" in hier
+
+
+V2_HEAD = "| V2 req/s | V2 rows/s | MLServer req/s | MLServer rows/s | V2 / MLServer | target | result | /predict req/s"
+
+
+def v2_names(found: list[Target]) -> dict[str, Target]:
+    return {t.name: t for t in found if t.name.startswith("service 1 worker, V2 vs ")}
+
+
+def test_the_v2_table_holds_the_v2_route_against_mlserver_and_predict() -> None:
+    text = v2_table(good_run())
+    assert V2_HEAD in text
+    # 950 vs MLServer's 450 at 1 row (target 2x), 950 x 64 rows vs 600 x 64 at 64 rows (target 1.5x), 0.95x /predict
+    assert (
+        "| breast_cancer | 1 row, 16 conns | 950 | 950 | 450 | 450 | 2.11x | ≥ 2.0x | met "
+        "| 1,000 | 0.95x | ≥ 0.90x | met | 1.00 | 1.00 | 1.00 |"  # then server CPU ms/req: V2, /predict, MLServer
+    ) in text
+    assert (
+        "| digits | 64 rows, 4 conns | 950 | 60,800 | 600 | 38,400 | 1.58x | ≥ 1.5x | met "
+        "| 1,000 | 0.95x | ≥ 0.90x | met |"
+    ) in text
+    assert len(text.splitlines()) == 2 + 4  # 2 models x 2 scenarios; 1x1 is not held
+
+
+def test_the_v2_targets_are_met_at_their_limits_and_not_below() -> None:
+    slow = good_run()
+    for new in (
+        point("v2", "digits", "1x16", 899),
+        point("v2", "digits", "64x4", 899),
+        point("mlserver", "digits", "1x16", 440),
+    ):
+        slow = replace(slow, new)
+    text = v2_table(slow)
+    # 899 / 1,000 prints 0.90x but is below 0.90; 899 / 600 prints 1.50x but is 1.498
+    assert (
+        "| digits | 1 row, 16 conns | 899 | 899 | 440 | 440 | 2.04x | ≥ 2.0x | met "
+        "| 1,000 | 0.90x | ≥ 0.90x | **not met** |"
+    ) in text
+    assert "| 1.50x | ≥ 1.5x | **not met** | 1,000 | 0.90x | ≥ 0.90x | **not met** |" in text
+    found = v2_names(targets(slow))
+    assert [t.status for t in found.values()] == [PASS, FAIL, FAIL, FAIL]
+    predict = found["service 1 worker, V2 vs service 1 worker, 1 row, 16 conns"]
+    assert predict.required == "≥ 0.9x" and "digits: 899 vs 1,000 req/s = 0.90x" in predict.measured
+    at_limit = replace(good_run(), point("v2", "breast_cancer", "1x16", 900))  # exactly 0.90x /predict, 2.0x MLServer
+    assert [t.status for t in v2_names(targets(at_limit)).values()] == [PASS] * 4
+
+
+def test_the_v2_section_is_rendered_only_when_the_v2_route_was_measured() -> None:
+    def page(points: list[Point]) -> str:
+        return render(
+            Run(machine=MACHINE, command="python -m bench", duration_s=3.0, warmup_s=1.0, points=points, floor=[])
+        )
+
+    assert "## Open Inference Protocol (V2 REST)" in page(good_run())
+    assert V2_HEAD in page(good_run())
+    assert "## Open Inference Protocol" not in page([p for p in good_run() if p.variant.key != "v2"])
+    unmeasured = [p for p in good_run() if (p.variant.key, p.model) != ("mlserver", "digits")]
+    assert "| digits | 64 rows, 4 conns | 950 | 60,800 | — | — | — | ≥ 1.5x | — | 1,000 | 0.95x |" in v2_table(
+        unmeasured
+    )
