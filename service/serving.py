@@ -14,7 +14,16 @@ import orjson
 from threadpoolctl import threadpool_limits
 
 from .batching import Batcher
-from .classifiers import InvalidInputError, InvalidModelError, NonFiniteScoreError, Options, Scored, Task, unscored_rows
+from .classifiers import (
+    InvalidInputError,
+    InvalidModelError,
+    NonFiniteScoreError,
+    Options,
+    Prediction,
+    Scored,
+    Task,
+    unscored_rows,
+)
 from .errors import ModelUnavailableError, UnknownModelError
 from .feedback.ids import prediction_ids
 from .feedback.log import Entry, PredictionLog
@@ -46,6 +55,14 @@ class Served:
     monitor: ModelMonitor | None
     batcher: Batcher | None
     shadow: LoadedModel | None = None  # scores the same rows after the answers (`rollout.shadow`)
+
+
+@dataclass(frozen=True)
+class Answered:
+    """A predict request's answer (CONTRACT.md's body) and the decisions it was built from."""
+
+    body: dict[str, Any]
+    prediction: Prediction[Any]
 
 
 @dataclass
@@ -176,18 +193,24 @@ class ModelRegistry:
         return served
 
     async def predict(
+        self, request: PredictRequest, booleans_possible: bool = True, caller: str | None = None
+    ) -> dict[str, Any]:
+        """Answer one predict request (CONTRACT.md's response body), monitoring inputs and decisions.
+
+        `booleans_possible=False` tells validation that the body holds no JSON boolean; `caller` is the name of the
+        API key that sent it (None without keys), logged with the request.
+        """
+        return (await self.answer(request, booleans_possible, caller)).body
+
+    async def answer(
         self,
         request: PredictRequest,
         booleans_possible: bool = True,
         caller: str | None = None,
         served: Served | None = None,
-    ) -> dict[str, Any]:
-        """Answer one predict request (CONTRACT.md's response body), monitoring inputs and decisions.
-
-        `booleans_possible=False` tells validation that the body holds no JSON boolean; `caller` is the name of the
-        API key that sent it (None without keys), logged with the request; `served`: the model `request.model`
-        resolved to already (the V2 routes read its classes before).
-        """
+    ) -> Answered:
+        """`predict`, with the decisions the answer was built from (the V2 routes encode them as tensors);
+        `served`: the model `request.model` resolved to already (the V2 routes read its classes before)."""
         # read once: a promotion meanwhile does not change this request's model
         served = self.resolve(request.model) if served is None else served
         model, monitor, batcher = served.model, served.monitor, served.batcher
@@ -224,13 +247,14 @@ class ModelRegistry:
             self.shadows.submit(task, served.shadow, key if logged else None, X, scored)
         for record, prediction_id in zip(predictions, prediction_ids(key, rows), strict=True):
             record["id"] = prediction_id
-        return {
+        body = {
             "model": model.name,
             "version": model.version,
             "task": task.name,
             "request_id": request.request_id,
             "predictions": predictions,
         }
+        return Answered(body, prediction)
 
     def validated(self, served: Served, request: PredictRequest, booleans_possible: bool) -> tuple[Options, Any]:
         """The request's options and its rows as the estimator's input; or `InvalidInputError`, whose rows

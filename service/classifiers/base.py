@@ -126,6 +126,11 @@ class Prediction(ABC, Generic[Answer]):
         """The batch as monitoring sees it; tasks with more to say (margin, depth) override this."""
         return Observations.flat(self.decided_labels, self.confidence)
 
+    def probability_matrix(self) -> np.ndarray | None:
+        """Rows x classes (multilabel: each label's probability), columns in `classes` order, whether or not the
+        records carry them; None for a task without one flat distribution (hierarchical)."""
+        return None
+
 
 class Task(ABC):
     """A task kind: wraps fitted estimators and applies its decision policy.

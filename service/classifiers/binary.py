@@ -45,8 +45,9 @@ class BinaryDecisions(Prediction[BinaryAnswer]):
     labels: np.ndarray  # decided class name per row (object)
     score: np.ndarray  # P(positive) per row
     threshold: float
-    proba: np.ndarray | None  # rows x classes, when probabilities were asked
+    proba: np.ndarray  # rows x classes
     classes: list[str]
+    with_probabilities: bool
 
     def __len__(self) -> int:
         return len(self.score)
@@ -57,7 +58,7 @@ class BinaryDecisions(Prediction[BinaryAnswer]):
             {"label": label, "score": score, "threshold": threshold}
             for label, score in zip(self.labels.tolist(), self.score.tolist(), strict=True)
         ]
-        if self.proba is not None:
+        if self.with_probabilities:
             for record, row in zip(records, self.proba.tolist(), strict=True):
                 record["probabilities"] = dict(zip(self.classes, row, strict=True))
         return iter(records)
@@ -73,6 +74,9 @@ class BinaryDecisions(Prediction[BinaryAnswer]):
 
     def observations(self) -> Observations:
         return Observations.flat(self.decided_labels, self.confidence, margin=np.abs(2 * self.score - 1))
+
+    def probability_matrix(self) -> np.ndarray:
+        return self.proba
 
 
 @register_task
@@ -119,8 +123,9 @@ class BinaryTask(Task):
             labels=self._labels[(p_positive >= threshold).astype(np.intp)],
             score=p_positive,
             threshold=threshold,
-            proba=scores if options.return_probabilities else None,
+            proba=scores,
             classes=self.classes,
+            with_probabilities=options.return_probabilities,
         )
 
     @classmethod

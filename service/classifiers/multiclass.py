@@ -95,6 +95,9 @@ class MulticlassDecisions(Prediction[MulticlassAnswer]):
     def confidence(self) -> np.ndarray:
         return self.top1
 
+    def probability_matrix(self) -> np.ndarray:
+        return self.proba
+
     def observations(self) -> Observations:
         one_class = self.proba.shape[1] < 2
         second = np.zeros(len(self)) if one_class else -np.partition(-self.proba, 1, axis=1)[:, 1]

@@ -126,6 +126,9 @@ class MultilabelDecisions(Prediction[MultilabelAnswer]):
         chosen: np.ndarray = self.proba[self.decided]
         return chosen
 
+    def probability_matrix(self) -> np.ndarray:
+        return self.proba
+
     def observations(self) -> Observations:
         return Observations.flat(self.decided_labels, self.confidence, labels_per_instance=self.decided.sum(axis=1))
 

@@ -26,11 +26,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..classifiers import InvalidInputError
 from ..schemas import PredictOptions, PredictRequest
 from .protocol import NUMERIC_DATATYPES, InferenceRequest, RequestInput
+
+if TYPE_CHECKING:
+    import numpy as np
 
 Tensor = dict[str, Any]
 Records = Sequence[Mapping[str, Any]]
@@ -86,11 +89,12 @@ def predict_request(model: str, shape: ModelShape, body: InferenceRequest) -> tu
         raise invalid("the inputs hold no row", "inputs")
     # built without validating again what `InferenceRequest` validated, with the same bounds (four times the cost of
     # the rest of the request's decoding, for 1 row)
+    # `predict_proba` is read from the decisions' matrix (`response_outputs`), not from per-row records
     options = PredictOptions.model_construct(
         top_k=parameters.top_k,
         threshold=parameters.threshold,
         min_confidence=parameters.min_confidence,
-        return_probabilities=PROBABILITIES in outputs,
+        return_probabilities=False,
     )
     request = PredictRequest.model_construct(model=model, instances=instances, options=options, request_id=body.id)
     return request, outputs
@@ -185,8 +189,21 @@ def output_metadata(shape: ModelShape) -> list[Tensor]:
     return [{"name": name, "datatype": described[name][0], "shape": described[name][1]} for name in shape.outputs()]
 
 
-def response_outputs(shape: ModelShape, outputs: Sequence[str], records: Records) -> list[Tensor]:
-    return [{"name": name} | ENCODERS[name](shape, records) for name in outputs]
+def response_outputs(
+    shape: ModelShape, outputs: Sequence[str], records: Records, probabilities: np.ndarray | None
+) -> list[Tensor]:
+    """The outputs asked, from the answer's records and, for `predict_proba`, the decisions' probability matrix."""
+    return [
+        {"name": name} | (_matrix(probabilities) if name == PROBABILITIES else ENCODERS[name](shape, records))
+        for name in outputs
+    ]
+
+
+def _matrix(probabilities: np.ndarray | None) -> Tensor:
+    if probabilities is None:  # a task without one flat distribution: refused before the model was called
+        raise ValueError("no probability matrix for predict_proba")
+    rows, columns = probabilities.shape
+    return {"datatype": "FP64", "shape": [rows, columns], "data": probabilities.ravel().tolist()}
 
 
 def tensor(datatype: str, rows: Sequence[Any], width: int | None = 1, depth: int | None = None) -> Tensor:
@@ -209,12 +226,6 @@ def _predict(shape: ModelShape, records: Records) -> Tensor:
                 row[order[label]] = 1
         return tensor("INT64", indicator, len(shape.classes))
     return tensor("BYTES", [record["label"] or "" for record in records])
-
-
-def _probabilities(shape: ModelShape, records: Records) -> Tensor:
-    classes = shape.classes
-    rows = [[record["probabilities"].get(name, 0.0) for name in classes] for record in records]
-    return tensor("FP64", rows, len(classes))
 
 
 def _field(name: str, datatype: str) -> Callable[[ModelShape, Records], Tensor]:
@@ -258,7 +269,6 @@ def _top_k_confidence(shape: ModelShape, records: Records) -> Tensor:
 
 ENCODERS: dict[str, Callable[[ModelShape, Records], Tensor]] = {
     "predict": _predict,
-    PROBABILITIES: _probabilities,
     "score": _field("score", "FP64"),
     "threshold": _field("threshold", "FP64"),
     "confidence": _field("confidence", "FP64"),

@@ -141,12 +141,13 @@ async def infer(request: Request, service: Service) -> Any:
     shape = shape_of(served)
     asked, outputs = predict_request(served.model.name, shape, body)
     try:
-        answer = await service.registry.predict(
+        answered = await service.registry.answer(
             asked, booleans_possible=b"true" in raw or b"false" in raw, caller=request.state.caller, served=served
         )
     except InvalidInputError as exc:
         exc.field = in_v2_terms(exc.field)
         raise
+    answer = answered.body
     request.state.model = (answer["model"], answer["version"])
     records = answer["predictions"]
     ids = [record.pop("id") for record in records]
@@ -155,7 +156,7 @@ async def infer(request: Request, service: Service) -> Any:
         "model_version": answer["version"],
         "id": body.id if body.id is not None else ids[0].rpartition("-")[0],
         "parameters": {"task": answer["task"], "prediction_ids": ids},
-        "outputs": response_outputs(shape, outputs, records),
+        "outputs": response_outputs(shape, outputs, records, answered.prediction.probability_matrix()),
     }
 
 
