@@ -430,23 +430,34 @@ class ClassifierService:
         gc.freeze()
         log_startup(init_began, models_began - log_began, models_s)
 
-    def __is_alive__(self) -> bool:
+    def dead_reason(self) -> str | None:
+        """Why the server is not alive (`/livez`, `/v2/health/live`); None while it is."""
         lost = self.workers.lost()
-        if lost:
-            raise probe_failure(
-                f"worker pid {', '.join(map(str, lost))} of this server died, and BentoML does not replace workers "
-                "in a container (BENTOML_CONTAINERIZED): restart the container"
-            )
+        if not lost:
+            return None
+        return (
+            f"worker pid {', '.join(map(str, lost))} of this server died, and BentoML does not replace workers "
+            "in a container (BENTOML_CONTAINERIZED): restart the container"
+        )
+
+    def unready_reason(self) -> str | None:
+        """Why the server is not ready (`/readyz`, `/v2/health/ready`); None while it is."""
+        if not self.registry.ready:
+            return self.registry.unready_reason()
+        return self.guard.unready_reason()
+
+    def __is_alive__(self) -> bool:
+        dead = self.dead_reason()
+        if dead is not None:
+            raise probe_failure(dead)
         return True
 
     async def __is_ready__(self) -> bool:
         # async, so BentoML answers `/readyz` on the event loop: a sync hook runs in its thread pool, and under load
         # the probe would wait for a free thread and for the GIL (`tests/e2e/test_held_loop.py`)
-        if not self.registry.ready:
-            raise probe_failure(self.registry.unready_reason())
-        keys_unreadable = self.guard.unready_reason()
-        if keys_unreadable is not None:
-            raise probe_failure(keys_unreadable)
+        unready = self.unready_reason()
+        if unready is not None:
+            raise probe_failure(unready)
         return True
 
     @bentoml.on_shutdown  # type: ignore[untyped-decorator]  # bentoml ships no type information

@@ -17,7 +17,7 @@ from starlette.requests import Request
 
 from ..bodies import decode_json, read_body
 from ..classifiers import InvalidInputError, Task
-from ..errors import ModelUnavailableError
+from ..errors import DependencyUnavailableError
 from ..openapi import Operation
 from ..schemas import parse
 from ..settings import Settings
@@ -45,6 +45,10 @@ class Service(Protocol):
 
     registry: ModelRegistry
     settings: Settings
+
+    def dead_reason(self) -> str | None: ...
+
+    def unready_reason(self) -> str | None: ...
 
 
 def server_version() -> str:
@@ -94,12 +98,16 @@ async def server_metadata(request: Request, service: Service) -> Any:
 
 
 async def live(request: Request, service: Service) -> Any:
-    return {"live": True}  # a worker answers: the server is up (`/livez` also watches the other workers)
+    dead = service.dead_reason()  # `/livez`'s rule
+    if dead is not None:
+        raise DependencyUnavailableError(dead)
+    return {"live": True}
 
 
 async def ready(request: Request, service: Service) -> Any:
-    if not service.registry.ready:
-        raise ModelUnavailableError(service.registry.unready_reason())
+    unready = service.unready_reason()  # `/readyz`'s rule
+    if unready is not None:
+        raise DependencyUnavailableError(unready)
     return {"ready": True}
 
 

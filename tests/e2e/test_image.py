@@ -11,11 +11,9 @@ import contextlib
 import json
 import os
 import subprocess
-import threading
 import time
 import tomllib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +28,20 @@ from bench.servers import PROJECT, STOP_TIMEOUT_S, Server, log_tail
 from models.catalog import evaluation_rows
 from scripts import image
 from service.settings import DEFAULT_CATALOG
-from tests.e2e.conftest import TIMEOUT, Samples, scrape_when, value, wait_until
+from tests.e2e.conftest import (
+    TIMEOUT,
+    Samples,
+    assert_under_way_answered,
+    recorded_load,
+    scrape_when,
+    value,
+    wait_until,
+)
+from tests.helpers import CATALOG_TASKS
 
 pytestmark = pytest.mark.e2e
 
 MAX_IMAGE_BYTES = 600_000_000
-TASKS = {"breast_cancer": "binary", "digits": "multiclass", "digit_attributes": "multilabel"}
-TASKS |= {"digit_attributes_ovr": "multilabel", "digit_groups": "hierarchical"}
 CLIENTS = 8
 LIST_DISTRIBUTIONS = """
 from importlib.metadata import distributions
@@ -148,7 +153,7 @@ def test_serves_every_task_kind_and_its_metrics_from_a_read_only_root_as_a_non_r
             response = predict(http, server.url, model, evaluation_rows(model)[0][:3].tolist())
             assert response.status_code == 200, response.text
             body = response.json()
-            assert (body["task"], len(body["predictions"])) == (TASKS[model], 3)
+            assert (body["task"], len(body["predictions"])) == (CATALOG_TASKS[model], 3)
         scrape_when(server.url, every_model_counted, "/metrics counting a request of each model")
         name = container_name(server)
         health = subprocess.run([*engine, "healthcheck", "run", name], capture_output=True, text=True)
@@ -162,58 +167,25 @@ def test_serves_every_task_kind_and_its_metrics_from_a_read_only_root_as_a_non_r
         assert "Service classifier-service initialized" in server.log.read_text(errors="replace")
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """One request: when it was sent and answered, its status (or the transport error's name), its prediction ids."""
-
-    sent: float
-    answered: float
-    status: int | str
-    ids: tuple[str, ...] = ()
-
-
 def test_sigterm_under_load_answers_the_requests_under_way_and_a_new_container_finds_their_predictions(
     engine: list[str], built: str, tmp_path: Path
 ) -> None:
     volume = f"clf-test-data-{os.getpid()}"
     rows = evaluation_rows("breast_cancer")[0][:20].tolist()
-    outcomes: list[Outcome] = []
-    done = threading.Event()
-
-    def client(url: str) -> None:
-        with httpx.Client(timeout=TIMEOUT) as http:
-            while not done.is_set():
-                sent = time.time()
-                try:
-                    response = predict(http, url, "breast_cancer", rows)
-                except httpx.TransportError as exc:
-                    outcomes.append(Outcome(sent, time.time(), type(exc).__name__))
-                    continue
-                ids = tuple(p["id"] for p in response.json()["predictions"]) if response.status_code == 200 else ()
-                outcomes.append(Outcome(sent, time.time(), response.status_code, ids))
-
     volumes = {volume: image.DATA_FOLDER}
     try:
         # only the stop writes the log's queue (a 30-s flush interval): what reaches the volume is the drain's doing
-        with container(engine, tmp_path, "drain", volumes, workers="2", log_flush_seconds="30") as server:
-            clients = [threading.Thread(target=client, args=(server.url,)) for _ in range(CLIENTS)]
-            for thread in clients:
-                thread.start()
-            try:
-                wait_until(lambda: sum(o.status == 200 for o in outcomes) >= 200, "200 answers before the signal")
-                signalled = time.time()
-                # `podman stop`: SIGTERM, and SIGKILL only after the grace period
-                stop = [*engine, "stop", "--time", str(image.STOP_TIMEOUT_S), container_name(server)]
-                subprocess.run(stop, capture_output=True, check=True)
-                exit_code = server.process.wait(STOP_TIMEOUT_S)
-            finally:
-                done.set()
-                for thread in clients:
-                    thread.join(STOP_TIMEOUT_S)
+        with (
+            container(engine, tmp_path, "drain", volumes, workers="2", log_flush_seconds="30") as server,
+            recorded_load(server.url, "breast_cancer", rows, CLIENTS) as outcomes,
+        ):
+            signalled = time.time()
+            # `podman stop`: SIGTERM, and SIGKILL only after the grace period
+            stop = [*engine, "stop", "--time", str(image.STOP_TIMEOUT_S), container_name(server)]
+            subprocess.run(stop, capture_output=True, check=True)
+            exit_code = server.process.wait(STOP_TIMEOUT_S)
         assert exit_code == 0, f"the container exited with {exit_code} (137: killed):\n{log_tail(server.log)}"
-        before = [o for o in outcomes if o.sent < signalled]
-        under_way = [o for o in before if o.answered >= signalled]
-        assert under_way and {o.status for o in before} == {200}, [o for o in before if o.status != 200]
+        assert_under_way_answered(outcomes, signalled)
 
         answered = [o.ids[0] for o in outcomes if o.status == 200]
         with container(engine, tmp_path, "after", volumes) as server, httpx.Client(timeout=TIMEOUT) as http:
@@ -236,4 +208,6 @@ def test_livez_turns_503_when_a_worker_dies_inside_the_container(engine: list[st
             return response.status_code == 503 and f"worker pid {workers[0]}" in response.text
 
         wait_until(dead_worker_reported, f"/livez 503 naming worker {workers[0]}")
+        v2_live = httpx.get(f"{server.url}/v2/health/live", timeout=TIMEOUT)  # the same rule
+        assert v2_live.status_code == 503 and f"worker pid {workers[0]}" in v2_live.json()["error"], v2_live.text
         server.check_alive()  # the container keeps running: the orchestrator restarts it, BentoML does not

@@ -13,11 +13,8 @@ from starlette.testclient import TestClient
 
 from service.settings import DEFAULT_CATALOG
 from service.v2.codec import DEFAULT_OUTPUTS
-from tests.helpers import cancer_rows, catalog_rows, register_colors_model, scrape
+from tests.helpers import CATALOG_TASKS, cancer_rows, catalog_rows, register_colors_model, scrape
 from tests.rollout.test_promotion import two_versions
-
-TASKS = {"breast_cancer": "binary", "digits": "multiclass", "digit_attributes": "multilabel"}
-TASKS |= {"digit_attributes_ovr": "multilabel", "digit_groups": "hierarchical"}
 
 
 def tensor_body(model: str, rows: np.ndarray, **extra: Any) -> dict[str, Any]:
@@ -54,6 +51,14 @@ def test_server_metadata_and_health(api: TestClient) -> None:
     assert api.get("/v2/health/ready").json() == {"ready": True}
 
 
+def test_the_health_routes_follow_the_probes_rules(api: TestClient, reconfigure: Callable[..., None]) -> None:
+    reconfigure(models=("digits", "ghost"))
+    why = api.get("/readyz").json()["error"]["message"]
+    assert "ghost" in why
+    assert_v2_error(api.get("/v2/health/ready"), 503, "unavailable", why)
+    assert api.get("/v2/health/live").json() == {"live": True}
+
+
 @pytest.mark.parametrize("model", DEFAULT_CATALOG)
 def test_model_metadata_lists_the_inputs_outputs_and_the_class_order(api: TestClient, model: str) -> None:
     card = api.get(f"/models/{model}").json()
@@ -63,8 +68,8 @@ def test_model_metadata_lists_the_inputs_outputs_and_the_class_order(api: TestCl
     assert metadata["parameters"]["classes"] == card["classes"]["names"]
     assert metadata["parameters"]["features"] == card["features"]["names"]
     names = [output["name"] for output in metadata["outputs"]]
-    assert set(DEFAULT_OUTPUTS[TASKS[model]]) <= set(names)
-    assert ("predict_proba" in names) == (TASKS[model] != "hierarchical")
+    assert set(DEFAULT_OUTPUTS[CATALOG_TASKS[model]]) <= set(names)
+    assert ("predict_proba" in names) == (CATALOG_TASKS[model] != "hierarchical")
     assert api.get(f"/v2/models/{model}/ready").json() == {"name": model, "ready": True}
     versioned = f"/v2/models/{model}/versions/{card['version']}"
     assert api.get(versioned).json() == metadata
@@ -77,18 +82,18 @@ def test_infer_answers_what_predict_answers(api: TestClient, model: str) -> None
     predicted = api.post("/predict", json={"model": model, "instances": rows.tolist(),
                                            "options": {"return_probabilities": True}}).json()  # fmt: skip
     classes = api.get(f"/v2/models/{model}").json()["parameters"]["classes"]
-    asked = ["predict"] + (["predict_proba"] if TASKS[model] != "hierarchical" else ["path", "path_confidence"])
+    asked = ["predict"] + (["predict_proba"] if CATALOG_TASKS[model] != "hierarchical" else ["path", "path_confidence"])
     answer = infer(api, model, tensor_body(model, rows, outputs=[{"name": name} for name in asked]))
     assert (answer["model_name"], answer["model_version"]) == (model, predicted["version"])
-    assert answer["parameters"]["task"] == TASKS[model]
+    assert answer["parameters"]["task"] == CATALOG_TASKS[model]
     got = outputs(answer)
     records = predicted["predictions"]
-    if TASKS[model] == "multilabel":
+    if CATALOG_TASKS[model] == "multilabel":
         decided = [[int(name in p["labels"]) for name in classes] for p in records]
         assert got["predict"].tolist() == decided
     else:
         assert got["predict"][:, 0].tolist() == [p["label"] for p in records]
-    if TASKS[model] == "hierarchical":
+    if CATALOG_TASKS[model] == "hierarchical":
         assert got["path"].tolist() == [[node["label"] for node in p["path"]] for p in records]
         assert got["path_confidence"].tolist() == [[node["confidence"] for node in p["path"]] for p in records]
     else:
