@@ -16,6 +16,16 @@ from starlette.testclient import TestClient
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]  # (sample name, labels) -> value
 
 
+# the task of each default catalog model (CONTRACT.md's catalog table)
+CATALOG_TASKS = {
+    "breast_cancer": "binary",
+    "digits": "multiclass",
+    "digit_attributes": "multilabel",
+    "digit_attributes_ovr": "multilabel",
+    "digit_groups": "hierarchical",
+}
+
+
 def scrape(api: TestClient) -> Samples:
     """Every sample of the service's `/metrics`."""
     return {

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,55 @@ def predict_load(url: str, model: str, rows: list[Any]) -> Iterator[list[Answer]
         stop.set()
         for thread in threads:
             thread.join(timeout=STOP_TIMEOUT_S)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One request: when it was sent and answered, its status (or the transport error's name), its prediction ids."""
+
+    sent: float
+    answered: float
+    status: int | str
+    ids: tuple[str, ...] = ()
+
+
+@contextlib.contextmanager
+def recorded_load(url: str, model: str, rows: list[Any], clients: int = 8) -> Iterator[list[Outcome]]:
+    """`clients` clients posting `rows` to `/predict` in a closed loop, each request's outcome recorded, a transport
+    error by its name (a server that stops); yields the outcomes once 200 requests were answered, stops the clients
+    when the block ends."""
+    outcomes: list[Outcome] = []
+    done = threading.Event()
+
+    def client() -> None:
+        with httpx.Client(timeout=TIMEOUT) as http:
+            while not done.is_set():
+                sent = time.time()
+                try:
+                    response = http.post(f"{url}/predict", json={"model": model, "instances": rows})
+                except httpx.TransportError as exc:
+                    outcomes.append(Outcome(sent, time.time(), type(exc).__name__))
+                    continue
+                ids = tuple(p["id"] for p in response.json()["predictions"]) if response.status_code == 200 else ()
+                outcomes.append(Outcome(sent, time.time(), response.status_code, ids))
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_until(lambda: sum(o.status == 200 for o in outcomes) >= 200, "200 answers before the signal")
+        yield outcomes
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join(STOP_TIMEOUT_S)
+
+
+def assert_under_way_answered(outcomes: list[Outcome], signalled: float) -> None:
+    """Every request sent before the signal was answered 200, some of them after it (they were under way)."""
+    before = [o for o in outcomes if o.sent < signalled]
+    under_way = [o for o in before if o.answered >= signalled]
+    assert under_way and {o.status for o in before} == {200}, [o for o in before if o.status != 200]
 
 
 def heartbeats(url: str) -> dict[int, float]:

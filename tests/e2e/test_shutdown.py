@@ -10,20 +10,16 @@ accepting fail to connect, or find their kept-alive connection closed.
 from __future__ import annotations
 
 import signal
-import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
-from bench.servers import STOP_TIMEOUT_S
 from models.catalog import evaluation_rows
 from service.database.engine import create_database_engine
 from service.feedback.ids import parse_id
 from service.feedback.prediction_store import PredictionStore
-from tests.e2e.conftest import SERVER_LOGS, SERVERS, TIMEOUT, serving, stop, wait_until
+from tests.e2e.conftest import SERVER_LOGS, SERVERS, assert_under_way_answered, recorded_load, serving, stop
 
 pytestmark = pytest.mark.e2e
 
@@ -31,53 +27,17 @@ MODEL = "breast_cancer"
 CLIENTS = 8
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """One request: when it was sent and answered, its status (or the transport error's name), its prediction ids."""
-
-    sent: float
-    answered: float
-    status: int | str
-    ids: tuple[str, ...] = ()
-
-
 def test_sigterm_under_load_answers_what_was_under_way_and_loses_no_answered_prediction(
     e2e_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     home: Path = tmp_path_factory.mktemp("serve-sigterm")
     rows = evaluation_rows(MODEL)[0][:20].tolist()
-    outcomes: list[Outcome] = []
-    done = threading.Event()
-
-    def client() -> None:
-        with httpx.Client(timeout=TIMEOUT) as http:
-            while not done.is_set():
-                sent = time.time()
-                try:
-                    response = http.post(f"{url}/predict", json={"model": MODEL, "instances": rows})
-                except httpx.TransportError as exc:
-                    outcomes.append(Outcome(sent, time.time(), type(exc).__name__))
-                    continue
-                ids = tuple(p["id"] for p in response.json()["predictions"]) if response.status_code == 200 else ()
-                outcomes.append(Outcome(sent, time.time(), response.status_code, ids))
-
     settings = {"workers": "2", "models": MODEL, "log_flush_seconds": "30"}  # only the stop writes the queue
-    with serving(e2e_env, home, **settings) as url:
-        clients = [threading.Thread(target=client) for _ in range(CLIENTS)]
-        for thread in clients:
-            thread.start()
-        try:
-            wait_until(lambda: sum(o.status == 200 for o in outcomes) >= 200, "200 answers before the signal")
-            signalled = time.time()
-            stop(SERVERS[url], signal.SIGTERM, SERVER_LOGS[url])  # returns once the arbiter has exited
-        finally:
-            done.set()
-            for thread in clients:
-                thread.join(STOP_TIMEOUT_S)
+    with serving(e2e_env, home, **settings) as url, recorded_load(url, MODEL, rows, CLIENTS) as outcomes:
+        signalled = time.time()
+        stop(SERVERS[url], signal.SIGTERM, SERVER_LOGS[url])  # returns once the arbiter has exited
 
-    before = [o for o in outcomes if o.sent < signalled]
-    under_way = [o for o in before if o.answered >= signalled]
-    assert under_way and {o.status for o in before} == {200}, [o for o in before if o.status != 200]
+    assert_under_way_answered(outcomes, signalled)
     answered = [o for o in outcomes if o.status == 200]
     store = PredictionStore(create_database_engine(f"sqlite:///{home / 'data' / 'predictions.db'}"))
     try:

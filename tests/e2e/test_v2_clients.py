@@ -24,11 +24,10 @@ from bench.servers import PROJECT
 from models.catalog import evaluation_rows
 from service.settings import DEFAULT_CATALOG
 from tests.e2e.conftest import TIMEOUT
+from tests.helpers import CATALOG_TASKS
 
 pytestmark = pytest.mark.e2e
 
-TASKS = {"breast_cancer": "binary", "digits": "multiclass", "digit_attributes": "multilabel"}
-TASKS |= {"digit_attributes_ovr": "multilabel", "digit_groups": "hierarchical"}
 CLIENT = Path(__file__).with_name("mlserver_client.py")
 MLSERVER = VARIANT_BY_KEY["mlserver"]
 MODELS = ["breast_cancer", "digits", "digit_attributes", "digit_groups"]  # a model of each task kind
@@ -53,17 +52,17 @@ def test_tritonclient_reads_metadata_and_infers_every_task_kind(server: str, mod
     rows = evaluation_rows(model)[0][:4].astype(np.float64)
     given = triton.InferInput(tensor["name"], list(rows.shape), "FP64")
     given.set_data_from_numpy(rows, binary_data=False)
-    names = ["predict"] + (["predict_proba"] if TASKS[model] != "hierarchical" else ["path_confidence"])
+    names = ["predict"] + (["predict_proba"] if CATALOG_TASKS[model] != "hierarchical" else ["path_confidence"])
     asked = [triton.InferRequestedOutput(name, binary_data=False) for name in names]
     result = client.infer(model, [given], outputs=asked, request_id="triton-1")
     assert result.get_response()["id"] == "triton-1"
     records = predicted(server, model, rows)
     decided = result.as_numpy("predict")
-    if TASKS[model] == "multilabel":
+    if CATALOG_TASKS[model] == "multilabel":
         assert decided.tolist() == [[int(c in r["labels"]) for c in classes] for r in records]
     else:
         assert [str(label) for label in decided[:, 0]] == [r["label"] for r in records]
-    if TASKS[model] == "hierarchical":
+    if CATALOG_TASKS[model] == "hierarchical":
         expected = [[node["confidence"] for node in r["path"]] for r in records]
         assert np.allclose(result.as_numpy("path_confidence"), expected, rtol=0, atol=1e-12)
     else:
@@ -122,8 +121,8 @@ def test_mlserver_types_and_codecs_parse_every_task_kind_in_both_input_forms(
     as_tensor = mlserver_client(python, server, model, "np", "-", {"rows": rows.tolist()})
     as_frame = mlserver_client(python, server, model, "pd", "-", {"rows": rows.tolist(), "features": features})
     assert as_tensor["outputs"] == as_frame["outputs"]
-    assert as_tensor["parameters"]["task"] == TASKS[model]
+    assert as_tensor["parameters"]["task"] == CATALOG_TASKS[model]
     records = predicted(server, model, rows)
-    if TASKS[model] != "multilabel":
+    if CATALOG_TASKS[model] != "multilabel":
         assert as_tensor["outputs"]["predict"] == [r["label"] for r in records]
     assert len(as_tensor["parameters"]["prediction_ids"]) == 3
